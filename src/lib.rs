@@ -1,0 +1,2 @@
+//! weir: a gateway collector for OpenTelemetry data.
+pub mod config;
