@@ -1,1 +1,88 @@
-fn main() {}
+//! The `weir` command line: run, validate, components, --version.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+weir: a gateway collector for OpenTelemetry data
+
+usage:
+  weir [--config FILE]...            run (no --config: the embedded config/default.yaml)
+  weir validate [--config FILE]...   check a config, list every error, exit non-zero if any
+  weir components                    list the component types weir has
+  weir --version                     print the version
+
+Several --config files merge: maps deep-merge, later files win.
+Signals: SIGTERM/SIGINT drain queues within service.shutdown_timeout, then exit 0.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut command: Option<&str> = None;
+    let mut configs: Vec<PathBuf> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        match a {
+            "--version" | "-v" | "version" => {
+                println!("weir {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            "--help" | "-h" | "help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--config" | "-c" => {
+                let Some(v) = args.get(i + 1) else {
+                    eprintln!("weir: --config needs a file\n\n{USAGE}");
+                    return ExitCode::from(2);
+                };
+                configs.push(PathBuf::from(v));
+                i += 1;
+            }
+            _ if a.starts_with("--config=") => {
+                configs.push(PathBuf::from(&a["--config=".len()..]));
+            }
+            "run" | "validate" | "components" if command.is_none() => command = Some(a),
+            _ => {
+                eprintln!("weir: unknown argument {a:?}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+        i += 1;
+    }
+    match command.unwrap_or("run") {
+        "validate" => match weir::config::load(&configs) {
+            Ok(cfg) => {
+                println!(
+                    "config is valid: {} pipeline(s): {}",
+                    cfg.service.pipelines.len(),
+                    cfg.service
+                        .pipelines
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errs) => {
+                eprintln!("{errs}");
+                eprintln!("{} error(s)", errs.0.len());
+                ExitCode::FAILURE
+            }
+        },
+        "components" => {
+            for c in weir::config::model::COMPONENTS {
+                let signals: Vec<&str> = c.signals.iter().map(|s| s.as_str()).collect();
+                println!(
+                    "{:<10} {:<14} {:<24} {}",
+                    c.kind.as_str(),
+                    c.type_name,
+                    signals.join(","),
+                    c.description
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        _ => ExitCode::from(weir::app::run(&configs).clamp(0, 255) as u8),
+    }
+}

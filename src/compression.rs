@@ -1,0 +1,60 @@
+//! The one place request bodies are decompressed. Every caller passes a cap, and the output
+//! never grows past it: a 10 KiB gzip bomb cannot make weir allocate gigabytes.
+use std::io::Read;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecompressError {
+    #[error("decompressed body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("invalid gzip data: {0}")]
+    Invalid(String),
+}
+
+/// Gunzips `input`, failing as soon as the output would pass `limit` bytes.
+pub fn gunzip_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+    let decoder = flate2::read::MultiGzDecoder::new(input);
+    // Read one byte past the limit to tell "exactly at the limit" from "over it".
+    let mut limited = decoder.take(limit as u64 + 1);
+    // Start from a modest guess; growth is bounded by the cap.
+    let mut out = Vec::with_capacity((input.len() * 4).min(limit).min(1 << 20));
+    limited
+        .read_to_end(&mut out)
+        .map_err(|e| DecompressError::Invalid(e.to_string()))?;
+    if out.len() > limit {
+        return Err(DecompressError::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// Gzips `input` at the default level.
+pub fn gzip(input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(input.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(input);
+    enc.finish().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_caps() {
+        let data = vec![b'a'; 100_000];
+        let z = gzip(&data);
+        assert!(z.len() < 1000);
+        assert_eq!(gunzip_capped(&z, 100_000).as_deref(), Ok(&data[..]));
+        assert_eq!(
+            gunzip_capped(&z, 99_999),
+            Err(DecompressError::TooLarge { limit: 99_999 })
+        );
+        assert!(matches!(
+            gunzip_capped(b"not gzip", 10),
+            Err(DecompressError::Invalid(_))
+        ));
+    }
+}

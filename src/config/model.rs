@@ -1,0 +1,700 @@
+//! The validated configuration: the Collector's envelope (`receivers`, `processors`,
+//! `exporters`, `connectors`, `extensions`, `service`) with every component body decoded by
+//! its type's settings struct. Validation is pure: no sockets, no files written. It reports
+//! every problem it finds, each with file, line and YAML path.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::loader::{ConfigError, ConfigErrors, Loaded, Mapping, Value};
+use super::units::DurationValue;
+use crate::exporters::debug::DebugConfig;
+use crate::exporters::otlp::config::OtlpExporterConfig;
+use crate::exporters::otlphttp::config::OtlpHttpExporterConfig;
+use crate::extensions::health_check::HealthCheckConfig;
+use crate::pdata::Signal;
+use crate::processors::attributes::config::{AttributesConfig, ResourceConfig};
+use crate::processors::batch::config::BatchConfig;
+use crate::receivers::otlp::config::OtlpReceiverConfig;
+use crate::telemetry::TelemetryConfig;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReceiverConfig {
+    Otlp(OtlpReceiverConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProcessorConfig {
+    Batch(BatchConfig),
+    Attributes(AttributesConfig),
+    Resource(ResourceConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExporterConfig {
+    Otlp(OtlpExporterConfig),
+    OtlpHttp(OtlpHttpExporterConfig),
+    Debug(DebugConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExtensionConfig {
+    HealthCheck(HealthCheckConfig),
+}
+
+/// The kinds of component, as the config's sections name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Receiver,
+    Processor,
+    Exporter,
+    Connector,
+    Extension,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Receiver => "receiver",
+            Kind::Processor => "processor",
+            Kind::Exporter => "exporter",
+            Kind::Connector => "connector",
+            Kind::Extension => "extension",
+        }
+    }
+}
+
+/// A component type weir has.
+pub struct ComponentInfo {
+    pub kind: Kind,
+    pub type_name: &'static str,
+    pub signals: &'static [Signal],
+    pub description: &'static str,
+}
+
+const ALL: &[Signal] = &[Signal::Traces, Signal::Metrics, Signal::Logs];
+
+/// Every component type, for `weir components` and validation.
+pub const COMPONENTS: &[ComponentInfo] = &[
+    ComponentInfo {
+        kind: Kind::Receiver,
+        type_name: "otlp",
+        signals: ALL,
+        description: "OTLP over gRPC and HTTP (protobuf, JSON, gzip)",
+    },
+    ComponentInfo {
+        kind: Kind::Processor,
+        type_name: "batch",
+        signals: ALL,
+        description: "groups data into batches by size and time",
+    },
+    ComponentInfo {
+        kind: Kind::Processor,
+        type_name: "attributes",
+        signals: ALL,
+        description: "inserts, updates, deletes or hashes span, log and data point attributes",
+    },
+    ComponentInfo {
+        kind: Kind::Processor,
+        type_name: "resource",
+        signals: ALL,
+        description: "inserts, updates, deletes or hashes resource attributes",
+    },
+    ComponentInfo {
+        kind: Kind::Exporter,
+        type_name: "otlp",
+        signals: ALL,
+        description: "OTLP over gRPC (Tempo, Jaeger, collectors)",
+    },
+    ComponentInfo {
+        kind: Kind::Exporter,
+        type_name: "otlphttp",
+        signals: ALL,
+        description: "OTLP over HTTP, protobuf or JSON",
+    },
+    ComponentInfo {
+        kind: Kind::Exporter,
+        type_name: "debug",
+        signals: ALL,
+        description: "prints data to stdout",
+    },
+    ComponentInfo {
+        kind: Kind::Extension,
+        type_name: "health_check",
+        signals: &[],
+        description: "HTTP health endpoint (200 when ready)",
+    },
+];
+
+fn types_of(kind: Kind) -> Vec<&'static str> {
+    COMPONENTS
+        .iter()
+        .filter(|c| c.kind == kind)
+        .map(|c| c.type_name)
+        .collect()
+}
+
+fn info(kind: Kind, type_name: &str) -> Option<&'static ComponentInfo> {
+    COMPONENTS
+        .iter()
+        .find(|c| c.kind == kind && c.type_name == type_name)
+}
+
+/// One pipeline of `service.pipelines`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    pub signal: Signal,
+    pub receivers: Vec<String>,
+    pub processors: Vec<String>,
+    pub exporters: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+    pub extensions: Vec<String>,
+    pub telemetry: TelemetryConfig,
+    /// How long SIGTERM waits for queues to drain (default 10s).
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub receivers: BTreeMap<String, ReceiverConfig>,
+    pub processors: BTreeMap<String, ProcessorConfig>,
+    pub exporters: BTreeMap<String, ExporterConfig>,
+    pub extensions: BTreeMap<String, ExtensionConfig>,
+    pub service: ServiceConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    #[serde(default)]
+    receivers: Vec<String>,
+    #[serde(default)]
+    processors: Vec<String>,
+    #[serde(default)]
+    exporters: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawService {
+    extensions: Vec<String>,
+    pipelines: BTreeMap<String, Value>,
+    telemetry: Value,
+    shutdown_timeout: Option<DurationValue>,
+}
+
+/// Splits `type/name` and checks both parts.
+pub fn parse_id(id: &str) -> Result<(&str, Option<&str>), String> {
+    let (ty, name) = match id.split_once('/') {
+        Some((t, n)) => (t, Some(n)),
+        None => (id, None),
+    };
+    let ok_type = ty.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && ty.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok_type {
+        return Err(format!(
+            "invalid component id {id:?}: the type must start with a letter and hold only letters, digits and '_'"
+        ));
+    }
+    if let Some(n) = name {
+        if n.is_empty() || n.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(format!(
+                "invalid component id {id:?}: the name after '/' must be non-empty, without spaces or '/'"
+            ));
+        }
+    }
+    Ok((ty, name))
+}
+
+struct Ctx<'a> {
+    loaded: &'a Loaded,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, path: &str, msg: impl Into<String>) {
+        self.errors.push(self.loaded.error(path, msg));
+    }
+
+    fn decode<T: serde::de::DeserializeOwned + Default>(
+        &mut self,
+        path: &str,
+        v: &Value,
+    ) -> Option<T> {
+        // `batch:` with nothing under it means "all defaults".
+        if v.is_null() {
+            return Some(T::default());
+        }
+        match self.loaded.decode::<T>(path, v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        }
+    }
+
+    fn problems(&mut self, base: &str, problems: Vec<(String, String)>) -> bool {
+        let ok = problems.is_empty();
+        for (k, m) in problems {
+            self.err(&format!("{base}.{k}"), m);
+        }
+        ok
+    }
+
+    /// The components of one section as (id, type, body).
+    fn section<'v>(&mut self, root: &'v Mapping, key: &str) -> Vec<(String, String, &'v Value)> {
+        let mut out = Vec::new();
+        let Some(v) = root.get(key) else {
+            return out;
+        };
+        if v.is_null() {
+            return out;
+        }
+        let Some(m) = v.as_mapping() else {
+            self.err(key, "must be a mapping of component id to settings");
+            return out;
+        };
+        for (k, body) in m {
+            let Some(id) = k.as_str() else {
+                self.err(key, format!("component ids must be strings, got {k:?}"));
+                continue;
+            };
+            let path = format!("{key}.{id}");
+            match parse_id(id) {
+                Ok((ty, _)) => out.push((id.to_string(), ty.to_string(), body)),
+                Err(e) => self.err(&path, e),
+            }
+        }
+        out
+    }
+}
+
+const TOP_LEVEL: &[&str] = &[
+    "receivers",
+    "processors",
+    "exporters",
+    "connectors",
+    "extensions",
+    "service",
+];
+
+impl Config {
+    /// Validates a loaded config, collecting every error.
+    pub fn from_loaded(loaded: &Loaded) -> Result<Config, ConfigErrors> {
+        let mut cx = Ctx {
+            loaded,
+            errors: Vec::new(),
+        };
+        let empty = Mapping::new();
+        let root = match &loaded.root {
+            Value::Mapping(m) => m,
+            Value::Null => &empty,
+            _ => {
+                cx.err("", "the config must be a mapping at the top level");
+                return Err(ConfigErrors(cx.errors));
+            }
+        };
+        for k in root.keys() {
+            let name = k.as_str().unwrap_or("");
+            if !TOP_LEVEL.contains(&name) {
+                cx.err(
+                    name,
+                    format!(
+                        "unknown top-level key {name:?}; expected one of: {}",
+                        TOP_LEVEL.join(", ")
+                    ),
+                );
+            }
+        }
+
+        let mut receivers = BTreeMap::new();
+        for (id, ty, body) in cx.section(root, "receivers") {
+            let path = format!("receivers.{id}");
+            match ty.as_str() {
+                "otlp" => {
+                    // `otlp:` with no body has no protocols, which the check below reports.
+                    if let Some(c) = cx.decode::<OtlpReceiverConfig>(&path, body) {
+                        if cx.problems(&path, c.validate()) {
+                            receivers.insert(id, ReceiverConfig::Otlp(c));
+                        }
+                    }
+                }
+                _ => cx.err(&path, unknown_type(Kind::Receiver, &ty)),
+            }
+        }
+
+        let mut processors = BTreeMap::new();
+        for (id, ty, body) in cx.section(root, "processors") {
+            let path = format!("processors.{id}");
+            match ty.as_str() {
+                "batch" => {
+                    if let Some(c) = cx.decode::<BatchConfig>(&path, body) {
+                        match c.validate() {
+                            Ok(()) => {
+                                processors.insert(id, ProcessorConfig::Batch(c));
+                            }
+                            Err((k, m)) => cx.err(&format!("{path}.{k}"), m),
+                        }
+                    }
+                }
+                "attributes" => {
+                    if let Some(c) = cx.decode::<AttributesConfig>(&path, body) {
+                        match crate::processors::attributes::AttributesProcessor::new(&c) {
+                            Ok(_) => {
+                                processors.insert(id, ProcessorConfig::Attributes(c));
+                            }
+                            Err(p) => cx.err(&format!("{path}.{}", p.path), p.message),
+                        }
+                    }
+                }
+                "resource" => {
+                    if let Some(c) = cx.decode::<ResourceConfig>(&path, body) {
+                        match crate::processors::attributes::ResourceProcessor::new(&c) {
+                            Ok(_) => {
+                                processors.insert(id, ProcessorConfig::Resource(c));
+                            }
+                            Err(p) => cx.err(&format!("{path}.{}", p.path), p.message),
+                        }
+                    }
+                }
+                _ => cx.err(&path, unknown_type(Kind::Processor, &ty)),
+            }
+        }
+
+        let mut exporters = BTreeMap::new();
+        for (id, ty, body) in cx.section(root, "exporters") {
+            let path = format!("exporters.{id}");
+            match ty.as_str() {
+                "otlp" => {
+                    if let Some(c) = cx.decode::<OtlpExporterConfig>(&path, body) {
+                        if cx.problems(&path, c.validate()) {
+                            exporters.insert(id, ExporterConfig::Otlp(c));
+                        }
+                    }
+                }
+                "otlphttp" => {
+                    if let Some(c) = cx.decode::<OtlpHttpExporterConfig>(&path, body) {
+                        if cx.problems(&path, c.validate()) {
+                            exporters.insert(id, ExporterConfig::OtlpHttp(c));
+                        }
+                    }
+                }
+                "debug" => {
+                    if let Some(c) = cx.decode::<DebugConfig>(&path, body) {
+                        exporters.insert(id, ExporterConfig::Debug(c));
+                    }
+                }
+                _ => cx.err(&path, unknown_type(Kind::Exporter, &ty)),
+            }
+        }
+
+        for (id, ty, _) in cx.section(root, "connectors") {
+            cx.err(
+                &format!("connectors.{id}"),
+                unknown_type(Kind::Connector, &ty),
+            );
+        }
+
+        let mut extensions = BTreeMap::new();
+        for (id, ty, body) in cx.section(root, "extensions") {
+            let path = format!("extensions.{id}");
+            match ty.as_str() {
+                "health_check" => {
+                    if let Some(c) = cx.decode::<HealthCheckConfig>(&path, body) {
+                        if cx.problems(&path, c.validate()) {
+                            extensions.insert(id, ExtensionConfig::HealthCheck(c));
+                        }
+                    }
+                }
+                _ => cx.err(&path, unknown_type(Kind::Extension, &ty)),
+            }
+        }
+
+        let service = cx.service(root, &receivers, &processors, &exporters, &extensions);
+
+        if let Some(service) = &service {
+            cx.check_ports(&receivers, &extensions, service);
+        }
+
+        match service {
+            Some(service) if cx.errors.is_empty() => Ok(Config {
+                receivers,
+                processors,
+                exporters,
+                extensions,
+                service,
+            }),
+            _ => Err(ConfigErrors(cx.errors)),
+        }
+    }
+}
+
+fn unknown_type(kind: Kind, ty: &str) -> String {
+    format!(
+        "unknown {} type {ty:?}; weir has: {}",
+        kind.as_str(),
+        types_of(kind).join(", ")
+    )
+}
+
+impl Ctx<'_> {
+    fn service(
+        &mut self,
+        root: &Mapping,
+        receivers: &BTreeMap<String, ReceiverConfig>,
+        processors: &BTreeMap<String, ProcessorConfig>,
+        exporters: &BTreeMap<String, ExporterConfig>,
+        extensions: &BTreeMap<String, ExtensionConfig>,
+    ) -> Option<ServiceConfig> {
+        let declared = |section: &str| -> Vec<String> {
+            root.get(section)
+                .and_then(|v| v.as_mapping())
+                .map(|m| {
+                    m.keys()
+                        .filter_map(|k| k.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let Some(svc_value) = root.get("service") else {
+            self.err("service", "is required: declare service.pipelines");
+            return None;
+        };
+        let raw: RawService = if svc_value.is_null() {
+            RawService::default()
+        } else {
+            match self.loaded.decode::<RawService>("service", svc_value) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.errors.push(e);
+                    return None;
+                }
+            }
+        };
+        let telemetry = if raw.telemetry.is_null() {
+            TelemetryConfig::default()
+        } else {
+            match self
+                .loaded
+                .decode::<TelemetryConfig>("service.telemetry", &raw.telemetry)
+            {
+                Ok(t) => {
+                    self.problems("service.telemetry", t.validate());
+                    t
+                }
+                Err(e) => {
+                    self.errors.push(e);
+                    TelemetryConfig::default()
+                }
+            }
+        };
+        for (i, ext) in raw.extensions.iter().enumerate() {
+            let path = format!("service.extensions[{i}]");
+            if !extensions.contains_key(ext) && !declared("extensions").contains(ext) {
+                self.err(
+                    &path,
+                    format!(
+                        "references extension {ext:?}, which is not configured under extensions"
+                    ),
+                );
+            }
+        }
+        if raw.pipelines.is_empty() {
+            self.err("service.pipelines", "at least one pipeline is required");
+        }
+        let mut pipelines = BTreeMap::new();
+        for (pid, body) in &raw.pipelines {
+            let path = format!("service.pipelines.{pid}");
+            let signal = match parse_id(pid) {
+                Ok((ty, _)) => match Signal::parse(ty) {
+                    Some(s) => s,
+                    None => {
+                        self.err(
+                            &path,
+                            format!("unknown pipeline type {ty:?}; expected traces, metrics or logs (optionally traces/<name>)"),
+                        );
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    self.err(&path, e);
+                    continue;
+                }
+            };
+            let p: RawPipeline = if body.is_null() {
+                RawPipeline {
+                    receivers: vec![],
+                    processors: vec![],
+                    exporters: vec![],
+                }
+            } else {
+                match self.loaded.decode::<RawPipeline>(&path, body) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.errors.push(e);
+                        continue;
+                    }
+                }
+            };
+            if p.receivers.is_empty() {
+                self.err(
+                    &format!("{path}.receivers"),
+                    "must list at least one receiver",
+                );
+            }
+            if p.exporters.is_empty() {
+                self.err(
+                    &format!("{path}.exporters"),
+                    "must list at least one exporter",
+                );
+            }
+            self.refs(
+                &path,
+                "receivers",
+                Kind::Receiver,
+                &p.receivers,
+                &declared("receivers"),
+                |id| receivers.contains_key(id),
+                signal,
+            );
+            self.refs(
+                &path,
+                "processors",
+                Kind::Processor,
+                &p.processors,
+                &declared("processors"),
+                |id| processors.contains_key(id),
+                signal,
+            );
+            self.refs(
+                &path,
+                "exporters",
+                Kind::Exporter,
+                &p.exporters,
+                &declared("exporters"),
+                |id| exporters.contains_key(id),
+                signal,
+            );
+            pipelines.insert(
+                pid.clone(),
+                PipelineConfig {
+                    signal,
+                    receivers: p.receivers,
+                    processors: p.processors,
+                    exporters: p.exporters,
+                },
+            );
+        }
+        Some(ServiceConfig {
+            pipelines,
+            extensions: raw.extensions,
+            telemetry,
+            shutdown_timeout: raw
+                .shutdown_timeout
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(10)),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn refs(
+        &mut self,
+        path: &str,
+        list: &str,
+        kind: Kind,
+        ids: &[String],
+        declared: &[String],
+        valid: impl Fn(&str) -> bool,
+        signal: Signal,
+    ) {
+        for (i, id) in ids.iter().enumerate() {
+            let p = format!("{path}.{list}[{i}]");
+            if ids[..i].contains(id) {
+                self.err(&p, format!("{} {id:?} is listed twice", kind.as_str()));
+                continue;
+            }
+            if !declared.contains(id) {
+                self.err(
+                    &p,
+                    format!(
+                        "references {} {id:?}, which is not configured under {list}",
+                        kind.as_str()
+                    ),
+                );
+                continue;
+            }
+            // Declared but invalid: its own error was already reported.
+            if !valid(id) {
+                continue;
+            }
+            let ty = parse_id(id).map(|(t, _)| t).unwrap_or("");
+            if let Some(info) = info(kind, ty) {
+                if !info.signals.contains(&signal) {
+                    self.err(
+                        &p,
+                        format!("{} {id:?} does not support {signal}", kind.as_str()),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Two listeners on one port fail at start; say so before anything starts.
+    fn check_ports(
+        &mut self,
+        receivers: &BTreeMap<String, ReceiverConfig>,
+        extensions: &BTreeMap<String, ExtensionConfig>,
+        service: &ServiceConfig,
+    ) {
+        let used: Vec<&String> = service
+            .pipelines
+            .values()
+            .flat_map(|p| &p.receivers)
+            .collect();
+        let mut seen: Vec<((String, u16), String)> = Vec::new();
+        let mut check = |cx: &mut Self, path: String, endpoint: &str| {
+            let Some((host, port)) = crate::net::endpoint_parts(endpoint) else {
+                return;
+            };
+            if port == 0 {
+                return;
+            }
+            if let Some((_, other)) = seen
+                .iter()
+                .find(|((h, p), _)| *p == port && (h == &host || h == "*" || host == "*"))
+            {
+                cx.err(
+                    &path,
+                    format!("endpoint {endpoint:?} uses the same port as {other}"),
+                );
+            } else {
+                seen.push(((host, port), path));
+            }
+        };
+        for (id, r) in receivers {
+            if !used.contains(&id) {
+                continue;
+            }
+            let ReceiverConfig::Otlp(c) = r;
+            for (key, ep) in c.endpoints() {
+                check(self, format!("receivers.{id}.{key}"), ep);
+            }
+        }
+        for (id, e) in extensions {
+            if !service.extensions.contains(id) {
+                continue;
+            }
+            let ExtensionConfig::HealthCheck(c) = e;
+            check(self, format!("extensions.{id}.endpoint"), &c.endpoint);
+        }
+        if let Some(addr) = service.telemetry.metrics_address() {
+            check(self, "service.telemetry.metrics.address".into(), &addr);
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! What every exporter shares: the bounded sending queue and its workers, retry with backoff,
+//! the per-request timeout and the exporter self-metrics. An exporter only supplies a
+//! [`Sender`]: how to send one batch and which failures are worth retrying.
+//!
+//! A slow or dead backend fills its own queue and nobody else's; whatever is given up on is
+//! counted and logged, never dropped silently.
+pub mod config;
+pub mod retry;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::pdata::{Batch, Signal};
+use crate::telemetry::metrics::{Counter, Registry};
+use config::{QueueConfig, RetryConfig};
+use retry::Backoff;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why one send failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExportError {
+    /// Worth trying again, after `retry_after` if the backend said so.
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Will fail again: counted and logged, not retried.
+    Permanent { message: String },
+}
+
+impl ExportError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ExportError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ExportError::Permanent {
+            message: message.into(),
+        }
+    }
+}
+
+/// What a backend accepted: `rejected` items it refused in a partial success.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Sent {
+    pub rejected: usize,
+    pub message: Option<String>,
+}
+
+/// One exporter's way of sending a batch.
+pub trait Sender: Send + Sync + 'static {
+    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Sent, ExportError>>;
+}
+
+fn signal_index(s: Signal) -> usize {
+    match s {
+        Signal::Traces => 0,
+        Signal::Metrics => 1,
+        Signal::Logs => 2,
+    }
+}
+
+#[derive(Clone)]
+struct PerSignal([Counter; 3]);
+
+impl PerSignal {
+    fn new(registry: &Registry, what: &str, exporter: &str) -> PerSignal {
+        let mk = |s: Signal| {
+            let name: &'static str = match (what, s) {
+                ("sent", Signal::Traces) => "otelcol_exporter_sent_spans_total",
+                ("sent", Signal::Metrics) => "otelcol_exporter_sent_metric_points_total",
+                ("sent", Signal::Logs) => "otelcol_exporter_sent_log_records_total",
+                ("send_failed", Signal::Traces) => "otelcol_exporter_send_failed_spans_total",
+                ("send_failed", Signal::Metrics) => {
+                    "otelcol_exporter_send_failed_metric_points_total"
+                }
+                ("send_failed", Signal::Logs) => "otelcol_exporter_send_failed_log_records_total",
+                (_, Signal::Traces) => "otelcol_exporter_enqueue_failed_spans_total",
+                (_, Signal::Metrics) => "otelcol_exporter_enqueue_failed_metric_points_total",
+                (_, Signal::Logs) => "otelcol_exporter_enqueue_failed_log_records_total",
+            };
+            let help = match what {
+                "sent" => "Items successfully sent to the destination.",
+                "send_failed" => "Items the exporter failed to send (given up on).",
+                _ => "Items that could not be added to the sending queue.",
+            };
+            registry.counter(name, help, &[("exporter", exporter)])
+        };
+        PerSignal([mk(Signal::Traces), mk(Signal::Metrics), mk(Signal::Logs)])
+    }
+    fn add(&self, s: Signal, n: usize) {
+        self.0[signal_index(s)].add(n as u64);
+    }
+}
+
+/// What pipelines hold to hand batches to an exporter.
+#[derive(Clone)]
+pub struct ExporterHandle {
+    pub id: Arc<str>,
+    tx: mpsc::Sender<Batch>,
+    block_on_overflow: bool,
+    queued: Arc<AtomicUsize>,
+    enqueue_failed: PerSignal,
+}
+
+impl ExporterHandle {
+    /// Queues a batch. With `block_on_overflow` this waits for room (backpressure);
+    /// otherwise a full queue drops the batch for this exporter and counts it.
+    pub async fn push(&self, batch: Batch) {
+        let items = batch.items;
+        let signal = batch.signal;
+        if self.block_on_overflow {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            if self.tx.send(batch).await.is_err() {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.enqueue_failed.add(signal, items);
+                tracing::error!(exporter = %self.id, "exporter stopped; dropped {items} {}", signal.item_noun());
+            }
+            return;
+        }
+        match self.tx.try_send(batch) {
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.enqueue_failed.add(signal, items);
+                tracing::warn!(exporter = %self.id, "sending queue is full; dropped {items} {}", signal.item_noun());
+            }
+        }
+    }
+}
+
+/// The running side of an exporter: its workers.
+pub struct ExporterTask {
+    pub id: Arc<str>,
+    workers: Vec<JoinHandle<()>>,
+    cancel: watch::Sender<bool>,
+    rx: Arc<Mutex<mpsc::Receiver<Batch>>>,
+    send_failed: PerSignal,
+    queued: Arc<AtomicUsize>,
+}
+
+impl ExporterTask {
+    /// Waits for the workers to drain the queue once every handle is dropped. At `deadline`
+    /// they are told to stop; whatever is still queued is counted as failed and logged.
+    pub async fn drain(self, deadline: Instant) {
+        let cancel = self.cancel;
+        let mut workers = self.workers;
+        let all = async {
+            for w in workers.iter_mut() {
+                let _ = w.await;
+            }
+        };
+        if tokio::time::timeout_at(deadline, all).await.is_err() {
+            let _ = cancel.send(true);
+            // Give workers a moment to count what they were holding.
+            for w in workers.iter_mut() {
+                if tokio::time::timeout(Duration::from_millis(500), &mut *w)
+                    .await
+                    .is_err()
+                {
+                    w.abort();
+                }
+            }
+        }
+        let mut rx = self.rx.lock().await;
+        rx.close();
+        let mut lost = 0usize;
+        while let Ok(b) = rx.try_recv() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.send_failed.add(b.signal, b.items);
+            lost += b.items;
+        }
+        if lost > 0 {
+            tracing::error!(exporter = %self.id, "shutdown deadline passed; {lost} queued items were not delivered");
+        }
+    }
+}
+
+/// Starts an exporter's queue and workers.
+pub fn start(
+    id: &str,
+    sender: Arc<dyn Sender>,
+    queue: &QueueConfig,
+    retry: &RetryConfig,
+    timeout: Duration,
+    registry: &Registry,
+) -> (ExporterHandle, ExporterTask) {
+    let (capacity, consumers) = if queue.enabled {
+        (queue.queue_size.max(1), queue.num_consumers.max(1))
+    } else {
+        (1, 1)
+    };
+    let id: Arc<str> = Arc::from(id);
+    let (tx, rx) = mpsc::channel(capacity);
+    let rx = Arc::new(Mutex::new(rx));
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let sent = PerSignal::new(registry, "sent", &id);
+    let send_failed = PerSignal::new(registry, "send_failed", &id);
+    let enqueue_failed = PerSignal::new(registry, "enqueue_failed", &id);
+    {
+        let q = queued.clone();
+        registry.gauge_fn(
+            "otelcol_exporter_queue_size",
+            "Current size of the retry queue (in batches).",
+            &[("exporter", &id)],
+            move || q.load(Ordering::Relaxed) as f64,
+        );
+        registry.gauge_fn(
+            "otelcol_exporter_queue_capacity",
+            "Fixed capacity of the retry queue (in batches).",
+            &[("exporter", &id)],
+            move || capacity as f64,
+        );
+    }
+    let workers = (0..consumers)
+        .map(|_| {
+            let w = Worker {
+                id: id.clone(),
+                sender: sender.clone(),
+                retry: retry.clone(),
+                timeout,
+                sent: sent.clone(),
+                send_failed: send_failed.clone(),
+                cancel: cancel_rx.clone(),
+            };
+            let rx = rx.clone();
+            let queued = queued.clone();
+            tokio::spawn(async move {
+                loop {
+                    let next = { rx.lock().await.recv().await };
+                    let Some(batch) = next else { break };
+                    queued.fetch_sub(1, Ordering::Relaxed);
+                    w.deliver(batch).await;
+                }
+            })
+        })
+        .collect();
+    let handle = ExporterHandle {
+        id: id.clone(),
+        tx,
+        block_on_overflow: queue.block_on_overflow,
+        queued: queued.clone(),
+        enqueue_failed,
+    };
+    let task = ExporterTask {
+        id,
+        workers,
+        cancel: cancel_tx,
+        rx,
+        send_failed,
+        queued,
+    };
+    (handle, task)
+}
+
+struct Worker {
+    id: Arc<str>,
+    sender: Arc<dyn Sender>,
+    retry: RetryConfig,
+    timeout: Duration,
+    sent: PerSignal,
+    send_failed: PerSignal,
+    cancel: watch::Receiver<bool>,
+}
+
+impl Worker {
+    fn give_up(&self, batch: &Batch, why: &str) {
+        self.send_failed.add(batch.signal, batch.items);
+        tracing::error!(
+            exporter = %self.id,
+            "dropping {} {}: {why}",
+            batch.items,
+            batch.signal.item_noun()
+        );
+    }
+
+    async fn deliver(&self, batch: Batch) {
+        let started = Instant::now();
+        let mut backoff = Backoff::new(&self.retry);
+        let mut cancel = self.cancel.clone();
+        loop {
+            let attempt = tokio::time::timeout(self.timeout, self.sender.send(&batch));
+            let result = tokio::select! {
+                r = attempt => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(ExportError::retryable(format!(
+                        "request timed out after {:?}",
+                        self.timeout
+                    ))),
+                },
+                _ = crate::net::until_true(&mut cancel) => {
+                    self.give_up(&batch, "shutdown deadline passed while sending");
+                    return;
+                }
+            };
+            let (message, retry_after) = match result {
+                Ok(ok) => {
+                    let accepted = batch.items.saturating_sub(ok.rejected);
+                    self.sent.add(batch.signal, accepted);
+                    if ok.rejected > 0 {
+                        self.send_failed.add(batch.signal, ok.rejected);
+                        tracing::warn!(
+                            exporter = %self.id,
+                            "backend rejected {} of {} {}: {}",
+                            ok.rejected,
+                            batch.items,
+                            batch.signal.item_noun(),
+                            ok.message.as_deref().unwrap_or("")
+                        );
+                    }
+                    return;
+                }
+                Err(ExportError::Permanent { message }) => {
+                    self.give_up(&batch, &format!("permanent error: {message}"));
+                    return;
+                }
+                Err(ExportError::Retryable {
+                    message,
+                    retry_after,
+                }) => (message, retry_after),
+            };
+            if !self.retry.enabled {
+                self.give_up(&batch, &format!("{message} (retry_on_failure is disabled)"));
+                return;
+            }
+            let wait = retry_after.unwrap_or_else(|| backoff.next_wait());
+            let budget = self.retry.max_elapsed_time.0;
+            if !budget.is_zero() && started.elapsed() + wait > budget {
+                self.give_up(
+                    &batch,
+                    &format!("{message} (no more retries left after {budget:?})"),
+                );
+                return;
+            }
+            if *cancel.borrow() {
+                self.give_up(&batch, &format!("{message} (shutting down)"));
+                return;
+            }
+            tracing::warn!(exporter = %self.id, "send failed, retrying in {wait:?}: {message}");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = crate::net::until_true(&mut cancel) => {
+                    self.give_up(&batch, &format!("{message} (shutting down)"));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

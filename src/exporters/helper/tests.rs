@@ -1,0 +1,173 @@
+use super::*;
+use crate::pdata::Context;
+use bytes::Bytes;
+use std::sync::Mutex as StdMutex;
+
+/// Fails with the queued errors first, then succeeds.
+struct Scripted {
+    errors: StdMutex<Vec<ExportError>>,
+    calls: AtomicUsize,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl Sender for Scripted {
+    fn send<'a>(&'a self, _batch: &'a Batch) -> BoxFuture<'a, Result<Sent, ExportError>> {
+        Box::pin(async move {
+            if let Some(g) = &self.gate {
+                let _p = g.acquire().await;
+            }
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            match self.errors.lock().unwrap().pop() {
+                Some(e) => Err(e),
+                None => Ok(Sent::default()),
+            }
+        })
+    }
+}
+
+fn batch(items: usize) -> Batch {
+    Batch::encoded(
+        Signal::Traces,
+        Bytes::new(),
+        items,
+        Arc::new(Context::default()),
+    )
+}
+
+fn fast_retry() -> RetryConfig {
+    RetryConfig {
+        initial_interval: Duration::from_millis(5).into(),
+        max_interval: Duration::from_millis(20).into(),
+        ..RetryConfig::default()
+    }
+}
+
+fn sent(r: &Registry, id: &str) -> f64 {
+    r.value("otelcol_exporter_sent_spans_total", &[("exporter", id)])
+        .unwrap_or(0.0)
+}
+fn failed(r: &Registry, id: &str) -> f64 {
+    r.value(
+        "otelcol_exporter_send_failed_spans_total",
+        &[("exporter", id)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn retries_retryable_then_counts_sent() {
+    let reg = Registry::new();
+    let s = Arc::new(Scripted {
+        errors: StdMutex::new(vec![
+            ExportError::retryable("503"),
+            ExportError::Retryable {
+                message: "throttled".into(),
+                retry_after: Some(Duration::from_millis(10)),
+            },
+        ]),
+        calls: AtomicUsize::new(0),
+        gate: None,
+    });
+    let (h, t) = start(
+        "x",
+        s.clone(),
+        &QueueConfig::default(),
+        &fast_retry(),
+        Duration::from_secs(5),
+        &reg,
+    );
+    h.push(batch(7)).await;
+    drop(h);
+    t.drain(Instant::now() + Duration::from_secs(5)).await;
+    assert_eq!(s.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(sent(&reg, "x"), 7.0);
+    assert_eq!(failed(&reg, "x"), 0.0);
+}
+
+#[tokio::test]
+async fn permanent_errors_are_not_retried_and_are_counted() {
+    let reg = Registry::new();
+    let s = Arc::new(Scripted {
+        errors: StdMutex::new(vec![ExportError::permanent("HTTP 400: bad")]),
+        calls: AtomicUsize::new(0),
+        gate: None,
+    });
+    let (h, t) = start(
+        "p",
+        s.clone(),
+        &QueueConfig::default(),
+        &fast_retry(),
+        Duration::from_secs(5),
+        &reg,
+    );
+    h.push(batch(3)).await;
+    drop(h);
+    t.drain(Instant::now() + Duration::from_secs(5)).await;
+    assert_eq!(s.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(failed(&reg, "p"), 3.0);
+    assert_eq!(sent(&reg, "p"), 0.0);
+}
+
+#[tokio::test]
+async fn full_queue_without_blocking_drops_and_counts() {
+    let reg = Registry::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let s = Arc::new(Scripted {
+        errors: StdMutex::new(vec![]),
+        calls: AtomicUsize::new(0),
+        gate: Some(gate.clone()),
+    });
+    let q = QueueConfig {
+        num_consumers: 1,
+        queue_size: 2,
+        block_on_overflow: false,
+        ..QueueConfig::default()
+    };
+    let (h, t) = start(
+        "d",
+        s.clone(),
+        &q,
+        &fast_retry(),
+        Duration::from_secs(5),
+        &reg,
+    );
+    // One in the worker's hands, two queued, the rest refused.
+    for _ in 0..6 {
+        h.push(batch(1)).await;
+        tokio::task::yield_now().await;
+    }
+    let dropped = reg
+        .value(
+            "otelcol_exporter_enqueue_failed_spans_total",
+            &[("exporter", "d")],
+        )
+        .unwrap();
+    assert!((3.0..=4.0).contains(&dropped), "dropped {dropped}");
+    gate.add_permits(100);
+    drop(h);
+    t.drain(Instant::now() + Duration::from_secs(5)).await;
+    assert_eq!(sent(&reg, "d") + dropped, 6.0);
+}
+
+#[tokio::test]
+async fn shutdown_deadline_counts_what_was_not_delivered() {
+    let reg = Registry::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let s = Arc::new(Scripted {
+        errors: StdMutex::new(vec![]),
+        calls: AtomicUsize::new(0),
+        gate: Some(gate),
+    });
+    let q = QueueConfig {
+        num_consumers: 1,
+        ..QueueConfig::default()
+    };
+    let (h, t) = start("s", s, &q, &fast_retry(), Duration::from_secs(60), &reg);
+    for _ in 0..5 {
+        h.push(batch(2)).await;
+    }
+    drop(h);
+    t.drain(Instant::now() + Duration::from_millis(100)).await;
+    // The batch in the worker's hands and the four still queued are all counted.
+    assert_eq!(failed(&reg, "s"), 10.0);
+}

@@ -1,0 +1,126 @@
+//! The `otlp` exporter: OTLP over gRPC, how weir feeds Tempo, Jaeger and other collectors.
+//! Sends the encoded request it was given (the received bytes on the fast path).
+pub mod config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::PathAndQuery;
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
+    trace::v1::ExportTraceServiceResponse,
+};
+use prost::Message;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::exporters::helper::{BoxFuture, ExportError, Sender, Sent};
+use crate::exporters::Compression;
+use crate::grpc::BytesCodec;
+use crate::pdata::{Batch, Signal};
+use config::OtlpExporterConfig;
+
+pub struct OtlpGrpcSender {
+    channel: Channel,
+    metadata: MetadataMap,
+    gzip: bool,
+}
+
+impl OtlpGrpcSender {
+    /// Builds the client; connects lazily, so a backend that is down at start is retried
+    /// like any other failure.
+    pub fn new(cfg: &OtlpExporterConfig) -> Result<Arc<Self>, String> {
+        let endpoint = Endpoint::from_shared(cfg.uri())
+            .map_err(|e| format!("invalid endpoint {:?}: {e}", cfg.endpoint))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true);
+        let mut metadata = MetadataMap::new();
+        for (k, v) in &cfg.headers {
+            let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|_| format!("invalid header name {k:?}"))?;
+            let val = MetadataValue::try_from(v.as_str())
+                .map_err(|_| format!("invalid value for header {k:?}"))?;
+            metadata.insert(key, val);
+        }
+        Ok(Arc::new(OtlpGrpcSender {
+            channel: endpoint.connect_lazy(),
+            metadata,
+            gzip: cfg.compression == Compression::Gzip,
+        }))
+    }
+}
+
+/// Sorts a gRPC failure into retryable or permanent, as the OTLP spec lists the codes.
+pub fn classify(status: &tonic::Status) -> ExportError {
+    let message = format!(
+        "rpc error: code = {:?} desc = {}",
+        status.code(),
+        status.message()
+    );
+    let delay = crate::grpc::retry_delay(status);
+    match status.code() {
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss => ExportError::Retryable {
+            message,
+            retry_after: delay,
+        },
+        // Only retried when the server says when (RetryInfo), per the OTLP spec.
+        Code::ResourceExhausted if delay.is_some() => ExportError::Retryable {
+            message,
+            retry_after: delay,
+        },
+        _ => ExportError::Permanent { message },
+    }
+}
+
+/// Reads `partial_success` from an encoded Export*ServiceResponse.
+pub fn partial_success(signal: Signal, body: &[u8]) -> Sent {
+    let (rejected, message) = match signal {
+        Signal::Traces => ExportTraceServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_spans, p.error_message)),
+        Signal::Metrics => ExportMetricsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_data_points, p.error_message)),
+        Signal::Logs => ExportLogsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map(|p| (p.rejected_log_records, p.error_message)),
+    }
+    .unwrap_or((0, String::new()));
+    Sent {
+        rejected: rejected.max(0) as usize,
+        message: (!message.is_empty()).then_some(message),
+    }
+}
+
+impl Sender for OtlpGrpcSender {
+    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Sent, ExportError>> {
+        Box::pin(async move {
+            let mut grpc = tonic::client::Grpc::new(self.channel.clone())
+                .accept_compressed(CompressionEncoding::Gzip);
+            if self.gzip {
+                grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+            }
+            grpc.ready()
+                .await
+                .map_err(|e| ExportError::retryable(format!("connection not ready: {e}")))?;
+            let mut req = tonic::Request::new(batch.to_bytes());
+            *req.metadata_mut() = self.metadata.clone();
+            let path = PathAndQuery::from_static(batch.signal.grpc_path());
+            match grpc.unary(req, path, BytesCodec).await {
+                Ok(resp) => Ok(partial_success(batch.signal, resp.get_ref())),
+                Err(status) => Err(classify(&status)),
+            }
+        })
+    }
+}

@@ -1,0 +1,121 @@
+//! `otlphttp` exporter settings (OTLP over HTTP), with the Collector's keys and defaults.
+use serde::Deserialize;
+use std::time::Duration;
+
+use crate::config::units::DurationValue;
+use crate::exporters::helper::config::{QueueConfig, RetryConfig};
+use crate::exporters::{Compression, Headers, TlsClientConfig};
+use crate::pdata::Signal;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Proto,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpHttpExporterConfig {
+    /// Base URL; `/v1/traces`, `/v1/metrics`, `/v1/logs` are appended.
+    pub endpoint: String,
+    /// Full URLs that override `endpoint` per signal.
+    pub traces_endpoint: Option<String>,
+    pub metrics_endpoint: Option<String>,
+    pub logs_endpoint: Option<String>,
+    pub tls: TlsClientConfig,
+    pub headers: Headers,
+    /// `gzip` (default) or `none`.
+    pub compression: Compression,
+    /// `proto` (default) or `json`.
+    pub encoding: Encoding,
+    /// Per-request deadline (default 30s).
+    pub timeout: DurationValue,
+    pub sending_queue: QueueConfig,
+    pub retry_on_failure: RetryConfig,
+}
+
+impl Default for OtlpHttpExporterConfig {
+    fn default() -> Self {
+        OtlpHttpExporterConfig {
+            endpoint: String::new(),
+            traces_endpoint: None,
+            metrics_endpoint: None,
+            logs_endpoint: None,
+            tls: TlsClientConfig::default(),
+            headers: Headers::new(),
+            compression: Compression::Gzip,
+            encoding: Encoding::Proto,
+            timeout: Duration::from_secs(30).into(),
+            sending_queue: QueueConfig::default(),
+            retry_on_failure: RetryConfig::default(),
+        }
+    }
+}
+
+impl OtlpHttpExporterConfig {
+    /// The URL a signal is posted to, if one is configured.
+    pub fn url(&self, signal: Signal) -> Option<String> {
+        let explicit = match signal {
+            Signal::Traces => &self.traces_endpoint,
+            Signal::Metrics => &self.metrics_endpoint,
+            Signal::Logs => &self.logs_endpoint,
+        };
+        if let Some(u) = explicit {
+            return Some(u.clone());
+        }
+        if self.endpoint.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{}{}",
+            self.endpoint.trim_end_matches('/'),
+            signal.http_path()
+        ))
+    }
+
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        if self.endpoint.is_empty()
+            && self.traces_endpoint.is_none()
+            && self.metrics_endpoint.is_none()
+            && self.logs_endpoint.is_none()
+        {
+            errs.push((
+                "endpoint".into(),
+                "is required (base URL such as http://tempo:4318)".into(),
+            ));
+        }
+        for (key, url) in [
+            ("endpoint", Some(&self.endpoint).filter(|e| !e.is_empty())),
+            ("traces_endpoint", self.traces_endpoint.as_ref()),
+            ("metrics_endpoint", self.metrics_endpoint.as_ref()),
+            ("logs_endpoint", self.logs_endpoint.as_ref()),
+        ] {
+            let Some(url) = url else { continue };
+            match url.parse::<http::Uri>() {
+                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
+                Ok(u) if u.scheme_str() == Some("https") => errs.push((
+                    key.into(),
+                    "https is not supported yet: use an http:// URL".into(),
+                )),
+                _ => errs.push((
+                    key.into(),
+                    format!("invalid URL {url:?}: expected http://host:port[/path]"),
+                )),
+            }
+        }
+        if self.timeout.0.is_zero() {
+            errs.push(("timeout".into(), "must be greater than 0".into()));
+        }
+        errs.extend(crate::exporters::check_headers(&self.headers));
+        if let Err((k, m)) = self.sending_queue.validate() {
+            errs.push((format!("sending_queue.{k}"), m));
+        }
+        if let Err((k, m)) = self.retry_on_failure.validate() {
+            errs.push((format!("retry_on_failure.{k}"), m));
+        }
+        errs
+    }
+}

@@ -1,0 +1,216 @@
+//! The `otlphttp` exporter: OTLP over HTTP (protobuf or JSON), for backends that take
+//! OTLP/HTTP (Tempo, Jaeger, vendors). Retries 429/502/503/504 honouring `Retry-After`;
+//! any other failure status is permanent and logged with the backend's message.
+pub mod config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use prost::Message;
+
+use crate::exporters::helper::{BoxFuture, ExportError, Sender, Sent};
+use crate::exporters::Compression;
+use crate::grpc::RpcStatus;
+use crate::pdata::{Batch, Payload, Signal};
+use config::{Encoding, OtlpHttpExporterConfig};
+
+pub struct OtlpHttpSender {
+    client: Client<HttpConnector, Full<Bytes>>,
+    urls: [Option<http::Uri>; 3],
+    headers: HeaderMap,
+    gzip: bool,
+    encoding: Encoding,
+}
+
+fn idx(s: Signal) -> usize {
+    match s {
+        Signal::Traces => 0,
+        Signal::Metrics => 1,
+        Signal::Logs => 2,
+    }
+}
+
+/// Seconds in a `Retry-After` header (the delta-seconds form).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+impl OtlpHttpSender {
+    pub fn new(cfg: &OtlpHttpExporterConfig) -> Result<Arc<Self>, String> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        let mut urls: [Option<http::Uri>; 3] = [None, None, None];
+        for s in Signal::ALL {
+            if let Some(u) = cfg.url(s) {
+                urls[idx(s)] = Some(u.parse().map_err(|e| format!("invalid URL {u:?}: {e}"))?);
+            }
+        }
+        let mut headers = HeaderMap::new();
+        for (k, v) in &cfg.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("invalid header name {k:?}"))?;
+            let value =
+                HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k:?}"))?;
+            headers.insert(name, value);
+        }
+        Ok(Arc::new(OtlpHttpSender {
+            client,
+            urls,
+            headers,
+            gzip: cfg.compression == Compression::Gzip,
+            encoding: cfg.encoding,
+        }))
+    }
+
+    fn body(&self, batch: &Batch) -> Result<Bytes, ExportError> {
+        match self.encoding {
+            Encoding::Proto => Ok(batch.to_bytes()),
+            Encoding::Json => {
+                let mut b = batch.clone();
+                b.decode()
+                    .map_err(|e| ExportError::permanent(e.to_string()))?;
+                let json = match &b.payload {
+                    Payload::Traces(r) => serde_json::to_vec(r),
+                    Payload::Metrics(r) => serde_json::to_vec(r),
+                    Payload::Logs(r) => serde_json::to_vec(r),
+                    Payload::Encoded(_) => Ok(Vec::new()),
+                }
+                .map_err(|e| ExportError::permanent(format!("cannot encode JSON: {e}")))?;
+                Ok(Bytes::from(json))
+            }
+        }
+    }
+}
+
+/// The message of an OTLP/HTTP error body (a google.rpc.Status, or text).
+fn error_message(body: &[u8], content_type: &str) -> String {
+    if content_type.starts_with("application/x-protobuf") {
+        if let Ok(st) = RpcStatus::decode(body) {
+            return st.message;
+        }
+    }
+    if content_type.starts_with("application/json") {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+            if let Some(m) = v.get("message").and_then(|m| m.as_str()) {
+                return m.to_string();
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(1024)]);
+    text.trim().to_string()
+}
+
+fn json_partial_success(signal: Signal, body: &[u8]) -> Sent {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let ps = &v["partialSuccess"];
+    let key = match signal {
+        Signal::Traces => "rejectedSpans",
+        Signal::Metrics => "rejectedDataPoints",
+        Signal::Logs => "rejectedLogRecords",
+    };
+    let rejected = match &ps[key] {
+        serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
+        serde_json::Value::String(s) => s.parse().unwrap_or(0),
+        _ => 0,
+    };
+    Sent {
+        rejected: rejected as usize,
+        message: ps["errorMessage"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+    }
+}
+
+impl Sender for OtlpHttpSender {
+    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Sent, ExportError>> {
+        Box::pin(async move {
+            let Some(url) = &self.urls[idx(batch.signal)] else {
+                return Err(ExportError::permanent(format!(
+                    "no endpoint configured for {}",
+                    batch.signal
+                )));
+            };
+            let mut body = self.body(batch)?;
+            if self.gzip {
+                body = Bytes::from(crate::compression::gzip(&body));
+            }
+            let ct = match self.encoding {
+                Encoding::Proto => "application/x-protobuf",
+                Encoding::Json => "application/json",
+            };
+            let mut req = Request::builder()
+                .method(Method::POST)
+                .uri(url.clone())
+                .header(header::CONTENT_TYPE, ct)
+                .header(
+                    header::USER_AGENT,
+                    concat!("weir/", env!("CARGO_PKG_VERSION")),
+                )
+                .body(Full::new(body))
+                .map_err(|e| ExportError::permanent(format!("cannot build request: {e}")))?;
+            if self.gzip {
+                req.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            for (k, v) in &self.headers {
+                req.headers_mut().insert(k.clone(), v.clone());
+            }
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| ExportError::retryable(format!("request to {url} failed: {e}")))?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let rct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = Limited::new(resp.into_body(), 1 << 20)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            if status.is_success() {
+                return Ok(if rct.starts_with("application/json") {
+                    json_partial_success(batch.signal, &body)
+                } else {
+                    crate::exporters::otlp::partial_success(batch.signal, &body)
+                });
+            }
+            let message = format!(
+                "HTTP {} from {url}: {}",
+                status.as_u16(),
+                error_message(&body, &rct)
+            );
+            match status {
+                StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::BAD_GATEWAY
+                | StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::GATEWAY_TIMEOUT => Err(ExportError::Retryable {
+                    message,
+                    retry_after: retry_after(&headers),
+                }),
+                _ => Err(ExportError::Permanent { message }),
+            }
+        })
+    }
+}

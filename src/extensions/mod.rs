@@ -1,0 +1,2 @@
+//! Extensions: components outside pipelines.
+pub mod health_check;

@@ -1,0 +1,227 @@
+//! The data that moves through the graph: `Batch { signal, payload, context }`.
+//!
+//! A payload stays in the encoded form it arrived in (OTLP protobuf bytes) until a stage needs
+//! to look inside; it is then decoded once to the `opentelemetry-proto` prost types. Exporters
+//! that speak OTLP ask for the encoded form and get the received bytes back untouched when no
+//! stage decoded them: the gateway fast path. This module must never copy a payload it does
+//! not have to.
+pub mod wire;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
+};
+use prost::Message;
+
+/// The three OTLP signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+
+    /// The item noun used by the Collector's self-metrics (`accepted_spans`, ...).
+    pub fn item_noun(self) -> &'static str {
+        match self {
+            Signal::Traces => "spans",
+            Signal::Metrics => "metric_points",
+            Signal::Logs => "log_records",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Signal> {
+        match s {
+            "traces" => Some(Signal::Traces),
+            "metrics" => Some(Signal::Metrics),
+            "logs" => Some(Signal::Logs),
+            _ => None,
+        }
+    }
+
+    /// The OTLP/HTTP path of this signal.
+    pub fn http_path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/v1/traces",
+            Signal::Metrics => "/v1/metrics",
+            Signal::Logs => "/v1/logs",
+        }
+    }
+
+    /// The OTLP/gRPC method path of this signal.
+    pub fn grpc_path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        }
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a batch came from. Travels beside the data, never inside it, until a processor
+/// writes part of it into the data on purpose.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// The receiver id (`otlp`, `otlp/internal`).
+    pub receiver: Arc<str>,
+    /// `grpc` or `http`.
+    pub transport: &'static str,
+    /// Client metadata (request headers / gRPC metadata), lower-case names, when the receiver
+    /// was configured with `include_metadata`.
+    pub metadata: Option<Arc<Vec<(String, String)>>>,
+    /// The tenant, once a stage has decided it.
+    pub tenant: Option<Arc<str>>,
+}
+
+impl Context {
+    /// The first value of client metadata `key` (case-insensitive).
+    pub fn metadata_value(&self, key: &str) -> Option<&str> {
+        self.metadata.as_ref().and_then(|m| {
+            m.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v.as_str())
+        })
+    }
+}
+
+/// An OTLP request, encoded or decoded.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Encoded(Bytes),
+    Traces(ExportTraceServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+    Logs(ExportLogsServiceRequest),
+}
+
+/// The unit that moves through pipelines.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub signal: Signal,
+    /// Spans, data points or log records in the payload.
+    pub items: usize,
+    pub payload: Payload,
+    pub context: Arc<Context>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode {signal} payload: {source}")]
+pub struct DecodeError {
+    pub signal: Signal,
+    #[source]
+    pub source: prost::DecodeError,
+}
+
+impl Batch {
+    /// A batch of encoded OTLP bytes whose items were already counted.
+    pub fn encoded(signal: Signal, bytes: Bytes, items: usize, context: Arc<Context>) -> Batch {
+        Batch {
+            signal,
+            items,
+            payload: Payload::Encoded(bytes),
+            context,
+        }
+    }
+
+    /// The encoded OTLP request: the received bytes when nothing decoded them.
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.payload {
+            Payload::Encoded(b) => b.clone(),
+            Payload::Traces(r) => Bytes::from(r.encode_to_vec()),
+            Payload::Metrics(r) => Bytes::from(r.encode_to_vec()),
+            Payload::Logs(r) => Bytes::from(r.encode_to_vec()),
+        }
+    }
+
+    /// Size of the encoded request in bytes.
+    pub fn encoded_len(&self) -> usize {
+        match &self.payload {
+            Payload::Encoded(b) => b.len(),
+            Payload::Traces(r) => r.encoded_len(),
+            Payload::Metrics(r) => r.encoded_len(),
+            Payload::Logs(r) => r.encoded_len(),
+        }
+    }
+
+    /// Decodes the payload in place (once) so a stage can look inside.
+    pub fn decode(&mut self) -> Result<(), DecodeError> {
+        if let Payload::Encoded(b) = &self.payload {
+            let signal = self.signal;
+            let err = |source| DecodeError { signal, source };
+            self.payload = match signal {
+                Signal::Traces => {
+                    Payload::Traces(ExportTraceServiceRequest::decode(b.clone()).map_err(err)?)
+                }
+                Signal::Metrics => {
+                    Payload::Metrics(ExportMetricsServiceRequest::decode(b.clone()).map_err(err)?)
+                }
+                Signal::Logs => {
+                    Payload::Logs(ExportLogsServiceRequest::decode(b.clone()).map_err(err)?)
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Recounts `items` after a stage changed the decoded data.
+    pub fn recount(&mut self) {
+        self.items = match &self.payload {
+            Payload::Encoded(b) => wire::count_items(self.signal, b).unwrap_or(self.items),
+            Payload::Traces(r) => count_spans(r),
+            Payload::Metrics(r) => count_points(r),
+            Payload::Logs(r) => count_logs(r),
+        };
+    }
+}
+
+pub fn count_spans(r: &ExportTraceServiceRequest) -> usize {
+    r.resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum()
+}
+
+pub fn count_logs(r: &ExportLogsServiceRequest) -> usize {
+    r.resource_logs
+        .iter()
+        .flat_map(|rl| &rl.scope_logs)
+        .map(|sl| sl.log_records.len())
+        .sum()
+}
+
+pub fn count_points(r: &ExportMetricsServiceRequest) -> usize {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    r.resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .map(|m| match &m.data {
+            Some(Data::Gauge(g)) => g.data_points.len(),
+            Some(Data::Sum(s)) => s.data_points.len(),
+            Some(Data::Histogram(h)) => h.data_points.len(),
+            Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+            Some(Data::Summary(s)) => s.data_points.len(),
+            None => 0,
+        })
+        .sum()
+}

@@ -1,0 +1,363 @@
+//! A zero-copy walk over encoded OTLP requests: counts spans, data points and log records
+//! and checks the structure down to the item level, without decoding or allocating.
+//!
+//! This is what lets a receiver validate and count a request and forward the bytes it got.
+//! It must never allocate in proportion to the input and never panic on hostile bytes.
+use super::Signal;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("truncated varint at byte {0}")]
+    Varint(usize),
+    #[error("field at byte {offset} claims {len} bytes but only {left} remain")]
+    Length {
+        offset: usize,
+        len: u64,
+        left: usize,
+    },
+    #[error("invalid wire type {wire_type} for field {field} at byte {offset}")]
+    WireType {
+        field: u64,
+        wire_type: u8,
+        offset: usize,
+    },
+    #[error("invalid field number 0 at byte {0}")]
+    FieldZero(usize),
+}
+
+const LEN: u8 = 2;
+
+/// One field of a protobuf message.
+struct Field<'a> {
+    number: u64,
+    wire_type: u8,
+    /// For LEN fields, the payload; empty otherwise.
+    data: &'a [u8],
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// Offset of `buf` in the whole request, for error messages.
+    base: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], base: usize) -> Self {
+        Reader { buf, pos: 0, base }
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let Some(&b) = self.buf.get(self.pos) else {
+                return Err(WireError::Varint(self.base + self.pos));
+            };
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(WireError::Varint(self.base + self.pos))
+    }
+
+    fn skip(&mut self, n: u64) -> Result<&'a [u8], WireError> {
+        let left = self.buf.len() - self.pos;
+        if n > left as u64 {
+            return Err(WireError::Length {
+                offset: self.base + self.pos,
+                len: n,
+                left,
+            });
+        }
+        let start = self.pos;
+        self.pos += n as usize;
+        Ok(&self.buf[start..self.pos])
+    }
+
+    fn next(&mut self) -> Option<Result<(Field<'a>, usize), WireError>> {
+        if self.pos >= self.buf.len() {
+            return None;
+        }
+        Some(self.field())
+    }
+
+    fn field(&mut self) -> Result<(Field<'a>, usize), WireError> {
+        let at = self.base + self.pos;
+        let key = self.varint()?;
+        let number = key >> 3;
+        let wire_type = (key & 7) as u8;
+        if number == 0 {
+            return Err(WireError::FieldZero(at));
+        }
+        let mut data: &[u8] = &[];
+        let mut data_at = 0;
+        match wire_type {
+            0 => {
+                self.varint()?;
+            }
+            1 => {
+                self.skip(8)?;
+            }
+            LEN => {
+                let n = self.varint()?;
+                data_at = self.base + self.pos;
+                data = self.skip(n)?;
+            }
+            5 => {
+                self.skip(4)?;
+            }
+            _ => {
+                return Err(WireError::WireType {
+                    field: number,
+                    wire_type,
+                    offset: at,
+                })
+            }
+        }
+        Ok((
+            Field {
+                number,
+                wire_type,
+                data,
+            },
+            data_at,
+        ))
+    }
+}
+
+/// Visits every LEN field numbered `number` of the message in `buf`, checking the structure
+/// of the message's other fields on the way.
+fn each<'a>(
+    buf: &'a [u8],
+    base: usize,
+    number: u64,
+    mut f: impl FnMut(&'a [u8], usize) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    let mut r = Reader::new(buf, base);
+    while let Some(field) = r.next() {
+        let (field, at) = field?;
+        if field.number == number {
+            if field.wire_type != LEN {
+                return Err(WireError::WireType {
+                    field: number,
+                    wire_type: field.wire_type,
+                    offset: at,
+                });
+            }
+            f(field.data, at)?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts the items of an encoded Export*ServiceRequest of `signal`.
+pub fn count_items(signal: Signal, buf: &[u8]) -> Result<usize, WireError> {
+    let mut n = 0usize;
+    // Request.resource_x = 1 → Resource_x.scope_x = 2 → Scope_x.items = 2.
+    each(buf, 0, 1, |resource, at| {
+        each(resource, at, 2, |scope, at| match signal {
+            Signal::Traces | Signal::Logs => each(scope, at, 2, |_, _| {
+                n += 1;
+                Ok(())
+            }),
+            Signal::Metrics => each(scope, at, 2, |metric, at| {
+                n += count_metric_points(metric, at)?;
+                Ok(())
+            }),
+        })
+    })?;
+    Ok(n)
+}
+
+/// Data points of one encoded `Metric`: its data oneof (gauge 5, sum 7, histogram 9,
+/// exponential_histogram 10, summary 11) holds `data_points = 1`.
+fn count_metric_points(metric: &[u8], base: usize) -> Result<usize, WireError> {
+    let mut n = 0;
+    let mut r = Reader::new(metric, base);
+    while let Some(field) = r.next() {
+        let (field, at) = field?;
+        if matches!(field.number, 5 | 7 | 9 | 10 | 11) {
+            if field.wire_type != LEN {
+                return Err(WireError::WireType {
+                    field: field.number,
+                    wire_type: field.wire_type,
+                    offset: at,
+                });
+            }
+            each(field.data, at, 1, |_, _| {
+                n += 1;
+                Ok(())
+            })?;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pdata::{count_logs, count_points, count_spans};
+    use opentelemetry_proto::tonic::{
+        collector::{
+            logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+            trace::v1::ExportTraceServiceRequest,
+        },
+        logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
+        metrics::v1::{
+            metric::Data, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+            ResourceMetrics, ScopeMetrics, Sum,
+        },
+        trace::v1::{ResourceSpans, ScopeSpans, Span},
+    };
+    use prost::Message;
+
+    fn traces(shape: &[&[usize]]) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: shape
+                .iter()
+                .map(|scopes| ResourceSpans {
+                    scope_spans: scopes
+                        .iter()
+                        .map(|&n| ScopeSpans {
+                            spans: (0..n)
+                                .map(|i| Span {
+                                    name: format!("s{i}"),
+                                    trace_id: vec![1; 16],
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn counts_spans_across_resources_and_scopes() {
+        for shape in [&[][..], &[&[0usize][..]], &[&[3, 4], &[5]], &[&[512]]] {
+            let req = traces(shape);
+            let bytes = req.encode_to_vec();
+            assert_eq!(count_items(Signal::Traces, &bytes), Ok(count_spans(&req)));
+        }
+    }
+
+    #[test]
+    fn counts_log_records() {
+        let req = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![
+                    ScopeLogs {
+                        log_records: vec![LogRecord::default(); 7],
+                        ..Default::default()
+                    },
+                    ScopeLogs {
+                        log_records: vec![LogRecord::default(); 2],
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+        };
+        let bytes = req.encode_to_vec();
+        assert_eq!(count_items(Signal::Logs, &bytes), Ok(9));
+        assert_eq!(count_logs(&req), 9);
+    }
+
+    #[test]
+    fn counts_metric_data_points_of_every_kind() {
+        let metrics = vec![
+            Metric {
+                name: "g".into(),
+                data: Some(Data::Gauge(Gauge {
+                    data_points: vec![NumberDataPoint::default(); 3],
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "s".into(),
+                data: Some(Data::Sum(Sum {
+                    data_points: vec![NumberDataPoint::default(); 2],
+                    aggregation_temporality: 2,
+                    is_monotonic: true,
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "h".into(),
+                data: Some(Data::Histogram(Histogram {
+                    data_points: vec![HistogramDataPoint::default(); 4],
+                    aggregation_temporality: 2,
+                })),
+                ..Default::default()
+            },
+            Metric {
+                name: "empty".into(),
+                ..Default::default()
+            },
+        ];
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let bytes = req.encode_to_vec();
+        assert_eq!(count_items(Signal::Metrics, &bytes), Ok(9));
+        assert_eq!(count_points(&req), 9);
+    }
+
+    #[test]
+    fn rejects_truncated_and_hostile_input() {
+        let bytes = traces(&[&[3]]).encode_to_vec();
+        for cut in 1..bytes.len() {
+            // Every strict prefix that ends inside a length-delimited field is an error;
+            // none may panic.
+            let _ = count_items(Signal::Traces, &bytes[..cut]);
+        }
+        assert!(count_items(Signal::Traces, &bytes[..bytes.len() - 1]).is_err());
+        // A length that claims 4 GiB.
+        assert!(matches!(
+            count_items(Signal::Traces, &[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+            Err(WireError::Length { .. })
+        ));
+        // Field number zero, bad wire type, endless varint.
+        assert_eq!(
+            count_items(Signal::Logs, &[0x00]),
+            Err(WireError::FieldZero(0))
+        );
+        assert!(matches!(
+            count_items(Signal::Logs, &[0x0b]),
+            Err(WireError::WireType { .. })
+        ));
+        assert!(matches!(
+            count_items(
+                Signal::Logs,
+                &[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
+            ),
+            Err(WireError::Varint(_))
+        ));
+        // resource_spans as a varint instead of a message.
+        assert!(matches!(
+            count_items(Signal::Traces, &[0x08, 0x01]),
+            Err(WireError::WireType { field: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn concatenated_requests_count_as_their_sum() {
+        let a = traces(&[&[3]]).encode_to_vec();
+        let b = traces(&[&[2, 2]]).encode_to_vec();
+        let joined = [a, b].concat();
+        assert_eq!(count_items(Signal::Traces, &joined), Ok(7));
+        let decoded = ExportTraceServiceRequest::decode(&joined[..]).unwrap();
+        assert_eq!(count_spans(&decoded), 7);
+    }
+}

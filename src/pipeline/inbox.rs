@@ -1,0 +1,148 @@
+//! Pipeline inboxes and the admission step receivers use to hand a batch to every pipeline
+//! they feed, all or nothing.
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::pdata::{Batch, Signal};
+use crate::telemetry::metrics::{Counter, Registry};
+
+/// Batches a pipeline inbox holds before receivers have to wait.
+pub const INBOX_CAPACITY: usize = 64;
+
+/// How long a receiver waits for room in a full inbox before refusing the client.
+pub const ADMISSION_WAIT: Duration = Duration::from_millis(250);
+
+/// Why a batch was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// A pipeline is full: retry later.
+    Busy,
+    /// The pipeline is shutting down.
+    Closed,
+}
+
+/// The pipelines one receiver feeds for one signal.
+#[derive(Clone, Default)]
+pub struct Consumers {
+    pub inboxes: Vec<mpsc::Sender<Batch>>,
+}
+
+impl Consumers {
+    pub fn is_empty(&self) -> bool {
+        self.inboxes.is_empty()
+    }
+
+    /// Hands `batch` to every pipeline, or to none of them.
+    pub async fn admit(&self, batch: Batch) -> Result<(), Refused> {
+        let mut permits = Vec::with_capacity(self.inboxes.len());
+        for tx in &self.inboxes {
+            let permit = match tx.try_reserve() {
+                Ok(p) => p,
+                Err(mpsc::error::TrySendError::Closed(())) => return Err(Refused::Closed),
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    match tokio::time::timeout(ADMISSION_WAIT, tx.reserve()).await {
+                        Ok(Ok(p)) => p,
+                        Ok(Err(_)) => return Err(Refused::Closed),
+                        Err(_) => return Err(Refused::Busy),
+                    }
+                }
+            };
+            permits.push(permit);
+        }
+        let n = permits.len();
+        for (i, p) in permits.into_iter().enumerate() {
+            if i + 1 == n {
+                p.send(batch);
+                break;
+            }
+            p.send(batch.clone());
+        }
+        Ok(())
+    }
+}
+
+/// The receiver-side self-metrics for one receiver and transport.
+#[derive(Clone)]
+pub struct ReceiverCounters {
+    accepted: [Counter; 3],
+    refused: [Counter; 3],
+}
+
+impl ReceiverCounters {
+    pub fn new(registry: &Registry, receiver: &str, transport: &str) -> Self {
+        let labels = [("receiver", receiver), ("transport", transport)];
+        let acc = "Items successfully pushed into the pipeline.";
+        let refu = "Items that could not be pushed into the pipeline.";
+        ReceiverCounters {
+            accepted: [
+                registry.counter("otelcol_receiver_accepted_spans_total", acc, &labels),
+                registry.counter(
+                    "otelcol_receiver_accepted_metric_points_total",
+                    acc,
+                    &labels,
+                ),
+                registry.counter("otelcol_receiver_accepted_log_records_total", acc, &labels),
+            ],
+            refused: [
+                registry.counter("otelcol_receiver_refused_spans_total", refu, &labels),
+                registry.counter(
+                    "otelcol_receiver_refused_metric_points_total",
+                    refu,
+                    &labels,
+                ),
+                registry.counter("otelcol_receiver_refused_log_records_total", refu, &labels),
+            ],
+        }
+    }
+
+    fn idx(s: Signal) -> usize {
+        match s {
+            Signal::Traces => 0,
+            Signal::Metrics => 1,
+            Signal::Logs => 2,
+        }
+    }
+
+    pub fn accepted(&self, s: Signal, n: usize) {
+        self.accepted[Self::idx(s)].add(n as u64);
+    }
+
+    pub fn refused(&self, s: Signal, n: usize) {
+        self.refused[Self::idx(s)].add(n as u64);
+    }
+}
+
+/// Per-signal consumers of one receiver.
+#[derive(Clone, Default)]
+pub struct SignalConsumers {
+    pub traces: Consumers,
+    pub metrics: Consumers,
+    pub logs: Consumers,
+}
+
+impl SignalConsumers {
+    pub fn get(&self, s: Signal) -> &Consumers {
+        match s {
+            Signal::Traces => &self.traces,
+            Signal::Metrics => &self.metrics,
+            Signal::Logs => &self.logs,
+        }
+    }
+    pub fn get_mut(&mut self, s: Signal) -> &mut Consumers {
+        match s {
+            Signal::Traces => &mut self.traces,
+            Signal::Metrics => &mut self.metrics,
+            Signal::Logs => &mut self.logs,
+        }
+    }
+}
+
+/// What a receiver needs to push data: where to, and what to count.
+#[derive(Clone)]
+pub struct ReceiverOutput {
+    pub id: Arc<str>,
+    pub consumers: SignalConsumers,
+    pub registry: Arc<Registry>,
+}

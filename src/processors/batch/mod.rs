@@ -1,0 +1,240 @@
+//! The `batch` processor: groups batches into larger ones by size and time, keeping
+//! partitions by client metadata (`metadata_keys`) and tenant apart.
+//!
+//! Encoded OTLP requests merge by concatenation (protobuf repeated fields append), so a
+//! pass-through pipeline batches without decoding. Only a split (`send_batch_max_size`)
+//! decodes. It must never mix two tenants or two metadata values in one batch.
+pub mod config;
+pub mod split;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::time::Instant;
+
+use crate::pdata::{Batch, Context, Payload};
+use crate::pipeline::Processor;
+use crate::telemetry::metrics::{Counter, Registry};
+use config::BatchConfig;
+
+type Key = (Option<Arc<str>>, Vec<Option<String>>);
+
+struct Partition {
+    parts: Vec<Batch>,
+    items: usize,
+    deadline: Option<Instant>,
+    context: Arc<Context>,
+}
+
+pub struct BatchProcessor {
+    cfg: BatchConfig,
+    parts: HashMap<Key, Partition>,
+    dropped: Counter,
+    id: Arc<str>,
+}
+
+impl BatchProcessor {
+    pub fn new(id: &str, cfg: BatchConfig, registry: &Registry) -> Self {
+        BatchProcessor {
+            dropped: registry.counter(
+                "weir_processor_dropped_items_total",
+                "Items a processor could not handle and dropped.",
+                &[("processor", id)],
+            ),
+            id: Arc::from(id),
+            cfg,
+            parts: HashMap::new(),
+        }
+    }
+
+    fn key(&self, ctx: &Context) -> Key {
+        let values = self
+            .cfg
+            .metadata_keys
+            .iter()
+            .map(|k| ctx.metadata_value(k).map(str::to_owned))
+            .collect();
+        (ctx.tenant.clone(), values)
+    }
+
+    /// The context an outgoing batch carries: only what partitions it.
+    fn context_for(&self, ctx: &Context) -> Arc<Context> {
+        let metadata = if self.cfg.metadata_keys.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                self.cfg
+                    .metadata_keys
+                    .iter()
+                    .filter_map(|k| {
+                        ctx.metadata_value(k)
+                            .map(|v| (k.to_ascii_lowercase(), v.to_owned()))
+                    })
+                    .collect(),
+            ))
+        };
+        Arc::new(Context {
+            receiver: ctx.receiver.clone(),
+            transport: ctx.transport,
+            metadata,
+            tenant: ctx.tenant.clone(),
+        })
+    }
+
+    fn emit(&self, p: &mut Partition, out: &mut Vec<Batch>) {
+        if p.items == 0 && p.parts.is_empty() {
+            return;
+        }
+        let max = self.cfg.send_batch_max_size;
+        let merged = merge(std::mem::take(&mut p.parts), p.context.clone());
+        let Some(mut merged) = merged else { return };
+        p.items = 0;
+        if max == 0 || merged.items <= max {
+            out.push(merged);
+            return;
+        }
+        if let Err(e) = merged.decode() {
+            self.dropped.add(merged.items as u64);
+            tracing::error!(processor = %self.id, "dropping {} items: {e}", merged.items);
+            return;
+        }
+        // Everything but the tail goes out in max-sized pieces; the tail waits for more.
+        while merged.items > max {
+            out.push(split::split_off_front(&mut merged, max));
+        }
+        if merged.items >= self.cfg.send_batch_size || merged.items == max {
+            out.push(merged);
+        } else {
+            p.items = merged.items;
+            p.parts.push(merged);
+        }
+    }
+}
+
+/// Joins batches into one, concatenating encoded payloads and appending decoded ones.
+fn merge(mut parts: Vec<Batch>, context: Arc<Context>) -> Option<Batch> {
+    if parts.len() <= 1 {
+        return parts.pop().map(|mut b| {
+            b.context = context;
+            b
+        });
+    }
+    let signal = parts[0].signal;
+    let items = parts.iter().map(|b| b.items).sum();
+    let all_decoded = parts
+        .iter()
+        .all(|b| !matches!(b.payload, Payload::Encoded(_)));
+    let payload = if all_decoded {
+        let mut iter = parts.into_iter();
+        let mut first = iter.next()?.payload;
+        for b in iter {
+            match (&mut first, b.payload) {
+                (Payload::Traces(a), Payload::Traces(b)) => {
+                    a.resource_spans.extend(b.resource_spans)
+                }
+                (Payload::Metrics(a), Payload::Metrics(b)) => {
+                    a.resource_metrics.extend(b.resource_metrics)
+                }
+                (Payload::Logs(a), Payload::Logs(b)) => a.resource_logs.extend(b.resource_logs),
+                _ => {}
+            }
+        }
+        first
+    } else {
+        let len = parts.iter().map(Batch::encoded_len).sum();
+        let mut buf = BytesMut::with_capacity(len);
+        for b in &parts {
+            buf.extend_from_slice(&b.to_bytes());
+        }
+        Payload::Encoded(buf.freeze())
+    };
+    Some(Batch {
+        signal,
+        items,
+        payload,
+        context,
+    })
+}
+
+impl Processor for BatchProcessor {
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
+        let key = self.key(&batch.context);
+        if !self.parts.contains_key(&key) {
+            if self.parts.len() >= self.cfg.metadata_cardinality_limit.max(1) {
+                self.dropped.add(batch.items as u64);
+                tracing::error!(
+                    processor = %self.id,
+                    "dropping {} items: too many distinct metadata values (metadata_cardinality_limit {})",
+                    batch.items,
+                    self.cfg.metadata_cardinality_limit
+                );
+                return;
+            }
+            let context = self.context_for(&batch.context);
+            self.parts.insert(
+                key.clone(),
+                Partition {
+                    parts: Vec::new(),
+                    items: 0,
+                    deadline: None,
+                    context,
+                },
+            );
+        }
+        let Some(mut p) = self.parts.remove(&key) else {
+            return;
+        };
+        p.items += batch.items;
+        p.parts.push(batch);
+        if p.deadline.is_none() {
+            p.deadline = Some(Instant::now() + self.cfg.timeout.0);
+        }
+        if p.items >= self.cfg.send_batch_size {
+            self.emit(&mut p, out);
+            p.deadline = if p.items > 0 {
+                Some(Instant::now() + self.cfg.timeout.0)
+            } else {
+                None
+            };
+        }
+        if !p.parts.is_empty() {
+            self.parts.insert(key, p);
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.parts.values().filter_map(|p| p.deadline).min()
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Vec<Batch>) {
+        let due: Vec<Key> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.deadline.is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            if let Some(mut p) = self.parts.remove(&k) {
+                self.emit(&mut p, out);
+                // A timed-out remainder goes out too.
+                if !p.parts.is_empty() {
+                    if let Some(b) = merge(std::mem::take(&mut p.parts), p.context.clone()) {
+                        out.push(b);
+                    }
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<Batch>) {
+        let now = Instant::now();
+        for p in self.parts.values_mut() {
+            p.deadline = Some(now);
+        }
+        self.tick(now, out);
+    }
+}
+
+#[cfg(test)]
+mod tests;

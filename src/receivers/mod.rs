@@ -1,0 +1,2 @@
+//! Receivers: where data enters weir.
+pub mod otlp;

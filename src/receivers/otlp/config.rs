@@ -1,0 +1,168 @@
+//! `otlp` receiver settings, with the Collector's keys and defaults.
+use serde::{Deserialize, Deserializer};
+
+/// `null` (as in `grpc:` with nothing under it) means "on, with defaults".
+fn null_as_default<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpReceiverConfig {
+    #[serde(default)]
+    pub protocols: Protocols,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protocols {
+    /// OTLP/gRPC; on when the key is present.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub grpc: Option<GrpcConfig>,
+    /// OTLP/HTTP; on when the key is present.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub http: Option<HttpConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// `host:port` to listen on (default `localhost:4317`).
+    pub endpoint: String,
+    /// Only `tcp`.
+    pub transport: Transport,
+    /// Largest request accepted, before and after decompression, in MiB (default 4).
+    pub max_recv_msg_size_mib: u64,
+    /// Concurrent streams per HTTP/2 connection (default 0 = weir's default of 1024).
+    pub max_concurrent_streams: u32,
+    /// Carry request metadata into the batch context (for `batch.metadata_keys`, tenant
+    /// headers). Default false.
+    pub include_metadata: bool,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            endpoint: "localhost:4317".into(),
+            transport: Transport::Tcp,
+            max_recv_msg_size_mib: 4,
+            max_concurrent_streams: 0,
+            include_metadata: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `host:port` to listen on (default `localhost:4318`).
+    pub endpoint: String,
+    /// Largest request body accepted, before and after decompression, in bytes
+    /// (default 20971520 = 20 MiB).
+    pub max_request_body_size: u64,
+    pub include_metadata: bool,
+    /// Browser clients: origins allowed to send (exact, or with `*` wildcards).
+    pub cors: Option<CorsConfig>,
+    /// Paths of the three signals (defaults `/v1/traces`, `/v1/metrics`, `/v1/logs`).
+    pub traces_url_path: String,
+    pub metrics_url_path: String,
+    pub logs_url_path: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            endpoint: "localhost:4318".into(),
+            max_request_body_size: 20 * 1024 * 1024,
+            include_metadata: false,
+            cors: None,
+            traces_url_path: "/v1/traces".into(),
+            metrics_url_path: "/v1/metrics".into(),
+            logs_url_path: "/v1/logs".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    pub allowed_origins: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    /// Seconds a browser may cache a preflight answer.
+    pub max_age: u32,
+}
+
+impl OtlpReceiverConfig {
+    /// Checks settings; returns (key path inside the body, message) per problem.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        if self.protocols.grpc.is_none() && self.protocols.http.is_none() {
+            errs.push((
+                "protocols".to_string(),
+                "must specify at least one protocol (grpc or http) when using the OTLP receiver"
+                    .to_string(),
+            ));
+        }
+        if let Some(g) = &self.protocols.grpc {
+            if let Err(e) = crate::net::check_endpoint(&g.endpoint) {
+                errs.push(("protocols.grpc.endpoint".into(), e));
+            }
+            if g.max_recv_msg_size_mib == 0 || g.max_recv_msg_size_mib > 4096 {
+                errs.push((
+                    "protocols.grpc.max_recv_msg_size_mib".into(),
+                    format!(
+                        "must be between 1 and 4096, got {}",
+                        g.max_recv_msg_size_mib
+                    ),
+                ));
+            }
+        }
+        if let Some(h) = &self.protocols.http {
+            if let Err(e) = crate::net::check_endpoint(&h.endpoint) {
+                errs.push(("protocols.http.endpoint".into(), e));
+            }
+            if h.max_request_body_size == 0 {
+                errs.push((
+                    "protocols.http.max_request_body_size".into(),
+                    "must be greater than 0".into(),
+                ));
+            }
+            for (k, p) in [
+                ("traces_url_path", &h.traces_url_path),
+                ("metrics_url_path", &h.metrics_url_path),
+                ("logs_url_path", &h.logs_url_path),
+            ] {
+                if !p.starts_with('/') {
+                    errs.push((
+                        format!("protocols.http.{k}"),
+                        format!("must start with '/', got {p:?}"),
+                    ));
+                }
+            }
+        }
+        errs
+    }
+
+    /// The endpoints this receiver listens on.
+    pub fn endpoints(&self) -> Vec<(&'static str, &str)> {
+        let mut v = Vec::new();
+        if let Some(g) = &self.protocols.grpc {
+            v.push(("protocols.grpc.endpoint", g.endpoint.as_str()));
+        }
+        if let Some(h) = &self.protocols.http {
+            v.push(("protocols.http.endpoint", h.endpoint.as_str()));
+        }
+        v
+    }
+}

@@ -1,0 +1,368 @@
+//! OTLP/HTTP: `POST /v1/traces|metrics|logs` with protobuf or JSON bodies, optionally gzip.
+//! Bodies are capped before they are read and again while they are decompressed, so an
+//! oversized or hostile request costs at most the configured limit.
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
+};
+use prost::Message;
+
+use super::config::CorsConfig;
+use super::Shared;
+use crate::compression::{gunzip_capped, DecompressError};
+use crate::grpc::RpcStatus;
+use crate::pdata::{count_logs, count_points, count_spans, wire, Batch, Context, Payload, Signal};
+use crate::pipeline::inbox::Refused;
+
+#[derive(Clone)]
+pub struct HttpService {
+    pub shared: Arc<Shared>,
+    pub max_body: usize,
+    pub paths: Arc<[(String, Signal)]>,
+    pub cors: Option<Arc<CorsConfig>>,
+}
+
+type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type Resp = Response<Full<Bytes>>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Proto,
+    Json,
+}
+
+const PROTO: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+fn text(status: StatusCode, msg: &str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{msg}\n"))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// An error answer: a `google.rpc.Status` in the request's encoding, as the OTLP spec says.
+fn status(status: StatusCode, code: tonic::Code, msg: &str, enc: Encoding) -> Resp {
+    let (body, ct) = match enc {
+        Encoding::Proto => (
+            RpcStatus {
+                code: code as i32,
+                message: msg.to_string(),
+                details: vec![],
+            }
+            .encode_to_vec(),
+            PROTO,
+        ),
+        Encoding::Json => (
+            serde_json::json!({"code": code as i32, "message": msg})
+                .to_string()
+                .into_bytes(),
+            JSON,
+        ),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r
+}
+
+fn origin_allowed(cors: &CorsConfig, origin: &str) -> bool {
+    cors.allowed_origins.iter().any(|pat| glob(pat, origin))
+}
+
+/// `*` matches any run of characters.
+fn glob(pat: &str, s: &str) -> bool {
+    match pat.split_once('*') {
+        None => pat == s,
+        Some((pre, rest)) => {
+            if !s.starts_with(pre) {
+                return false;
+            }
+            let s = &s[pre.len()..];
+            if rest.is_empty() {
+                return true;
+            }
+            (0..=s.len()).any(|i| s.is_char_boundary(i) && glob(rest, &s[i..]))
+        }
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for HttpService {
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = BoxFut<Result<Resp, Infallible>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let origin = req
+                .headers()
+                .get(header::ORIGIN)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let allowed = match (&this.cors, &origin) {
+                (Some(c), Some(o)) if origin_allowed(c, o) => Some(o.clone()),
+                _ => None,
+            };
+            let mut resp = if req.method() == Method::OPTIONS && this.cors.is_some() {
+                preflight(this.cors.as_deref(), allowed.is_some())
+            } else {
+                this.handle(req).await
+            };
+            if let Some(o) = allowed {
+                if let Ok(v) = HeaderValue::from_str(&o) {
+                    resp.headers_mut()
+                        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+                    resp.headers_mut()
+                        .insert(header::VARY, HeaderValue::from_static("Origin"));
+                }
+            }
+            Ok(resp)
+        })
+    }
+}
+
+fn preflight(cors: Option<&CorsConfig>, allowed: bool) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    if let (Some(c), true) = (cors, allowed) {
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST"),
+        );
+        let mut headers = vec!["Content-Type".to_string(), "Content-Encoding".to_string()];
+        headers.extend(c.allowed_headers.iter().cloned());
+        if let Ok(v) = HeaderValue::from_str(&headers.join(", ")) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+        }
+        if c.max_age > 0 {
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(c.max_age));
+        }
+    }
+    r
+}
+
+impl HttpService {
+    async fn handle(&self, req: Request<Incoming>) -> Resp {
+        let path = req.uri().path();
+        let Some(signal) = self.paths.iter().find(|(p, _)| p == path).map(|(_, s)| *s) else {
+            return text(StatusCode::NOT_FOUND, "404 page not found");
+        };
+        if self.shared.out.consumers.get(signal).is_empty() {
+            return text(StatusCode::NOT_FOUND, "404 page not found");
+        }
+        if req.method() != Method::POST {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("405 method not allowed, supported: [POST]"),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return r;
+        }
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let enc = match ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+            PROTO => Encoding::Proto,
+            JSON => Encoding::Json,
+            _ => {
+                return text(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    &format!(
+                        "415 unsupported media type {ct:?}, supported: [application/json, application/x-protobuf]"
+                    ),
+                )
+            }
+        };
+        let gzip = match req
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("") | Some("identity") => false,
+            Some("gzip") | Some("x-gzip") => true,
+            Some(other) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    tonic::Code::InvalidArgument,
+                    &format!("unsupported Content-Encoding {other:?}, supported: gzip"),
+                    enc,
+                )
+            }
+        };
+        let too_large = |what: &str| {
+            status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                tonic::Code::ResourceExhausted,
+                &format!(
+                    "{what} exceeds the limit of {} bytes (max_request_body_size)",
+                    self.max_body
+                ),
+                enc,
+            )
+        };
+        if let Some(len) = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > self.max_body as u64 {
+                return too_large("request body");
+            }
+        }
+        let metadata = if self.shared.include_metadata {
+            Some(Arc::new(
+                req.headers()
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
+                    })
+                    .collect::<Vec<_>>(),
+            ))
+        } else {
+            None
+        };
+        let body = match Limited::new(req.into_body(), self.max_body).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    return too_large("request body");
+                }
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    tonic::Code::InvalidArgument,
+                    &format!("failed to read request body: {e}"),
+                    enc,
+                );
+            }
+        };
+        let body = if gzip {
+            match gunzip_capped(&body, self.max_body) {
+                Ok(b) => Bytes::from(b),
+                Err(DecompressError::TooLarge { .. }) => return too_large("decompressed body"),
+                Err(e) => {
+                    return status(
+                        StatusCode::BAD_REQUEST,
+                        tonic::Code::InvalidArgument,
+                        &e.to_string(),
+                        enc,
+                    )
+                }
+            }
+        } else {
+            body
+        };
+        let decoded = match enc {
+            Encoding::Proto => wire::count_items(signal, &body)
+                .map(|n| (Payload::Encoded(body), n))
+                .map_err(|e| e.to_string()),
+            Encoding::Json => decode_json(signal, &body),
+        };
+        let (payload, items) = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    tonic::Code::InvalidArgument,
+                    &format!("malformed OTLP {signal} request: {e}"),
+                    enc,
+                )
+            }
+        };
+        if items > 0 {
+            let batch = Batch {
+                signal,
+                items,
+                payload,
+                context: Arc::new(Context {
+                    receiver: self.shared.out.id.clone(),
+                    transport: "http",
+                    metadata,
+                    tenant: None,
+                }),
+            };
+            if let Err(r) = self.shared.out.consumers.get(signal).admit(batch).await {
+                self.shared.http_counters.refused(signal, items);
+                let msg = match r {
+                    Refused::Busy => "weir is over capacity (pipeline full); retry later",
+                    Refused::Closed => "weir is shutting down; retry later",
+                };
+                let mut r = status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    tonic::Code::Unavailable,
+                    msg,
+                    enc,
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
+            self.shared.http_counters.accepted(signal, items);
+        }
+        // An empty Export*ServiceResponse: no bytes in protobuf, `{}` in JSON.
+        let (body, ct) = match enc {
+            Encoding::Proto => (Bytes::new(), PROTO),
+            Encoding::Json => (Bytes::from_static(b"{}"), JSON),
+        };
+        let mut r = Response::new(Full::new(body));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        r
+    }
+}
+
+/// OTLP/JSON → decoded request and its item count.
+fn decode_json(signal: Signal, body: &[u8]) -> Result<(Payload, usize), String> {
+    let e = |e: serde_json::Error| e.to_string();
+    Ok(match signal {
+        Signal::Traces => {
+            let r: ExportTraceServiceRequest = serde_json::from_slice(body).map_err(e)?;
+            let n = count_spans(&r);
+            (Payload::Traces(r), n)
+        }
+        Signal::Metrics => {
+            let r: ExportMetricsServiceRequest = serde_json::from_slice(body).map_err(e)?;
+            let n = count_points(&r);
+            (Payload::Metrics(r), n)
+        }
+        Signal::Logs => {
+            let r: ExportLogsServiceRequest = serde_json::from_slice(body).map_err(e)?;
+            let n = count_logs(&r);
+            (Payload::Logs(r), n)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn origin_globs() {
+        assert!(glob("https://*.example.com", "https://app.example.com"));
+        assert!(!glob("https://*.example.com", "https://example.org"));
+        assert!(glob("*", "anything"));
+        assert!(glob("http://localhost:3000", "http://localhost:3000"));
+    }
+}

@@ -1,0 +1,120 @@
+//! The `otlp` receiver: OTLP over gRPC (`protocols.grpc`) and HTTP (`protocols.http`) for
+//! traces, metrics and logs.
+//!
+//! It decodes only as much as it must to validate and count, tags each batch with its
+//! context and hands it to every pipeline it feeds before answering. It must never answer
+//! success for data no pipeline took, and never allocate more than the configured limits
+//! for one request.
+pub mod config;
+pub mod grpc;
+pub mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::net::{self, Protocol};
+use crate::pdata::Signal;
+use crate::pipeline::inbox::{ReceiverCounters, ReceiverOutput};
+use config::OtlpReceiverConfig;
+
+/// What both transports of one receiver share.
+pub struct Shared {
+    pub out: ReceiverOutput,
+    pub include_metadata: bool,
+    pub grpc_counters: ReceiverCounters,
+    pub http_counters: ReceiverCounters,
+}
+
+/// A started receiver: its bound addresses and server tasks.
+pub struct Running {
+    pub addrs: Vec<(&'static str, SocketAddr)>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("receiver {id}: cannot listen on {endpoint}: {source}")]
+pub struct BindError {
+    pub id: String,
+    pub endpoint: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds the configured endpoints and starts serving.
+pub async fn start(
+    cfg: &OtlpReceiverConfig,
+    out: ReceiverOutput,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) -> Result<Running, BindError> {
+    let id = out.id.to_string();
+    let bind_err = |endpoint: &str, source| BindError {
+        id: id.clone(),
+        endpoint: endpoint.to_string(),
+        source,
+    };
+    let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
+    let registry = out.registry.clone();
+    if let Some(g) = &cfg.protocols.grpc {
+        let listener = net::bind(&g.endpoint)
+            .await
+            .map_err(|e| bind_err(&g.endpoint, e))?;
+        addrs.push((
+            "grpc",
+            listener
+                .local_addr()
+                .map_err(|e| bind_err(&g.endpoint, e))?,
+        ));
+        let shared = Arc::new(Shared {
+            out: out.clone(),
+            include_metadata: g.include_metadata,
+            grpc_counters: ReceiverCounters::new(&registry, &id, "grpc"),
+            http_counters: ReceiverCounters::new(&registry, &id, "http"),
+        });
+        let svc = grpc::GrpcService {
+            shared,
+            max_message_size: (g.max_recv_msg_size_mib as usize) << 20,
+        };
+        tasks.push(net::serve(
+            listener,
+            svc,
+            Protocol::Http2Only,
+            shutdown.clone(),
+            grace,
+        ));
+    }
+    if let Some(h) = &cfg.protocols.http {
+        let listener = net::bind(&h.endpoint)
+            .await
+            .map_err(|e| bind_err(&h.endpoint, e))?;
+        addrs.push((
+            "http",
+            listener
+                .local_addr()
+                .map_err(|e| bind_err(&h.endpoint, e))?,
+        ));
+        let shared = Arc::new(Shared {
+            out: out.clone(),
+            include_metadata: h.include_metadata,
+            grpc_counters: ReceiverCounters::new(&registry, &id, "grpc"),
+            http_counters: ReceiverCounters::new(&registry, &id, "http"),
+        });
+        let svc = http::HttpService {
+            shared,
+            max_body: h.max_request_body_size as usize,
+            paths: Arc::from(vec![
+                (h.traces_url_path.clone(), Signal::Traces),
+                (h.metrics_url_path.clone(), Signal::Metrics),
+                (h.logs_url_path.clone(), Signal::Logs),
+            ]),
+            cors: h.cors.clone().map(Arc::new),
+        };
+        tasks.push(net::serve(listener, svc, Protocol::Auto, shutdown, grace));
+    }
+    Ok(Running { addrs, tasks })
+}

@@ -1,0 +1,227 @@
+//! Self-metrics: counters and gauges registered by components, rendered as Prometheus text.
+//!
+//! Counters are plain atomics held by the component that bumps them, so the hot path costs
+//! one relaxed add. The registry only walks them when `/metrics` is scraped. Registering the
+//! same name and labels twice yields the same counter, so a component rebuilt on reload keeps
+//! counting where it left off.
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A monotonically increasing counter.
+#[derive(Debug, Clone, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down (stored as f64 bits).
+#[derive(Debug, Clone, Default)]
+pub struct Gauge(Arc<AtomicU64>);
+
+impl Gauge {
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+type GaugeFn = Arc<dyn Fn() -> f64 + Send + Sync>;
+
+enum Value {
+    Counter(Counter),
+    Gauge(Gauge),
+    GaugeFn(GaugeFn),
+}
+
+struct Family {
+    help: &'static str,
+    kind: &'static str,
+    series: BTreeMap<Vec<(&'static str, String)>, Value>,
+}
+
+/// The process's self-metrics.
+#[derive(Default)]
+pub struct Registry {
+    families: Mutex<BTreeMap<&'static str, Family>>,
+}
+
+pub type Labels<'a> = &'a [(&'static str, &'a str)];
+
+fn owned(labels: Labels<'_>) -> Vec<(&'static str, String)> {
+    let mut v: Vec<_> = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    v.sort();
+    v
+}
+
+impl Registry {
+    pub fn new() -> Arc<Registry> {
+        Arc::new(Registry::default())
+    }
+
+    fn with_family<R>(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+        f: impl FnOnce(&mut Family) -> R,
+    ) -> R {
+        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        let fam = families.entry(name).or_insert_with(|| Family {
+            help,
+            kind,
+            series: BTreeMap::new(),
+        });
+        f(fam)
+    }
+
+    /// A counter; `name` should end in `_total`.
+    pub fn counter(&self, name: &'static str, help: &'static str, labels: Labels<'_>) -> Counter {
+        self.with_family(name, help, "counter", |fam| {
+            match fam
+                .series
+                .entry(owned(labels))
+                .or_insert_with(|| Value::Counter(Counter::default()))
+            {
+                Value::Counter(c) => c.clone(),
+                // A name registered as another kind: hand out a detached counter rather than
+                // panic; the conflict is a programming error caught by tests.
+                _ => Counter::default(),
+            }
+        })
+    }
+
+    pub fn gauge(&self, name: &'static str, help: &'static str, labels: Labels<'_>) -> Gauge {
+        self.with_family(name, help, "gauge", |fam| {
+            match fam
+                .series
+                .entry(owned(labels))
+                .or_insert_with(|| Value::Gauge(Gauge::default()))
+            {
+                Value::Gauge(g) => g.clone(),
+                _ => Gauge::default(),
+            }
+        })
+    }
+
+    /// A gauge read from `f` at scrape time (replaces an earlier one with the same labels).
+    pub fn gauge_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: Labels<'_>,
+        f: impl Fn() -> f64 + Send + Sync + 'static,
+    ) {
+        self.with_family(name, help, "gauge", |fam| {
+            fam.series
+                .insert(owned(labels), Value::GaugeFn(Arc::new(f)));
+        })
+    }
+
+    /// Removes every series of every family that has label `key` = `value` and is computed
+    /// at scrape time (used when a component that registered gauge callbacks goes away).
+    pub fn remove_gauge_fns(&self, key: &str, value: &str) {
+        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        for fam in families.values_mut() {
+            fam.series.retain(|labels, v| {
+                !(matches!(v, Value::GaugeFn(_))
+                    && labels.iter().any(|(k, val)| *k == key && val == value))
+            });
+        }
+    }
+
+    /// The value of a counter or gauge, for tests and logs.
+    pub fn value(&self, name: &str, labels: Labels<'_>) -> Option<f64> {
+        let families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        let fam = families.get(name)?;
+        fam.series.get(&owned(labels)).map(|v| match v {
+            Value::Counter(c) => c.get() as f64,
+            Value::Gauge(g) => g.get(),
+            Value::GaugeFn(f) => f(),
+        })
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::with_capacity(4096);
+        for (name, fam) in families.iter() {
+            if fam.series.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "# HELP {name} {}", fam.help);
+            let _ = writeln!(out, "# TYPE {name} {}", fam.kind);
+            for (labels, v) in &fam.series {
+                out.push_str(name);
+                if !labels.is_empty() {
+                    out.push('{');
+                    for (i, (k, val)) in labels.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let _ = write!(out, "{k}=\"{}\"", escape(val));
+                    }
+                    out.push('}');
+                }
+                let v = match v {
+                    Value::Counter(c) => c.get() as f64,
+                    Value::Gauge(g) => g.get(),
+                    Value::GaugeFn(f) => f(),
+                };
+                let _ = writeln!(out, " {v}");
+            }
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_labels_same_counter_and_text_format() {
+        let r = Registry::new();
+        let a = r.counter(
+            "x_total",
+            "help",
+            &[("receiver", "otlp"), ("transport", "grpc")],
+        );
+        let b = r.counter(
+            "x_total",
+            "help",
+            &[("transport", "grpc"), ("receiver", "otlp")],
+        );
+        a.add(2);
+        b.inc();
+        r.gauge_fn("q", "queue", &[("exporter", "otlp/a\"b")], || 7.0);
+        let text = r.render();
+        assert!(text.contains("# TYPE x_total counter\n"));
+        assert!(text.contains("x_total{receiver=\"otlp\",transport=\"grpc\"} 3\n"));
+        assert!(text.contains("q{exporter=\"otlp/a\\\"b\"} 7\n"));
+        assert_eq!(
+            r.value("x_total", &[("receiver", "otlp"), ("transport", "grpc")]),
+            Some(3.0)
+        );
+        r.remove_gauge_fns("exporter", "otlp/a\"b");
+        assert!(!r.render().contains("q{"));
+    }
+}
