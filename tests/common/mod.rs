@@ -157,6 +157,11 @@ impl Weir {
     /// SIGTERM, then wait (bounded) for the exit status.
     pub fn stop(mut self) -> ExitStatus {
         self.signal("TERM");
+        self.stop_after_signal()
+    }
+
+    /// Waits (bounded) for the exit status after a signal was sent.
+    pub fn stop_after_signal(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
