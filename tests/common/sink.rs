@@ -53,6 +53,8 @@ pub struct Received {
 }
 
 pub struct State {
+    /// Every request seen, answered or not.
+    pub attempts: AtomicUsize,
     pub spans: AtomicUsize,
     pub points: AtomicUsize,
     pub logs: AtomicUsize,
@@ -109,12 +111,16 @@ impl State {
     pub fn logs(&self) -> usize {
         self.logs.load(Ordering::SeqCst)
     }
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::SeqCst)
+    }
     pub fn requests(&self) -> Vec<Received> {
         self.requests.lock().unwrap().clone()
     }
 
     /// Waits while stalled; returns the failure to answer with, if any.
     async fn gate(&self) -> Option<tonic::Code> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
         let mut rx = self.mode.subscribe();
         loop {
             let m = rx.borrow_and_update().clone();
@@ -356,6 +362,7 @@ impl Sink {
     pub async fn start() -> Sink {
         let (mode, _) = watch::channel(Mode::Accept);
         let state = Arc::new(State {
+            attempts: AtomicUsize::new(0),
             spans: AtomicUsize::new(0),
             points: AtomicUsize::new(0),
             logs: AtomicUsize::new(0),
