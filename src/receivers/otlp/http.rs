@@ -168,7 +168,7 @@ impl HttpService {
         if req.method() != Method::POST {
             let mut r = text(
                 StatusCode::METHOD_NOT_ALLOWED,
-                &format!("405 method not allowed, supported: [POST]"),
+                "405 method not allowed, supported: [POST]",
             );
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
