@@ -1,0 +1,334 @@
+//! Evaluation of a parsed condition against borrowed OTLP data.
+//!
+//! Values are borrowed views (`Val`), so the common case allocates nothing. The comparison
+//! rules are upstream's (pkg/ottl/compare.go): nil equals only nil; int and float compare
+//! numerically; strings and bytes compare lexically; bools order false < true; maps and lists
+//! support only `==`/`!=`; any other pairing is "not comparable", which makes `!=` true and
+//! every other operator false.
+
+use std::cmp::Ordering;
+
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, Span};
+
+use super::lexer::CmpOp;
+use super::parser::{Converter, Expr, Field, Key, Lit, Operand, Path};
+
+/// What a condition is evaluated against; absent items read as nil.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Ctx<'a> {
+    pub resource: Option<&'a Resource>,
+    pub scope: Option<&'a InstrumentationScope>,
+    pub span: Option<&'a Span>,
+    pub event: Option<&'a span::Event>,
+    pub log: Option<&'a LogRecord>,
+}
+
+/// A lowercase hex id held inline, so `trace_id.string` needs no allocation.
+#[derive(Clone, Copy)]
+pub(crate) struct HexId {
+    buf: [u8; 32],
+    len: u8,
+}
+
+impl HexId {
+    /// Upstream encodes the fixed-size pdata id, so an absent id reads as all zeros.
+    fn new(id: &[u8], width: usize) -> Option<HexId> {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [b'0'; 32];
+        let n = if id.is_empty() { width } else { id.len() };
+        if n > 16 {
+            return None;
+        }
+        for (i, b) in id.iter().enumerate() {
+            buf[2 * i] = DIGITS[usize::from(b >> 4)];
+            buf[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        Some(HexId {
+            buf,
+            len: (2 * n) as u8,
+        })
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Val<'a> {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Str(&'a str),
+    Hex(HexId),
+    Bytes(&'a [u8]),
+    Map(&'a [KeyValue]),
+    List(&'a [AnyValue]),
+}
+
+impl<'a> Val<'a> {
+    fn from_any(v: Option<&'a AnyValue>) -> Val<'a> {
+        match v.and_then(|v| v.value.as_ref()) {
+            None => Val::Nil,
+            Some(any_value::Value::StringValue(s)) => Val::Str(s),
+            Some(any_value::Value::BoolValue(b)) => Val::Bool(*b),
+            Some(any_value::Value::IntValue(i)) => Val::Int(*i),
+            Some(any_value::Value::DoubleValue(d)) => Val::Double(*d),
+            Some(any_value::Value::BytesValue(b)) => Val::Bytes(b),
+            Some(any_value::Value::ArrayValue(a)) => Val::List(&a.values),
+            Some(any_value::Value::KvlistValue(kv)) => Val::Map(&kv.values),
+            // A string-table reference only exists in profiles; without the table it is nil.
+            Some(any_value::Value::StringValueStrindex(_)) => Val::Nil,
+        }
+    }
+}
+
+fn get<'a>(map: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+    map.iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+}
+
+/// Walks `keys` into a map; a missing key, a wrong container type or an out-of-range index
+/// reads as nil (upstream errors on some of these; we never error at runtime).
+fn index<'a>(mut v: Val<'a>, keys: &[Key]) -> Val<'a> {
+    for k in keys {
+        v = match (v, k) {
+            (Val::Map(m), Key::Str(s)) => Val::from_any(get(m, s)),
+            (Val::List(l), Key::Int(i)) => {
+                Val::from_any(usize::try_from(*i).ok().and_then(|i| l.get(i)))
+            }
+            _ => Val::Nil,
+        };
+    }
+    v
+}
+
+fn ts(v: u64) -> Val<'static> {
+    // pdata hands timestamps to OTTL as int64 of the same bits.
+    Val::Int(v as i64)
+}
+
+fn path<'a>(p: &Path, c: &Ctx<'a>) -> Val<'a> {
+    let base = field(p.field, c);
+    if p.keys.is_empty() {
+        base
+    } else {
+        index(base, &p.keys)
+    }
+}
+
+fn field<'a>(f: Field, c: &Ctx<'a>) -> Val<'a> {
+    fn hex(id: &[u8], width: usize) -> Val<'static> {
+        HexId::new(id, width).map_or(Val::Nil, Val::Hex)
+    }
+    match f {
+        Field::ResourceAttrs => c
+            .resource
+            .map_or(Val::Map(&[]), |r| Val::Map(&r.attributes)),
+        Field::ResourceDroppedAttrs => Val::Int(
+            c.resource
+                .map_or(0, |r| i64::from(r.dropped_attributes_count)),
+        ),
+        Field::ScopeName => Val::Str(c.scope.map_or("", |s| s.name.as_str())),
+        Field::ScopeVersion => Val::Str(c.scope.map_or("", |s| s.version.as_str())),
+        Field::ScopeAttrs => c.scope.map_or(Val::Map(&[]), |s| Val::Map(&s.attributes)),
+        Field::ScopeDroppedAttrs => {
+            Val::Int(c.scope.map_or(0, |s| i64::from(s.dropped_attributes_count)))
+        }
+        _ => {
+            if let Some(s) = c.span {
+                if let Some(v) = span_field(f, s) {
+                    return v;
+                }
+            }
+            if let Some(e) = c.event {
+                match f {
+                    Field::EventName => return Val::Str(&e.name),
+                    Field::EventTime => return ts(e.time_unix_nano),
+                    Field::EventAttrs => return Val::Map(&e.attributes),
+                    Field::EventDroppedAttrs => {
+                        return Val::Int(i64::from(e.dropped_attributes_count))
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(l) = c.log {
+                return match f {
+                    Field::LogBody => Val::from_any(l.body.as_ref()),
+                    Field::LogSeverityNumber => Val::Int(i64::from(l.severity_number)),
+                    Field::LogSeverityText => Val::Str(&l.severity_text),
+                    Field::LogTime => ts(l.time_unix_nano),
+                    Field::LogObservedTime => ts(l.observed_time_unix_nano),
+                    Field::LogTraceId => hex(&l.trace_id, 16),
+                    Field::LogSpanId => hex(&l.span_id, 8),
+                    Field::LogFlags => Val::Int(i64::from(l.flags)),
+                    Field::LogAttrs => Val::Map(&l.attributes),
+                    Field::LogDroppedAttrs => Val::Int(i64::from(l.dropped_attributes_count)),
+                    Field::LogEventName => Val::Str(&l.event_name),
+                    _ => Val::Nil,
+                };
+            }
+            Val::Nil
+        }
+    }
+}
+
+fn span_field(f: Field, s: &Span) -> Option<Val<'_>> {
+    fn hex(id: &[u8], width: usize) -> Val<'static> {
+        HexId::new(id, width).map_or(Val::Nil, Val::Hex)
+    }
+    Some(match f {
+        Field::SpanName => Val::Str(&s.name),
+        Field::SpanKind => Val::Int(i64::from(s.kind)),
+        Field::SpanStatusCode => Val::Int(s.status.as_ref().map_or(0, |st| i64::from(st.code))),
+        Field::SpanStatusMessage => Val::Str(s.status.as_ref().map_or("", |st| &st.message)),
+        Field::SpanTraceId => hex(&s.trace_id, 16),
+        Field::SpanSpanId => hex(&s.span_id, 8),
+        Field::SpanParentSpanId => hex(&s.parent_span_id, 8),
+        Field::SpanTraceState => Val::Str(&s.trace_state),
+        Field::SpanStart => ts(s.start_time_unix_nano),
+        Field::SpanEnd => ts(s.end_time_unix_nano),
+        Field::SpanAttrs => Val::Map(&s.attributes),
+        Field::SpanDroppedAttrs => Val::Int(i64::from(s.dropped_attributes_count)),
+        Field::SpanDroppedEvents => Val::Int(i64::from(s.dropped_events_count)),
+        Field::SpanDroppedLinks => Val::Int(i64::from(s.dropped_links_count)),
+        Field::SpanFlags => Val::Int(i64::from(s.flags)),
+        _ => return None,
+    })
+}
+
+fn lit(l: &Lit) -> Val<'_> {
+    match l {
+        Lit::Nil => Val::Nil,
+        Lit::Bool(b) => Val::Bool(*b),
+        Lit::Int(i) => Val::Int(*i),
+        Lit::Double(d) => Val::Double(*d),
+        Lit::Str(s) => Val::Str(s),
+        Lit::Bytes(b) => Val::Bytes(b),
+    }
+}
+
+fn operand<'a>(o: &'a Operand, c: &Ctx<'a>) -> Val<'a> {
+    match o {
+        Operand::Lit(l) => lit(l),
+        Operand::Path(p) => path(p, c),
+        Operand::Call(f) => Val::Bool(call(f, c)),
+    }
+}
+
+pub(crate) fn eval(e: &Expr, c: &Ctx<'_>) -> bool {
+    match e {
+        Expr::Or(v) => v.iter().any(|e| eval(e, c)),
+        Expr::And(v) => v.iter().all(|e| eval(e, c)),
+        Expr::Not(e) => !eval(e, c),
+        Expr::Const(b) => *b,
+        Expr::Cmp(l, op, r) => compare(&operand(l, c), *op, &operand(r, c)),
+        Expr::Call(f) => call(f, c),
+    }
+}
+
+fn call(f: &Converter, c: &Ctx<'_>) -> bool {
+    match f {
+        Converter::IsMatch(t, re) => match operand(t, c) {
+            Val::Str(s) => re.is_match(s),
+            Val::Hex(h) => re.is_match(h.as_str()),
+            // Upstream converts scalars with strconv; rare, so a small allocation is fine.
+            Val::Int(i) => re.is_match(&i.to_string()),
+            Val::Double(d) => re.is_match(&d.to_string()),
+            Val::Bool(b) => re.is_match(if b { "true" } else { "false" }),
+            // Upstream base64-encodes bytes and JSON-encodes maps and lists; not done here.
+            Val::Nil | Val::Bytes(_) | Val::Map(_) | Val::List(_) => false,
+        },
+        Converter::IsString(t) => matches!(operand(t, c), Val::Str(_) | Val::Hex(_)),
+        Converter::IsInt(t) => matches!(operand(t, c), Val::Int(_)),
+        Converter::IsBool(t) => matches!(operand(t, c), Val::Bool(_)),
+        Converter::IsDouble(t) => matches!(operand(t, c), Val::Double(_)),
+        Converter::IsMap(t) => matches!(operand(t, c), Val::Map(_)),
+        Converter::IsList(t) => matches!(operand(t, c), Val::List(_)),
+    }
+}
+
+fn by_ord(o: Option<Ordering>, op: CmpOp) -> bool {
+    let Some(o) = o else {
+        // Unordered (NaN): only `!=` holds, as with IEEE comparisons in Go.
+        return op == CmpOp::Ne;
+    };
+    match op {
+        CmpOp::Eq => o == Ordering::Equal,
+        CmpOp::Ne => o != Ordering::Equal,
+        CmpOp::Lt => o == Ordering::Less,
+        CmpOp::Le => o != Ordering::Greater,
+        CmpOp::Gt => o == Ordering::Greater,
+        CmpOp::Ge => o != Ordering::Less,
+    }
+}
+
+fn str_of<'v>(v: &'v Val<'_>) -> Option<&'v str> {
+    match v {
+        Val::Str(s) => Some(s),
+        Val::Hex(h) => Some(h.as_str()),
+        _ => None,
+    }
+}
+
+pub(crate) fn compare(a: &Val<'_>, op: CmpOp, b: &Val<'_>) -> bool {
+    use Val as V;
+    if let (Some(x), Some(y)) = (str_of(a), str_of(b)) {
+        return by_ord(Some(x.cmp(y)), op);
+    }
+    match (a, b) {
+        (V::Nil, V::Nil) => matches!(op, CmpOp::Eq | CmpOp::Le | CmpOp::Ge),
+        (V::Bool(x), V::Bool(y)) => by_ord(Some(x.cmp(y)), op),
+        (V::Int(x), V::Int(y)) => by_ord(Some(x.cmp(y)), op),
+        (V::Int(x), V::Double(y)) => by_ord((*x as f64).partial_cmp(y), op),
+        (V::Double(x), V::Int(y)) => by_ord(x.partial_cmp(&(*y as f64)), op),
+        (V::Double(x), V::Double(y)) => by_ord(x.partial_cmp(y), op),
+        (V::Bytes(x), V::Bytes(y)) => by_ord(Some(x.cmp(y)), op),
+        (V::Map(x), V::Map(y)) => eq_only(map_eq(x, y), op),
+        (V::List(x), V::List(y)) => eq_only(list_eq(x, y), op),
+        _ => op == CmpOp::Ne,
+    }
+}
+
+fn eq_only(equal: bool, op: CmpOp) -> bool {
+    match op {
+        CmpOp::Eq => equal,
+        CmpOp::Ne => !equal,
+        _ => false,
+    }
+}
+
+/// pdata's `Map.Equal`: same length and every key of one found, equal, in the other.
+fn map_eq(x: &[KeyValue], y: &[KeyValue]) -> bool {
+    x.len() == y.len()
+        && x.iter().all(|kv| {
+            y.iter()
+                .find(|o| o.key == kv.key)
+                .is_some_and(|o| any_eq(kv.value.as_ref(), o.value.as_ref()))
+        })
+}
+
+fn list_eq(x: &[AnyValue], y: &[AnyValue]) -> bool {
+    x.len() == y.len() && x.iter().zip(y).all(|(a, b)| any_eq(Some(a), Some(b)))
+}
+
+/// Structural equality of two values of the same type (pdata `Value.Equal`: an int never
+/// equals a double here).
+fn any_eq(a: Option<&AnyValue>, b: Option<&AnyValue>) -> bool {
+    match (Val::from_any(a), Val::from_any(b)) {
+        (Val::Nil, Val::Nil) => true,
+        (Val::Str(x), Val::Str(y)) => x == y,
+        (Val::Bool(x), Val::Bool(y)) => x == y,
+        (Val::Int(x), Val::Int(y)) => x == y,
+        (Val::Double(x), Val::Double(y)) => x == y,
+        (Val::Bytes(x), Val::Bytes(y)) => x == y,
+        (Val::Map(x), Val::Map(y)) => map_eq(x, y),
+        (Val::List(x), Val::List(y)) => list_eq(x, y),
+        _ => false,
+    }
+}

@@ -1,0 +1,229 @@
+//! A small engine for OTTL boolean conditions, the expression language of the OpenTelemetry
+//! Collector (`pkg/ottl` in opentelemetry-collector-contrib), as used by the tail sampling
+//! processor's `ottl_condition` policy and, later, the filter processor and routing connector.
+//!
+//! A condition is parsed once, at config time, against a context ([`ContextKind`]): paths,
+//! enum symbols and converters are resolved and regexes compiled then, so every mistake is a
+//! [`ParseError`] naming the column. Evaluation borrows the OTLP data as it is and walks the
+//! resolved tree.
+//!
+//! What it must never do: panic or fail on data (a type mismatch, a missing attribute or a
+//! context item the caller did not pass reads as nil and compares by upstream's rules, so
+//! `error_mode` is the caller's business), allocate per span in the common case (only
+//! `IsMatch` on a non-string value formats one), or look a name up at evaluation time.
+//!
+//! Supported subset: literals (strings, ints, floats, `true`/`false`, `nil`, `0x..` bytes,
+//! the context's enum symbols), paths of the span, span event, log and resource contexts
+//! (see `parser::resolve`), `== != < <= > >=`, `not`/`and`/`or` with upstream precedence and
+//! parentheses, and the converters `IsMatch`, `IsString`, `IsInt`, `IsBool`, `IsDouble`,
+//! `IsMap`, `IsList`. Editors, math and other converters are parse errors.
+
+mod eval;
+mod lexer;
+mod parser;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, Span};
+
+use eval::Ctx;
+
+/// The OTTL context a condition is written for; it decides which paths and enums exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContextKind {
+    /// `ottlspan`: the span's fields, `resource.*`, `instrumentation_scope.*`.
+    Span,
+    /// `ottlspanevent`: the event's fields, `span.*`, `resource.*`, `instrumentation_scope.*`.
+    SpanEvent,
+    /// `ottllog`: the log record's fields, `resource.*`, `instrumentation_scope.*`.
+    Log,
+    /// `ottlresource`: `attributes`, `dropped_attributes_count`.
+    Resource,
+}
+
+impl ContextKind {
+    /// The upstream context name, as used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContextKind::Span => "span",
+            ContextKind::SpanEvent => "spanevent",
+            ContextKind::Log => "log",
+            ContextKind::Resource => "resource",
+        }
+    }
+}
+
+/// Why a condition did not parse: the 1-based column (in characters) and what was wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseError {
+    pub column: usize,
+    pub message: String,
+    pub expression: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid OTTL condition {:?}: column {}: {}",
+            self.expression, self.column, self.message
+        )
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// One parsed condition.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    expr: parser::Expr,
+    source: String,
+    context: ContextKind,
+}
+
+impl Condition {
+    pub fn parse(expr: &str, ctx: ContextKind) -> Result<Condition, ParseError> {
+        Ok(Condition {
+            expr: parser::parse(expr, ctx)?,
+            source: expr.to_string(),
+            context: ctx,
+        })
+    }
+
+    /// The text the condition was parsed from.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn context(&self) -> ContextKind {
+        self.context
+    }
+
+    pub fn eval_span(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        span: &Span,
+    ) -> bool {
+        self.eval(&Ctx {
+            resource,
+            scope,
+            span: Some(span),
+            ..Ctx::default()
+        })
+    }
+
+    pub fn eval_span_event(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        span: &Span,
+        event: &span::Event,
+    ) -> bool {
+        self.eval(&Ctx {
+            resource,
+            scope,
+            span: Some(span),
+            event: Some(event),
+            ..Ctx::default()
+        })
+    }
+
+    pub fn eval_log(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        log: &LogRecord,
+    ) -> bool {
+        self.eval(&Ctx {
+            resource,
+            scope,
+            log: Some(log),
+            ..Ctx::default()
+        })
+    }
+
+    pub fn eval_resource(&self, resource: Option<&Resource>) -> bool {
+        self.eval(&Ctx {
+            resource,
+            ..Ctx::default()
+        })
+    }
+
+    fn eval(&self, ctx: &Ctx<'_>) -> bool {
+        eval::eval(&self.expr, ctx)
+    }
+}
+
+/// Several conditions ORed, as upstream lists them (`span: [..]` in `ottl_condition`, the
+/// filter processor's lists). An empty set matches nothing.
+#[derive(Debug, Clone, Default)]
+pub struct ConditionSet {
+    conditions: Vec<Condition>,
+}
+
+impl ConditionSet {
+    /// Parses every condition; the first error is returned.
+    pub fn parse_all(exprs: &[String], ctx: ContextKind) -> Result<Self, ParseError> {
+        let conditions = exprs
+            .iter()
+            .map(|e| Condition::parse(e, ctx))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ConditionSet { conditions })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conditions.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.conditions.len()
+    }
+
+    pub fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+
+    pub fn eval_span(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        span: &Span,
+    ) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.eval_span(resource, scope, span))
+    }
+
+    pub fn eval_span_event(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        span: &Span,
+        event: &span::Event,
+    ) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.eval_span_event(resource, scope, span, event))
+    }
+
+    pub fn eval_log(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        log: &LogRecord,
+    ) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.eval_log(resource, scope, log))
+    }
+
+    pub fn eval_resource(&self, resource: Option<&Resource>) -> bool {
+        self.conditions.iter().any(|c| c.eval_resource(resource))
+    }
+}

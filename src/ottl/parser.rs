@@ -1,0 +1,631 @@
+//! Recursive-descent parser from tokens to a resolved expression tree.
+//!
+//! Grammar (upstream pkg/ottl/grammar.go, `booleanExpression`/`term`/`booleanValue`):
+//!
+//! ```text
+//! expr   := term ("or" term)*
+//! term   := bvalue ("and" bvalue)*
+//! bvalue := "not"? ( operand CMP operand | "true" | "false" | Converter(...) | "(" expr ")" )
+//! ```
+//!
+//! Paths, enum symbols and converters are resolved here, against the context, so evaluation
+//! never looks at a name.
+
+use super::lexer::{err, tokenize, CmpOp, Tok, Token};
+use super::{ContextKind, ParseError};
+
+#[derive(Debug, Clone)]
+pub(crate) enum Expr {
+    Or(Vec<Expr>),
+    And(Vec<Expr>),
+    Not(Box<Expr>),
+    Const(bool),
+    Cmp(Operand, CmpOp, Operand),
+    Call(Box<Converter>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Operand {
+    Lit(Lit),
+    Path(Path),
+    Call(Box<Converter>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Lit {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Str(Box<str>),
+    Bytes(Box<[u8]>),
+}
+
+// The variants are named after the OTTL converters they implement.
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Clone)]
+pub(crate) enum Converter {
+    IsMatch(Operand, regex::Regex),
+    IsString(Operand),
+    IsInt(Operand),
+    IsBool(Operand),
+    IsDouble(Operand),
+    IsMap(Operand),
+    IsList(Operand),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Key {
+    Str(Box<str>),
+    Int(i64),
+}
+
+/// A path resolved to the field it reads; `keys` index into maps and lists.
+#[derive(Debug, Clone)]
+pub(crate) struct Path {
+    pub field: Field,
+    pub keys: Box<[Key]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    ResourceAttrs,
+    ResourceDroppedAttrs,
+    ScopeName,
+    ScopeVersion,
+    ScopeAttrs,
+    ScopeDroppedAttrs,
+    SpanName,
+    SpanKind,
+    SpanStatusCode,
+    SpanStatusMessage,
+    SpanTraceId,
+    SpanSpanId,
+    SpanParentSpanId,
+    SpanTraceState,
+    SpanStart,
+    SpanEnd,
+    SpanAttrs,
+    SpanDroppedAttrs,
+    SpanDroppedEvents,
+    SpanDroppedLinks,
+    SpanFlags,
+    EventName,
+    EventTime,
+    EventAttrs,
+    EventDroppedAttrs,
+    LogBody,
+    LogSeverityNumber,
+    LogSeverityText,
+    LogTime,
+    LogObservedTime,
+    LogTraceId,
+    LogSpanId,
+    LogFlags,
+    LogAttrs,
+    LogDroppedAttrs,
+    LogEventName,
+}
+
+impl Field {
+    fn indexable(self) -> bool {
+        matches!(
+            self,
+            Field::ResourceAttrs
+                | Field::ScopeAttrs
+                | Field::SpanAttrs
+                | Field::EventAttrs
+                | Field::LogAttrs
+                | Field::LogBody
+        )
+    }
+}
+
+pub(crate) fn parse(src: &str, ctx: ContextKind) -> Result<Expr, ParseError> {
+    let toks = tokenize(src)?;
+    if toks.is_empty() {
+        return Err(err(src, 0, "empty condition"));
+    }
+    let mut p = Parser {
+        src,
+        toks,
+        pos: 0,
+        ctx,
+    };
+    let e = p.expr()?;
+    if let Some(t) = p.peek() {
+        return Err(p.error_at(
+            t.start,
+            format!(
+                "unexpected {} after the end of the condition",
+                describe(src, t)
+            ),
+        ));
+    }
+    Ok(e)
+}
+
+struct Parser<'s> {
+    src: &'s str,
+    toks: Vec<Token>,
+    pos: usize,
+    ctx: ContextKind,
+}
+
+fn describe(src: &str, t: &Token) -> String {
+    format!("{:?}", src.get(t.start..t.end).unwrap_or(""))
+}
+
+impl<'s> Parser<'s> {
+    fn peek(&self) -> Option<&Token> {
+        self.toks.get(self.pos)
+    }
+
+    fn peek_tok(&self) -> Option<&Tok> {
+        self.peek().map(|t| &t.tok)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let t = self.toks.get(self.pos).cloned();
+        if t.is_some() {
+            self.pos += 1;
+        }
+        t
+    }
+
+    fn error_at(&self, byte: usize, msg: impl Into<String>) -> ParseError {
+        err(self.src, byte, msg)
+    }
+
+    fn end(&self) -> usize {
+        self.src.len()
+    }
+
+    /// Error at the current token (or the end of input) saying what was expected.
+    fn expected(&self, what: &str) -> ParseError {
+        match self.peek() {
+            Some(t) => self.error_at(
+                t.start,
+                format!("expected {what}, got {}", describe(self.src, t)),
+            ),
+            None => self.error_at(self.end(), format!("expected {what}, got end of condition")),
+        }
+    }
+
+    fn text(&self, start: usize, end: usize) -> &'s str {
+        self.src.get(start..end).unwrap_or("")
+    }
+
+    fn expr(&mut self) -> Result<Expr, ParseError> {
+        let mut terms = vec![self.term()?];
+        while self.peek_tok() == Some(&Tok::Or) {
+            self.pos += 1;
+            terms.push(self.term()?);
+        }
+        Ok(if terms.len() == 1 {
+            terms.pop().unwrap_or(Expr::Const(false))
+        } else {
+            Expr::Or(terms)
+        })
+    }
+
+    fn term(&mut self) -> Result<Expr, ParseError> {
+        let mut vals = vec![self.bvalue()?];
+        while self.peek_tok() == Some(&Tok::And) {
+            self.pos += 1;
+            vals.push(self.bvalue()?);
+        }
+        Ok(if vals.len() == 1 {
+            vals.pop().unwrap_or(Expr::Const(false))
+        } else {
+            Expr::And(vals)
+        })
+    }
+
+    fn bvalue(&mut self) -> Result<Expr, ParseError> {
+        if self.peek_tok() == Some(&Tok::Not) {
+            self.pos += 1;
+            if self.peek_tok() == Some(&Tok::Not) {
+                return Err(self.expected("a condition after \"not\""));
+            }
+            return Ok(Expr::Not(Box::new(self.bvalue_inner()?)));
+        }
+        self.bvalue_inner()
+    }
+
+    fn bvalue_inner(&mut self) -> Result<Expr, ParseError> {
+        if self.peek_tok() == Some(&Tok::LParen) {
+            self.pos += 1;
+            let e = self.expr()?;
+            if self.peek_tok() != Some(&Tok::RParen) {
+                return Err(self.expected("\")\""));
+            }
+            self.pos += 1;
+            return Ok(e);
+        }
+        let start = match self.peek() {
+            Some(t) => t.start,
+            None => return Err(self.expected("a condition")),
+        };
+        let left = self.operand()?;
+        let left_end = self.toks.get(self.pos - 1).map_or(self.end(), |t| t.end);
+        if let Some(Tok::Cmp(op)) = self.peek_tok() {
+            let op = *op;
+            self.pos += 1;
+            let right = self.operand()?;
+            return Ok(Expr::Cmp(left, op, right));
+        }
+        match left {
+            Operand::Lit(Lit::Bool(b)) => Ok(Expr::Const(b)),
+            Operand::Call(c) => Ok(Expr::Call(c)),
+            Operand::Path(_) => {
+                let text = self.text(start, left_end);
+                Err(self.after_operand_error(&format!("path {text:?}")))
+            }
+            Operand::Lit(_) => {
+                let text = self.text(start, left_end);
+                Err(self.after_operand_error(&format!("value {text:?}")))
+            }
+        }
+    }
+
+    fn after_operand_error(&self, what: &str) -> ParseError {
+        match self.peek() {
+            Some(t) if t.tok == Tok::Math => self.error_at(
+                t.start,
+                "math expressions (+ - * /) are not supported in conditions",
+            ),
+            Some(t) => self.error_at(
+                t.start,
+                format!("expected a comparison operator after {what}"),
+            ),
+            None => self.error_at(
+                self.end(),
+                format!("expected a comparison operator after {what}"),
+            ),
+        }
+    }
+
+    fn operand(&mut self) -> Result<Operand, ParseError> {
+        let Some(t) = self.next() else {
+            return Err(self.expected("a value"));
+        };
+        let op = match t.tok {
+            Tok::Str(s) => Operand::Lit(Lit::Str(s.into())),
+            Tok::Int(i) => Operand::Lit(Lit::Int(i)),
+            Tok::Float(f) => Operand::Lit(Lit::Double(f)),
+            Tok::Bytes(b) => Operand::Lit(Lit::Bytes(b.into())),
+            Tok::True => Operand::Lit(Lit::Bool(true)),
+            Tok::False => Operand::Lit(Lit::Bool(false)),
+            Tok::Nil => Operand::Lit(Lit::Nil),
+            Tok::Enum => {
+                let name = self.text(t.start, t.end);
+                match enum_value(self.ctx, name) {
+                    Some(v) => Operand::Lit(Lit::Int(v)),
+                    None => {
+                        return Err(self.error_at(
+                            t.start,
+                            format!(
+                                "unknown enum symbol {name:?} in the {} context",
+                                self.ctx.name()
+                            ),
+                        ))
+                    }
+                }
+            }
+            Tok::Func => Operand::Call(Box::new(self.converter(&t)?)),
+            Tok::Lower => {
+                if self.peek_tok() == Some(&Tok::LParen) {
+                    let name = self.text(t.start, t.end);
+                    return Err(self.error_at(
+                        t.start,
+                        format!(
+                            "converter names must start with an uppercase letter but got {name:?}"
+                        ),
+                    ));
+                }
+                Operand::Path(self.path(&t)?)
+            }
+            Tok::Math => {
+                return Err(self.error_at(
+                    t.start,
+                    "math expressions (+ - * /) are not supported in conditions",
+                ))
+            }
+            Tok::LBracket | Tok::LBrace => {
+                return Err(self.error_at(
+                    t.start,
+                    "list and map literals are not supported in conditions",
+                ))
+            }
+            _ => {
+                self.pos -= 1;
+                return Err(self.expected("a value"));
+            }
+        };
+        if self.peek_tok() == Some(&Tok::LBracket) {
+            if let Operand::Call(_) | Operand::Lit(_) = op {
+                let b = self.peek().map_or(self.end(), |t| t.start);
+                return Err(self.error_at(b, "only paths may be indexed here"));
+            }
+        }
+        Ok(op)
+    }
+
+    fn keys(&mut self) -> Result<Vec<Key>, ParseError> {
+        let mut keys = Vec::new();
+        while self.peek_tok() == Some(&Tok::LBracket) {
+            self.pos += 1;
+            let key = match self.peek_tok() {
+                Some(Tok::Str(s)) => Key::Str(s.as_str().into()),
+                Some(Tok::Int(i)) => Key::Int(*i),
+                _ => return Err(self.expected("a string or integer key")),
+            };
+            self.pos += 1;
+            if self.peek_tok() != Some(&Tok::RBracket) {
+                return Err(self.expected("\"]\""));
+            }
+            self.pos += 1;
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    /// `first` is the already consumed first segment.
+    fn path(&mut self, first: &Token) -> Result<Path, ParseError> {
+        let mut segs: Vec<&'s str> = vec![self.text(first.start, first.end)];
+        let mut keys = self.keys()?;
+        while keys.is_empty() && self.peek_tok() == Some(&Tok::Dot) {
+            self.pos += 1;
+            match self.peek() {
+                Some(t) if t.tok == Tok::Lower => {
+                    let seg = self.text(t.start, t.end);
+                    segs.push(seg);
+                    self.pos += 1;
+                }
+                _ => return Err(self.expected("a path segment after \".\"")),
+            }
+            keys = self.keys()?;
+        }
+        let end = self.toks.get(self.pos - 1).map_or(self.end(), |t| t.end);
+        if self.peek_tok() == Some(&Tok::Dot) {
+            let b = self.peek().map_or(self.end(), |t| t.start);
+            return Err(self.error_at(b, "only the last segment of a path may be indexed"));
+        }
+        let text = self.text(first.start, end);
+        let Some(field) = resolve(self.ctx, &segs) else {
+            return Err(self.error_at(
+                first.start,
+                format!("unknown path {text:?} in the {} context", self.ctx.name()),
+            ));
+        };
+        if !keys.is_empty() && !field.indexable() {
+            return Err(self.error_at(first.start, format!("path {text:?} cannot be indexed")));
+        }
+        Ok(Path {
+            field,
+            keys: keys.into(),
+        })
+    }
+
+    fn converter(&mut self, name_tok: &Token) -> Result<Converter, ParseError> {
+        let name = self.text(name_tok.start, name_tok.end);
+        let arity = match name {
+            "IsMatch" => 2,
+            "IsString" | "IsInt" | "IsBool" | "IsDouble" | "IsMap" | "IsList" => 1,
+            _ => {
+                return Err(self.error_at(name_tok.start, format!("unsupported function {name:?}")))
+            }
+        };
+        if self.peek_tok() != Some(&Tok::LParen) {
+            return Err(self.expected(&format!("\"(\" after {name:?}")));
+        }
+        self.pos += 1;
+        let mut args: Vec<(Operand, usize)> = Vec::new();
+        if self.peek_tok() != Some(&Tok::RParen) {
+            loop {
+                let at = self.peek().map_or(self.end(), |t| t.start);
+                if let (Some(Tok::Lower), Some(Tok::Assign)) =
+                    (self.peek_tok(), self.toks.get(self.pos + 1).map(|t| &t.tok))
+                {
+                    return Err(self.error_at(at, "named arguments are not supported"));
+                }
+                args.push((self.operand()?, at));
+                match self.peek_tok() {
+                    Some(Tok::Comma) => self.pos += 1,
+                    Some(Tok::RParen) => break,
+                    _ => return Err(self.expected("\",\" or \")\"")),
+                }
+            }
+        }
+        self.pos += 1; // the ")"
+        if args.len() != arity {
+            return Err(self.error_at(
+                name_tok.start,
+                format!(
+                    "{name} expects {arity} argument{}, got {}",
+                    if arity == 1 { "" } else { "s" },
+                    args.len()
+                ),
+            ));
+        }
+        let mut args = args.into_iter();
+        let (target, _) = match args.next() {
+            Some(a) => a,
+            None => return Err(self.error_at(name_tok.start, "missing argument")),
+        };
+        Ok(match name {
+            "IsMatch" => {
+                let re = match args.next() {
+                    Some((Operand::Lit(Lit::Str(p)), at)) => {
+                        regex::Regex::new(&p).map_err(|e| {
+                            let detail = e.to_string();
+                            let last = detail.lines().last().unwrap_or("").trim();
+                            let last = last.trim_start_matches("error: ").to_string();
+                            self.error_at(at, format!("invalid regex {p:?} in IsMatch: {last}"))
+                        })?
+                    }
+                    Some((_, at)) => {
+                        return Err(
+                            self.error_at(at, "the pattern of IsMatch must be a string literal")
+                        )
+                    }
+                    None => return Err(self.error_at(name_tok.start, "missing argument")),
+                };
+                Converter::IsMatch(target, re)
+            }
+            "IsString" => Converter::IsString(target),
+            "IsInt" => Converter::IsInt(target),
+            "IsBool" => Converter::IsBool(target),
+            "IsDouble" => Converter::IsDouble(target),
+            "IsMap" => Converter::IsMap(target),
+            _ => Converter::IsList(target),
+        })
+    }
+}
+
+/// Resolves path segments against a context. Upstream also accepts the context's own name as
+/// a prefix (`span.name` in the span context) and `scope` for `instrumentation_scope`.
+fn resolve(ctx: ContextKind, segs: &[&str]) -> Option<Field> {
+    use ContextKind as C;
+    let own_prefix = match ctx {
+        C::Span => "span",
+        C::SpanEvent => "spanevent",
+        C::Log => "log",
+        C::Resource => "resource",
+    };
+    let segs = match segs {
+        [p, rest @ ..] if *p == own_prefix && !rest.is_empty() => rest,
+        _ => segs,
+    };
+    if ctx == C::Resource {
+        return resource_field(segs);
+    }
+    match segs {
+        ["resource", rest @ ..] => resource_field(rest),
+        ["instrumentation_scope" | "scope", rest @ ..] => scope_field(rest),
+        ["span", rest @ ..] if ctx == C::SpanEvent => span_field(rest),
+        _ => match ctx {
+            C::Span => span_field(segs),
+            C::SpanEvent => event_field(segs),
+            C::Log => log_field(segs),
+            C::Resource => None,
+        },
+    }
+}
+
+fn resource_field(segs: &[&str]) -> Option<Field> {
+    Some(match segs {
+        ["attributes"] => Field::ResourceAttrs,
+        ["dropped_attributes_count"] => Field::ResourceDroppedAttrs,
+        _ => return None,
+    })
+}
+
+fn scope_field(segs: &[&str]) -> Option<Field> {
+    Some(match segs {
+        ["name"] => Field::ScopeName,
+        ["version"] => Field::ScopeVersion,
+        ["attributes"] => Field::ScopeAttrs,
+        ["dropped_attributes_count"] => Field::ScopeDroppedAttrs,
+        _ => return None,
+    })
+}
+
+fn span_field(segs: &[&str]) -> Option<Field> {
+    Some(match segs {
+        ["name"] => Field::SpanName,
+        ["kind"] => Field::SpanKind,
+        ["status", "code"] => Field::SpanStatusCode,
+        ["status", "message"] => Field::SpanStatusMessage,
+        ["trace_id", "string"] => Field::SpanTraceId,
+        ["span_id", "string"] => Field::SpanSpanId,
+        ["parent_span_id", "string"] => Field::SpanParentSpanId,
+        ["trace_state"] => Field::SpanTraceState,
+        ["start_time_unix_nano"] => Field::SpanStart,
+        ["end_time_unix_nano"] => Field::SpanEnd,
+        ["attributes"] => Field::SpanAttrs,
+        ["dropped_attributes_count"] => Field::SpanDroppedAttrs,
+        ["dropped_events_count"] => Field::SpanDroppedEvents,
+        ["dropped_links_count"] => Field::SpanDroppedLinks,
+        ["flags"] => Field::SpanFlags,
+        _ => return None,
+    })
+}
+
+fn event_field(segs: &[&str]) -> Option<Field> {
+    Some(match segs {
+        ["name"] => Field::EventName,
+        ["time_unix_nano"] => Field::EventTime,
+        ["attributes"] => Field::EventAttrs,
+        ["dropped_attributes_count"] => Field::EventDroppedAttrs,
+        _ => return None,
+    })
+}
+
+fn log_field(segs: &[&str]) -> Option<Field> {
+    Some(match segs {
+        ["body"] => Field::LogBody,
+        ["severity_number"] => Field::LogSeverityNumber,
+        ["severity_text"] => Field::LogSeverityText,
+        ["time_unix_nano"] => Field::LogTime,
+        ["observed_time_unix_nano"] => Field::LogObservedTime,
+        ["trace_id", "string"] => Field::LogTraceId,
+        ["span_id", "string"] => Field::LogSpanId,
+        ["flags"] => Field::LogFlags,
+        ["attributes"] => Field::LogAttrs,
+        ["dropped_attributes_count"] => Field::LogDroppedAttrs,
+        ["event_name"] => Field::LogEventName,
+        _ => return None,
+    })
+}
+
+/// Enum symbols are per context upstream: span kinds and status codes in the span contexts,
+/// severity numbers in the log context, none in the resource context.
+fn enum_value(ctx: ContextKind, name: &str) -> Option<i64> {
+    match ctx {
+        ContextKind::Span | ContextKind::SpanEvent => Some(match name {
+            "SPAN_KIND_UNSPECIFIED" => 0,
+            "SPAN_KIND_INTERNAL" => 1,
+            "SPAN_KIND_SERVER" => 2,
+            "SPAN_KIND_CLIENT" => 3,
+            "SPAN_KIND_PRODUCER" => 4,
+            "SPAN_KIND_CONSUMER" => 5,
+            "STATUS_CODE_UNSET" => 0,
+            "STATUS_CODE_OK" => 1,
+            "STATUS_CODE_ERROR" => 2,
+            _ => return None,
+        }),
+        ContextKind::Log => severity_number(name),
+        ContextKind::Resource => None,
+    }
+}
+
+/// OTLP `SeverityNumber`: UNSPECIFIED = 0, then four steps each of TRACE (1), DEBUG (5),
+/// INFO (9), WARN (13), ERROR (17), FATAL (21); `X` is the first step, `X2`..`X4` follow.
+fn severity_number(name: &str) -> Option<i64> {
+    let rest = name.strip_prefix("SEVERITY_NUMBER_")?;
+    if rest == "UNSPECIFIED" {
+        return Some(0);
+    }
+    const BASES: [(&str, i64); 6] = [
+        ("TRACE", 1),
+        ("DEBUG", 5),
+        ("INFO", 9),
+        ("WARN", 13),
+        ("ERROR", 17),
+        ("FATAL", 21),
+    ];
+    for (level, base) in BASES {
+        if let Some(step) = rest.strip_prefix(level) {
+            return match step {
+                "" => Some(base),
+                "2" => Some(base + 1),
+                "3" => Some(base + 2),
+                "4" => Some(base + 3),
+                _ => None,
+            };
+        }
+    }
+    None
+}
