@@ -52,6 +52,9 @@ fn main() -> ExitCode {
     match command.unwrap_or("run") {
         "validate" => match weir::config::load(&configs) {
             Ok(cfg) => {
+                for w in &cfg.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "config is valid: {} pipeline(s): {}",
                     cfg.service.pipelines.len(),

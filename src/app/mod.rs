@@ -16,6 +16,9 @@ pub fn run(paths: &[PathBuf]) -> i32 {
         }
     };
     crate::telemetry::init_logging(&cfg.service.telemetry.logs);
+    for w in &cfg.warnings {
+        tracing::warn!("config: {w}");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("weir")

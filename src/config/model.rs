@@ -166,6 +166,8 @@ pub struct Config {
     pub exporters: BTreeMap<String, ExporterConfig>,
     pub extensions: BTreeMap<String, ExtensionConfig>,
     pub service: ServiceConfig,
+    /// Loader warnings (an unset environment variable), logged once logging is up.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -429,6 +431,7 @@ impl Config {
                 exporters,
                 extensions,
                 service,
+                warnings: loaded.warnings.clone(),
             }),
             _ => Err(ConfigErrors(cx.errors)),
         }

@@ -1,0 +1,253 @@
+//! `weir validate`: every shipped YAML is accepted; mistakes are reported all at once, each with
+//! file, line and YAML path, exactly as a user sees them.
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::validate;
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn yaml_files(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(repo(dir))
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weir-validate-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("mkdir");
+    d
+}
+
+#[test]
+fn every_config_file_is_valid() {
+    let files = yaml_files("config");
+    assert!(files.len() >= 2, "config/ should hold example configs");
+    for f in files {
+        let (ok, out) = validate(std::slice::from_ref(&f));
+        assert!(ok, "{} should be valid:\n{out}", f.display());
+        assert!(out.contains("config is valid"), "{out}");
+    }
+}
+
+#[test]
+fn every_pipeline_piece_is_valid_on_top_of_the_default_config() {
+    let files = yaml_files("pipelines");
+    assert!(!files.is_empty());
+    for f in files {
+        let (ok, out) = validate(&[repo("config/default.yaml"), f.clone()]);
+        assert!(
+            ok,
+            "{} should be valid over the default:\n{out}",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn every_mistake_is_reported_with_file_line_and_path() {
+    let dir = tempdir("bad");
+    let f = write(
+        &dir,
+        "bad.yaml",
+        "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:4317
+        bogus: 1
+  otlp/2:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:4317
+processors:
+  batch:
+    timeout: 5
+  frobnicate:
+exporters:
+  otlp:
+    endpoint: backend:4317
+    tls: {insecure: true}
+  debug:
+    verbosity: loud
+service:
+  pipelines:
+    traces:
+      receivers: [otlp/2, otlp/3]
+      processors: [batch]
+      exporters: [otlp]
+    metrics:
+      receivers: [otlp/2]
+      exporters: []
+",
+    );
+    let (ok, out) = validate(std::slice::from_ref(&f));
+    assert!(!ok, "a bad config must fail validation");
+    let name = f.display().to_string();
+    let expected = [
+        format!("{name}:6: receivers.otlp.protocols.grpc.bogus: unknown field `bogus`, expected one of `endpoint`, `transport`, `max_recv_msg_size_mib`, `max_concurrent_streams`, `include_metadata`"),
+        format!("{name}:13: processors.batch.timeout: a duration needs a unit: write 5s or 5ms, not 5"),
+        format!("{name}:14: processors.frobnicate: unknown processor type \"frobnicate\""),
+        format!("{name}:20: exporters.debug.verbosity: unknown variant `loud`, expected one of `basic`, `normal`, `detailed`"),
+        format!("{name}:29: service.pipelines.metrics.exporters: must list at least one exporter"),
+        format!("{name}:24: service.pipelines.traces.receivers[1]: references receiver \"otlp/3\", which is not configured under receivers"),
+    ];
+    for line in &expected {
+        assert!(
+            out.lines().any(|l| l.starts_with(line.as_str())),
+            "missing error line:\n  {line}\nin output:\n{out}"
+        );
+    }
+    assert!(
+        out.contains(&format!("{} error(s)", expected.len())),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn two_listeners_on_one_port_are_rejected() {
+    let dir = tempdir("ports");
+    let f = write(
+        &dir,
+        "ports.yaml",
+        "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:4317
+  otlp/2:
+    protocols:
+      http:
+        endpoint: 0.0.0.0:4317
+exporters:
+  debug:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp, otlp/2]
+      exporters: [debug]
+",
+    );
+    let (ok, out) = validate(std::slice::from_ref(&f));
+    assert!(!ok);
+    let name = f.display().to_string();
+    assert!(
+        out.contains(&format!("{name}:9: receivers.otlp/2.protocols.http.endpoint: endpoint \"0.0.0.0:4317\" uses the same port as receivers.otlp.protocols.grpc.endpoint")),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn duplicate_keys_and_broken_yaml_name_the_line() {
+    let dir = tempdir("dup");
+    let f = write(
+        &dir,
+        "dup.yaml",
+        "exporters:\n  debug:\nexporters:\n  debug:\n",
+    );
+    let (ok, out) = validate(std::slice::from_ref(&f));
+    assert!(!ok);
+    let name = f.display().to_string();
+    assert!(out.contains(&format!("{name}:")), "{out}");
+    assert!(
+        out.contains("duplicate entry with key \"exporters\""),
+        "{out}"
+    );
+
+    let g = write(&dir, "broken.yaml", "service:\n  pipelines: [\n");
+    let (ok, out) = validate(std::slice::from_ref(&g));
+    assert!(!ok);
+    assert!(out.contains(&format!("{}:", g.display())), "{out}");
+    assert!(out.contains("invalid YAML"), "{out}");
+
+    let (ok, out) = validate(&[dir.join("missing.yaml")]);
+    assert!(!ok);
+    assert!(out.contains("cannot read the config file"), "{out}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn later_files_win_and_env_references_expand() {
+    let dir = tempdir("merge");
+    let base = write(
+        &dir,
+        "base.yaml",
+        "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:${env:WEIR_TEST_PORT:-4317}
+exporters:
+  debug:
+    verbosity: basic
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug]
+",
+    );
+    // The second file adds a pipeline and overrides one key; the first keeps the rest.
+    let over = write(
+        &dir,
+        "over.yaml",
+        "\
+exporters:
+  debug:
+    verbosity: loud
+service:
+  pipelines:
+    logs:
+      receivers: [otlp]
+      exporters: [debug]
+",
+    );
+    let (ok, out) = validate(&[base.clone(), over.clone()]);
+    assert!(!ok, "the override's bad value must be reported");
+    assert!(
+        out.contains(&format!(
+            "{}:3: exporters.debug.verbosity: unknown variant `loud`",
+            over.display()
+        )),
+        "the error names the file that set the value:\n{out}"
+    );
+
+    let fixed = write(&dir, "fixed.yaml", "exporters:\n  debug:\n    verbosity: detailed\nservice:\n  pipelines:\n    logs:\n      receivers: [otlp]\n      exporters: [debug]\n");
+    let (ok, out) = validate(&[base.clone(), fixed]);
+    assert!(ok, "{out}");
+    assert!(out.contains("2 pipeline(s): logs, traces"), "{out}");
+
+    let bad_ref = write(
+        &dir,
+        "ref.yaml",
+        "exporters:\n  debug:\n    verbosity: ${file:/etc/passwd}\n",
+    );
+    let (ok, out) = validate(&[base, bad_ref.clone()]);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!(
+            "{}:3: exporters.debug.verbosity: unsupported reference scheme \"file\"",
+            bad_ref.display()
+        )),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
