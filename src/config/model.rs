@@ -16,6 +16,7 @@ use crate::extensions::health_check::HealthCheckConfig;
 use crate::pdata::Signal;
 use crate::processors::attributes::config::{AttributesConfig, ResourceConfig};
 use crate::processors::batch::config::BatchConfig;
+use crate::processors::tail_sampling::config::TailSamplingConfig;
 use crate::receivers::otlp::config::OtlpReceiverConfig;
 use crate::telemetry::TelemetryConfig;
 
@@ -29,6 +30,7 @@ pub enum ProcessorConfig {
     Batch(BatchConfig),
     Attributes(AttributesConfig),
     Resource(ResourceConfig),
+    TailSampling(TailSamplingConfig),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +102,12 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         type_name: "resource",
         signals: ALL,
         description: "inserts, updates, deletes or hashes resource attributes",
+    },
+    ComponentInfo {
+        kind: Kind::Processor,
+        type_name: "tail_sampling",
+        signals: &[Signal::Traces],
+        description: "keeps whole traces by policy (errors, latency, attributes, rates)",
     },
     ComponentInfo {
         kind: Kind::Exporter,
@@ -362,6 +370,13 @@ impl Config {
                                 processors.insert(id, ProcessorConfig::Resource(c));
                             }
                             Err(p) => cx.err(&format!("{path}.{}", p.path), p.message),
+                        }
+                    }
+                }
+                "tail_sampling" => {
+                    if let Some(c) = cx.decode::<TailSamplingConfig>(&path, body) {
+                        if cx.problems(&path, crate::processors::tail_sampling::validate(&c)) {
+                            processors.insert(id, ProcessorConfig::TailSampling(c));
                         }
                     }
                 }

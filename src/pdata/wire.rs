@@ -152,6 +152,53 @@ fn each<'a>(
     Ok(())
 }
 
+/// Calls `f(number, wire_type, data, whole)` for every field of the message in `buf`:
+/// `data` is a LEN field's payload (empty for other wire types), `whole` the field with its
+/// key. Both borrow from `buf`, so callers can `Bytes::slice_ref` them without copying.
+pub fn for_each_field<'a>(
+    buf: &'a [u8],
+    mut f: impl FnMut(u64, u8, &'a [u8], &'a [u8]) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    let mut r = Reader::new(buf, 0);
+    loop {
+        let start = r.pos;
+        let Some(field) = r.next() else { break };
+        let (field, _) = field?;
+        f(
+            field.number,
+            field.wire_type,
+            field.data,
+            &buf[start..r.pos],
+        )?;
+    }
+    Ok(())
+}
+
+/// Appends a protobuf varint.
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Bytes a varint of `v` takes.
+pub fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Appends the key and length of LEN field `number` holding `len` bytes.
+pub fn put_len_header(out: &mut Vec<u8>, number: u64, len: usize) {
+    put_varint(out, number << 3 | u64::from(LEN));
+    put_varint(out, len as u64);
+}
+
+/// Size of LEN field `number` holding `len` bytes, key and length included.
+pub fn len_field_size(number: u64, len: usize) -> usize {
+    varint_len(number << 3 | u64::from(LEN)) + varint_len(len as u64) + len
+}
+
 /// Counts the items of an encoded Export*ServiceRequest of `signal`.
 pub fn count_items(signal: Signal, buf: &[u8]) -> Result<usize, WireError> {
     let mut n = 0usize;
@@ -349,6 +396,26 @@ mod tests {
             count_items(Signal::Traces, &[0x08, 0x01]),
             Err(WireError::WireType { field: 1, .. })
         ));
+    }
+
+    #[test]
+    fn varint_helpers_agree_with_prost() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(out.len(), varint_len(v));
+            assert_eq!(out.len(), prost::encoding::encoded_len_varint(v));
+        }
     }
 
     #[test]

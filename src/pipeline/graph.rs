@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -94,7 +94,12 @@ struct ExporterSettings {
     timeout: Duration,
 }
 
-fn build_processor(id: &str, cfg: &ProcessorConfig, registry: &Registry) -> Box<dyn Processor> {
+fn build_processor(
+    id: &str,
+    cfg: &ProcessorConfig,
+    registry: &Registry,
+    wake: &Arc<Notify>,
+) -> Box<dyn Processor> {
     match cfg {
         ProcessorConfig::Batch(c) => Box::new(crate::processors::batch::BatchProcessor::new(
             id,
@@ -103,6 +108,9 @@ fn build_processor(id: &str, cfg: &ProcessorConfig, registry: &Registry) -> Box<
         )),
         ProcessorConfig::Attributes(c) => crate::processors::attributes_stage(id, c, registry),
         ProcessorConfig::Resource(c) => crate::processors::resource_stage(id, c, registry),
+        ProcessorConfig::TailSampling(c) => Box::new(
+            crate::processors::tail_sampling::TailSampling::new(id, c, registry, wake.clone()),
+        ),
     }
 }
 
@@ -196,6 +204,7 @@ impl Engine {
         let mut consumers: BTreeMap<String, SignalConsumers> = BTreeMap::new();
         for (pid, p) in &cfg.service.pipelines {
             let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+            let wake = Arc::new(Notify::new());
             for r in &p.receivers {
                 consumers
                     .entry(r.clone())
@@ -210,7 +219,7 @@ impl Engine {
                 .filter_map(|id| {
                     cfg.processors
                         .get(id)
-                        .map(|c| build_processor(id, c, &registry))
+                        .map(|c| build_processor(id, c, &registry, &wake))
                 })
                 .collect();
             let outs = p
@@ -218,7 +227,14 @@ impl Engine {
                 .iter()
                 .filter_map(|id| exporters.get(id).cloned())
                 .collect();
-            let task = tokio::spawn(run_pipeline(pid.clone(), rx, procs, outs, drain_rx.clone()));
+            let task = tokio::spawn(run_pipeline(
+                pid.clone(),
+                rx,
+                procs,
+                outs,
+                drain_rx.clone(),
+                wake,
+            ));
             engine.pipeline_tasks.push(task);
         }
         drop(exporters);
@@ -363,6 +379,7 @@ async fn run_pipeline(
     mut procs: Vec<Box<dyn Processor>>,
     outs: Vec<ExporterHandle>,
     mut drain: watch::Receiver<bool>,
+    wake: Arc<Notify>,
 ) {
     let mut draining = false;
     loop {
@@ -372,18 +389,8 @@ async fn run_pipeline(
                 Some(b) => push_through(&mut procs, vec![b]),
                 None => break,
             },
-            _ = sleep_until(deadline) => {
-                let now = Instant::now();
-                let mut ready = Vec::new();
-                for i in 0..procs.len() {
-                    if procs[i].deadline().is_some_and(|d| d <= now) {
-                        let mut out = Vec::new();
-                        procs[i].tick(now, &mut out);
-                        ready.extend(push_through(&mut procs[i + 1..], out));
-                    }
-                }
-                ready
-            }
+            _ = wake.notified() => tick_all(&mut procs, Instant::now(), true),
+            _ = sleep_until(deadline) => tick_all(&mut procs, Instant::now(), false),
             _ = crate::net::until_true(&mut drain), if !draining => {
                 // Take what is already queued, then finish.
                 draining = true;
@@ -401,6 +408,20 @@ async fn run_pipeline(
         fan_out(&outs, ready).await;
     }
     tracing::debug!(pipeline = %id, "pipeline stopped");
+}
+
+/// Gives due stages (or all, when a stage woke the pipeline) their tick; what they release
+/// runs through the stages after them.
+fn tick_all(procs: &mut [Box<dyn Processor>], now: Instant, all: bool) -> Vec<Batch> {
+    let mut ready = Vec::new();
+    for i in 0..procs.len() {
+        if all || procs[i].deadline().is_some_and(|d| d <= now) {
+            let mut out = Vec::new();
+            procs[i].tick(now, &mut out);
+            ready.extend(push_through(&mut procs[i + 1..], out));
+        }
+    }
+    ready
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

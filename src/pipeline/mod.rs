@@ -19,7 +19,9 @@ pub trait Processor: Send {
     fn deadline(&self) -> Option<Instant> {
         None
     }
-    /// Called at or after [`Processor::deadline`].
+    /// Called at or after [`Processor::deadline`], and whenever a stage signals the
+    /// pipeline's wake-up `Notify` (handed to stages that release data on their own, like
+    /// tail sampling's worker threads). A stage with nothing due does nothing.
     fn tick(&mut self, _now: Instant, _out: &mut Vec<Batch>) {}
     /// Called once at shutdown: push out everything held.
     fn flush(&mut self, _out: &mut Vec<Batch>) {}

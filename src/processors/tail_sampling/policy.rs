@@ -1,0 +1,723 @@
+//! Sampling policies: compiled from config once, evaluated on a whole trace.
+//!
+//! Semantics follow the Collector's tail sampling processor: string, numeric and boolean
+//! attribute policies look at resource and span attributes; latency spans the earliest start
+//! to the latest end; `invert_match` yields the "inverted" decisions that the final rule
+//! treats specially; `drop` wins over everything.
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+use super::config::{ErrorMode, PolicyConfig, PolicyType};
+use crate::ottl::{ConditionSet, ContextKind};
+
+/// What one policy says about one trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Sampled,
+    NotSampled,
+    /// `invert_match` policy found no match: sample unless another policy said NotSampled.
+    InvertSampled,
+    /// `invert_match` policy found a match: do not sample, whatever else says.
+    InvertNotSampled,
+    /// A `drop` policy matched: never sample.
+    Dropped,
+}
+
+/// One span of a trace with the resource it came with.
+pub struct SpanRef<'a> {
+    pub resource: Option<&'a Resource>,
+    pub scope: Option<&'a opentelemetry_proto::tonic::common::v1::InstrumentationScope>,
+    pub span: &'a Span,
+}
+
+/// A decoded trace, as policies see it.
+pub struct TraceView<'a> {
+    pub trace_id: &'a [u8],
+    pub spans: Vec<SpanRef<'a>>,
+    /// Encoded size of the trace's spans.
+    pub bytes: usize,
+}
+
+/// Cloning a policy shares its rate state (`rate_limiting`, `bytes_limiting`, `composite`), so
+/// every shard thread holds its own copy and the limits still hold for the processor as a
+/// whole. The lock is taken once per trace decision, never per span.
+#[derive(Debug, Clone)]
+enum Kind {
+    Always,
+    Latency {
+        lo: i64,
+        hi: i64,
+    },
+    Numeric {
+        key: String,
+        min: i64,
+        max: i64,
+        invert: bool,
+    },
+    Probabilistic {
+        salt: String,
+        threshold: u64,
+    },
+    Status {
+        codes: Vec<i32>,
+    },
+    StringAttr {
+        key: String,
+        values: Vec<String>,
+        regexes: Vec<regex::Regex>,
+        invert: bool,
+    },
+    RateLimit {
+        per_sec: i64,
+        state: Arc<Mutex<(u64, i64)>>,
+    },
+    BytesLimit {
+        rate: f64,
+        burst: f64,
+        state: Arc<Mutex<(f64, Option<Instant>)>>,
+    },
+    SpanCount {
+        min: i32,
+        max: i32,
+    },
+    TraceState {
+        key: String,
+        values: Vec<String>,
+    },
+    TraceFlags,
+    Bool {
+        key: String,
+        value: bool,
+        invert: bool,
+    },
+    Ottl {
+        span: ConditionSet,
+        event: ConditionSet,
+    },
+    And(Vec<Policy>),
+    Not(Box<Policy>),
+    Drop(Vec<Policy>),
+    Composite {
+        max_total: i64,
+        state: Arc<Mutex<(u64, Vec<i64>)>>,
+        subs: Vec<(Policy, i64)>,
+    },
+}
+
+/// A compiled policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    kind: Kind,
+}
+
+/// A config problem: (path inside the policy list, message).
+pub type Problem = (String, String);
+
+fn need<'a, T>(v: &'a Option<T>, path: &str, key: &str) -> Result<&'a T, Problem> {
+    v.as_ref().ok_or_else(|| {
+        (
+            path.to_string(),
+            format!("policy of type {key} needs a `{key}` section"),
+        )
+    })
+}
+
+fn unix_second() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// FNV-1a 64 over salt then trace id, as upstream hashes for `probabilistic`, so every
+/// instance (weir or Collector) makes the same decision for the same trace id.
+pub fn hash_trace_id(salt: &str, id: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in salt.as_bytes().iter().chain(id) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn threshold(percent: f64) -> u64 {
+    let ratio = (percent / 100.0).clamp(0.0, 1.0);
+    if ratio >= 1.0 {
+        u64::MAX
+    } else {
+        (ratio * u64::MAX as f64) as u64
+    }
+}
+
+impl Policy {
+    /// Compiles and validates one policy; `path` names it in errors
+    /// (e.g. `policies[2]`).
+    pub fn compile(cfg: &PolicyConfig, path: &str) -> Result<Policy, Problem> {
+        let at = |k: &str| format!("{path}.{k}");
+        let kind = match cfg.kind {
+            PolicyType::AlwaysSample => Kind::Always,
+            PolicyType::Latency => {
+                let c = need(&cfg.latency, path, "latency")?;
+                if c.upper_threshold_ms != 0 && c.upper_threshold_ms < c.threshold_ms {
+                    return Err((
+                        at("latency.upper_threshold_ms"),
+                        format!(
+                            "policy {:?}: upper_threshold_ms ({}) must be greater than threshold_ms ({})",
+                            cfg.name, c.upper_threshold_ms, c.threshold_ms
+                        ),
+                    ));
+                }
+                Kind::Latency {
+                    lo: c.threshold_ms,
+                    hi: c.upper_threshold_ms,
+                }
+            }
+            PolicyType::NumericAttribute => {
+                let c = need(&cfg.numeric_attribute, path, "numeric_attribute")?;
+                if c.key.is_empty() {
+                    return Err((
+                        at("numeric_attribute.key"),
+                        format!("policy {:?}: key is required", cfg.name),
+                    ));
+                }
+                if c.min_value.is_none() && c.max_value.is_none() {
+                    return Err((
+                        at("numeric_attribute"),
+                        format!(
+                            "policy {:?}: numeric_attribute needs min_value or max_value (or both)",
+                            cfg.name
+                        ),
+                    ));
+                }
+                let min = c.min_value.unwrap_or(i64::MIN);
+                let max = c.max_value.unwrap_or(i64::MAX);
+                if min > max {
+                    return Err((
+                        at("numeric_attribute.min_value"),
+                        format!(
+                            "policy {:?}: min_value ({min}) must not be greater than max_value ({max})",
+                            cfg.name
+                        ),
+                    ));
+                }
+                Kind::Numeric {
+                    key: c.key.clone(),
+                    min,
+                    max,
+                    invert: c.invert_match,
+                }
+            }
+            PolicyType::Probabilistic => {
+                let c = need(&cfg.probabilistic, path, "probabilistic")?;
+                if !(0.0..=100.0).contains(&c.sampling_percentage) {
+                    return Err((
+                        at("probabilistic.sampling_percentage"),
+                        format!(
+                            "policy {:?}: sampling_percentage must be between 0 and 100, got {}",
+                            cfg.name, c.sampling_percentage
+                        ),
+                    ));
+                }
+                Kind::Probabilistic {
+                    salt: if c.hash_salt.is_empty() {
+                        "default-hash-seed".into()
+                    } else {
+                        c.hash_salt.clone()
+                    },
+                    threshold: threshold(c.sampling_percentage),
+                }
+            }
+            PolicyType::StatusCode => {
+                let c = need(&cfg.status_code, path, "status_code")?;
+                if c.status_codes.is_empty() {
+                    return Err((
+                        at("status_code.status_codes"),
+                        format!(
+                            "policy {:?}: status_codes must list at least one of OK, ERROR, UNSET",
+                            cfg.name
+                        ),
+                    ));
+                }
+                let mut codes = Vec::new();
+                for (i, s) in c.status_codes.iter().enumerate() {
+                    codes.push(match s.as_str() {
+                        "UNSET" => 0,
+                        "OK" => 1,
+                        "ERROR" => 2,
+                        other => {
+                            return Err((
+                                at(&format!("status_code.status_codes[{i}]")),
+                                format!("policy {:?}: unknown status code {other:?}; expected OK, ERROR or UNSET", cfg.name),
+                            ))
+                        }
+                    });
+                }
+                Kind::Status { codes }
+            }
+            PolicyType::StringAttribute => {
+                let c = need(&cfg.string_attribute, path, "string_attribute")?;
+                if c.key.is_empty() {
+                    return Err((
+                        at("string_attribute.key"),
+                        format!("policy {:?}: key is required", cfg.name),
+                    ));
+                }
+                let mut regexes = Vec::new();
+                if c.enabled_regex_matching {
+                    for (i, v) in c.values.iter().enumerate() {
+                        regexes.push(regex::Regex::new(v).map_err(|e| {
+                            (
+                                at(&format!("string_attribute.values[{i}]")),
+                                format!("policy {:?}: invalid regex {v:?}: {e}", cfg.name),
+                            )
+                        })?);
+                    }
+                }
+                Kind::StringAttr {
+                    key: c.key.clone(),
+                    values: c.values.clone(),
+                    regexes,
+                    invert: c.invert_match,
+                }
+            }
+            PolicyType::RateLimiting => {
+                let c = need(&cfg.rate_limiting, path, "rate_limiting")?;
+                if c.spans_per_second <= 0 {
+                    return Err((
+                        at("rate_limiting.spans_per_second"),
+                        format!(
+                            "policy {:?}: spans_per_second must be greater than 0",
+                            cfg.name
+                        ),
+                    ));
+                }
+                Kind::RateLimit {
+                    per_sec: c.spans_per_second,
+                    state: Arc::new(Mutex::new((0, 0))),
+                }
+            }
+            PolicyType::BytesLimiting => {
+                let c = need(&cfg.bytes_limiting, path, "bytes_limiting")?;
+                if c.bytes_per_second <= 0 {
+                    return Err((
+                        at("bytes_limiting.bytes_per_second"),
+                        format!(
+                            "policy {:?}: bytes_per_second must be greater than 0",
+                            cfg.name
+                        ),
+                    ));
+                }
+                let burst = if c.burst_capacity > 0 {
+                    c.burst_capacity as f64
+                } else {
+                    2.0 * c.bytes_per_second as f64
+                };
+                Kind::BytesLimit {
+                    rate: c.bytes_per_second as f64,
+                    burst,
+                    state: Arc::new(Mutex::new((burst, None))),
+                }
+            }
+            PolicyType::SpanCount => {
+                let c = need(&cfg.span_count, path, "span_count")?;
+                if c.max_spans != 0 && c.max_spans < c.min_spans {
+                    return Err((
+                        at("span_count.max_spans"),
+                        format!(
+                            "policy {:?}: max_spans ({}) must be 0 or at least min_spans ({})",
+                            cfg.name, c.max_spans, c.min_spans
+                        ),
+                    ));
+                }
+                Kind::SpanCount {
+                    min: c.min_spans,
+                    max: c.max_spans,
+                }
+            }
+            PolicyType::TraceState => {
+                let c = need(&cfg.trace_state, path, "trace_state")?;
+                if c.key.is_empty() || c.values.is_empty() {
+                    return Err((
+                        at("trace_state"),
+                        format!(
+                            "policy {:?}: trace_state needs a key and at least one value",
+                            cfg.name
+                        ),
+                    ));
+                }
+                Kind::TraceState {
+                    key: c.key.clone(),
+                    values: c.values.clone(),
+                }
+            }
+            PolicyType::TraceFlags => Kind::TraceFlags,
+            PolicyType::BooleanAttribute => {
+                let c = need(&cfg.boolean_attribute, path, "boolean_attribute")?;
+                if c.key.is_empty() {
+                    return Err((
+                        at("boolean_attribute.key"),
+                        format!("policy {:?}: key is required", cfg.name),
+                    ));
+                }
+                Kind::Bool {
+                    key: c.key.clone(),
+                    value: c.value,
+                    invert: c.invert_match,
+                }
+            }
+            PolicyType::OttlCondition => {
+                let c = need(&cfg.ottl_condition, path, "ottl_condition")?;
+                if c.span.is_empty() && c.spanevent.is_empty() {
+                    return Err((
+                        at("ottl_condition"),
+                        format!(
+                            "policy {:?}: ottl_condition needs span or spanevent conditions",
+                            cfg.name
+                        ),
+                    ));
+                }
+                // error_mode only matters for runtime errors, which the engine never raises.
+                let _ = matches!(c.error_mode, ErrorMode::Propagate);
+                let span = ConditionSet::parse_all(&c.span, ContextKind::Span).map_err(|e| {
+                    (
+                        at("ottl_condition.span"),
+                        format!("policy {:?}: {e}", cfg.name),
+                    )
+                })?;
+                let event =
+                    ConditionSet::parse_all(&c.spanevent, ContextKind::SpanEvent).map_err(|e| {
+                        (
+                            at("ottl_condition.spanevent"),
+                            format!("policy {:?}: {e}", cfg.name),
+                        )
+                    })?;
+                Kind::Ottl { span, event }
+            }
+            PolicyType::And => {
+                let c = need(&cfg.and, path, "and")?;
+                if c.and_sub_policy.is_empty() {
+                    return Err((
+                        at("and.and_sub_policy"),
+                        format!("policy {:?}: and_sub_policy must not be empty", cfg.name),
+                    ));
+                }
+                Kind::And(compile_list(&c.and_sub_policy, &at("and.and_sub_policy"))?)
+            }
+            PolicyType::Drop => {
+                let c = need(&cfg.drop, path, "drop")?;
+                if c.drop_sub_policy.is_empty() {
+                    return Err((
+                        at("drop.drop_sub_policy"),
+                        format!("policy {:?}: drop_sub_policy must not be empty", cfg.name),
+                    ));
+                }
+                Kind::Drop(compile_list(
+                    &c.drop_sub_policy,
+                    &at("drop.drop_sub_policy"),
+                )?)
+            }
+            PolicyType::Not => {
+                let c = need(&cfg.not, path, "not")?;
+                Kind::Not(Box::new(Policy::compile(
+                    &c.not_sub_policy,
+                    &at("not.not_sub_policy"),
+                )?))
+            }
+            PolicyType::Composite => {
+                let c = need(&cfg.composite, path, "composite")?;
+                if c.max_total_spans_per_second <= 0 {
+                    return Err((
+                        at("composite.max_total_spans_per_second"),
+                        format!(
+                            "policy {:?}: max_total_spans_per_second must be greater than 0",
+                            cfg.name
+                        ),
+                    ));
+                }
+                let mut subs = Vec::new();
+                let order: Vec<&String> = if c.policy_order.is_empty() {
+                    c.composite_sub_policy.iter().map(|p| &p.name).collect()
+                } else {
+                    c.policy_order.iter().collect()
+                };
+                for (i, name) in order.iter().enumerate() {
+                    let Some((j, sub)) = c
+                        .composite_sub_policy
+                        .iter()
+                        .enumerate()
+                        .find(|(_, p)| &p.name == *name)
+                    else {
+                        return Err((
+                            at(&format!("composite.policy_order[{i}]")),
+                            format!("policy {:?}: policy_order names {name:?}, which is not in composite_sub_policy", cfg.name),
+                        ));
+                    };
+                    let alloc = c
+                        .rate_allocation
+                        .iter()
+                        .find(|r| &r.policy == *name)
+                        .map(|r| c.max_total_spans_per_second * r.percent / 100)
+                        .unwrap_or(c.max_total_spans_per_second);
+                    subs.push((
+                        Policy::compile(sub, &at(&format!("composite.composite_sub_policy[{j}]")))?,
+                        alloc,
+                    ));
+                }
+                let total: i64 = c.rate_allocation.iter().map(|r| r.percent).sum();
+                if total > 100 {
+                    return Err((
+                        at("composite.rate_allocation"),
+                        format!("policy {:?}: rate_allocation percents add up to {total}, more than 100", cfg.name),
+                    ));
+                }
+                Kind::Composite {
+                    max_total: c.max_total_spans_per_second,
+                    state: Arc::new(Mutex::new((0, vec![0; subs.len()]))),
+                    subs,
+                }
+            }
+        };
+        Ok(Policy {
+            name: cfg.name.clone(),
+            kind,
+        })
+    }
+
+    /// Evaluates this policy on a trace.
+    pub fn evaluate(&mut self, t: &TraceView<'_>) -> Decision {
+        use Decision::*;
+        let yes = |b: bool| if b { Sampled } else { NotSampled };
+        match &mut self.kind {
+            Kind::Always => Sampled,
+            Kind::Latency { lo, hi } => {
+                let start = t
+                    .spans
+                    .iter()
+                    .map(|s| s.span.start_time_unix_nano)
+                    .min()
+                    .unwrap_or(0);
+                let end = t
+                    .spans
+                    .iter()
+                    .map(|s| s.span.end_time_unix_nano)
+                    .max()
+                    .unwrap_or(0);
+                let ms = (end.saturating_sub(start) / 1_000_000) as i64;
+                yes(if *hi == 0 {
+                    ms >= *lo
+                } else {
+                    ms >= *lo && ms <= *hi
+                })
+            }
+            Kind::Numeric {
+                key,
+                min,
+                max,
+                invert,
+            } => {
+                let hit = any_attr(t, key, |v| match v {
+                    Value::IntValue(i) => *i >= *min && *i <= *max,
+                    Value::DoubleValue(d) => *d >= *min as f64 && *d <= *max as f64,
+                    _ => false,
+                });
+                inverted(hit, *invert)
+            }
+            Kind::Probabilistic { salt, threshold } => {
+                yes(hash_trace_id(salt, t.trace_id) <= *threshold)
+            }
+            Kind::Status { codes } => yes(t.spans.iter().any(|s| {
+                let c = s.span.status.as_ref().map(|st| st.code).unwrap_or(0);
+                codes.contains(&c)
+            })),
+            Kind::StringAttr {
+                key,
+                values,
+                regexes,
+                invert,
+            } => {
+                let hit = any_attr(t, key, |v| match v {
+                    Value::StringValue(s) => {
+                        if regexes.is_empty() {
+                            values.iter().any(|x| x == s)
+                        } else {
+                            regexes.iter().any(|r| r.is_match(s))
+                        }
+                    }
+                    _ => false,
+                });
+                inverted(hit, *invert)
+            }
+            Kind::RateLimit { per_sec, state } => {
+                let now = unix_second();
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                let (second, used) = &mut *st;
+                if *second != now {
+                    *second = now;
+                    *used = 0;
+                }
+                let n = t.spans.len() as i64;
+                if *used + n <= *per_sec {
+                    *used += n;
+                    Sampled
+                } else {
+                    NotSampled
+                }
+            }
+            Kind::BytesLimit { rate, burst, state } => {
+                let now = Instant::now();
+                let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                let (tokens, last) = &mut *st;
+                if let Some(l) = last {
+                    *tokens = (*tokens + now.duration_since(*l).as_secs_f64() * *rate).min(*burst);
+                }
+                *last = Some(now);
+                let need = t.bytes as f64;
+                if need <= *tokens {
+                    *tokens -= need;
+                    Sampled
+                } else {
+                    NotSampled
+                }
+            }
+            Kind::SpanCount { min, max } => {
+                let n = t.spans.len() as i32;
+                yes(n >= *min && (*max == 0 || n <= *max))
+            }
+            Kind::TraceState { key, values } => yes(t.spans.iter().any(|s| {
+                s.span.trace_state.split(',').any(|kv| {
+                    kv.trim()
+                        .split_once('=')
+                        .is_some_and(|(k, v)| k == key && values.iter().any(|x| x == v))
+                })
+            })),
+            Kind::TraceFlags => yes(t.spans.iter().any(|s| s.span.flags & 1 == 1)),
+            Kind::Bool { key, value, invert } => {
+                let hit = any_attr(t, key, |v| matches!(v, Value::BoolValue(b) if b == value));
+                inverted(hit, *invert)
+            }
+            Kind::Ottl { span, event } => yes(t.spans.iter().any(|s| {
+                span.eval_span(s.resource, s.scope, s.span)
+                    || s.span
+                        .events
+                        .iter()
+                        .any(|e| event.eval_span_event(s.resource, s.scope, s.span, e))
+            })),
+            Kind::And(subs) => {
+                for p in subs.iter_mut() {
+                    match p.evaluate(t) {
+                        Sampled | InvertSampled => {}
+                        _ => return NotSampled,
+                    }
+                }
+                Sampled
+            }
+            Kind::Not(p) => match p.evaluate(t) {
+                Sampled | InvertSampled => NotSampled,
+                _ => Sampled,
+            },
+            Kind::Drop(subs) => {
+                for p in subs.iter_mut() {
+                    match p.evaluate(t) {
+                        Sampled | InvertSampled => {}
+                        _ => return NotSampled,
+                    }
+                }
+                Dropped
+            }
+            Kind::Composite {
+                max_total,
+                state,
+                subs,
+            } => {
+                let n = t.spans.len() as i64;
+                for (i, (p, alloc)) in subs.iter_mut().enumerate() {
+                    if matches!(p.evaluate(t), Sampled | InvertSampled) {
+                        let now = unix_second();
+                        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                        let (second, used) = &mut *st;
+                        if *second != now {
+                            *second = now;
+                            used.iter_mut().for_each(|u| *u = 0);
+                        }
+                        let total: i64 = used.iter().sum();
+                        let Some(mine) = used.get_mut(i) else {
+                            return NotSampled;
+                        };
+                        if *mine + n <= *alloc && total + n <= *max_total {
+                            *mine += n;
+                            return Sampled;
+                        }
+                        return NotSampled;
+                    }
+                }
+                NotSampled
+            }
+        }
+    }
+}
+
+fn inverted(hit: bool, invert: bool) -> Decision {
+    match (invert, hit) {
+        (false, true) => Decision::Sampled,
+        (false, false) => Decision::NotSampled,
+        (true, true) => Decision::InvertNotSampled,
+        (true, false) => Decision::InvertSampled,
+    }
+}
+
+fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+/// Whether any span's or resource's attribute `key` satisfies `f`.
+fn any_attr(t: &TraceView<'_>, key: &str, f: impl Fn(&Value) -> bool) -> bool {
+    t.spans.iter().any(|s| {
+        find(&s.span.attributes, key).is_some_and(&f)
+            || s.resource
+                .and_then(|r| find(&r.attributes, key))
+                .is_some_and(&f)
+    })
+}
+
+pub fn compile_list(cfgs: &[PolicyConfig], path: &str) -> Result<Vec<Policy>, Problem> {
+    cfgs.iter()
+        .enumerate()
+        .map(|(i, c)| Policy::compile(c, &format!("{path}[{i}]")))
+        .collect()
+}
+
+/// The final decision over all top-level policies, as upstream makes it: a drop wins; an
+/// inverted non-match vetoes; then any sample samples; an inverted match samples unless a
+/// policy said no.
+pub fn decide(
+    policies: &mut [Policy],
+    t: &TraceView<'_>,
+    first_match: bool,
+) -> (bool, Vec<(usize, Decision)>) {
+    let mut seen = Vec::with_capacity(policies.len());
+    for (i, p) in policies.iter_mut().enumerate() {
+        let d = p.evaluate(t);
+        seen.push((i, d));
+        if first_match && d == Decision::Sampled {
+            break;
+        }
+    }
+    let has = |x: Decision| seen.iter().any(|(_, d)| *d == x);
+    let sampled = if has(Decision::Dropped) || has(Decision::InvertNotSampled) {
+        false
+    } else if has(Decision::Sampled) {
+        true
+    } else {
+        has(Decision::InvertSampled) && !has(Decision::NotSampled)
+    };
+    (sampled, seen)
+}
