@@ -1,0 +1,322 @@
+//! Tail sampling through the real binary: the OpenTelemetry SDK sends whole traces over gRPC;
+//! weir keeps error traces, slow traces and "vip" traces, whole, and drops the rest. Also: the
+//! upstream Collector samples load (valid ones) or fail naming policy and key (invalid ones).
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use common::sink::Sink;
+use common::{free_port, http_get, metric, validate, wait_until_async, Weir};
+use opentelemetry::trace::{
+    Span as _, Status, TraceContextExt as _, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+
+fn config(grpc: u16, tel: u16, sink: &Sink) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc}
+processors:
+  tail_sampling:
+    decision_wait: 1s
+    decision_cache: {{sampled_cache_size: 1000, non_sampled_cache_size: 1000}}
+    policies:
+      - name: errors
+        type: status_code
+        status_code: {{status_codes: [ERROR]}}
+      - name: slow
+        type: latency
+        latency: {{threshold_ms: 1000}}
+      - name: vip
+        type: string_attribute
+        string_attribute: {{key: customer.tier, values: [vip]}}
+  batch:
+    timeout: 50ms
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{port}
+    tls: {{insecure: true}}
+service:
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{tel}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [tail_sampling, batch]
+      exporters: [otlp]
+"#,
+        port = sink.grpc_port,
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Shape {
+    Error,
+    Slow,
+    Vip,
+    Plain,
+}
+
+/// One trace of 5 spans (a root and 4 children) named `{tag}-{i}-{n}`.
+fn send_trace(tracer: &opentelemetry_sdk::trace::SdkTracer, tag: &str, i: usize, shape: Shape) {
+    let t0 = SystemTime::now();
+    let dur = if shape == Shape::Slow {
+        Duration::from_millis(2500)
+    } else {
+        Duration::from_millis(3)
+    };
+    let mut attrs = vec![KeyValue::new("i", i as i64)];
+    if shape == Shape::Vip {
+        attrs.push(KeyValue::new("customer.tier", "vip"));
+    }
+    let root = tracer
+        .span_builder(format!("{tag}-{i}-0"))
+        .with_start_time(t0)
+        .with_attributes(attrs)
+        .start(tracer);
+    let cx = Context::current_with_span(root);
+    for n in 1..5 {
+        let mut child = tracer
+            .span_builder(format!("{tag}-{i}-{n}"))
+            .with_start_time(t0 + Duration::from_millis(n))
+            .start_with_context(tracer, &cx);
+        if shape == Shape::Error && n == 3 {
+            child.set_status(Status::error("boom"));
+        }
+        child.end_with_timestamp(t0 + Duration::from_millis(n + 1));
+    }
+    cx.span().end_with_timestamp(t0 + dur);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_error_slow_and_vip_traces_whole_and_drops_the_rest() {
+    let sink = Sink::start().await;
+    let (grpc, tel) = (free_port(), free_port());
+    let weir = Weir::start(&config(grpc, tel, &sink), grpc);
+
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://127.0.0.1:{grpc}"))
+        .build()
+        .expect("span exporter");
+    let tp = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .build();
+    let tracer = tp.tracer("tail-e2e");
+    let plan = [
+        ("err", Shape::Error, 10),
+        ("slow", Shape::Slow, 5),
+        ("vip", Shape::Vip, 10),
+        ("plain", Shape::Plain, 20),
+    ];
+    for (tag, shape, n) in plan {
+        for i in 0..n {
+            send_trace(&tracer, tag, i, shape);
+        }
+    }
+    tp.force_flush().expect("flush spans");
+
+    // 25 kept traces of 5 spans each.
+    wait_until_async(
+        "125 sampled spans at the sink",
+        Duration::from_secs(20),
+        || sink.state.spans() >= 125,
+    )
+    .await;
+    // Let any stray span arrive before counting exactly.
+    wait_until_async("all 45 traces decided", Duration::from_secs(20), || {
+        http_get(tel, "/metrics").is_some_and(|(_, body)| {
+            metric(
+                &body,
+                "otelcol_processor_tail_sampling_global_count_traces_sampled_total",
+                &["sampled=\"false\""],
+            ) >= 20.0
+        })
+    })
+    .await;
+    assert_eq!(sink.state.spans(), 125);
+    let names = sink.state.span_names.lock().unwrap().clone();
+    let mut per_trace: BTreeMap<String, usize> = BTreeMap::new();
+    for n in &names {
+        let trace = n
+            .rsplit_once('-')
+            .map(|(t, _)| t.to_owned())
+            .unwrap_or_default();
+        *per_trace.entry(trace).or_default() += 1;
+    }
+    assert_eq!(per_trace.len(), 25, "{per_trace:?}");
+    assert!(
+        per_trace.values().all(|&c| c == 5),
+        "every kept trace is whole: {per_trace:?}"
+    );
+    assert!(
+        !per_trace.keys().any(|k| k.starts_with("plain")),
+        "{per_trace:?}"
+    );
+    for (tag, count) in [("err-", 10), ("slow-", 5), ("vip-", 10)] {
+        assert_eq!(
+            per_trace.keys().filter(|k| k.starts_with(tag)).count(),
+            count,
+            "{tag}"
+        );
+    }
+
+    let (_, body) = http_get(tel, "/metrics").expect("metrics");
+    let m = |name: &str, labels: &[&str]| metric(&body, name, labels);
+    assert_eq!(
+        m(
+            "otelcol_processor_tail_sampling_global_count_traces_sampled_total",
+            &["sampled=\"true\""]
+        ),
+        25.0
+    );
+    assert_eq!(
+        m(
+            "otelcol_processor_tail_sampling_count_traces_sampled_total",
+            &["policy=\"errors\"", "sampled=\"true\""]
+        ),
+        10.0
+    );
+    assert_eq!(
+        m(
+            "otelcol_processor_tail_sampling_count_traces_sampled_total",
+            &["policy=\"slow\"", "sampled=\"true\""]
+        ),
+        5.0
+    );
+    assert_eq!(m("otelcol_receiver_accepted_spans_total", &[]), 225.0);
+    assert_eq!(
+        m(
+            "otelcol_processor_tail_sampling_sampling_traces_on_memory",
+            &[]
+        ),
+        0.0
+    );
+    let _ = tp.shutdown();
+    weir.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_decides_buffered_traces_before_exit() {
+    let sink = Sink::start().await;
+    let (grpc, tel) = (free_port(), free_port());
+    // A decision_wait far longer than the test: only the shutdown flush can release these.
+    let yaml = config(grpc, tel, &sink).replace("decision_wait: 1s", "decision_wait: 1h");
+    let mut weir = Weir::start(&yaml, grpc);
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://127.0.0.1:{grpc}"))
+        .build()
+        .expect("span exporter");
+    let tp = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .build();
+    let tracer = tp.tracer("tail-shutdown");
+    for i in 0..4 {
+        send_trace(&tracer, "err", i, Shape::Error);
+        send_trace(&tracer, "plain", i, Shape::Plain);
+    }
+    tp.force_flush().expect("flush spans");
+    wait_until_async("40 spans accepted", Duration::from_secs(10), || {
+        http_get(tel, "/metrics")
+            .is_some_and(|(_, b)| metric(&b, "otelcol_receiver_accepted_spans_total", &[]) >= 40.0)
+    })
+    .await;
+    assert_eq!(
+        sink.state.spans(),
+        0,
+        "nothing is decided before decision_wait"
+    );
+    weir.signal("TERM");
+    let status = weir.stop_after_signal();
+    assert!(status.success(), "{status:?}\n{}", weir.log());
+    assert_eq!(
+        sink.state.spans(),
+        20,
+        "the 4 error traces, whole\n{}",
+        weir.log()
+    );
+    let _ = tp.shutdown();
+}
+
+fn conformance(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/conformance/otelcol")
+        .join(name);
+    std::fs::read_to_string(p).expect("conformance file")
+}
+
+/// Wraps a `tail_sampling:` processor body from upstream in a whole config.
+fn wrap(name: &str, dir: &Path) -> PathBuf {
+    let body: String = conformance(name)
+        .lines()
+        .map(|l| format!("  {l}\n"))
+        .collect();
+    let text = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:4317\nprocessors:\n{body}exporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [tail_sampling]\n      exporters: [debug]\n"
+    );
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+#[test]
+fn upstream_conformance_samples() {
+    let dir = std::env::temp_dir().join(format!("weir-conformance-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for ok in [
+        "tail_sampling_config.yaml",
+        "tail_sampling_config_errormode.yaml",
+    ] {
+        let (valid, out) = validate(&[wrap(ok, &dir)]);
+        assert!(valid, "{ok} must be accepted:\n{out}");
+    }
+    let (valid, out) = validate(&[wrap(
+        "numeric_attribute_without_minvalue_or_maxvalue.yaml",
+        &dir,
+    )]);
+    assert!(!valid);
+    assert!(
+        out.contains("processors.tail_sampling.policies[0].numeric_attribute: policy \"test-policy-3\": numeric_attribute needs min_value or max_value (or both)"),
+        "{out}"
+    );
+    let (valid, out) = validate(&[wrap(
+        "numeric_attribute_with_minvalue_greather_than_maxvalue.yaml",
+        &dir,
+    )]);
+    assert!(!valid);
+    assert!(
+        out.contains("processors.tail_sampling.policies[0].numeric_attribute.min_value: policy \"test-policy-3\": min_value (500) must not be greater than max_value (100)"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn ottl_errors_name_the_expression_and_column() {
+    let dir = std::env::temp_dir().join(format!("weir-ottl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let p = dir.join("ottl.yaml");
+    std::fs::write(
+        &p,
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:4317\nprocessors:\n  tail_sampling:\n    policies:\n      - name: broken\n        type: ottl_condition\n        ottl_condition:\n          span:\n            - attributes[\"a\"] === 1\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [tail_sampling]\n      exporters: [debug]\n",
+    )
+    .expect("write");
+    let (valid, out) = validate(std::slice::from_ref(&p));
+    assert!(!valid);
+    let file = p.display().to_string();
+    assert!(
+        out.contains(&format!("{file}:12: processors.tail_sampling.policies[0].ottl_condition.span: policy \"broken\":")),
+        "{out}"
+    );
+    assert!(out.contains("column"), "{out}");
+    let _ = std::fs::remove_dir_all(dir);
+}
