@@ -721,3 +721,278 @@ pub fn decide(
     };
     (sampled, seen)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::{span::Event, Status};
+
+    fn attr(k: &str, v: Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    /// A trace: spans of (duration ms offset, status code, attributes).
+    fn spans(specs: &[(u64, u64, i32, Vec<KeyValue>)]) -> Vec<Span> {
+        specs
+            .iter()
+            .map(|(start, end, code, attrs)| Span {
+                trace_id: vec![1; 16],
+                name: "op".into(),
+                start_time_unix_nano: start * 1_000_000,
+                end_time_unix_nano: end * 1_000_000,
+                status: Some(Status {
+                    code: *code,
+                    message: String::new(),
+                }),
+                attributes: attrs.clone(),
+                trace_state: "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE".into(),
+                flags: 1,
+                events: vec![Event {
+                    name: "exception".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn view<'a>(s: &'a [Span], resource: Option<&'a Resource>) -> TraceView<'a> {
+        TraceView {
+            trace_id: &[7; 16],
+            spans: s
+                .iter()
+                .map(|span| SpanRef {
+                    resource,
+                    scope: None,
+                    span,
+                })
+                .collect(),
+            bytes: 1000,
+        }
+    }
+
+    fn policy(yaml: &str) -> Policy {
+        let cfg: PolicyConfig = serde_yaml::from_str(yaml).expect("policy yaml");
+        Policy::compile(&cfg, "policies[0]").expect("compiles")
+    }
+
+    #[test]
+    fn every_policy_type_on_matching_and_non_matching_traces() {
+        use Decision::*;
+        let plain = spans(&[(
+            0,
+            10,
+            0,
+            vec![attr("http.status_code", Value::IntValue(200))],
+        )]);
+        let rich = spans(&[
+            (
+                0,
+                5,
+                1,
+                vec![attr("http.status_code", Value::IntValue(503))],
+            ),
+            (
+                2,
+                1500,
+                2,
+                vec![
+                    attr("customer", Value::StringValue("acme-prod".into())),
+                    attr("debug", Value::BoolValue(true)),
+                ],
+            ),
+        ]);
+        let res = Resource {
+            attributes: vec![attr("service.name", Value::StringValue("checkout".into()))],
+            ..Default::default()
+        };
+        // (policy yaml, decision on `plain`, decision on `rich`)
+        let table: Vec<(&str, Decision, Decision)> = vec![
+            ("{name: a, type: always_sample}", Sampled, Sampled),
+            ("{name: l, type: latency, latency: {threshold_ms: 1000}}", NotSampled, Sampled),
+            ("{name: l, type: latency, latency: {threshold_ms: 1, upper_threshold_ms: 100}}", Sampled, NotSampled),
+            ("{name: n, type: numeric_attribute, numeric_attribute: {key: http.status_code, min_value: 500, max_value: 599}}", NotSampled, Sampled),
+            ("{name: n, type: numeric_attribute, numeric_attribute: {key: http.status_code, min_value: 500}}", NotSampled, Sampled),
+            ("{name: n, type: numeric_attribute, numeric_attribute: {key: http.status_code, min_value: 500, invert_match: true}}", InvertSampled, InvertNotSampled),
+            ("{name: p, type: probabilistic, probabilistic: {sampling_percentage: 100}}", Sampled, Sampled),
+            ("{name: p, type: probabilistic, probabilistic: {sampling_percentage: 0}}", NotSampled, NotSampled),
+            ("{name: s, type: status_code, status_code: {status_codes: [ERROR]}}", NotSampled, Sampled),
+            ("{name: s, type: status_code, status_code: {status_codes: [UNSET]}}", Sampled, NotSampled),
+            ("{name: s, type: string_attribute, string_attribute: {key: customer, values: [acme-prod]}}", NotSampled, Sampled),
+            ("{name: s, type: string_attribute, string_attribute: {key: customer, values: ['acme-.*'], enabled_regex_matching: true}}", NotSampled, Sampled),
+            ("{name: s, type: string_attribute, string_attribute: {key: customer, values: [acme-prod], invert_match: true}}", InvertSampled, InvertNotSampled),
+            ("{name: s, type: string_attribute, string_attribute: {key: service.name, values: [checkout]}}", Sampled, Sampled),
+            ("{name: b, type: boolean_attribute, boolean_attribute: {key: debug, value: true}}", NotSampled, Sampled),
+            ("{name: c, type: span_count, span_count: {min_spans: 2}}", NotSampled, Sampled),
+            ("{name: c, type: span_count, span_count: {min_spans: 1, max_spans: 1}}", Sampled, NotSampled),
+            ("{name: t, type: trace_state, trace_state: {key: rojo, values: [00f067aa0ba902b7]}}", Sampled, Sampled),
+            ("{name: t, type: trace_state, trace_state: {key: rojo, values: [other]}}", NotSampled, NotSampled),
+            ("{name: f, type: trace_flags}", Sampled, Sampled),
+            ("{name: o, type: ottl_condition, ottl_condition: {span: ['attributes[\"customer\"] == \"acme-prod\"']}}", NotSampled, Sampled),
+            ("{name: o, type: ottl_condition, ottl_condition: {spanevent: ['name == \"exception\"']}}", Sampled, Sampled),
+            ("{name: o, type: ottl_condition, ottl_condition: {span: ['resource.attributes[\"service.name\"] == \"cart\"']}}", NotSampled, NotSampled),
+            ("{name: x, type: and, and: {and_sub_policy: [{name: e, type: status_code, status_code: {status_codes: [ERROR]}}, {name: l, type: latency, latency: {threshold_ms: 1000}}]}}", NotSampled, Sampled),
+            ("{name: x, type: and, and: {and_sub_policy: [{name: e, type: status_code, status_code: {status_codes: [ERROR]}}, {name: l, type: latency, latency: {threshold_ms: 9000}}]}}", NotSampled, NotSampled),
+            ("{name: x, type: not, not: {not_sub_policy: {name: e, type: status_code, status_code: {status_codes: [ERROR]}}}}", Sampled, NotSampled),
+            ("{name: d, type: drop, drop: {drop_sub_policy: [{name: b, type: boolean_attribute, boolean_attribute: {key: debug, value: true}}]}}", NotSampled, Dropped),
+        ];
+        for (yaml, want_plain, want_rich) in table {
+            let mut p = policy(yaml);
+            assert_eq!(
+                p.evaluate(&view(&plain, Some(&res))),
+                want_plain,
+                "plain: {yaml}"
+            );
+            let mut p = policy(yaml);
+            assert_eq!(
+                p.evaluate(&view(&rich, Some(&res))),
+                want_rich,
+                "rich: {yaml}"
+            );
+        }
+    }
+
+    #[test]
+    fn decision_rule_drop_and_invert_interplay() {
+        use Decision::*;
+        let rule = |ds: &[Decision]| {
+            let has = |x: Decision| ds.contains(&x);
+            if has(Dropped) || has(InvertNotSampled) {
+                false
+            } else if has(Sampled) {
+                true
+            } else {
+                has(InvertSampled) && !has(NotSampled)
+            }
+        };
+        // Check `decide` against the rule via real policies producing each decision.
+        let always = "{name: a, type: always_sample}";
+        let never = "{name: n, type: probabilistic, probabilistic: {sampling_percentage: 0}}";
+        let inv_sampled = "{name: i, type: string_attribute, string_attribute: {key: nope, values: [x], invert_match: true}}";
+        let inv_not = "{name: j, type: string_attribute, string_attribute: {key: k, values: [v], invert_match: true}}";
+        let drop =
+            "{name: d, type: drop, drop: {drop_sub_policy: [{name: a, type: always_sample}]}}";
+        let s = spans(&[(0, 1, 0, vec![attr("k", Value::StringValue("v".into()))])]);
+        let cases: Vec<(Vec<&str>, bool)> = vec![
+            (vec![always], true),
+            (vec![never], false),
+            (vec![always, never], true),
+            (vec![always, drop], false),
+            (vec![always, inv_not], false),
+            (vec![inv_sampled], true),
+            (vec![inv_sampled, never], false),
+            (vec![inv_sampled, always], true),
+        ];
+        for (yamls, want) in cases {
+            let mut ps: Vec<Policy> = yamls.iter().map(|y| policy(y)).collect();
+            let (got, votes) = decide(&mut ps, &view(&s, None), false);
+            let ds: Vec<Decision> = votes.iter().map(|(_, d)| *d).collect();
+            assert_eq!(got, want, "{yamls:?} -> {ds:?}");
+            assert_eq!(rule(&ds), want);
+        }
+        // sample_on_first_match stops at the first sampling policy (a later drop is not seen).
+        let mut ps: Vec<Policy> = [always, drop].iter().map(|y| policy(y)).collect();
+        let (got, votes) = decide(&mut ps, &view(&s, None), true);
+        assert!(got);
+        assert_eq!(votes.len(), 1);
+    }
+
+    #[test]
+    fn rate_limits_hold_across_clones_and_composite_allocates() {
+        let s = spans(&[(0, 1, 0, vec![]), (0, 1, 0, vec![])]);
+        let p = policy("{name: r, type: rate_limiting, rate_limiting: {spans_per_second: 5}}");
+        let (mut a, mut b) = (p.clone(), p);
+        // 2 spans per trace, 5 per second shared: two traces pass, the third does not.
+        let mut passed = 0;
+        for i in 0..3 {
+            let d = if i % 2 == 0 {
+                a.evaluate(&view(&s, None))
+            } else {
+                b.evaluate(&view(&s, None))
+            };
+            passed += usize::from(d == Decision::Sampled);
+        }
+        assert!((2..=3).contains(&passed), "{passed}");
+
+        let mut c = policy(
+            "{name: c, type: composite, composite: {max_total_spans_per_second: 10, policy_order: [e, all], composite_sub_policy: [{name: e, type: status_code, status_code: {status_codes: [ERROR]}}, {name: all, type: always_sample}], rate_allocation: [{policy: e, percent: 60}, {policy: all, percent: 40}]}}",
+        );
+        // Plain traces (no error) go to `all`: 40% of 10 = 4 spans/s = 2 traces.
+        let got: usize = (0..5)
+            .map(|_| usize::from(c.evaluate(&view(&s, None)) == Decision::Sampled))
+            .sum();
+        assert!(got <= 2, "{got}");
+
+        let mut bl = policy("{name: b, type: bytes_limiting, bytes_limiting: {bytes_per_second: 1000, burst_capacity: 2500}}");
+        let got: usize = (0..5)
+            .map(|_| usize::from(bl.evaluate(&view(&s, None)) == Decision::Sampled))
+            .sum();
+        assert_eq!(got, 2, "a 2500-byte burst admits two 1000-byte traces");
+    }
+
+    #[test]
+    fn probabilistic_matches_the_collector_hash() {
+        // FNV-1a 64 of "default-hash-seed" followed by the id, as the Collector computes it.
+        let h = hash_trace_id("default-hash-seed", &[0u8; 16]);
+        let mut expect: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in b"default-hash-seed".iter().chain(&[0u8; 16]) {
+            expect ^= u64::from(*b);
+            expect = expect.wrapping_mul(0x100_0000_01b3);
+        }
+        assert_eq!(h, expect);
+        // Roughly the configured share of random ids is kept.
+        let mut p =
+            policy("{name: p, type: probabilistic, probabilistic: {sampling_percentage: 25}}");
+        let s = spans(&[(0, 1, 0, vec![])]);
+        let mut kept = 0;
+        for i in 0u32..4000 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            id[8..12].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+            let mut v = view(&s, None);
+            v.trace_id = &id;
+            kept += usize::from(p.evaluate(&v) == Decision::Sampled);
+        }
+        assert!((800..1200).contains(&kept), "{kept}");
+    }
+
+    #[test]
+    fn config_errors_name_policy_and_key() {
+        let bad = |yaml: &str| {
+            let cfg: PolicyConfig = serde_yaml::from_str(yaml).expect("yaml");
+            Policy::compile(&cfg, "policies[3]").unwrap_err()
+        };
+        assert_eq!(
+            bad("{name: x, type: latency}"),
+            (
+                "policies[3]".into(),
+                "policy of type latency needs a `latency` section".into()
+            )
+        );
+        assert_eq!(
+            bad("{name: x, type: status_code, status_code: {status_codes: [FAIL]}}").0,
+            "policies[3].status_code.status_codes[0]"
+        );
+        assert_eq!(
+            bad("{name: x, type: probabilistic, probabilistic: {sampling_percentage: 120}}").1,
+            "policy \"x\": sampling_percentage must be between 0 and 100, got 120"
+        );
+        assert_eq!(
+            bad("{name: x, type: string_attribute, string_attribute: {key: k, values: ['(('], enabled_regex_matching: true}}").0,
+            "policies[3].string_attribute.values[0]"
+        );
+        assert_eq!(
+            bad("{name: x, type: composite, composite: {max_total_spans_per_second: 10, policy_order: [nope]}}").0,
+            "policies[3].composite.policy_order[0]"
+        );
+        assert_eq!(
+            bad("{name: x, type: and, and: {and_sub_policy: [{name: y, type: rate_limiting, rate_limiting: {spans_per_second: 0}}]}}").0,
+            "policies[3].and.and_sub_policy[0].rate_limiting.spans_per_second"
+        );
+    }
+}
