@@ -170,15 +170,23 @@ service:
     )
     .await;
     assert_eq!(sink.state.spans(), 1000);
+    // The sink counts a request before the exporter has its answer: wait for the counter.
+    let sent_live = || {
+        http_get(tel, "/metrics").map(|(_, t)| {
+            metric(
+                &t,
+                "otelcol_exporter_sent_spans_total",
+                &["exporter=\"otlp/live\""],
+            )
+        })
+    };
+    wait_until_async(
+        "otlp/live counts 1000 sent",
+        Duration::from_secs(10),
+        || sent_live() == Some(1000.0),
+    )
+    .await;
     let (_, text) = http_get(tel, "/metrics").unwrap();
-    assert_eq!(
-        metric(
-            &text,
-            "otelcol_exporter_sent_spans_total",
-            &["exporter=\"otlp/live\""]
-        ),
-        1000.0
-    );
     assert_eq!(
         metric(
             &text,

@@ -157,6 +157,14 @@ async fn sdk_traces_metrics_logs_over_grpc_and_http_reach_both_exporters() {
     );
 
     // Self-metrics with the Collector's names.
+    // Sinks count a request before the exporter has its answer: wait for the counters.
+    wait_until_async("exporter counters settle", Duration::from_secs(10), || {
+        http_get(tel, "/metrics").is_some_and(|(_, t)| {
+            metric(&t, "otelcol_exporter_sent_spans_total", &[]) == 1000.0
+                && metric(&t, "otelcol_exporter_sent_log_records_total", &[]) == 300.0
+        })
+    })
+    .await;
     let (status, text) = http_get(tel, "/metrics").expect("scrape /metrics");
     assert_eq!(status, 200);
     assert_eq!(

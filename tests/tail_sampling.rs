@@ -320,3 +320,137 @@ fn ottl_errors_name_the_expression_and_column() {
     assert!(out.contains("column"), "{out}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unique_trace_ids_stays_within_budget_and_loses_nothing() {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        trace_service_client::TraceServiceClient, ExportTraceServiceRequest,
+    };
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    let sink = Sink::start().await;
+    let (grpc, tel) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc}
+processors:
+  tail_sampling:
+    decision_wait: 1h
+    num_traces: 2000
+    max_buffered_bytes: 1MiB
+    num_shards: 2
+    policies: [{{name: all, type: always_sample}}]
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{port}
+    tls: {{insecure: true}}
+service:
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{tel}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [tail_sampling]
+      exporters: [otlp]
+"#,
+        port = sink.grpc_port
+    );
+    let mut weir = Weir::start(&yaml, grpc);
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+        .await
+        .expect("connect");
+    // 100,000 traces of one span each, every trace id new.
+    let (requests, per) = (200u64, 500u64);
+    for r in 0..requests {
+        let spans = (0..per)
+            .map(|i| {
+                let t = r * per + i + 1;
+                Span {
+                    trace_id: (u128::from(t) * 0x9E37_79B9_7F4A_7C15)
+                        .to_be_bytes()
+                        .to_vec(),
+                    span_id: t.to_be_bytes().to_vec(),
+                    name: "flood".into(),
+                    start_time_unix_nano: 1,
+                    end_time_unix_nano: 2,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        // Retry refusals (backpressure), as an OTLP client does.
+        let mut attempts = 0;
+        while let Err(status) = client.export(req.clone()).await {
+            attempts += 1;
+            assert!(attempts < 100, "export kept failing: {status}");
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let total = (requests * per) as f64;
+    let scrape = || {
+        http_get(tel, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
+    wait_until_async(
+        "every span accepted and buffered or decided",
+        Duration::from_secs(30),
+        || {
+            let b = scrape();
+            let held = metric(
+                &b,
+                "otelcol_processor_tail_sampling_sampling_traces_on_memory",
+                &[],
+            );
+            let early = metric(
+                &b,
+                "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early_total",
+                &[],
+            );
+            metric(&b, "otelcol_receiver_accepted_spans_total", &[]) == total
+                && held + early == total
+        },
+    )
+    .await;
+    let b = scrape();
+    let held = metric(
+        &b,
+        "otelcol_processor_tail_sampling_sampling_traces_on_memory",
+        &[],
+    );
+    let bytes = metric(&b, "weir_tail_sampling_buffered_bytes", &[]);
+    let rss = metric(&b, "otelcol_process_memory_rss", &[]);
+    println!(
+        "flood: held {held} traces, {bytes} bytes; RSS {:.1} MiB",
+        rss / 1048576.0
+    );
+    assert!(held <= 2000.0, "num_traces bounds the buffer: {held}");
+    assert!(
+        bytes <= 1048576.0 + 4096.0,
+        "max_buffered_bytes bounds the buffer: {bytes}"
+    );
+    assert!(rss < 200.0 * 1048576.0, "RSS {rss}");
+    // Traces decided early were sampled (always_sample) and forwarded; shutdown decides the rest.
+    weir.signal("TERM");
+    let status = weir.stop_after_signal();
+    assert!(status.success(), "{status:?}");
+    wait_until_async("every span at the sink", Duration::from_secs(20), || {
+        sink.state.spans() as f64 >= total
+    })
+    .await;
+    assert_eq!(sink.state.spans() as f64, total, "nothing lost");
+}
