@@ -397,3 +397,42 @@ fn validation_names_policy_and_key() {
     let empty: TailSamplingConfig = serde_yaml::from_str("{}").expect("parses");
     assert_eq!(validate(&empty)[0].0, "policies");
 }
+
+#[test]
+fn block_on_overflow_holds_ingest_instead_of_deciding_early() {
+    let c = cfg("decision_wait: 100ms\nnum_traces: 2\nnum_shards: 1\nblock_on_overflow: true\npolicies: [{name: all, type: always_sample}]");
+    let reg = Registry::new();
+    let mut ts = TailSampling::new("ts", &c, &reg, Arc::new(Notify::new()));
+    let mut out = Vec::new();
+    let start = std::time::Instant::now();
+    // One trace per request: the worker stops reading once it holds 2 traces, so the later
+    // requests wait for decisions rather than forcing them early.
+    for t in 1..=6u8 {
+        ts.process(
+            batch(&request(vec![("a", "l", vec![span(t, 1, None, false)])])),
+            &mut out,
+        );
+    }
+    let mut spans = collect(&mut ts, 6, Duration::from_secs(10));
+    for b in out {
+        let r = ExportTraceServiceRequest::decode(b.to_bytes()).expect("decodes");
+        spans.extend(
+            r.resource_spans
+                .into_iter()
+                .flat_map(|rs| rs.scope_spans)
+                .flat_map(|ss| ss.spans),
+        );
+    }
+    assert_eq!(spans.len(), 6);
+    assert!(
+        start.elapsed() >= Duration::from_millis(200),
+        "later traces waited for room"
+    );
+    assert_eq!(
+        reg.value(
+            "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early_total",
+            &[("processor", "ts")]
+        ),
+        Some(0.0)
+    );
+}
