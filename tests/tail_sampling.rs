@@ -37,6 +37,9 @@ processors:
       - name: vip
         type: string_attribute
         string_attribute: {{key: customer.tier, values: [vip]}}
+      - name: some
+        type: probabilistic
+        probabilistic: {{hash_salt: weir-test, sampling_percentage: 30}}
   batch:
     timeout: 50ms
 exporters:
@@ -65,8 +68,14 @@ enum Shape {
     Plain,
 }
 
-/// One trace of 5 spans (a root and 4 children) named `{tag}-{i}-{n}`.
-fn send_trace(tracer: &opentelemetry_sdk::trace::SdkTracer, tag: &str, i: usize, shape: Shape) {
+/// One trace of 5 spans (a root and 4 children) named `{tag}-{i}-{n}`; returns the root's
+/// span context.
+fn send_trace(
+    tracer: &opentelemetry_sdk::trace::SdkTracer,
+    tag: &str,
+    i: usize,
+    shape: Shape,
+) -> opentelemetry::trace::SpanContext {
     let t0 = SystemTime::now();
     let dur = if shape == Shape::Slow {
         Duration::from_millis(2500)
@@ -94,6 +103,18 @@ fn send_trace(tracer: &opentelemetry_sdk::trace::SdkTracer, tag: &str, i: usize,
         child.end_with_timestamp(t0 + Duration::from_millis(n + 1));
     }
     cx.span().end_with_timestamp(t0 + dur);
+    cx.span().span_context().clone()
+}
+
+/// The Collector's probabilistic decision, computed independently: FNV-1a 64 over salt then
+/// trace id, kept when at or under percent of u64::MAX.
+fn probabilistic_keeps(salt: &str, id: [u8; 16], percent: f64) -> bool {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in salt.as_bytes().iter().chain(id.iter()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h <= (percent / 100.0 * u64::MAX as f64) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,18 +138,29 @@ async fn keeps_error_slow_and_vip_traces_whole_and_drops_the_rest() {
         ("vip", Shape::Vip, 10),
         ("plain", Shape::Plain, 20),
     ];
+    let mut roots = BTreeMap::new();
     for (tag, shape, n) in plan {
         for i in 0..n {
-            send_trace(&tracer, tag, i, shape);
+            roots.insert(format!("{tag}-{i}"), send_trace(&tracer, tag, i, shape));
         }
     }
     tp.force_flush().expect("flush spans");
+    // Plain traces kept by the 30% probabilistic policy, computed as the Collector would.
+    let lucky: Vec<String> = roots
+        .iter()
+        .filter(|(k, sc)| {
+            k.starts_with("plain")
+                && probabilistic_keeps("weir-test", sc.trace_id().to_bytes(), 30.0)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    let kept = 25 + lucky.len();
 
-    // 25 kept traces of 5 spans each.
+    // Every kept trace, 5 spans each.
     wait_until_async(
-        "125 sampled spans at the sink",
+        "the sampled spans at the sink",
         Duration::from_secs(20),
-        || sink.state.spans() >= 125,
+        || sink.state.spans() >= kept * 5,
     )
     .await;
     // Let any stray span arrive before counting exactly.
@@ -138,11 +170,11 @@ async fn keeps_error_slow_and_vip_traces_whole_and_drops_the_rest() {
                 &body,
                 "otelcol_processor_tail_sampling_global_count_traces_sampled_total",
                 &["sampled=\"false\""],
-            ) >= 20.0
+            ) >= (20 - lucky.len()) as f64
         })
     })
     .await;
-    assert_eq!(sink.state.spans(), 125);
+    assert_eq!(sink.state.spans(), kept * 5);
     let names = sink.state.span_names.lock().unwrap().clone();
     let mut per_trace: BTreeMap<String, usize> = BTreeMap::new();
     for n in &names {
@@ -152,14 +184,19 @@ async fn keeps_error_slow_and_vip_traces_whole_and_drops_the_rest() {
             .unwrap_or_default();
         *per_trace.entry(trace).or_default() += 1;
     }
-    assert_eq!(per_trace.len(), 25, "{per_trace:?}");
+    assert_eq!(per_trace.len(), kept, "{per_trace:?}");
     assert!(
         per_trace.values().all(|&c| c == 5),
         "every kept trace is whole: {per_trace:?}"
     );
-    assert!(
-        !per_trace.keys().any(|k| k.starts_with("plain")),
-        "{per_trace:?}"
+    let plain_kept: Vec<String> = per_trace
+        .keys()
+        .filter(|k| k.starts_with("plain"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        plain_kept, lucky,
+        "exactly the traces the Collector's hash keeps"
     );
     for (tag, count) in [("err-", 10), ("slow-", 5), ("vip-", 10)] {
         assert_eq!(
@@ -176,7 +213,13 @@ async fn keeps_error_slow_and_vip_traces_whole_and_drops_the_rest() {
             "otelcol_processor_tail_sampling_global_count_traces_sampled_total",
             &["sampled=\"true\""]
         ),
-        25.0
+        kept as f64
+    );
+    assert!(
+        m(
+            "otelcol_processor_tail_sampling_sampling_decision_latency_count",
+            &["policy=\"errors\""]
+        ) >= 45.0
     );
     assert_eq!(
         m(
@@ -200,6 +243,48 @@ async fn keeps_error_slow_and_vip_traces_whole_and_drops_the_rest() {
         ),
         0.0
     );
+
+    // Late spans: a child of a kept trace follows it at once; one of a dropped trace is dropped.
+    let dropped_root = roots
+        .iter()
+        .find(|(k, _)| k.starts_with("plain") && !lucky.contains(k))
+        .map(|(_, sc)| sc.clone())
+        .expect("a dropped plain trace");
+    for (name, parent) in [
+        ("late-kept", roots["err-0"].clone()),
+        ("late-dropped", dropped_root),
+    ] {
+        let cx = Context::new().with_remote_span_context(parent);
+        tracer
+            .span_builder(name)
+            .start_with_context(&tracer, &cx)
+            .end();
+    }
+    tp.force_flush().expect("flush late spans");
+    wait_until_async(
+        "the late span of a kept trace",
+        Duration::from_secs(10),
+        || sink.state.spans() > kept * 5,
+    )
+    .await;
+    wait_until_async("both late spans counted", Duration::from_secs(10), || {
+        http_get(tel, "/metrics").is_some_and(|(_, b)| {
+            metric(
+                &b,
+                "otelcol_processor_tail_sampling_early_releases_from_cache_decision_total",
+                &[],
+            ) >= 2.0
+        })
+    })
+    .await;
+    assert_eq!(sink.state.spans(), kept * 5 + 1);
+    assert!(sink
+        .state
+        .span_names
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|n| n == "late-kept"));
     let _ = tp.shutdown();
     weir.stop();
 }
@@ -209,7 +294,9 @@ async fn sigterm_decides_buffered_traces_before_exit() {
     let sink = Sink::start().await;
     let (grpc, tel) = (free_port(), free_port());
     // A decision_wait far longer than the test: only the shutdown flush can release these.
-    let yaml = config(grpc, tel, &sink).replace("decision_wait: 1s", "decision_wait: 1h");
+    let yaml = config(grpc, tel, &sink)
+        .replace("decision_wait: 1s", "decision_wait: 1h")
+        .replace("sampling_percentage: 30", "sampling_percentage: 0");
     let mut weir = Weir::start(&yaml, grpc);
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()

@@ -38,12 +38,65 @@ impl Gauge {
     }
 }
 
+/// A histogram with fixed bucket bounds: one relaxed add per bucket hit, sum kept as f64 bits.
+#[derive(Debug, Clone)]
+pub struct Histogram(Arc<HistogramInner>);
+
+#[derive(Debug)]
+pub struct HistogramInner {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative); the last is +Inf.
+    counts: Vec<AtomicU64>,
+    sum_bits: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram(Arc::new(HistogramInner {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_bits: AtomicU64::new(0f64.to_bits()),
+        }))
+    }
+
+    pub fn observe(&self, v: f64) {
+        let i = self
+            .0
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.0.bounds.len());
+        if let Some(c) = self.0.counts.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = self
+            .0
+            .sum_bits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some((f64::from_bits(b) + v).to_bits())
+            });
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub fn sum(&self) -> f64 {
+        f64::from_bits(self.0.sum_bits.load(Ordering::Relaxed))
+    }
+}
+
 type GaugeFn = Arc<dyn Fn() -> f64 + Send + Sync>;
 
 enum Value {
     Counter(Counter),
     Gauge(Gauge),
     GaugeFn(GaugeFn),
+    Histogram(Histogram),
 }
 
 struct Family {
@@ -116,6 +169,26 @@ impl Registry {
         })
     }
 
+    /// A histogram with the given upper bounds (ascending; +Inf is implied).
+    pub fn histogram(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: Labels<'_>,
+        bounds: &'static [f64],
+    ) -> Histogram {
+        self.with_family(name, help, "histogram", |fam| {
+            match fam
+                .series
+                .entry(owned(labels))
+                .or_insert_with(|| Value::Histogram(Histogram::new(bounds)))
+            {
+                Value::Histogram(h) => h.clone(),
+                _ => Histogram::new(bounds),
+            }
+        })
+    }
+
     /// A gauge read from `f` at scrape time (replaces an earlier one with the same labels).
     pub fn gauge_fn(
         &self,
@@ -150,6 +223,7 @@ impl Registry {
             Value::Counter(c) => c.get() as f64,
             Value::Gauge(g) => g.get(),
             Value::GaugeFn(f) => f(),
+            Value::Histogram(h) => h.count() as f64,
         })
     }
 
@@ -164,27 +238,67 @@ impl Registry {
             let _ = writeln!(out, "# HELP {name} {}", fam.help);
             let _ = writeln!(out, "# TYPE {name} {}", fam.kind);
             for (labels, v) in &fam.series {
-                out.push_str(name);
-                if !labels.is_empty() {
-                    out.push('{');
-                    for (i, (k, val)) in labels.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        let _ = write!(out, "{k}=\"{}\"", escape(val));
-                    }
-                    out.push('}');
-                }
                 let v = match v {
                     Value::Counter(c) => c.get() as f64,
                     Value::Gauge(g) => g.get(),
                     Value::GaugeFn(f) => f(),
+                    Value::Histogram(h) => {
+                        render_histogram(&mut out, name, labels, h);
+                        continue;
+                    }
                 };
+                write_series(&mut out, name, labels, None);
                 let _ = writeln!(out, " {v}");
             }
         }
         out
     }
+}
+
+fn write_series(
+    out: &mut String,
+    name: &str,
+    labels: &[(&'static str, String)],
+    extra: Option<(&str, &str)>,
+) {
+    out.push_str(name);
+    if labels.is_empty() && extra.is_none() {
+        return;
+    }
+    out.push('{');
+    let mut first = true;
+    for (k, val) in labels.iter().map(|(k, v)| (*k, v.as_str())).chain(extra) {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let _ = write!(out, "{k}=\"{}\"", escape(val));
+    }
+    out.push('}');
+}
+
+fn render_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &[(&'static str, String)],
+    h: &Histogram,
+) {
+    let mut cumulative = 0u64;
+    let bucket = format!("{name}_bucket");
+    for (i, c) in h.0.counts.iter().enumerate() {
+        cumulative += c.load(Ordering::Relaxed);
+        let le =
+            h.0.bounds
+                .get(i)
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "+Inf".into());
+        write_series(out, &bucket, labels, Some(("le", &le)));
+        let _ = writeln!(out, " {cumulative}");
+    }
+    write_series(out, &format!("{name}_sum"), labels, None);
+    let _ = writeln!(out, " {}", h.sum());
+    write_series(out, &format!("{name}_count"), labels, None);
+    let _ = writeln!(out, " {cumulative}");
 }
 
 fn escape(s: &str) -> String {
@@ -223,5 +337,31 @@ mod tests {
         );
         r.remove_gauge_fns("exporter", "otlp/a\"b");
         assert!(!r.render().contains("q{"));
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets() {
+        let r = Registry::new();
+        let h = r.histogram("lat", "latency", &[("policy", "p")], &[1.0, 10.0]);
+        h.observe(0.5);
+        h.observe(5.0);
+        h.observe(50.0);
+        let text = r.render();
+        assert!(text.contains("# TYPE lat histogram\n"), "{text}");
+        assert!(
+            text.contains("lat_bucket{policy=\"p\",le=\"1\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lat_bucket{policy=\"p\",le=\"10\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lat_bucket{policy=\"p\",le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("lat_sum{policy=\"p\"} 55.5\n"), "{text}");
+        assert!(text.contains("lat_count{policy=\"p\"} 3\n"), "{text}");
+        assert_eq!(r.value("lat", &[("policy", "p")]), Some(3.0));
     }
 }

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::pdata::{Batch, Signal};
 use crate::pipeline::Processor;
-use crate::telemetry::metrics::{Counter, Registry};
+use crate::telemetry::metrics::{Counter, Histogram, Registry};
 use config::TailSamplingConfig;
 use shard::{Control, Shard};
 
@@ -86,6 +86,10 @@ pub(crate) struct Metrics {
     pub too_large: Counter,
     pub undecodable_spans: Counter,
     pub policy: Vec<(Counter, Counter)>,
+    /// Per policy: evaluation time in microseconds.
+    pub decision_latency: Vec<Histogram>,
+    /// Seconds between a trace's decision and a late span of it.
+    pub late_span_age: Histogram,
     pub traces_on_memory: Arc<AtomicI64>,
     pub bytes_on_memory: Arc<AtomicI64>,
 }
@@ -160,6 +164,29 @@ impl Metrics {
                     (c(name, help, &l("true")), c(name, help, &l("false")))
                 })
                 .collect(),
+            decision_latency: cfg
+                .policies
+                .iter()
+                .map(|pc| {
+                    registry.histogram(
+                        "otelcol_processor_tail_sampling_sampling_decision_latency",
+                        "Microseconds each policy took to evaluate a trace.",
+                        &[("processor", id), ("policy", pc.name.as_str())],
+                        &[
+                            1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+                            20000.0,
+                        ],
+                    )
+                })
+                .collect(),
+            late_span_age: registry.histogram(
+                "otelcol_processor_tail_sampling_sampling_late_span_age",
+                "Seconds between a trace's decision and a span of it arriving late.",
+                &p,
+                &[
+                    1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+                ],
+            ),
             traces_on_memory,
             bytes_on_memory,
         }

@@ -703,9 +703,21 @@ pub fn decide(
     t: &TraceView<'_>,
     first_match: bool,
 ) -> (bool, Vec<(usize, Decision)>) {
+    decide_timed(policies, t, first_match, &mut |_, _| {})
+}
+
+/// [`decide`], reporting how long each policy took (`timing(policy index, duration)`).
+pub fn decide_timed(
+    policies: &mut [Policy],
+    t: &TraceView<'_>,
+    first_match: bool,
+    timing: &mut dyn FnMut(usize, std::time::Duration),
+) -> (bool, Vec<(usize, Decision)>) {
     let mut seen = Vec::with_capacity(policies.len());
     for (i, p) in policies.iter_mut().enumerate() {
+        let started = Instant::now();
         let d = p.evaluate(t);
+        timing(i, started.elapsed());
         seen.push((i, d));
         if first_match && d == Decision::Sampled {
             break;

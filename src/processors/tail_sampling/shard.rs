@@ -2,7 +2,7 @@
 //! caches and its copy of the policies. Nothing here is shared with other threads except the
 //! policies' rate state and the counters.
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,10 +38,10 @@ struct Trace {
     root_seen: bool,
 }
 
-/// A bounded set that forgets its oldest entry first.
+/// A bounded map of trace id -> when it was decided; forgets its oldest entry first.
 struct FifoSet {
     cap: usize,
-    set: HashSet<[u8; 16]>,
+    set: HashMap<[u8; 16], Instant>,
     order: VecDeque<[u8; 16]>,
 }
 
@@ -49,12 +49,12 @@ impl FifoSet {
     fn new(cap: usize) -> FifoSet {
         FifoSet {
             cap,
-            set: HashSet::new(),
+            set: HashMap::new(),
             order: VecDeque::new(),
         }
     }
     fn insert(&mut self, id: [u8; 16]) {
-        if self.cap == 0 || !self.set.insert(id) {
+        if self.cap == 0 || self.set.insert(id, Instant::now()).is_some() {
             return;
         }
         self.order.push_back(id);
@@ -64,8 +64,9 @@ impl FifoSet {
             }
         }
     }
-    fn contains(&self, id: &[u8; 16]) -> bool {
-        self.set.contains(id)
+    /// When `id` was decided, if it is remembered.
+    fn get(&self, id: &[u8; 16]) -> Option<Instant> {
+        self.set.get(id).copied()
     }
 }
 
@@ -239,13 +240,19 @@ impl Shard {
                 continue;
             }
             // Not buffered: a late span of a decided trace follows the cached decision.
-            if self.sampled_cache.contains(&id) {
+            if let Some(at) = self.sampled_cache.get(&id) {
+                self.metrics
+                    .late_span_age
+                    .observe(now.saturating_duration_since(at).as_secs_f64());
                 self.metrics.late_sampled_spans.inc();
                 self.metrics.sampled_spans.inc();
                 self.pending.push(c);
                 continue;
             }
-            if self.not_sampled_cache.contains(&id) {
+            if let Some(at) = self.not_sampled_cache.get(&id) {
+                self.metrics
+                    .late_span_age
+                    .observe(now.saturating_duration_since(at).as_secs_f64());
                 self.metrics.late_dropped_spans.inc();
                 self.metrics.not_sampled_spans.inc();
                 continue;
@@ -393,7 +400,13 @@ impl Shard {
                 .collect(),
             bytes: t.bytes,
         };
-        let (sampled, votes) = policy::decide(&mut self.policies, &view, self.first_match);
+        let latency = &self.metrics.decision_latency;
+        let (sampled, votes) =
+            policy::decide_timed(&mut self.policies, &view, self.first_match, &mut |i, d| {
+                if let Some(h) = latency.get(i) {
+                    h.observe(d.as_secs_f64() * 1e6);
+                }
+            });
         for (i, d) in votes {
             if let Some((yes, no)) = self.metrics.policy.get(i) {
                 match d {

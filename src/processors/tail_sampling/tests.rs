@@ -257,6 +257,14 @@ fn late_spans_follow_the_cached_decision() {
         )
     };
     assert_eq!((late("true"), late("false")), (Some(1.0), Some(1.0)));
+    assert_eq!(
+        reg.value(
+            "otelcol_processor_tail_sampling_sampling_late_span_age",
+            &[("processor", "ts")]
+        ),
+        Some(2.0),
+        "both late spans had their age observed"
+    );
 }
 
 #[test]
