@@ -31,7 +31,7 @@ use crate::pdata::{Batch, Signal};
 use crate::pipeline::Processor;
 use crate::telemetry::metrics::{Counter, Histogram, Registry};
 use config::TailSamplingConfig;
-use shard::{Control, Shard};
+use shard::{Control, Reconfigure, Shard};
 
 /// Messages a shard's data channel holds before ingest waits.
 const SHARD_CHANNEL: usize = 64;
@@ -272,6 +272,31 @@ impl TailSampling {
                 "Items a processor could not handle and dropped.",
                 &[("processor", id)],
             ),
+        }
+    }
+
+    /// Applies a changed config to a running stage (a reload): buffered traces, their timers
+    /// and the decision caches stay, and new policies decide traces already held. The shard
+    /// count is fixed for the stage's life (trace ids are already spread over the workers).
+    pub fn reconfigure(&mut self, cfg: &TailSamplingConfig, registry: &Registry) {
+        let policies: Vec<policy::Policy> = cfg
+            .policies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| policy::Policy::compile(p, &format!("policies[{i}]")).ok())
+            .collect();
+        let metrics = Metrics::new(&self.id, cfg, registry);
+        let n = self.shards.len();
+        for s in &self.shards {
+            let r = Reconfigure {
+                cfg: cfg.clone(),
+                shards: n,
+                policies: policies.clone(),
+                metrics: metrics.clone(),
+            };
+            if s.control.send(Control::Reconfigure(Box::new(r))).is_err() {
+                tracing::error!(processor = %self.id, "a tail sampling worker has stopped");
+            }
         }
     }
 

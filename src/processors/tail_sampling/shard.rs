@@ -27,6 +27,16 @@ pub enum Control {
     /// Decide (or, with `drop_pending_traces_on_shutdown`, drop) everything held, send the
     /// results, then answer.
     Flush(Sender<()>),
+    /// New settings and policies (a config reload): buffered traces stay and are decided by
+    /// the new policies.
+    Reconfigure(Box<Reconfigure>),
+}
+
+pub struct Reconfigure {
+    pub cfg: TailSamplingConfig,
+    pub shards: usize,
+    pub policies: Vec<Policy>,
+    pub metrics: Metrics,
 }
 
 struct Trace {
@@ -107,24 +117,18 @@ impl Shard {
         out: Sender<Batch>,
         wake: Arc<Notify>,
     ) -> Shard {
-        let per = |total: u64| ((total as usize).div_ceil(shards)).max(1);
-        let buffer = if cfg.max_buffered_bytes.0 == 0 {
-            DEFAULT_BUFFER_BYTES
-        } else {
-            cfg.max_buffered_bytes.0
-        };
         let cache = |n: usize| if n == 0 { 0 } else { n.div_ceil(shards) };
-        Shard {
-            decision_wait: cfg.decision_wait.0,
-            after_root: cfg.decision_wait_after_root_received.0,
-            max_traces: per(cfg.num_traces),
-            max_bytes: per(buffer),
-            max_trace_bytes: cfg.maximum_trace_size_bytes as usize,
-            block_on_overflow: cfg.block_on_overflow,
-            drop_on_shutdown: cfg.drop_pending_traces_on_shutdown,
-            first_match: cfg.sample_on_first_match,
-            policies,
-            metrics,
+        let mut shard = Shard {
+            decision_wait: Duration::ZERO,
+            after_root: Duration::ZERO,
+            max_traces: 1,
+            max_bytes: 1,
+            max_trace_bytes: 0,
+            block_on_overflow: false,
+            drop_on_shutdown: false,
+            first_match: false,
+            policies: Vec::new(),
+            metrics: metrics.clone(),
             traces: HashMap::with_capacity(
                 (cfg.expected_new_traces_per_sec as usize / shards).min(1 << 20),
             ),
@@ -138,7 +142,54 @@ impl Shard {
             out,
             wake,
             reported: (0, 0),
+        };
+        shard.configure(Reconfigure {
+            cfg: cfg.clone(),
+            shards,
+            policies,
+            metrics,
+        });
+        shard
+    }
+
+    /// Applies settings; traces held, their timers and the caches' contents stay.
+    fn configure(&mut self, r: Reconfigure) {
+        let Reconfigure {
+            cfg,
+            shards,
+            policies,
+            metrics,
+        } = r;
+        let per = |total: u64| ((total as usize).div_ceil(shards)).max(1);
+        let buffer = if cfg.max_buffered_bytes.0 == 0 {
+            DEFAULT_BUFFER_BYTES
+        } else {
+            cfg.max_buffered_bytes.0
+        };
+        let cache = |n: usize| if n == 0 { 0 } else { n.div_ceil(shards) };
+        self.decision_wait = cfg.decision_wait.0;
+        self.after_root = cfg.decision_wait_after_root_received.0;
+        self.max_traces = per(cfg.num_traces);
+        self.max_bytes = per(buffer);
+        self.max_trace_bytes = cfg.maximum_trace_size_bytes as usize;
+        self.block_on_overflow = cfg.block_on_overflow;
+        self.drop_on_shutdown = cfg.drop_pending_traces_on_shutdown;
+        self.first_match = cfg.sample_on_first_match;
+        self.policies = policies;
+        self.sampled_cache.cap = cache(cfg.decision_cache.sampled_cache_size);
+        self.not_sampled_cache.cap = cache(cfg.decision_cache.non_sampled_cache_size);
+        // The gauges are shared handles: carry this shard's share over to the new ones.
+        if !Arc::ptr_eq(&self.metrics.traces_on_memory, &metrics.traces_on_memory) {
+            self.metrics
+                .traces_on_memory
+                .fetch_sub(self.reported.0, Ordering::Relaxed);
+            self.metrics
+                .bytes_on_memory
+                .fetch_sub(self.reported.1, Ordering::Relaxed);
+            self.reported = (0, 0);
         }
+        self.metrics = metrics;
+        self.report();
     }
 
     fn full(&self) -> bool {
@@ -159,6 +210,7 @@ impl Shard {
                 // (and a flush) make progress here.
                 match control.recv_timeout(timeout) {
                     Ok(Control::Flush(ack)) => self.flush(&data, ack),
+                    Ok(Control::Reconfigure(r)) => self.configure(*r),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
@@ -166,6 +218,7 @@ impl Shard {
                 select! {
                     recv(control) -> m => match m {
                         Ok(Control::Flush(ack)) => self.flush(&data, ack),
+                        Ok(Control::Reconfigure(r)) => self.configure(*r),
                         Err(_) => return,
                     },
                     recv(data) -> m => match m {

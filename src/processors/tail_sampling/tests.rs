@@ -444,3 +444,77 @@ fn block_on_overflow_holds_ingest_instead_of_deciding_early() {
         Some(0.0)
     );
 }
+
+#[test]
+fn reconfigure_keeps_buffered_traces_and_decides_them_with_the_new_policies() {
+    let c = cfg("decision_wait: 300ms\nnum_shards: 2\npolicies: [{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}]");
+    let reg = Registry::new();
+    let mut ts = TailSampling::new("ts", &c, &reg, Arc::new(Notify::new()));
+    let mut out = Vec::new();
+    ts.process(
+        batch(&request(vec![(
+            "a",
+            "l",
+            vec![span(1, 1, None, false), span(2, 1, None, false)],
+        )])),
+        &mut out,
+    );
+    // Under the old policy neither trace would be kept; the new one keeps both.
+    let new = cfg("decision_wait: 300ms\npolicies: [{name: all, type: always_sample}]");
+    ts.reconfigure(&new, &reg);
+    let spans = collect(&mut ts, 2, Duration::from_secs(5));
+    assert_eq!(names(&spans), vec!["s1-1", "s2-1"]);
+    assert_eq!(
+        reg.value(
+            "otelcol_processor_tail_sampling_count_traces_sampled_total",
+            &[("processor", "ts"), ("policy", "all"), ("sampled", "true")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        reg.value(
+            "otelcol_processor_tail_sampling_sampling_traces_on_memory",
+            &[("processor", "ts")]
+        ),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn decisions_keep_coming_while_ingest_never_pauses() {
+    // A worker busy with a constant stream of new traces still decides the due ones: output
+    // appears while ingest is still running, not only once it stops.
+    let c = cfg("decision_wait: 20ms\nnum_shards: 1\npolicies: [{name: all, type: always_sample}]");
+    let reg = Registry::new();
+    let mut ts = TailSampling::new("ts", &c, &reg, Arc::new(Notify::new()));
+    let mut out = Vec::new();
+    let start = std::time::Instant::now();
+    let mut seen_during_ingest = 0usize;
+    let mut n: u64 = 0;
+    while start.elapsed() < Duration::from_millis(400) {
+        let spans = (0..64u64)
+            .map(|k| {
+                let t = n * 64 + k;
+                Span {
+                    trace_id: (u128::from(t) + 1).to_be_bytes().to_vec(),
+                    name: "x".into(),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        ts.process(batch(&request(vec![("a", "l", spans)])), &mut out);
+        n += 1;
+        seen_during_ingest += out.drain(..).map(|b| b.items).sum::<usize>();
+        let mut ticked = Vec::new();
+        ts.tick(Instant::now(), &mut ticked);
+        seen_during_ingest += ticked.iter().map(|b| b.items).sum::<usize>();
+    }
+    assert!(
+        seen_during_ingest > 0,
+        "no decision during {n} requests of ingest"
+    );
+    let mut rest = Vec::new();
+    ts.flush(&mut rest);
+    let total = seen_during_ingest + rest.iter().map(|b| b.items).sum::<usize>();
+    assert_eq!(total as u64, n * 64, "every span comes out once");
+}
