@@ -12,6 +12,7 @@ use super::units::DurationValue;
 use crate::exporters::debug::DebugConfig;
 use crate::exporters::otlp::config::OtlpExporterConfig;
 use crate::exporters::otlphttp::config::OtlpHttpExporterConfig;
+use crate::exporters::prometheusremotewrite::config::PrwExporterConfig;
 use crate::extensions::health_check::HealthCheckConfig;
 use crate::pdata::Signal;
 use crate::processors::attributes::config::{AttributesConfig, ResourceConfig};
@@ -37,6 +38,7 @@ pub enum ProcessorConfig {
 pub enum ExporterConfig {
     Otlp(OtlpExporterConfig),
     OtlpHttp(OtlpHttpExporterConfig),
+    PrometheusRemoteWrite(Box<PrwExporterConfig>),
     Debug(DebugConfig),
 }
 
@@ -120,6 +122,13 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         type_name: "otlphttp",
         signals: ALL,
         description: "OTLP over HTTP, protobuf or JSON",
+    },
+    ComponentInfo {
+        kind: Kind::Exporter,
+        type_name: "prometheusremotewrite",
+        signals: &[Signal::Metrics],
+        description:
+            "Prometheus Remote-Write 1.0 (Prometheus, Mimir, Cortex, Thanos, VictoriaMetrics)",
     },
     ComponentInfo {
         kind: Kind::Exporter,
@@ -399,6 +408,14 @@ impl Config {
                     if let Some(c) = cx.decode::<OtlpHttpExporterConfig>(&path, body) {
                         if cx.problems(&path, c.validate()) {
                             exporters.insert(id, ExporterConfig::OtlpHttp(c));
+                        }
+                    }
+                }
+                "prometheusremotewrite" => {
+                    if let Some(c) = cx.decode::<PrwExporterConfig>(&path, body) {
+                        if cx.problems(&path, c.validate()) {
+                            exporters
+                                .insert(id, ExporterConfig::PrometheusRemoteWrite(Box::new(c)));
                         }
                     }
                 }

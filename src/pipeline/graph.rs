@@ -59,6 +59,7 @@ pub struct Engine {
 fn build_sender(
     id: &str,
     cfg: &ExporterConfig,
+    registry: &Registry,
 ) -> Result<(Arc<dyn Sender>, ExporterSettings), String> {
     Ok(match cfg {
         ExporterConfig::Otlp(c) => (
@@ -73,6 +74,20 @@ fn build_sender(
             OtlpHttpSender::new(c)? as Arc<dyn Sender>,
             ExporterSettings {
                 queue: c.sending_queue.clone(),
+                retry: c.retry_on_failure.clone(),
+                timeout: c.timeout.0,
+            },
+        ),
+        ExporterConfig::PrometheusRemoteWrite(c) => (
+            crate::exporters::prometheusremotewrite::PrwSender::new(id, c, registry)?
+                as Arc<dyn Sender>,
+            ExporterSettings {
+                queue: helper::config::QueueConfig {
+                    enabled: c.remote_write_queue.enabled,
+                    num_consumers: c.remote_write_queue.num_consumers,
+                    queue_size: c.remote_write_queue.queue_size,
+                    ..Default::default()
+                },
                 retry: c.retry_on_failure.clone(),
                 timeout: c.timeout.0,
             },
@@ -189,7 +204,7 @@ impl Engine {
                     continue;
                 };
                 let (sender, s) =
-                    build_sender(id, ecfg).map_err(|message| StartError::Exporter {
+                    build_sender(id, ecfg, &registry).map_err(|message| StartError::Exporter {
                         id: id.clone(),
                         message,
                     })?;

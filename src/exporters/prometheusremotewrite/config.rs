@@ -1,0 +1,168 @@
+//! `prometheusremotewrite` exporter settings, with the Collector's keys and defaults.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::units::DurationValue;
+use crate::exporters::helper::config::RetryConfig;
+use crate::exporters::{Headers, TlsClientConfig};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrwExporterConfig {
+    /// The remote-write URL, e.g. `http://prometheus:9090/api/v1/write`.
+    pub endpoint: String,
+    pub headers: Headers,
+    /// Per-request deadline (default 5s, as upstream).
+    pub timeout: DurationValue,
+    pub tls: TlsClientConfig,
+    /// Prefix for every metric name (`<namespace>_<name>`).
+    pub namespace: String,
+    /// Labels added to every series (a series' own label of the same name wins).
+    pub external_labels: BTreeMap<String, String>,
+    pub resource_to_telemetry_conversion: Toggle,
+    /// A `target_info` series per resource with its attributes (default on).
+    pub target_info: TargetInfo,
+    /// Unit and `_total` suffixes on names (default true).
+    pub add_metric_suffixes: bool,
+    /// Send metric metadata (type, help, unit) with each request (default false).
+    pub send_metadata: bool,
+    /// Requests are split to stay under this many (uncompressed) bytes (default 3000000).
+    pub max_batch_size_bytes: usize,
+    pub remote_write_queue: RemoteWriteQueue,
+    pub retry_on_failure: RetryConfig,
+    /// Accepted for compatibility; weir's metrics pass through unchanged.
+    pub wal: Option<crate::config::loader::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Toggle {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetInfo {
+    pub enabled: bool,
+}
+
+impl Default for TargetInfo {
+    fn default() -> Self {
+        TargetInfo { enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemoteWriteQueue {
+    pub enabled: bool,
+    /// Requests the queue holds (default 10000).
+    pub queue_size: usize,
+    /// Concurrent senders (default 5).
+    pub num_consumers: usize,
+}
+
+impl Default for RemoteWriteQueue {
+    fn default() -> Self {
+        RemoteWriteQueue {
+            enabled: true,
+            queue_size: 10000,
+            num_consumers: 5,
+        }
+    }
+}
+
+impl Default for PrwExporterConfig {
+    fn default() -> Self {
+        PrwExporterConfig {
+            endpoint: String::new(),
+            headers: Headers::new(),
+            timeout: Duration::from_secs(5).into(),
+            tls: TlsClientConfig::default(),
+            namespace: String::new(),
+            external_labels: BTreeMap::new(),
+            resource_to_telemetry_conversion: Toggle::default(),
+            target_info: TargetInfo::default(),
+            add_metric_suffixes: true,
+            send_metadata: false,
+            max_batch_size_bytes: 3_000_000,
+            remote_write_queue: RemoteWriteQueue::default(),
+            retry_on_failure: RetryConfig::default(),
+            wal: None,
+        }
+    }
+}
+
+impl PrwExporterConfig {
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        if self.endpoint.is_empty() {
+            errs.push((
+                "endpoint".into(),
+                "is required (e.g. http://prometheus:9090/api/v1/write)".into(),
+            ));
+        } else {
+            match self.endpoint.parse::<http::Uri>() {
+                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
+                Ok(u) if u.scheme_str() == Some("https") => errs.push((
+                    "endpoint".into(),
+                    "https is not supported yet: use an http:// URL".into(),
+                )),
+                _ => errs.push((
+                    "endpoint".into(),
+                    format!(
+                        "invalid URL {:?}: expected http://host:port/path",
+                        self.endpoint
+                    ),
+                )),
+            }
+        }
+        if self.timeout.0.is_zero() {
+            errs.push(("timeout".into(), "must be greater than 0".into()));
+        }
+        if self.max_batch_size_bytes == 0 {
+            errs.push((
+                "max_batch_size_bytes".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        if self.remote_write_queue.enabled {
+            if self.remote_write_queue.queue_size == 0 {
+                errs.push((
+                    "remote_write_queue.queue_size".into(),
+                    "must be greater than 0".into(),
+                ));
+            }
+            if self.remote_write_queue.num_consumers == 0 {
+                errs.push((
+                    "remote_write_queue.num_consumers".into(),
+                    "must be greater than 0".into(),
+                ));
+            }
+        }
+        for k in self.external_labels.keys() {
+            if !super::names::is_valid_label_name(k) {
+                errs.push((
+                    format!("external_labels.{k}"),
+                    format!("{k:?} is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+                ));
+            }
+        }
+        if !self.namespace.is_empty() && !super::names::is_valid_label_name(&self.namespace) {
+            errs.push((
+                "namespace".into(),
+                format!(
+                    "{:?} must be letters, digits and '_', not starting with a digit",
+                    self.namespace
+                ),
+            ));
+        }
+        errs.extend(crate::exporters::check_headers(&self.headers));
+        if let Err((k, m)) = self.retry_on_failure.validate() {
+            errs.push((format!("retry_on_failure.{k}"), m));
+        }
+        errs
+    }
+}

@@ -1,0 +1,234 @@
+//! The `prometheusremotewrite` exporter: metrics to Prometheus, Mimir, Cortex, Thanos or
+//! VictoriaMetrics over Remote-Write 1.0 (protobuf WriteRequest, snappy block compression,
+//! `Content-Encoding: snappy`, `X-Prometheus-Remote-Write-Version: 0.1.0`).
+//!
+//! Each batch is translated once ([`translate`]) and cut into requests under
+//! `max_batch_size_bytes`. 5xx and 429 are retried (honouring `Retry-After`); any other 4xx
+//! is permanent: counted, with the backend's answer logged. Delta-temporality points cannot be
+//! written to Prometheus: they are dropped, counted in
+//! `weir_prometheusremotewrite_dropped_points_total{reason="delta_temporality"}` and logged.
+pub mod config;
+pub mod names;
+pub mod proto;
+#[cfg(test)]
+mod tests;
+pub mod translate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message;
+
+use crate::exporters::helper::{BoxFuture, ExportError, Sender, Sent};
+use crate::exporters::otlphttp::retry_after;
+use crate::pdata::{Batch, Payload, Signal};
+use crate::telemetry::metrics::{Counter, Registry};
+use config::PrwExporterConfig;
+use proto::{Label, WriteRequest};
+use translate::{translate, Settings};
+
+pub struct PrwSender {
+    id: Arc<str>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    url: http::Uri,
+    headers: HeaderMap,
+    settings: Settings,
+    max_bytes: usize,
+    dropped_delta: Counter,
+    dropped_invalid: Counter,
+}
+
+impl PrwSender {
+    pub fn new(
+        id: &str,
+        cfg: &PrwExporterConfig,
+        registry: &Registry,
+    ) -> Result<Arc<Self>, String> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        let url = cfg
+            .endpoint
+            .parse()
+            .map_err(|e| format!("invalid URL {:?}: {e}", cfg.endpoint))?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &cfg.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("invalid header name {k:?}"))?;
+            let value =
+                HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k:?}"))?;
+            headers.insert(name, value);
+        }
+        let mut external: Vec<Label> = cfg
+            .external_labels
+            .iter()
+            .map(|(k, v)| Label {
+                name: k.clone(),
+                value: v.clone(),
+            })
+            .collect();
+        external.sort();
+        let dropped = |reason: &str| {
+            registry.counter(
+                "weir_prometheusremotewrite_dropped_points_total",
+                "Data points the remote-write exporter could not represent and dropped.",
+                &[("exporter", id), ("reason", reason)],
+            )
+        };
+        Ok(Arc::new(PrwSender {
+            id: Arc::from(id),
+            client,
+            url,
+            headers,
+            settings: Settings {
+                namespace: cfg.namespace.clone(),
+                external_labels: external,
+                resource_to_telemetry: cfg.resource_to_telemetry_conversion.enabled,
+                target_info: cfg.target_info.enabled,
+                add_suffixes: cfg.add_metric_suffixes,
+                send_metadata: cfg.send_metadata,
+            },
+            max_bytes: cfg.max_batch_size_bytes,
+            dropped_delta: dropped("delta_temporality"),
+            dropped_invalid: dropped("unrepresentable"),
+        }))
+    }
+
+    /// The translated batch as encoded WriteRequests, each under `max_bytes` (a single series
+    /// larger than that goes alone).
+    pub fn requests(&self, req: &ExportMetricsServiceRequest) -> Vec<Vec<u8>> {
+        let t = translate(req, &self.settings);
+        if t.dropped_delta > 0 {
+            self.dropped_delta.add(t.dropped_delta as u64);
+            tracing::warn!(
+                exporter = %self.id,
+                "dropped {} data points with delta temporality: Prometheus remote-write takes cumulative data only (add a deltatocumulative step upstream)",
+                t.dropped_delta
+            );
+        }
+        if t.dropped_invalid > 0 {
+            self.dropped_invalid.add(t.dropped_invalid as u64);
+            tracing::warn!(
+                exporter = %self.id,
+                "dropped {} exponential histogram points with a scale below -4 (Prometheus' coarsest schema)",
+                t.dropped_invalid
+            );
+        }
+        split(t.series, t.metadata, self.max_bytes)
+    }
+}
+
+/// Cuts series into WriteRequests of at most `max` encoded bytes; metadata rides with the
+/// first request.
+pub fn split(
+    series: Vec<proto::TimeSeries>,
+    metadata: Vec<proto::MetricMetadata>,
+    max: usize,
+) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut cur = WriteRequest {
+        timeseries: Vec::new(),
+        metadata,
+    };
+    let mut size = cur.encoded_len();
+    for ts in series {
+        let len = ts.encoded_len();
+        let field = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+        if !cur.timeseries.is_empty() && size + field > max {
+            out.push(std::mem::take(&mut cur).encode_to_vec());
+            size = 0;
+        }
+        size += field;
+        cur.timeseries.push(ts);
+    }
+    if !cur.timeseries.is_empty() || !cur.metadata.is_empty() {
+        out.push(cur.encode_to_vec());
+    }
+    out
+}
+
+impl Sender for PrwSender {
+    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Sent, ExportError>> {
+        Box::pin(async move {
+            if batch.signal != Signal::Metrics {
+                return Err(ExportError::permanent(format!(
+                    "prometheusremotewrite exports metrics, not {}",
+                    batch.signal
+                )));
+            }
+            let decoded;
+            let req = match &batch.payload {
+                Payload::Metrics(r) => r,
+                _ => {
+                    decoded =
+                        ExportMetricsServiceRequest::decode(batch.to_bytes()).map_err(|e| {
+                            ExportError::permanent(format!("cannot decode metrics: {e}"))
+                        })?;
+                    &decoded
+                }
+            };
+            for body in self.requests(req) {
+                self.post(body).await?;
+            }
+            Ok(Sent::default())
+        })
+    }
+}
+
+impl PrwSender {
+    async fn post(&self, body: Vec<u8>) -> Result<(), ExportError> {
+        let compressed = snap::raw::Encoder::new()
+            .compress_vec(&body)
+            .map_err(|e| ExportError::permanent(format!("snappy: {e}")))?;
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(self.url.clone())
+            .header(header::CONTENT_TYPE, "application/x-protobuf")
+            .header(header::CONTENT_ENCODING, "snappy")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .header(
+                header::USER_AGENT,
+                concat!("weir/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(Bytes::from(compressed)))
+            .map_err(|e| ExportError::permanent(format!("cannot build request: {e}")))?;
+        for (k, v) in &self.headers {
+            req.headers_mut().insert(k.clone(), v.clone());
+        }
+        let resp =
+            self.client.request(req).await.map_err(|e| {
+                ExportError::retryable(format!("request to {} failed: {e}", self.url))
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let wait = retry_after(resp.headers());
+        let body = Limited::new(resp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body[..body.len().min(1024)])
+            .trim()
+            .to_string();
+        let message = format!("remote write to {} answered {status}: {text}", self.url);
+        if status.is_server_error() || status.as_u16() == 429 {
+            Err(ExportError::Retryable {
+                message,
+                retry_after: wait,
+            })
+        } else {
+            Err(ExportError::permanent(message))
+        }
+    }
+}
