@@ -1,0 +1,108 @@
+//! A real Prometheus (the Debian package, `apt-get install prometheus`) on a loopback port
+//! with the remote-write receiver and native histograms on; stopped and its data removed on
+//! drop.
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{free_port, http_get, scratch_dir, wait_until};
+
+pub struct Prometheus {
+    pub port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    pub fn start() -> Prometheus {
+        Prometheus::start_on(free_port())
+    }
+
+    /// Starts on a given port (a test that first runs weir against a backend that is down).
+    pub fn start_on(port: u16) -> Prometheus {
+        let bin = std::env::var("WEIR_TEST_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
+        let dir = scratch_dir();
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").expect("write prometheus.yml");
+        let child = Command::new(&bin)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .arg("--enable-feature=native-histograms")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {bin:?} ({e}): install it with `apt-get install -y prometheus` (.ci/run does)")
+            });
+        let p = Prometheus { port, child, dir };
+        wait_until("prometheus ready", Duration::from_secs(30), || {
+            http_get(port, "/-/ready").is_some_and(|(s, _)| s == 200)
+        });
+        p
+    }
+
+    pub fn write_url(&self) -> String {
+        format!("http://127.0.0.1:{}/api/v1/write", self.port)
+    }
+
+    /// Runs an instant query; returns the result vector as (labels, value) pairs.
+    pub fn query(&self, q: &str) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
+        let path = format!("/api/v1/query?query={}", urlencode(q));
+        let Some((200, body)) = http_get(self.port, &path) else {
+            return Vec::new();
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v["data"]["result"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .filter_map(|r| {
+                        let labels = r["metric"].as_object()?.clone();
+                        // A native histogram sample comes as `histogram: [ts, {count, sum, ...}]`:
+                        // its count stands for the value.
+                        let value = match r["value"][1].as_str() {
+                            Some(v) => v.parse().ok()?,
+                            None => r["histogram"][1]["count"].as_str()?.parse().ok()?,
+                        };
+                        Some((labels, value))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until `q` returns at least one series, then returns the results.
+    pub fn wait_for(&self, q: &str) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
+        let mut out = Vec::new();
+        wait_until(
+            &format!("prometheus to answer {q}"),
+            Duration::from_secs(30),
+            || {
+                out = self.query(q);
+                !out.is_empty()
+            },
+        );
+        out
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
