@@ -17,6 +17,7 @@ use crate::extensions::health_check::HealthCheckConfig;
 use crate::pdata::Signal;
 use crate::processors::attributes::config::{AttributesConfig, ResourceConfig};
 use crate::processors::batch::config::BatchConfig;
+use crate::processors::cardinality_limiter::config::CardinalityLimiterConfig;
 use crate::processors::tail_sampling::config::TailSamplingConfig;
 use crate::receivers::otlp::config::OtlpReceiverConfig;
 use crate::telemetry::TelemetryConfig;
@@ -32,6 +33,7 @@ pub enum ProcessorConfig {
     Attributes(AttributesConfig),
     Resource(ResourceConfig),
     TailSampling(TailSamplingConfig),
+    CardinalityLimiter(CardinalityLimiterConfig),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +112,13 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         type_name: "tail_sampling",
         signals: &[Signal::Traces],
         description: "keeps whole traces by policy (errors, latency, attributes, rates)",
+    },
+    ComponentInfo {
+        kind: Kind::Processor,
+        type_name: "cardinality_limiter",
+        signals: &[Signal::Metrics],
+        description:
+            "caps distinct series per metric and per tenant (overflow, drop, strip_labels)",
     },
     ComponentInfo {
         kind: Kind::Exporter,
@@ -379,6 +388,13 @@ impl Config {
                                 processors.insert(id, ProcessorConfig::Resource(c));
                             }
                             Err(p) => cx.err(&format!("{path}.{}", p.path), p.message),
+                        }
+                    }
+                }
+                "cardinality_limiter" => {
+                    if let Some(c) = cx.decode::<CardinalityLimiterConfig>(&path, body) {
+                        if cx.problems(&path, c.validate()) {
+                            processors.insert(id, ProcessorConfig::CardinalityLimiter(c));
                         }
                     }
                 }

@@ -112,7 +112,7 @@ struct ExporterSettings {
 fn build_processor(
     id: &str,
     cfg: &ProcessorConfig,
-    registry: &Registry,
+    registry: &Arc<Registry>,
     wake: &Arc<Notify>,
 ) -> Box<dyn Processor> {
     match cfg {
@@ -123,6 +123,13 @@ fn build_processor(
         )),
         ProcessorConfig::Attributes(c) => crate::processors::attributes_stage(id, c, registry),
         ProcessorConfig::Resource(c) => crate::processors::resource_stage(id, c, registry),
+        ProcessorConfig::CardinalityLimiter(c) => Box::new(
+            crate::processors::cardinality_limiter::CardinalityLimiter::new(
+                id,
+                c,
+                Arc::clone(registry),
+            ),
+        ),
         ProcessorConfig::TailSampling(c) => Box::new(
             crate::processors::tail_sampling::TailSampling::new(id, c, registry, wake.clone()),
         ),

@@ -1,6 +1,7 @@
 //! Processors: stages that look inside the data (or hold it, like `batch`).
 pub mod attributes;
 pub mod batch;
+pub mod cardinality_limiter;
 pub mod tail_sampling;
 
 use std::sync::Arc;
