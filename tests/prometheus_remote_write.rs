@@ -320,3 +320,140 @@ service:
     assert_eq!(prom.wait_for("sum(jobs_done_total)")[0].1, 190.0);
     weir.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_user_ids_against_a_limit_of_100() {
+    let prom = Prometheus::start();
+    let (grpc, tel) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc}
+processors:
+  cardinality_limiter:
+    window: 10m
+    action: overflow
+    limits:
+      - match: {{metric: "logins*"}}
+        max_series: 100
+exporters:
+  prometheusremotewrite:
+    endpoint: {url}
+service:
+  telemetry:
+    metrics:
+      address: 127.0.0.1:{tel}
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      processors: [cardinality_limiter]
+      exporters: [prometheusremotewrite]
+"#,
+        url = prom.write_url()
+    );
+    let weir = Weir::start(&yaml, grpc);
+    let mut client = MetricsServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+        .await
+        .expect("connect");
+    let t = now_nanos();
+    for chunk in 0..10 {
+        let points: Vec<_> = (chunk * 1000..(chunk + 1) * 1000)
+            .map(
+                |i| opentelemetry_proto::tonic::metrics::v1::NumberDataPoint {
+                    attributes: vec![s("user_id", &format!("user-{i}"))],
+                    start_time_unix_nano: t - 60_000_000_000,
+                    time_unix_nano: t,
+                    value: Some(
+                        opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(1),
+                    ),
+                    ..Default::default()
+                },
+            )
+            .collect();
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![s("service.name", "auth")],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "logins".into(),
+                        data: Some(metric::Data::Sum(Sum {
+                            data_points: points,
+                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        client.export(req).await.expect("export");
+    }
+    // The last overflow value written is the total over all folded series.
+    let mut series = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        series = prom.query("logins_total");
+        if series
+            .iter()
+            .any(|(l, v)| label(l, "otel_metric_overflow") == Some("true") && *v == 9900.0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let overflow: Vec<_> = series
+        .iter()
+        .filter(|(l, _)| label(l, "otel_metric_overflow") == Some("true"))
+        .collect();
+    assert_eq!(
+        overflow.len(),
+        1,
+        "{overflow:?} of {} series: {:?}\n{}",
+        series.len(),
+        prom.query("count by (__name__) ({__name__=~\".+\"})"),
+        weir.log()
+    );
+    assert_eq!(
+        overflow[0].1,
+        9900.0,
+        "the overflow series carries the rest\n{}",
+        weir.log()
+    );
+    assert_eq!(
+        series.len(),
+        101,
+        "100 admitted series plus the overflow series"
+    );
+    assert_eq!(series.iter().map(|(_, v)| v).sum::<f64>(), 10_000.0);
+    let (_, body) = http_get(tel, "/metrics").expect("metrics");
+    assert_eq!(
+        metric(
+            &body,
+            "weir_cardinality_active_series",
+            &["metric=\"logins\""]
+        ),
+        100.0
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "weir_cardinality_limited_points_total",
+            &["action=\"overflow\""]
+        ),
+        9900.0
+    );
+    assert!(
+        weir.log().contains("reached its cardinality limit"),
+        "{}",
+        weir.log()
+    );
+    weir.stop();
+}

@@ -82,9 +82,12 @@ fn build_sender(
             crate::exporters::prometheusremotewrite::PrwSender::new(id, c, registry)?
                 as Arc<dyn Sender>,
             ExporterSettings {
+                // One request at a time, in order: Prometheus rejects a sample older than
+                // one it already has for the series, so concurrent senders could reorder and
+                // lose data. `num_consumers` is accepted for compatibility.
                 queue: helper::config::QueueConfig {
                     enabled: c.remote_write_queue.enabled,
-                    num_consumers: c.remote_write_queue.num_consumers,
+                    num_consumers: 1,
                     queue_size: c.remote_write_queue.queue_size,
                     ..Default::default()
                 },

@@ -50,7 +50,7 @@ impl Prometheus {
     /// Runs an instant query; returns the result vector as (labels, value) pairs.
     pub fn query(&self, q: &str) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
         let path = format!("/api/v1/query?query={}", urlencode(q));
-        let Some((200, body)) = http_get(self.port, &path) else {
+        let Some(body) = get_http10(self.port, &path) else {
             return Vec::new();
         };
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -86,6 +86,25 @@ impl Prometheus {
         );
         out
     }
+}
+
+/// GET over HTTP/1.0, so a large answer comes whole rather than chunked.
+fn get_http10(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200")
+        .then(|| body.to_owned())
+        .or_else(|| {
+            head.split_whitespace()
+                .nth(1)
+                .filter(|c| *c == "200")
+                .map(|_| body.to_owned())
+        })
 }
 
 fn urlencode(s: &str) -> String {

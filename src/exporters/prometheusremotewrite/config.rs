@@ -60,7 +60,9 @@ pub struct RemoteWriteQueue {
     pub enabled: bool,
     /// Requests the queue holds (default 10000).
     pub queue_size: usize,
-    /// Concurrent senders (default 5).
+    /// Accepted for compatibility (default 5). weir sends one request at a time, in order:
+    /// Prometheus rejects samples older than the newest it has for a series, so concurrent
+    /// senders could reorder and lose data.
     pub num_consumers: usize,
 }
 

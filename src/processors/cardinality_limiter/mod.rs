@@ -129,6 +129,8 @@ pub struct CardinalityLimiter {
     limited: HashMap<(String, String, &'static str), Counter>,
     started: std::time::Instant,
     next_sweep: Instant,
+    /// Per folded target series: (last timestamp emitted, when, in stage seconds).
+    last_emit: HashMap<u64, (u64, u32)>,
 }
 
 fn hash_any(v: &AnyValue, h: &mut DefaultHasher) {
@@ -200,6 +202,7 @@ impl CardinalityLimiter {
             limited: HashMap::new(),
             started: std::time::Instant::now(),
             next_sweep: Instant::now() + sweep_interval(cfg),
+            last_emit: HashMap::new(),
         }
     }
 
@@ -323,6 +326,7 @@ impl CardinalityLimiter {
             }
         }
         self.fold_members -= removed.min(self.fold_members);
+        self.last_emit.retain(|_, (_, seen)| *seen >= cutoff);
         self.folds.retain(|_, f| !f.members.is_empty());
     }
 
@@ -362,6 +366,7 @@ impl CardinalityLimiter {
                                 &strip,
                                 &mut outs,
                             );
+                            self.stamp(&mut outs, now);
                             g.data_points
                                 .extend(outs.into_iter().filter_map(|(_, o)| match o {
                                     Out::Number(p) => Some(p),
@@ -378,6 +383,7 @@ impl CardinalityLimiter {
                             s.data_points = self.numbers(
                                 &name, tenant, rhash, now, pts, t, action, &strip, &mut outs,
                             );
+                            self.stamp(&mut outs, now);
                             s.data_points
                                 .extend(outs.into_iter().filter_map(|(_, o)| match o {
                                     Out::Number(p) => Some(p),
@@ -394,6 +400,7 @@ impl CardinalityLimiter {
                             h.data_points = self.histograms(
                                 &name, tenant, rhash, now, pts, t, action, &strip, &mut outs,
                             );
+                            self.stamp(&mut outs, now);
                             h.data_points
                                 .extend(outs.into_iter().filter_map(|(_, o)| match o {
                                     Out::Histogram(p) => Some(p),
@@ -436,6 +443,25 @@ impl CardinalityLimiter {
         }
         req.resource_metrics
             .retain(|rm| !rm.scope_metrics.is_empty());
+    }
+
+    /// Folded points get strictly increasing timestamps per target series: a backend such as
+    /// Prometheus rejects a second, different value at the same timestamp, which is what a
+    /// fold whose total changed would otherwise send when two batches carry points of the
+    /// same instant.
+    fn stamp(&mut self, outs: &mut [(u64, Out)], now: u32) {
+        for (tid, o) in outs.iter_mut() {
+            let t = match o {
+                Out::Number(p) => &mut p.time_unix_nano,
+                Out::Histogram(p) => &mut p.time_unix_nano,
+            };
+            if let Some((last, _)) = self.last_emit.get(tid) {
+                if *t <= *last {
+                    *t = last + 1_000_000;
+                }
+            }
+            self.last_emit.insert(*tid, (*t, now));
+        }
     }
 
     /// The target series of a limited point: its attributes and id.
