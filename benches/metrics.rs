@@ -113,7 +113,9 @@ fn main() {
     };
     let mut g = c.benchmark_group("remote_write_1000_points");
     g.throughput(Throughput::Elements(points));
-    g.bench_function("translate", |b| b.iter(|| translate(&req, &settings).series.len()));
+    g.bench_function("translate", |b| {
+        b.iter(|| translate(&req, &settings).series.len())
+    });
     g.bench_function("translate_encode_snappy", |b| {
         b.iter(|| {
             let t = translate(&req, &settings);
