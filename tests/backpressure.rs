@@ -259,7 +259,7 @@ service:
     .await
     .unwrap();
     let (status, weir) = status;
-    assert!(status.success(), "exit {status}");
+    assert!(status.success(), "exit {status}\n{}", weir.log());
     assert_eq!(
         sink.state.spans(),
         140,

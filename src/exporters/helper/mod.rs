@@ -155,21 +155,25 @@ impl ExporterTask {
     /// they are told to stop; whatever is still queued is counted as failed and logged.
     pub async fn drain(self, deadline: Instant) {
         let cancel = self.cancel;
-        let mut workers = self.workers;
+        // A finished handle must not be polled again: keep each as an Option and take it out
+        // once it has completed.
+        let mut workers: Vec<Option<JoinHandle<()>>> = self.workers.into_iter().map(Some).collect();
         let all = async {
             for w in workers.iter_mut() {
-                let _ = w.await;
+                if let Some(h) = w.as_mut() {
+                    let _ = h.await;
+                    *w = None;
+                }
             }
         };
         if tokio::time::timeout_at(deadline, all).await.is_err() {
             let _ = cancel.send(true);
             // Give workers a moment to count what they were holding.
             for w in workers.iter_mut() {
-                if tokio::time::timeout(Duration::from_millis(500), &mut *w)
-                    .await
-                    .is_err()
-                {
-                    w.abort();
+                let Some(h) = w.as_mut() else { continue };
+                match tokio::time::timeout(Duration::from_millis(500), &mut *h).await {
+                    Ok(_) => *w = None,
+                    Err(_) => h.abort(),
                 }
             }
         }
