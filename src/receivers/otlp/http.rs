@@ -79,6 +79,25 @@ fn status(status: StatusCode, code: tonic::Code, msg: &str, enc: Encoding) -> Re
     r
 }
 
+/// The most an oversized request body is read (and dropped) before answering 413.
+const LINGER_MAX_BYTES: u64 = 64 << 20;
+/// The longest that takes.
+const LINGER_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads up to `limit` bytes of `body`, discarding each frame as it comes.
+async fn drain_body(mut body: Incoming, limit: u64) {
+    let drain = async {
+        let mut seen = 0u64;
+        while seen < limit {
+            match body.frame().await {
+                Some(Ok(f)) => seen += f.data_ref().map(|d| d.len() as u64).unwrap_or(0),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_MAX_TIME, drain).await;
+}
+
 fn origin_allowed(cors: &CorsConfig, origin: &str) -> bool {
     cors.allowed_origins.iter().any(|pat| glob(pat, origin))
 }
@@ -226,6 +245,9 @@ impl HttpService {
             .and_then(|v| v.parse::<u64>().ok())
         {
             if len > self.max_body as u64 {
+                // Read and discard what the client is still sending (bounded in bytes and
+                // time, nothing kept), so it gets to read the 413 instead of a broken pipe.
+                drain_body(req.into_body(), len.min(LINGER_MAX_BYTES)).await;
                 return too_large("request body");
             }
         }
