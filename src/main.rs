@@ -6,18 +6,23 @@ const USAGE: &str = "\
 weir: a gateway collector for OpenTelemetry data
 
 usage:
-  weir [--config FILE]...            run (no --config: the embedded config/default.yaml)
+  weir [--config FILE]... [--watch-config]
+                                     run (no --config: the embedded config/default.yaml);
+                                     --watch-config reloads when the files change
   weir validate [--config FILE]...   check a config, list every error, exit non-zero if any
   weir components                    list the component types weir has
   weir --version                     print the version
 
 Several --config files merge: maps deep-merge, later files win.
-Signals: SIGTERM/SIGINT drain queues within service.shutdown_timeout, then exit 0.";
+Signals: SIGTERM/SIGINT drain queues within service.shutdown_timeout, then exit 0.
+SIGHUP (or POST /-/reload on the telemetry endpoint) reloads the config: an invalid one
+changes nothing; a valid one is applied touching only what changed.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut command: Option<&str> = None;
     let mut configs: Vec<PathBuf> = Vec::new();
+    let mut opts = weir::app::RunOptions::default();
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
                 configs.push(PathBuf::from(v));
                 i += 1;
             }
+            "--watch-config" => opts.watch_config = true,
             _ if a.starts_with("--config=") => {
                 configs.push(PathBuf::from(&a["--config=".len()..]));
             }
@@ -86,6 +92,6 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        _ => ExitCode::from(weir::app::run(&configs).clamp(0, 255) as u8),
+        _ => ExitCode::from(weir::app::run(&configs, opts).clamp(0, 255) as u8),
     }
 }

@@ -67,6 +67,25 @@ pub async fn bind(endpoint: &str) -> std::io::Result<TcpListener> {
     }))
 }
 
+/// Splits a listener into the one a server accepts on and a duplicate of the same socket that
+/// can outlive that server (a reload hands it to the next server: the port never closes).
+pub fn share_listener(l: TcpListener) -> std::io::Result<(TcpListener, std::net::TcpListener)> {
+    let std_l = l.into_std()?;
+    let keep = std_l.try_clone()?;
+    std_l.set_nonblocking(true)?;
+    Ok((TcpListener::from_std(std_l)?, keep))
+}
+
+/// A server-side listener from a kept duplicate (see [`share_listener`]).
+pub fn reuse_listener(
+    kept: &std::net::TcpListener,
+) -> std::io::Result<(TcpListener, std::net::TcpListener)> {
+    let l = kept.try_clone()?;
+    l.set_nonblocking(true)?;
+    let keep = kept.try_clone()?;
+    Ok((TcpListener::from_std(l)?, keep))
+}
+
 /// Which HTTP versions a server speaks.
 #[derive(Clone, Copy)]
 pub enum Protocol {

@@ -1,17 +1,18 @@
-//! Builds the running graph from a validated [`Config`] and tears it down in order:
-//! receivers stop accepting, pipelines drain their inboxes and flush their processors,
-//! exporters drain their queues within the shutdown deadline.
+//! Builds the running graph from a validated [`Config`], applies a new config to it (a
+//! reload: only what changed is touched), and tears it down in order: receivers stop
+//! accepting, pipelines drain their inboxes and flush their processors, exporters drain their
+//! queues within the shutdown deadline.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::inbox::{ReceiverOutput, SignalConsumers, INBOX_CAPACITY};
+use super::inbox::{ConsumerHandle, ReceiverOutput, SignalConsumers, INBOX_CAPACITY};
 use super::Processor;
 use crate::config::model::{
     Config, ExporterConfig, ExtensionConfig, ProcessorConfig, ReceiverConfig,
@@ -37,23 +38,6 @@ pub enum StartError {
     },
     #[error("exporter {id}: {message}")]
     Exporter { id: String, message: String },
-}
-
-/// A running graph.
-pub struct Engine {
-    /// Bound addresses: `receivers.<id>.grpc`, `receivers.<id>.http`, `telemetry`,
-    /// `extensions.<id>` (useful when a config asks for port 0).
-    pub addrs: BTreeMap<String, SocketAddr>,
-    pub registry: Arc<Registry>,
-    ready: Arc<AtomicBool>,
-    stop_receivers: watch::Sender<bool>,
-    drain_pipelines: watch::Sender<bool>,
-    stop_servers: watch::Sender<bool>,
-    receiver_tasks: Vec<JoinHandle<()>>,
-    pipeline_tasks: Vec<JoinHandle<()>>,
-    exporter_tasks: Vec<ExporterTask>,
-    server_tasks: Vec<JoinHandle<()>>,
-    shutdown_timeout: Duration,
 }
 
 fn build_sender(
@@ -139,50 +123,141 @@ fn build_processor(
     }
 }
 
+pub use crate::telemetry::server::ReloadRequest;
+
+/// What a reload did, by component: `kind.id` entries.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub kept: Vec<String>,
+    /// Components that could not start (the rest of the new config is in force).
+    pub failed: Vec<String>,
+}
+
+impl std::fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &Vec<String>| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        write!(
+            f,
+            "added: {}; changed: {}; removed: {}; kept: {}",
+            list(&self.added),
+            list(&self.changed),
+            list(&self.removed),
+            list(&self.kept)
+        )?;
+        if !self.failed.is_empty() {
+            write!(f, "; failed: {}", self.failed.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+struct RunningReceiver {
+    cfg: ReceiverConfig,
+    consumers: ConsumerHandle,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    listeners: Vec<(&'static str, String, std::net::TcpListener)>,
+}
+
+/// Messages to a running pipeline.
+enum Ctl {
+    /// The pipeline is being replaced: finish the inbox (it closes once receivers point at
+    /// the new pipeline), flush every stage not in `keep` (in order, through the stages after
+    /// it, to the old exporters), then hand the `keep` stages over with their state.
+    Handover {
+        keep: Vec<String>,
+        reply: oneshot::Sender<Handover>,
+    },
+}
+
+/// Stateful stages passed from a replaced pipeline to its successor.
+struct Handover {
+    stages: Vec<(String, Box<dyn Processor>)>,
+    wake: Arc<Notify>,
+}
+
+struct RunningPipeline {
+    signal: crate::pdata::Signal,
+    stages: Vec<(String, ProcessorConfig)>,
+    exporters: Vec<String>,
+    tx: Option<mpsc::Sender<Batch>>,
+    ctl: mpsc::Sender<Ctl>,
+    task: JoinHandle<()>,
+}
+
+struct RunningExporter {
+    cfg: ExporterConfig,
+    handle: ExporterHandle,
+    task: ExporterTask,
+}
+
+struct RunningServer {
+    /// What the server was started from (a reload restarts it when this changes).
+    spec: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// A running graph.
+pub struct Engine {
+    /// Bound addresses: `receivers.<id>.grpc`, `receivers.<id>.http`, `telemetry`,
+    /// `extensions.<id>` (useful when a config asks for port 0).
+    pub addrs: BTreeMap<String, SocketAddr>,
+    pub registry: Arc<Registry>,
+    ready: Arc<AtomicBool>,
+    reload_requests: Option<mpsc::Sender<ReloadRequest>>,
+    drain: watch::Sender<bool>,
+    shutdown_timeout: Duration,
+    receivers: BTreeMap<String, RunningReceiver>,
+    pipelines: BTreeMap<String, RunningPipeline>,
+    exporters: BTreeMap<String, RunningExporter>,
+    servers: BTreeMap<String, RunningServer>,
+}
+
+/// Stages whose state a reload carries over (when the id and type stay).
+fn stateful(c: &ProcessorConfig) -> bool {
+    matches!(
+        c,
+        ProcessorConfig::Batch(_)
+            | ProcessorConfig::TailSampling(_)
+            | ProcessorConfig::CardinalityLimiter(_)
+    )
+}
+
+fn same_kind(a: &ProcessorConfig, b: &ProcessorConfig) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
+}
+
 impl Engine {
     /// Starts everything the config's pipelines use. Nothing is left running on error.
-    pub async fn start(cfg: &Config, registry: Arc<Registry>) -> Result<Engine, StartError> {
-        let (stop_receivers, stop_rx) = watch::channel(false);
-        let (drain_pipelines, drain_rx) = watch::channel(false);
-        let (stop_servers, servers_rx) = watch::channel(false);
-        let grace = cfg.service.shutdown_timeout;
+    /// `reload_requests` is where the telemetry endpoint's `POST /-/reload` sends requests.
+    pub async fn start(
+        cfg: &Config,
+        registry: Arc<Registry>,
+        reload_requests: Option<mpsc::Sender<ReloadRequest>>,
+    ) -> Result<Engine, StartError> {
+        let (drain, _) = watch::channel(false);
         let mut engine = Engine {
             addrs: BTreeMap::new(),
             registry: registry.clone(),
             ready: Arc::new(AtomicBool::new(false)),
-            stop_receivers,
-            drain_pipelines,
-            stop_servers,
-            receiver_tasks: Vec::new(),
-            pipeline_tasks: Vec::new(),
-            exporter_tasks: Vec::new(),
-            server_tasks: Vec::new(),
-            shutdown_timeout: grace,
+            reload_requests,
+            drain,
+            shutdown_timeout: cfg.service.shutdown_timeout,
+            receivers: BTreeMap::new(),
+            pipelines: BTreeMap::new(),
+            exporters: BTreeMap::new(),
+            servers: BTreeMap::new(),
         };
-
-        // Self-telemetry first, so a failing start can still be observed.
-        if let Some(addr) = cfg.service.telemetry.metrics_address() {
-            let l = net::bind(&addr)
-                .await
-                .map_err(|source| StartError::Listen {
-                    what: "service.telemetry.metrics".into(),
-                    endpoint: addr.clone(),
-                    source,
-                })?;
-            if let Ok(a) = l.local_addr() {
-                engine.addrs.insert("telemetry".into(), a);
-            }
-            let svc = TelemetryService {
-                registry: registry.clone(),
-            };
-            engine.server_tasks.push(net::serve(
-                l,
-                svc,
-                Protocol::Auto,
-                servers_rx.clone(),
-                Duration::from_secs(1),
-            ));
-        }
         registry.gauge_fn(
             "otelcol_process_memory_rss",
             "Total physical memory (resident set size) in bytes.",
@@ -202,34 +277,204 @@ impl Engine {
             &[],
             move || started.elapsed().as_secs_f64(),
         );
+        match engine.apply(cfg, true).await {
+            Ok(_) => {
+                engine.ready.store(true, Ordering::Relaxed);
+                Ok(engine)
+            }
+            Err(e) => {
+                engine.shutdown().await;
+                Err(e)
+            }
+        }
+    }
 
-        // Exporters that some pipeline uses.
-        let mut exporters: BTreeMap<String, ExporterHandle> = BTreeMap::new();
-        for p in cfg.service.pipelines.values() {
-            for id in &p.exporters {
-                if exporters.contains_key(id) {
+    /// Applies a new (validated) config to the running graph: components whose id and
+    /// settings are unchanged keep running untouched; receivers keep their sockets when their
+    /// endpoint stays; a replaced pipeline finishes what it accepted and hands its stateful
+    /// stages (batch, tail_sampling, cardinality_limiter) to its successor; removed exporters
+    /// drain their queues within `service.shutdown_timeout`. New components start before
+    /// traffic is switched to them.
+    pub async fn reload(&mut self, cfg: &Config) -> ReloadReport {
+        self.shutdown_timeout = cfg.service.shutdown_timeout;
+        match self.apply(cfg, false).await {
+            Ok(r) => r,
+            Err(e) => ReloadReport {
+                failed: vec![e.to_string()],
+                ..Default::default()
+            },
+        }
+    }
+
+    async fn apply(&mut self, cfg: &Config, starting: bool) -> Result<ReloadReport, StartError> {
+        let mut report = ReloadReport::default();
+        let deadline = Instant::now() + self.shutdown_timeout;
+
+        // Telemetry first, so a failing start can still be observed.
+        self.apply_servers(cfg, starting, &mut report).await?;
+
+        // 1. Exporters some pipeline uses: start the new and the changed ones.
+        let used_exporters: BTreeMap<&String, &ExporterConfig> = cfg
+            .service
+            .pipelines
+            .values()
+            .flat_map(|p| &p.exporters)
+            .filter_map(|id| cfg.exporters.get(id).map(|c| (id, c)))
+            .collect();
+        let mut retired_exporters = Vec::new();
+        let mut fresh_exporters: Vec<String> = Vec::new();
+        for (id, ecfg) in &used_exporters {
+            let same = self.exporters.get(*id).is_some_and(|r| r.cfg == **ecfg);
+            if same {
+                report.kept.push(format!("exporters.{id}"));
+                continue;
+            }
+            let (sender, s) = match build_sender(id, ecfg, &self.registry) {
+                Ok(x) => x,
+                Err(message) => {
+                    let e = StartError::Exporter {
+                        id: (*id).clone(),
+                        message,
+                    };
+                    if starting {
+                        return Err(e);
+                    }
+                    report.failed.push(e.to_string());
                     continue;
                 }
-                let Some(ecfg) = cfg.exporters.get(id) else {
-                    continue;
-                };
-                let (sender, s) =
-                    build_sender(id, ecfg, &registry).map_err(|message| StartError::Exporter {
-                        id: id.clone(),
-                        message,
-                    })?;
-                let (handle, task) =
-                    helper::start(id, sender, &s.queue, &s.retry, s.timeout, &registry);
-                exporters.insert(id.clone(), handle);
-                engine.exporter_tasks.push(task);
+            };
+            let (handle, task) = helper::start(id, sender, &s.queue, &s.retry, s.timeout, &self.registry);
+            let new = RunningExporter {
+                cfg: (*ecfg).clone(),
+                handle,
+                task,
+            };
+            match self.exporters.insert((*id).clone(), new) {
+                Some(old) => {
+                    report.changed.push(format!("exporters.{id}"));
+                    retired_exporters.push(old);
+                }
+                None => report.added.push(format!("exporters.{id}")),
+            }
+            fresh_exporters.push((*id).clone());
+        }
+        let gone: Vec<String> = self
+            .exporters
+            .keys()
+            .filter(|id| !used_exporters.contains_key(id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(old) = self.exporters.remove(&id) {
+                report.removed.push(format!("exporters.{id}"));
+                retired_exporters.push(old);
             }
         }
 
-        // Pipelines, each with its own inbox and processor instances.
+        // 2. Pipelines: keep the unchanged, replace the changed (handing state over), start
+        // the new, let the removed finish.
+        let mut retired_pipelines = Vec::new();
+        for (pid, p) in &cfg.service.pipelines {
+            let stages: Vec<(String, ProcessorConfig)> = p
+                .processors
+                .iter()
+                .filter_map(|id| cfg.processors.get(id).map(|c| (id.clone(), c.clone())))
+                .collect();
+            let exporters_changed = p.exporters.iter().any(|e| fresh_exporters.contains(e));
+            if let Some(r) = self.pipelines.get(pid) {
+                if r.signal == p.signal
+                    && r.stages == stages
+                    && r.exporters == p.exporters
+                    && !exporters_changed
+                {
+                    report.kept.push(format!("pipelines.{pid}"));
+                    continue;
+                }
+            }
+            let outs: Vec<ExporterHandle> = p
+                .exporters
+                .iter()
+                .filter_map(|id| self.exporters.get(id).map(|r| r.handle.clone()))
+                .collect();
+            let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+            let (ctl_tx, ctl_rx) = mpsc::channel(1);
+            let inherit = match self.pipelines.remove(pid) {
+                Some(mut old) => {
+                    report.changed.push(format!("pipelines.{pid}"));
+                    // Stateful stages that stay (same id and type) carry their state over;
+                    // a batch stage only when the exporters stay, so what it holds goes where
+                    // it was accepted for.
+                    let keep: Vec<String> = old
+                        .stages
+                        .iter()
+                        .filter(|(id, c)| {
+                            stateful(c)
+                                && stages.iter().any(|(nid, nc)| nid == id && same_kind(c, nc))
+                                && (!matches!(c, ProcessorConfig::Batch(_))
+                                    || (old.exporters == p.exporters && !exporters_changed))
+                        })
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    let (reply_tx, reply_rx) = oneshot::channel();
+                    let _ = old
+                        .ctl
+                        .send(Ctl::Handover {
+                            keep,
+                            reply: reply_tx,
+                        })
+                        .await;
+                    old.tx = None;
+                    retired_pipelines.push(old.task);
+                    Some(reply_rx)
+                }
+                None => {
+                    report.added.push(format!("pipelines.{pid}"));
+                    None
+                }
+            };
+            let task = tokio::spawn(run_pipeline(PipelineRun {
+                id: pid.clone(),
+                inbox: rx,
+                stages: stages.clone(),
+                registry: self.registry.clone(),
+                inherit,
+                outs,
+                drain: self.drain.subscribe(),
+                ctl: ctl_rx,
+            }));
+            self.pipelines.insert(
+                pid.clone(),
+                RunningPipeline {
+                    signal: p.signal,
+                    stages,
+                    exporters: p.exporters.clone(),
+                    tx: Some(tx),
+                    ctl: ctl_tx,
+                    task,
+                },
+            );
+        }
+        let gone: Vec<String> = self
+            .pipelines
+            .keys()
+            .filter(|id| !cfg.service.pipelines.contains_key(*id))
+            .cloned()
+            .collect();
+        for pid in gone {
+            if let Some(mut old) = self.pipelines.remove(&pid) {
+                report.removed.push(format!("pipelines.{pid}"));
+                // Its inbox closes once no receiver points at it; then it flushes and ends.
+                old.tx = None;
+                retired_pipelines.push(old.task);
+            }
+        }
+
+        // 3. Receivers: point every receiver at the pipelines now in force.
         let mut consumers: BTreeMap<String, SignalConsumers> = BTreeMap::new();
         for (pid, p) in &cfg.service.pipelines {
-            let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
-            let wake = Arc::new(Notify::new());
+            let Some(tx) = self.pipelines.get(pid).and_then(|r| r.tx.clone()) else {
+                continue;
+            };
             for r in &p.receivers {
                 consumers
                     .entry(r.clone())
@@ -238,107 +483,219 @@ impl Engine {
                     .inboxes
                     .push(tx.clone());
             }
-            let procs = p
-                .processors
-                .iter()
-                .filter_map(|id| {
-                    cfg.processors
-                        .get(id)
-                        .map(|c| build_processor(id, c, &registry, &wake))
-                })
-                .collect();
-            let outs = p
-                .exporters
-                .iter()
-                .filter_map(|id| exporters.get(id).cloned())
-                .collect();
-            let task = tokio::spawn(run_pipeline(
-                pid.clone(),
-                rx,
-                procs,
-                outs,
-                drain_rx.clone(),
-                wake,
-            ));
-            engine.pipeline_tasks.push(task);
         }
-        drop(exporters);
-
-        for id in cfg.receivers.keys() {
-            if !consumers.contains_key(id) {
-                tracing::warn!("receiver {id} is configured but not used in any pipeline");
+        if starting {
+            for id in cfg.receivers.keys() {
+                if !consumers.contains_key(id) {
+                    tracing::warn!("receiver {id} is configured but not used in any pipeline");
+                }
+            }
+            for id in cfg.exporters.keys() {
+                if !used_exporters.contains_key(id) {
+                    tracing::warn!("exporter {id} is configured but not used in any pipeline");
+                }
             }
         }
-        for id in cfg.exporters.keys() {
-            if !cfg
-                .service
-                .pipelines
-                .values()
-                .any(|p| p.exporters.contains(id))
-            {
-                tracing::warn!("exporter {id} is configured but not used in any pipeline");
-            }
-        }
-
-        for (id, sc) in consumers {
-            let Some(rcfg) = cfg.receivers.get(&id) else {
+        let mut stopping: Vec<RunningReceiver> = Vec::new();
+        for (rid, sc) in consumers {
+            let Some(rcfg) = cfg.receivers.get(&rid) else {
                 continue;
             };
+            if let Some(r) = self.receivers.get(&rid) {
+                if r.cfg == *rcfg {
+                    r.consumers.swap(sc);
+                    report.kept.push(format!("receivers.{rid}"));
+                    continue;
+                }
+            }
+            let old = self.receivers.remove(&rid);
+            let handle = old
+                .as_ref()
+                .map(|o| o.consumers.clone())
+                .unwrap_or_else(|| ConsumerHandle::new(SignalConsumers::default()));
+            let reuse: &[(&'static str, String, std::net::TcpListener)] =
+                old.as_ref().map(|o| o.listeners.as_slice()).unwrap_or(&[]);
+            let (stop_tx, stop_rx) = watch::channel(false);
             let out = ReceiverOutput {
-                id: Arc::from(id.as_str()),
-                consumers: sc,
-                registry: registry.clone(),
+                id: Arc::from(rid.as_str()),
+                consumers: handle.clone(),
+                registry: self.registry.clone(),
             };
             let ReceiverConfig::Otlp(c) = rcfg;
-            let running = match crate::receivers::otlp::start(c, out, stop_rx.clone(), grace).await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    engine.shutdown().await;
-                    return Err(e.into());
+            match crate::receivers::otlp::start(c, out, stop_rx, self.shutdown_timeout, reuse).await {
+                Ok(running) => {
+                    handle.swap(sc);
+                    for (transport, addr) in &running.addrs {
+                        self.addrs.insert(format!("receivers.{rid}.{transport}"), *addr);
+                    }
+                    match old {
+                        Some(o) => {
+                            report.changed.push(format!("receivers.{rid}"));
+                            stopping.push(o);
+                        }
+                        None => report.added.push(format!("receivers.{rid}")),
+                    }
+                    self.receivers.insert(
+                        rid.clone(),
+                        RunningReceiver {
+                            cfg: rcfg.clone(),
+                            consumers: handle,
+                            stop: stop_tx,
+                            tasks: running.tasks,
+                            listeners: running.listeners,
+                        },
+                    );
                 }
-            };
-            for (transport, addr) in running.addrs {
-                engine
-                    .addrs
-                    .insert(format!("receivers.{id}.{transport}"), addr);
+                Err(e) => {
+                    if starting {
+                        return Err(e.into());
+                    }
+                    report.failed.push(e.to_string());
+                    // Keep the old server (pointed at the new pipelines) rather than lose it.
+                    if let Some(o) = old {
+                        handle.swap(sc);
+                        self.receivers.insert(rid.clone(), o);
+                    }
+                }
             }
-            engine.receiver_tasks.extend(running.tasks);
+        }
+        let used: Vec<&String> = cfg
+            .service
+            .pipelines
+            .values()
+            .flat_map(|p| &p.receivers)
+            .collect();
+        let gone: Vec<String> = self
+            .receivers
+            .keys()
+            .filter(|id| !used.contains(id))
+            .cloned()
+            .collect();
+        for rid in gone {
+            if let Some(o) = self.receivers.remove(&rid) {
+                report.removed.push(format!("receivers.{rid}"));
+                o.consumers.swap(SignalConsumers::default());
+                self.addrs.retain(|k, _| !k.starts_with(&format!("receivers.{rid}.")));
+                stopping.push(o);
+            }
+        }
+        // Replaced receivers stop accepting (their sockets stay open in the new servers when
+        // the endpoint is the same) and finish the requests they carry.
+        for o in stopping {
+            let _ = o.stop.send(true);
+            for t in o.tasks {
+                let _ = tokio::time::timeout_at(deadline, t).await;
+            }
         }
 
+        // 4. Replaced and removed pipelines finish what they accepted.
+        for t in retired_pipelines {
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                tracing::error!("a replaced pipeline did not finish within service.shutdown_timeout");
+            }
+        }
+        // 5. Replaced and removed exporters deliver what they queued.
+        for e in retired_exporters {
+            drop(e.handle);
+            e.task.drain(deadline).await;
+        }
+        Ok(report)
+    }
+
+    /// Telemetry endpoint and extensions: restarted only when their settings change.
+    async fn apply_servers(
+        &mut self,
+        cfg: &Config,
+        starting: bool,
+        report: &mut ReloadReport,
+    ) -> Result<(), StartError> {
+        let mut wanted: BTreeMap<String, (String, ServerKind)> = BTreeMap::new();
+        if let Some(addr) = cfg.service.telemetry.metrics_address() {
+            wanted.insert("telemetry".into(), (addr.clone(), ServerKind::Telemetry(addr)));
+        }
         for ext in &cfg.service.extensions {
-            let Some(ExtensionConfig::HealthCheck(h)) = cfg.extensions.get(ext) else {
+            if let Some(ExtensionConfig::HealthCheck(h)) = cfg.extensions.get(ext) {
+                wanted.insert(
+                    format!("extensions.{ext}"),
+                    (format!("{h:?}"), ServerKind::Health(h.endpoint.clone(), Arc::from(h.path.as_str()))),
+                );
+            }
+        }
+        let gone: Vec<String> = self
+            .servers
+            .keys()
+            .filter(|k| wanted.get(*k).is_none_or(|(spec, _)| self.servers.get(*k).is_some_and(|s| &s.spec != spec)))
+            .cloned()
+            .collect();
+        // A server whose settings changed is stopped first, so it can listen on the same port.
+        for k in &gone {
+            if let Some(s) = self.servers.remove(k) {
+                let _ = s.stop.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(2), s.task).await;
+                self.addrs.remove(k);
+                if !wanted.contains_key(k) {
+                    report.removed.push(k.clone());
+                }
+            }
+        }
+        for (key, (spec, kind)) in wanted {
+            if self.servers.contains_key(&key) {
+                report.kept.push(key);
                 continue;
+            }
+            let (endpoint, what) = match &kind {
+                ServerKind::Telemetry(a) => (a.clone(), "service.telemetry.metrics".to_string()),
+                ServerKind::Health(e, _) => (e.clone(), key.replace("extensions.", "extension ")),
             };
-            let l = match net::bind(&h.endpoint).await {
+            let l = match net::bind(&endpoint).await {
                 Ok(l) => l,
                 Err(source) => {
-                    engine.shutdown().await;
-                    return Err(StartError::Listen {
-                        what: format!("extension {ext}"),
-                        endpoint: h.endpoint.clone(),
+                    let e = StartError::Listen {
+                        what,
+                        endpoint,
                         source,
-                    });
+                    };
+                    if starting {
+                        return Err(e);
+                    }
+                    report.failed.push(e.to_string());
+                    continue;
                 }
             };
             if let Ok(a) = l.local_addr() {
-                engine.addrs.insert(format!("extensions.{ext}"), a);
+                self.addrs.insert(key.clone(), a);
             }
-            let svc = HealthService {
-                path: Arc::from(h.path.as_str()),
-                ready: engine.ready.clone(),
+            let (stop, stop_rx) = watch::channel(false);
+            let task = match kind {
+                ServerKind::Telemetry(_) => net::serve(
+                    l,
+                    TelemetryService {
+                        registry: self.registry.clone(),
+                        reload: self.reload_requests.clone(),
+                    },
+                    Protocol::Auto,
+                    stop_rx,
+                    Duration::from_secs(1),
+                ),
+                ServerKind::Health(_, path) => net::serve(
+                    l,
+                    HealthService {
+                        path,
+                        ready: self.ready.clone(),
+                    },
+                    Protocol::Auto,
+                    stop_rx,
+                    Duration::from_secs(1),
+                ),
             };
-            engine.server_tasks.push(net::serve(
-                l,
-                svc,
-                Protocol::Auto,
-                servers_rx.clone(),
-                Duration::from_secs(1),
-            ));
+            if gone.contains(&key) {
+                report.changed.push(key.clone());
+            } else if !starting {
+                report.added.push(key.clone());
+            }
+            self.servers.insert(key, RunningServer { spec, stop, task });
         }
-
-        engine.ready.store(true, Ordering::Relaxed);
-        Ok(engine)
+        Ok(())
     }
 
     /// Stops accepting, delivers what is held within `service.shutdown_timeout`, and logs
@@ -346,21 +703,133 @@ impl Engine {
     pub async fn shutdown(self) {
         let deadline = Instant::now() + self.shutdown_timeout;
         self.ready.store(false, Ordering::Relaxed);
-        let _ = self.stop_receivers.send(true);
-        for t in self.receiver_tasks {
+        let mut receiver_tasks = Vec::new();
+        for (_, r) in self.receivers {
+            let _ = r.stop.send(true);
+            receiver_tasks.extend(r.tasks);
+        }
+        for t in receiver_tasks {
             let _ = tokio::time::timeout_at(deadline, t).await;
         }
-        let _ = self.drain_pipelines.send(true);
-        for t in self.pipeline_tasks {
-            let _ = tokio::time::timeout_at(deadline, t).await;
+        let _ = self.drain.send(true);
+        for (_, p) in self.pipelines {
+            drop(p.tx);
+            let _ = tokio::time::timeout_at(deadline, p.task).await;
         }
-        for e in self.exporter_tasks {
-            e.drain(deadline).await;
+        for (_, e) in self.exporters {
+            drop(e.handle);
+            e.task.drain(deadline).await;
         }
-        let _ = self.stop_servers.send(true);
-        for t in self.server_tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        for (_, s) in self.servers {
+            let _ = s.stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(2), s.task).await;
         }
+    }
+}
+
+enum ServerKind {
+    Telemetry(String),
+    Health(String, Arc<str>),
+}
+
+struct PipelineRun {
+    id: String,
+    inbox: mpsc::Receiver<Batch>,
+    stages: Vec<(String, ProcessorConfig)>,
+    registry: Arc<Registry>,
+    inherit: Option<oneshot::Receiver<Handover>>,
+    outs: Vec<ExporterHandle>,
+    drain: watch::Receiver<bool>,
+    ctl: mpsc::Receiver<Ctl>,
+}
+
+async fn run_pipeline(run: PipelineRun) {
+    let PipelineRun {
+        id,
+        mut inbox,
+        stages,
+        registry,
+        inherit,
+        outs,
+        mut drain,
+        mut ctl,
+    } = run;
+    // A successor waits for its predecessor's stateful stages (while its own inbox fills).
+    let (mut inherited, wake) = match inherit {
+        Some(rx) => match rx.await {
+            Ok(h) => (h.stages, h.wake),
+            Err(_) => (Vec::new(), Arc::new(Notify::new())),
+        },
+        None => (Vec::new(), Arc::new(Notify::new())),
+    };
+    let mut ids: Vec<String> = Vec::with_capacity(stages.len());
+    let mut procs: Vec<Box<dyn Processor>> = Vec::with_capacity(stages.len());
+    for (sid, scfg) in &stages {
+        let reused = match inherited.iter().position(|(i, _)| i == sid) {
+            Some(pos) => {
+                let (_, mut p) = inherited.swap_remove(pos);
+                if p.reconfigure(scfg, &registry) {
+                    Some(p)
+                } else {
+                    None
+                }
+            }
+            None => None,
+        };
+        procs.push(reused.unwrap_or_else(|| build_processor(sid, scfg, &registry, &wake)));
+        ids.push(sid.clone());
+    }
+    let mut draining = false;
+    let mut handover: Option<(Vec<String>, oneshot::Sender<Handover>)> = None;
+    let mut ctl_open = true;
+    loop {
+        let deadline = procs.iter().filter_map(|p| p.deadline()).min();
+        let ready = tokio::select! {
+            b = inbox.recv() => match b {
+                Some(b) => push_through(&mut procs, vec![b]),
+                None => break,
+            },
+            _ = wake.notified() => tick_all(&mut procs, Instant::now(), true),
+            _ = sleep_until(deadline) => tick_all(&mut procs, Instant::now(), false),
+            c = ctl.recv(), if ctl_open && handover.is_none() => {
+                match c {
+                    Some(Ctl::Handover { keep, reply }) => handover = Some((keep, reply)),
+                    None => ctl_open = false,
+                }
+                continue;
+            }
+            _ = crate::net::until_true(&mut drain), if !draining => {
+                // Take what is already queued, then finish.
+                draining = true;
+                inbox.close();
+                continue;
+            }
+        };
+        fan_out(&outs, ready).await;
+    }
+    // Flush stage by stage: what stage i releases still runs through the stages after it.
+    // Stages handed to a successor keep what they hold.
+    let keep: Vec<String> = handover.as_ref().map(|(k, _)| k.clone()).unwrap_or_default();
+    for i in 0..procs.len() {
+        if keep.contains(&ids[i]) {
+            continue;
+        }
+        let mut out = Vec::new();
+        procs[i].flush(&mut out);
+        let ready = push_through(&mut procs[i + 1..], out);
+        fan_out(&outs, ready).await;
+    }
+    if let Some((_, reply)) = handover {
+        let mut stages = Vec::new();
+        for (sid, p) in ids.into_iter().zip(procs) {
+            if keep.contains(&sid) {
+                stages.push((sid, p));
+            }
+        }
+        let _ = reply.send(Handover { stages, wake });
+        tracing::debug!(pipeline = %id, "pipeline handed over");
+    } else {
+        tracing::debug!(pipeline = %id, "pipeline stopped");
     }
 }
 
@@ -396,43 +865,6 @@ async fn fan_out(outs: &[ExporterHandle], batches: Vec<Batch>) {
             last.push(b).await;
         }
     }
-}
-
-async fn run_pipeline(
-    id: String,
-    mut inbox: mpsc::Receiver<Batch>,
-    mut procs: Vec<Box<dyn Processor>>,
-    outs: Vec<ExporterHandle>,
-    mut drain: watch::Receiver<bool>,
-    wake: Arc<Notify>,
-) {
-    let mut draining = false;
-    loop {
-        let deadline = procs.iter().filter_map(|p| p.deadline()).min();
-        let ready = tokio::select! {
-            b = inbox.recv() => match b {
-                Some(b) => push_through(&mut procs, vec![b]),
-                None => break,
-            },
-            _ = wake.notified() => tick_all(&mut procs, Instant::now(), true),
-            _ = sleep_until(deadline) => tick_all(&mut procs, Instant::now(), false),
-            _ = crate::net::until_true(&mut drain), if !draining => {
-                // Take what is already queued, then finish.
-                draining = true;
-                inbox.close();
-                continue;
-            }
-        };
-        fan_out(&outs, ready).await;
-    }
-    // Flush stage by stage: what stage i releases still runs through stages after it.
-    for i in 0..procs.len() {
-        let mut out = Vec::new();
-        procs[i].flush(&mut out);
-        let ready = push_through(&mut procs[i + 1..], out);
-        fan_out(&outs, ready).await;
-    }
-    tracing::debug!(pipeline = %id, "pipeline stopped");
 }
 
 /// Gives due stages (or all, when a stage woke the pipeline) their tick; what they release

@@ -139,10 +139,28 @@ impl SignalConsumers {
     }
 }
 
+/// The pipelines a receiver feeds, swappable while it runs: a config reload points a
+/// receiver at new pipelines without touching its sockets. A request reads the set once and
+/// keeps that snapshot to the end, so it goes where the config in force at acceptance said.
+#[derive(Clone, Default)]
+pub struct ConsumerHandle(Arc<std::sync::RwLock<Arc<SignalConsumers>>>);
+
+impl ConsumerHandle {
+    pub fn new(c: SignalConsumers) -> Self {
+        ConsumerHandle(Arc::new(std::sync::RwLock::new(Arc::new(c))))
+    }
+    pub fn current(&self) -> Arc<SignalConsumers> {
+        Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+    pub fn swap(&self, c: SignalConsumers) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+    }
+}
+
 /// What a receiver needs to push data: where to, and what to count.
 #[derive(Clone)]
 pub struct ReceiverOutput {
     pub id: Arc<str>,
-    pub consumers: SignalConsumers,
+    pub consumers: ConsumerHandle,
     pub registry: Arc<Registry>,
 }

@@ -7,9 +7,13 @@
 pub mod graph;
 pub mod inbox;
 
+use std::sync::Arc;
+
 use tokio::time::Instant;
 
+use crate::config::model::ProcessorConfig;
 use crate::pdata::Batch;
+use crate::telemetry::metrics::Registry;
 
 /// A processor stage. Runs on its pipeline's task, one batch at a time, in order.
 pub trait Processor: Send {
@@ -25,4 +29,9 @@ pub trait Processor: Send {
     fn tick(&mut self, _now: Instant, _out: &mut Vec<Batch>) {}
     /// Called once at shutdown: push out everything held.
     fn flush(&mut self, _out: &mut Vec<Batch>) {}
+    /// A config reload changed this stage's settings (same id, same type): apply them and
+    /// keep what it holds. Stages that hold nothing return false and are rebuilt instead.
+    fn reconfigure(&mut self, _cfg: &ProcessorConfig, _registry: &Arc<Registry>) -> bool {
+        false
+    }
 }

@@ -73,12 +73,18 @@ pub struct Weir {
 impl Weir {
     /// Starts weir on `yaml` and waits until `ready_port` accepts connections.
     pub fn start(yaml: &str, ready_port: u16) -> Weir {
+        Weir::start_with(yaml, ready_port, &[])
+    }
+
+    /// [`Weir::start`] with extra command-line arguments (e.g. `--watch-config`).
+    pub fn start_with(yaml: &str, ready_port: u16, args: &[&str]) -> Weir {
         let dir = scratch_dir();
         let config = dir.join("config.yaml");
         std::fs::write(&config, yaml).expect("write config");
         let mut child = Command::new(weir_bin())
             .arg("--config")
             .arg(&config)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -140,6 +146,14 @@ impl Weir {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Replaces the config file weir was started with (for a reload).
+    pub fn rewrite_config(&self, yaml: &str) {
+        // Write then rename, so a watcher never reads half a file.
+        let tmp = self.config.with_extension("yaml.new");
+        std::fs::write(&tmp, yaml).expect("write config");
+        std::fs::rename(&tmp, &self.config).expect("replace config");
     }
 
     pub fn pid(&self) -> u32 {

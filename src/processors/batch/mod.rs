@@ -158,6 +158,21 @@ fn merge(mut parts: Vec<Batch>, context: Arc<Context>) -> Option<Batch> {
 }
 
 impl Processor for BatchProcessor {
+    fn reconfigure(
+        &mut self,
+        cfg: &crate::config::model::ProcessorConfig,
+        _registry: &Arc<crate::telemetry::metrics::Registry>,
+    ) -> bool {
+        match cfg {
+            crate::config::model::ProcessorConfig::Batch(c) => {
+                // Partitions held keep their deadlines; new sizes apply from the next batch.
+                self.cfg = c.clone();
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
         let key = self.key(&batch.context);
         if !self.parts.contains_key(&key) {

@@ -836,6 +836,20 @@ fn sweep_interval(cfg: &CardinalityLimiterConfig) -> Duration {
 }
 
 impl Processor for CardinalityLimiter {
+    fn reconfigure(
+        &mut self,
+        cfg: &crate::config::model::ProcessorConfig,
+        _registry: &Arc<Registry>,
+    ) -> bool {
+        match cfg {
+            crate::config::model::ProcessorConfig::CardinalityLimiter(c) => {
+                CardinalityLimiter::reconfigure(self, c);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
         if batch.signal != crate::pdata::Signal::Metrics {
             out.push(batch);

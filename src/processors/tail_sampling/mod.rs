@@ -319,6 +319,20 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 impl Processor for TailSampling {
+    fn reconfigure(
+        &mut self,
+        cfg: &crate::config::model::ProcessorConfig,
+        registry: &Arc<Registry>,
+    ) -> bool {
+        match cfg {
+            crate::config::model::ProcessorConfig::TailSampling(c) => {
+                TailSampling::reconfigure(self, c, registry);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
         if batch.signal != Signal::Traces || self.shards.is_empty() {
             out.push(batch);

@@ -41,7 +41,7 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
             let Some(signal) = Signal::ALL.into_iter().find(|s| s.grpc_path() == path) else {
                 return Ok(unimplemented(&format!("unknown method {path}")));
             };
-            if this.shared.out.consumers.get(signal).is_empty() {
+            if this.shared.out.consumers.current().get(signal).is_empty() {
                 return Ok(unimplemented(&format!(
                     "receiver {} is not in any {signal} pipeline",
                     this.shared.out.id
@@ -115,7 +115,7 @@ impl tonic::server::UnaryService<Bytes> for ExportSvc {
                 tenant: None,
             });
             let batch = Batch::encoded(signal, body, items, ctx);
-            match shared.out.consumers.get(signal).admit(batch).await {
+            match shared.out.consumers.current().get(signal).admit(batch).await {
                 Ok(()) => {
                     shared.grpc_counters.accepted(signal, items);
                     // An empty Export*ServiceResponse encodes as zero bytes.

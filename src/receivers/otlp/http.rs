@@ -181,7 +181,7 @@ impl HttpService {
         let Some(signal) = self.paths.iter().find(|(p, _)| p == path).map(|(_, s)| *s) else {
             return text(StatusCode::NOT_FOUND, "404 page not found");
         };
-        if self.shared.out.consumers.get(signal).is_empty() {
+        if self.shared.out.consumers.current().get(signal).is_empty() {
             return text(StatusCode::NOT_FOUND, "404 page not found");
         }
         if req.method() != Method::POST {
@@ -324,7 +324,7 @@ impl HttpService {
                     tenant: None,
                 }),
             };
-            if let Err(r) = self.shared.out.consumers.get(signal).admit(batch).await {
+            if let Err(r) = self.shared.out.consumers.current().get(signal).admit(batch).await {
                 self.shared.http_counters.refused(signal, items);
                 let msg = match r {
                     Refused::Busy => "weir is over capacity (pipeline full); retry later",

@@ -29,10 +29,28 @@ pub struct Shared {
     pub http_counters: ReceiverCounters,
 }
 
-/// A started receiver: its bound addresses and server tasks.
+/// A started receiver: its bound addresses, server tasks, and a duplicate of each listening
+/// socket (transport, endpoint, socket) that a reload can hand to the next server.
 pub struct Running {
     pub addrs: Vec<(&'static str, SocketAddr)>,
     pub tasks: Vec<JoinHandle<()>>,
+    pub listeners: Vec<(&'static str, String, std::net::TcpListener)>,
+}
+
+/// A listener for `transport` on `endpoint`: the kept socket of a previous server of this
+/// receiver when the endpoint is the same (so the port never closes), else a new bind.
+async fn listen(
+    transport: &'static str,
+    endpoint: &str,
+    reuse: &[(&'static str, String, std::net::TcpListener)],
+) -> std::io::Result<(tokio::net::TcpListener, std::net::TcpListener)> {
+    if let Some((_, _, kept)) = reuse
+        .iter()
+        .find(|(t, e, _)| *t == transport && e == endpoint)
+    {
+        return net::reuse_listener(kept);
+    }
+    net::share_listener(net::bind(endpoint).await?)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +68,7 @@ pub async fn start(
     out: ReceiverOutput,
     shutdown: watch::Receiver<bool>,
     grace: Duration,
+    reuse: &[(&'static str, String, std::net::TcpListener)],
 ) -> Result<Running, BindError> {
     let id = out.id.to_string();
     let bind_err = |endpoint: &str, source| BindError {
@@ -59,11 +78,13 @@ pub async fn start(
     };
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
+    let mut listeners = Vec::new();
     let registry = out.registry.clone();
     if let Some(g) = &cfg.protocols.grpc {
-        let listener = net::bind(&g.endpoint)
+        let (listener, kept) = listen("grpc", &g.endpoint, reuse)
             .await
             .map_err(|e| bind_err(&g.endpoint, e))?;
+        listeners.push(("grpc", g.endpoint.clone(), kept));
         addrs.push((
             "grpc",
             listener
@@ -89,9 +110,10 @@ pub async fn start(
         ));
     }
     if let Some(h) = &cfg.protocols.http {
-        let listener = net::bind(&h.endpoint)
+        let (listener, kept) = listen("http", &h.endpoint, reuse)
             .await
             .map_err(|e| bind_err(&h.endpoint, e))?;
+        listeners.push(("http", h.endpoint.clone(), kept));
         addrs.push((
             "http",
             listener
@@ -116,5 +138,9 @@ pub async fn start(
         };
         tasks.push(net::serve(listener, svc, Protocol::Auto, shutdown, grace));
     }
-    Ok(Running { addrs, tasks })
+    Ok(Running {
+        addrs,
+        tasks,
+        listeners,
+    })
 }
