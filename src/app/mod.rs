@@ -89,11 +89,19 @@ impl ReloadMetrics {
     fn set_hash(&mut self, hash: &str) {
         if !self.info_hash.is_empty() {
             self.registry
-                .gauge("weir_config_info", "The config in force (hash of its files).", &[("hash", &self.info_hash)])
+                .gauge(
+                    "weir_config_info",
+                    "The config in force (hash of its files).",
+                    &[("hash", &self.info_hash)],
+                )
                 .set(0.0);
         }
         self.registry
-            .gauge("weir_config_info", "The config in force (hash of its files).", &[("hash", hash)])
+            .gauge(
+                "weir_config_info",
+                "The config in force (hash of its files).",
+                &[("hash", hash)],
+            )
             .set(1.0);
         self.info_hash = hash.to_owned();
     }
@@ -108,6 +116,8 @@ fn unix_now() -> f64 {
 
 /// Runs weir until SIGTERM or SIGINT. Returns the process exit code.
 pub fn run(paths: &[PathBuf], opts: RunOptions) -> i32 {
+    // Hashed before reading, so a change made while starting is seen by --watch-config.
+    let initial_hash = config_hash(paths);
     let cfg = match config::load(paths) {
         Ok(c) => c,
         Err(errs) => {
@@ -145,7 +155,7 @@ pub fn run(paths: &[PathBuf], opts: RunOptions) -> i32 {
             tracing::info!("{what} listening on {addr}");
         }
         tracing::info!("Everything is ready. Begin running and processing data.");
-        let mut hash = config_hash(&paths);
+        let mut hash = initial_hash;
         let mut metrics = ReloadMetrics::new(&registry, &hash);
         let mut signals = Signals::new();
         let mut watch = tokio::time::interval(WATCH_INTERVAL);
@@ -186,7 +196,8 @@ pub fn run(paths: &[PathBuf], opts: RunOptions) -> i32 {
     })
 }
 
-/// Re-reads and validates every config file; applies it only if it is valid.
+/// Re-reads and validates every config file; applies it only if it is valid. The counters
+/// move last, so whoever watches `weir_config_reloads_total` sees the outcome with it.
 async fn reload(
     engine: &mut Engine,
     paths: &[PathBuf],
@@ -194,9 +205,7 @@ async fn reload(
     hash: &mut String,
     timeout: &mut Duration,
 ) -> Result<String, String> {
-    m.reloads.inc();
-    let cfg = match config::load(paths) {
-        Ok(c) => c,
+    let outcome = match config::load(paths) {
         Err(errs) => {
             m.failures.inc();
             m.last_ok.set(0.0);
@@ -204,26 +213,30 @@ async fn reload(
                 "reload refused: the new config is invalid; still running the previous one:\n{errs}\n{} error(s)",
                 errs.0.len()
             );
-            return Err(format!("{errs}\n{} error(s)", errs.0.len()));
+            Err(format!("{errs}\n{} error(s)", errs.0.len()))
+        }
+        Ok(cfg) => {
+            for w in &cfg.warnings {
+                tracing::warn!("config: {w}");
+            }
+            let report = engine.reload(&cfg).await;
+            *timeout = cfg.service.shutdown_timeout;
+            *hash = config_hash(paths);
+            m.set_hash(hash);
+            m.last_time.set(unix_now());
+            if report.failed.is_empty() {
+                m.last_ok.set(1.0);
+                tracing::info!("config reloaded: {report}");
+                Ok(format!("config reloaded: {report}"))
+            } else {
+                m.last_ok.set(0.0);
+                tracing::error!("config reloaded with failures: {report}");
+                Err(format!("config reloaded with failures: {report}"))
+            }
         }
     };
-    for w in &cfg.warnings {
-        tracing::warn!("config: {w}");
-    }
-    let report = engine.reload(&cfg).await;
-    *timeout = cfg.service.shutdown_timeout;
-    *hash = config_hash(paths);
-    m.set_hash(hash);
-    m.last_time.set(unix_now());
-    if report.failed.is_empty() {
-        m.last_ok.set(1.0);
-        tracing::info!("config reloaded: {report}");
-        Ok(format!("config reloaded: {report}"))
-    } else {
-        m.last_ok.set(0.0);
-        tracing::error!("config reloaded with failures: {report}");
-        Err(format!("config reloaded with failures: {report}"))
-    }
+    m.reloads.inc();
+    outcome
 }
 
 enum Event {

@@ -343,7 +343,8 @@ impl Engine {
                     continue;
                 }
             };
-            let (handle, task) = helper::start(id, sender, &s.queue, &s.retry, s.timeout, &self.registry);
+            let (handle, task) =
+                helper::start(id, sender, &s.queue, &s.retry, s.timeout, &self.registry);
             let new = RunningExporter {
                 cfg: (*ecfg).clone(),
                 handle,
@@ -522,11 +523,13 @@ impl Engine {
                 registry: self.registry.clone(),
             };
             let ReceiverConfig::Otlp(c) = rcfg;
-            match crate::receivers::otlp::start(c, out, stop_rx, self.shutdown_timeout, reuse).await {
+            match crate::receivers::otlp::start(c, out, stop_rx, self.shutdown_timeout, reuse).await
+            {
                 Ok(running) => {
                     handle.swap(sc);
                     for (transport, addr) in &running.addrs {
-                        self.addrs.insert(format!("receivers.{rid}.{transport}"), *addr);
+                        self.addrs
+                            .insert(format!("receivers.{rid}.{transport}"), *addr);
                     }
                     match old {
                         Some(o) => {
@@ -575,7 +578,8 @@ impl Engine {
             if let Some(o) = self.receivers.remove(&rid) {
                 report.removed.push(format!("receivers.{rid}"));
                 o.consumers.swap(SignalConsumers::default());
-                self.addrs.retain(|k, _| !k.starts_with(&format!("receivers.{rid}.")));
+                self.addrs
+                    .retain(|k, _| !k.starts_with(&format!("receivers.{rid}.")));
                 stopping.push(o);
             }
         }
@@ -591,7 +595,9 @@ impl Engine {
         // 4. Replaced and removed pipelines finish what they accepted.
         for t in retired_pipelines {
             if tokio::time::timeout_at(deadline, t).await.is_err() {
-                tracing::error!("a replaced pipeline did not finish within service.shutdown_timeout");
+                tracing::error!(
+                    "a replaced pipeline did not finish within service.shutdown_timeout"
+                );
             }
         }
         // 5. Replaced and removed exporters deliver what they queued.
@@ -611,20 +617,30 @@ impl Engine {
     ) -> Result<(), StartError> {
         let mut wanted: BTreeMap<String, (String, ServerKind)> = BTreeMap::new();
         if let Some(addr) = cfg.service.telemetry.metrics_address() {
-            wanted.insert("telemetry".into(), (addr.clone(), ServerKind::Telemetry(addr)));
+            wanted.insert(
+                "telemetry".into(),
+                (addr.clone(), ServerKind::Telemetry(addr)),
+            );
         }
         for ext in &cfg.service.extensions {
             if let Some(ExtensionConfig::HealthCheck(h)) = cfg.extensions.get(ext) {
                 wanted.insert(
                     format!("extensions.{ext}"),
-                    (format!("{h:?}"), ServerKind::Health(h.endpoint.clone(), Arc::from(h.path.as_str()))),
+                    (
+                        format!("{h:?}"),
+                        ServerKind::Health(h.endpoint.clone(), Arc::from(h.path.as_str())),
+                    ),
                 );
             }
         }
         let gone: Vec<String> = self
             .servers
             .keys()
-            .filter(|k| wanted.get(*k).is_none_or(|(spec, _)| self.servers.get(*k).is_some_and(|s| &s.spec != spec)))
+            .filter(|k| {
+                wanted
+                    .get(*k)
+                    .is_none_or(|(spec, _)| self.servers.get(*k).is_some_and(|s| &s.spec != spec))
+            })
             .cloned()
             .collect();
         // A server whose settings changed is stopped first, so it can listen on the same port.
@@ -807,9 +823,19 @@ async fn run_pipeline(run: PipelineRun) {
         };
         fan_out(&outs, ready).await;
     }
+    // The engine sends a handover before it lets the inbox close, so one may be waiting even
+    // if the closed inbox was seen first.
+    if handover.is_none() {
+        if let Ok(Ctl::Handover { keep, reply }) = ctl.try_recv() {
+            handover = Some((keep, reply));
+        }
+    }
     // Flush stage by stage: what stage i releases still runs through the stages after it.
     // Stages handed to a successor keep what they hold.
-    let keep: Vec<String> = handover.as_ref().map(|(k, _)| k.clone()).unwrap_or_default();
+    let keep: Vec<String> = handover
+        .as_ref()
+        .map(|(k, _)| k.clone())
+        .unwrap_or_default();
     for i in 0..procs.len() {
         if keep.contains(&ids[i]) {
             continue;

@@ -62,17 +62,17 @@ impl hyper::service::Service<Request<Incoming>> for TelemetryService {
                             match outcome.await {
                                 Ok(Ok(msg)) => text(StatusCode::OK, format!("{msg}\n")),
                                 Ok(Err(msg)) => text(StatusCode::BAD_REQUEST, format!("{msg}\n")),
-                                Err(_) => text(
-                                    StatusCode::SERVICE_UNAVAILABLE,
-                                    "shutting down\n".into(),
-                                ),
+                                Err(_) => {
+                                    text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
+                                }
                             }
                         }
                     }
                 },
-                (_, "/-/reload") | (_, "/metrics") => {
-                    text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into())
-                }
+                (_, "/-/reload") | (_, "/metrics") => text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed\n".into(),
+                ),
                 _ => text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
             };
             Ok(resp)

@@ -115,7 +115,14 @@ impl tonic::server::UnaryService<Bytes> for ExportSvc {
                 tenant: None,
             });
             let batch = Batch::encoded(signal, body, items, ctx);
-            match shared.out.consumers.current().get(signal).admit(batch).await {
+            match shared
+                .out
+                .consumers
+                .current()
+                .get(signal)
+                .admit(batch)
+                .await
+            {
                 Ok(()) => {
                     shared.grpc_counters.accepted(signal, items);
                     // An empty Export*ServiceResponse encodes as zero bytes.

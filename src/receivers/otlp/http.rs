@@ -324,7 +324,15 @@ impl HttpService {
                     tenant: None,
                 }),
             };
-            if let Err(r) = self.shared.out.consumers.current().get(signal).admit(batch).await {
+            if let Err(r) = self
+                .shared
+                .out
+                .consumers
+                .current()
+                .get(signal)
+                .admit(batch)
+                .await
+            {
                 self.shared.http_counters.refused(signal, items);
                 let msg = match r {
                     Refused::Busy => "weir is over capacity (pipeline full); retry later",
