@@ -142,6 +142,9 @@ pub fn run(paths: &[PathBuf], opts: RunOptions) -> i32 {
     };
     let paths = paths.to_vec();
     rt.block_on(async move {
+        // Signal handlers first: a SIGHUP that arrives while starting must not take the
+        // default action (terminate); it is handled once the loop runs.
+        let mut signals = Signals::new();
         let registry = Registry::new();
         let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
         let mut engine = match Engine::start(&cfg, Arc::clone(&registry), Some(reload_tx)).await {
@@ -157,7 +160,6 @@ pub fn run(paths: &[PathBuf], opts: RunOptions) -> i32 {
         tracing::info!("Everything is ready. Begin running and processing data.");
         let mut hash = initial_hash;
         let mut metrics = ReloadMetrics::new(&registry, &hash);
-        let mut signals = Signals::new();
         let mut watch = tokio::time::interval(WATCH_INTERVAL);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut timeout = cfg.service.shutdown_timeout;
