@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::loader::{ConfigError, ConfigErrors, Loaded, Mapping, Value};
 use super::units::DurationValue;
 use crate::exporters::debug::DebugConfig;
+use crate::exporters::loki::config::LokiExporterConfig;
 use crate::exporters::otlp::config::OtlpExporterConfig;
 use crate::exporters::otlphttp::config::OtlpHttpExporterConfig;
 use crate::exporters::prometheusremotewrite::config::PrwExporterConfig;
@@ -41,6 +42,7 @@ pub enum ExporterConfig {
     Otlp(OtlpExporterConfig),
     OtlpHttp(OtlpHttpExporterConfig),
     PrometheusRemoteWrite(Box<PrwExporterConfig>),
+    Loki(Box<LokiExporterConfig>),
     Debug(DebugConfig),
 }
 
@@ -131,6 +133,13 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         type_name: "otlphttp",
         signals: ALL,
         description: "OTLP over HTTP, protobuf or JSON",
+    },
+    ComponentInfo {
+        kind: Kind::Exporter,
+        type_name: "loki",
+        signals: &[Signal::Logs],
+        description:
+            "Loki push API (protobuf+snappy or JSON), labels from attributes, per-tenant requests",
     },
     ComponentInfo {
         kind: Kind::Exporter,
@@ -424,6 +433,13 @@ impl Config {
                     if let Some(c) = cx.decode::<OtlpHttpExporterConfig>(&path, body) {
                         if cx.problems(&path, c.validate()) {
                             exporters.insert(id, ExporterConfig::OtlpHttp(c));
+                        }
+                    }
+                }
+                "loki" => {
+                    if let Some(c) = cx.decode::<LokiExporterConfig>(&path, body) {
+                        if cx.problems(&path, c.validate()) {
+                            exporters.insert(id, ExporterConfig::Loki(Box::new(c)));
                         }
                     }
                 }

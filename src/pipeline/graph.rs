@@ -43,7 +43,7 @@ pub enum StartError {
 fn build_sender(
     id: &str,
     cfg: &ExporterConfig,
-    registry: &Registry,
+    registry: &Arc<Registry>,
 ) -> Result<(Arc<dyn Sender>, ExporterSettings), String> {
     Ok(match cfg {
         ExporterConfig::Otlp(c) => (
@@ -75,6 +75,14 @@ fn build_sender(
                     queue_size: c.remote_write_queue.queue_size,
                     ..Default::default()
                 },
+                retry: c.retry_on_failure.clone(),
+                timeout: c.timeout.0,
+            },
+        ),
+        ExporterConfig::Loki(c) => (
+            crate::exporters::loki::LokiSender::new(id, c, registry)? as Arc<dyn Sender>,
+            ExporterSettings {
+                queue: c.sending_queue.clone(),
                 retry: c.retry_on_failure.clone(),
                 timeout: c.timeout.0,
             },
