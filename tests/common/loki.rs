@@ -206,6 +206,9 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(out)
 }
 
+/// A stream as received: its labels text and (timestamp ns, line, structured metadata).
+type RawStream = (String, Vec<(i128, String, BTreeMap<String, String>)>);
+
 async fn handle(st: &LokiState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     *st.attempts.lock().unwrap() += 1;
     if req.method() != http::Method::POST || req.uri().path() != "/loki/api/v1/push" {
@@ -243,9 +246,7 @@ async fn handle(st: &LokiState, req: Request<Incoming>) -> Response<Full<Bytes>>
         }
     }
     // (labels text, [(ts ns, line, metadata)])
-    let streams: Vec<(String, Vec<(i128, String, BTreeMap<String, String>)>)> = if ct
-        .starts_with("application/x-protobuf")
-    {
+    let streams: Vec<RawStream> = if ct.starts_with("application/x-protobuf") {
         let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
             Ok(r) => r,
             Err(e) => return answer(StatusCode::BAD_REQUEST, &format!("snappy: {e}")),
