@@ -20,6 +20,7 @@ use crate::processors::attributes::config::{AttributesConfig, ResourceConfig};
 use crate::processors::batch::config::BatchConfig;
 use crate::processors::cardinality_limiter::config::CardinalityLimiterConfig;
 use crate::processors::tail_sampling::config::TailSamplingConfig;
+use crate::processors::tenant::config::TenantConfig;
 use crate::receivers::otlp::config::OtlpReceiverConfig;
 use crate::telemetry::TelemetryConfig;
 
@@ -35,6 +36,7 @@ pub enum ProcessorConfig {
     Resource(ResourceConfig),
     TailSampling(TailSamplingConfig),
     CardinalityLimiter(CardinalityLimiterConfig),
+    Tenant(TenantConfig),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +116,12 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         type_name: "tail_sampling",
         signals: &[Signal::Traces],
         description: "keeps whole traces by policy (errors, latency, attributes, rates)",
+    },
+    ComponentInfo {
+        kind: Kind::Processor,
+        type_name: "tenant",
+        signals: ALL,
+        description: "decides each resource's tenant (token, header, attribute, static) and keeps tenants apart",
     },
     ComponentInfo {
         kind: Kind::Processor,
@@ -397,6 +405,14 @@ impl Config {
                                 processors.insert(id, ProcessorConfig::Resource(c));
                             }
                             Err(p) => cx.err(&format!("{path}.{}", p.path), p.message),
+                        }
+                    }
+                }
+                "tenant" => {
+                    if let Some(mut c) = cx.decode::<TenantConfig>(&path, body) {
+                        let problems = crate::processors::tenant::prepare(&mut c);
+                        if cx.problems(&path, problems) {
+                            processors.insert(id, ProcessorConfig::Tenant(c));
                         }
                     }
                 }

@@ -128,6 +128,9 @@ fn build_processor(
         ProcessorConfig::TailSampling(c) => Box::new(
             crate::processors::tail_sampling::TailSampling::new(id, c, registry, wake.clone()),
         ),
+        ProcessorConfig::Tenant(c) => Box::new(crate::processors::tenant::TenantProcessor::new(
+            id, c, registry,
+        )),
     }
 }
 

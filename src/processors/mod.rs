@@ -3,6 +3,7 @@ pub mod attributes;
 pub mod batch;
 pub mod cardinality_limiter;
 pub mod tail_sampling;
+pub mod tenant;
 
 use std::sync::Arc;
 

@@ -16,6 +16,9 @@ pub struct OtlpExporterConfig {
     pub tls: TlsClientConfig,
     /// Sent as gRPC metadata with every request (e.g. `X-Scope-OrgID`, auth tokens).
     pub headers: Headers,
+    /// A header carrying each request's tenant (set by the `tenant` processor), e.g.
+    /// `X-Scope-OrgID`; none when not configured. Requests never mix tenants.
+    pub tenant_header: Option<String>,
     /// `gzip` (default) or `none`.
     pub compression: Compression,
     /// Per-request deadline (default 5s).
@@ -30,6 +33,7 @@ impl Default for OtlpExporterConfig {
             endpoint: String::new(),
             tls: TlsClientConfig::default(),
             headers: Headers::new(),
+            tenant_header: None,
             compression: Compression::Gzip,
             timeout: Duration::from_secs(5).into(),
             sending_queue: QueueConfig::default(),
@@ -72,6 +76,11 @@ impl OtlpExporterConfig {
             errs.push(("timeout".into(), "must be greater than 0".into()));
         }
         errs.extend(crate::exporters::check_headers(&self.headers));
+        if let Some(h) = &self.tenant_header {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                errs.push(("tenant_header".into(), format!("invalid header name {h:?}")));
+            }
+        }
         if let Err((k, m)) = self.sending_queue.validate() {
             errs.push((format!("sending_queue.{k}"), m));
         }

@@ -25,6 +25,7 @@ use config::OtlpExporterConfig;
 pub struct OtlpGrpcSender {
     channel: Channel,
     metadata: MetadataMap,
+    tenant_key: Option<MetadataKey<tonic::metadata::Ascii>>,
     gzip: bool,
 }
 
@@ -45,9 +46,17 @@ impl OtlpGrpcSender {
                 .map_err(|_| format!("invalid value for header {k:?}"))?;
             metadata.insert(key, val);
         }
+        let tenant_key = match &cfg.tenant_header {
+            Some(h) => Some(
+                MetadataKey::from_bytes(h.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| format!("invalid tenant_header {h:?}"))?,
+            ),
+            None => None,
+        };
         Ok(Arc::new(OtlpGrpcSender {
             channel: endpoint.connect_lazy(),
             metadata,
+            tenant_key,
             gzip: cfg.compression == Compression::Gzip,
         }))
     }
@@ -116,6 +125,12 @@ impl Sender for OtlpGrpcSender {
                 .map_err(|e| ExportError::retryable(format!("connection not ready: {e}")))?;
             let mut req = tonic::Request::new(batch.to_bytes());
             *req.metadata_mut() = self.metadata.clone();
+            if let (Some(k), Some(t)) = (&self.tenant_key, &batch.context.tenant) {
+                let v = MetadataValue::try_from(&**t).map_err(|_| {
+                    ExportError::permanent(format!("tenant {t:?} cannot be sent in a header"))
+                })?;
+                req.metadata_mut().insert(k.clone(), v);
+            }
             let path = PathAndQuery::from_static(batch.signal.grpc_path());
             match grpc.unary(req, path, BytesCodec).await {
                 Ok(resp) => Ok(partial_success(batch.signal, resp.get_ref())),

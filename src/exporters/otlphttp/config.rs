@@ -26,6 +26,9 @@ pub struct OtlpHttpExporterConfig {
     pub logs_endpoint: Option<String>,
     pub tls: TlsClientConfig,
     pub headers: Headers,
+    /// A header carrying each request's tenant (set by the `tenant` processor), e.g.
+    /// `X-Scope-OrgID`; none when not configured. Requests never mix tenants.
+    pub tenant_header: Option<String>,
     /// `gzip` (default) or `none`.
     pub compression: Compression,
     /// `proto` (default) or `json`.
@@ -45,6 +48,7 @@ impl Default for OtlpHttpExporterConfig {
             logs_endpoint: None,
             tls: TlsClientConfig::default(),
             headers: Headers::new(),
+            tenant_header: None,
             compression: Compression::Gzip,
             encoding: Encoding::Proto,
             timeout: Duration::from_secs(30).into(),
@@ -110,6 +114,11 @@ impl OtlpHttpExporterConfig {
             errs.push(("timeout".into(), "must be greater than 0".into()));
         }
         errs.extend(crate::exporters::check_headers(&self.headers));
+        if let Some(h) = &self.tenant_header {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                errs.push(("tenant_header".into(), format!("invalid header name {h:?}")));
+            }
+        }
         if let Err((k, m)) = self.sending_queue.validate() {
             errs.push((format!("sending_queue.{k}"), m));
         }

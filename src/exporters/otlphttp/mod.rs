@@ -23,6 +23,7 @@ pub struct OtlpHttpSender {
     client: Client<HttpConnector, Full<Bytes>>,
     urls: [Option<http::Uri>; 3],
     headers: HeaderMap,
+    tenant_header: Option<HeaderName>,
     gzip: bool,
     encoding: Encoding,
 }
@@ -69,10 +70,18 @@ impl OtlpHttpSender {
                 HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k:?}"))?;
             headers.insert(name, value);
         }
+        let tenant_header = match &cfg.tenant_header {
+            Some(h) => Some(
+                HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| format!("invalid tenant_header {h:?}"))?,
+            ),
+            None => None,
+        };
         Ok(Arc::new(OtlpHttpSender {
             client,
             urls,
             headers,
+            tenant_header,
             gzip: cfg.compression == Compression::Gzip,
             encoding: cfg.encoding,
         }))
@@ -171,6 +180,12 @@ impl Sender for OtlpHttpSender {
             }
             for (k, v) in &self.headers {
                 req.headers_mut().insert(k.clone(), v.clone());
+            }
+            if let (Some(h), Some(t)) = (&self.tenant_header, &batch.context.tenant) {
+                let v = HeaderValue::from_str(t).map_err(|_| {
+                    ExportError::permanent(format!("tenant {t:?} cannot be sent in a header"))
+                })?;
+                req.headers_mut().insert(h.clone(), v);
             }
             let resp = self
                 .client

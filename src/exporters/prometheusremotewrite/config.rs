@@ -14,6 +14,9 @@ pub struct PrwExporterConfig {
     /// The remote-write URL, e.g. `http://prometheus:9090/api/v1/write`.
     pub endpoint: String,
     pub headers: Headers,
+    /// A header carrying each request's tenant (set by the `tenant` processor), e.g.
+    /// `X-Scope-OrgID`; none when not configured. Requests never mix tenants.
+    pub tenant_header: Option<String>,
     /// Per-request deadline (default 5s, as upstream).
     pub timeout: DurationValue,
     pub tls: TlsClientConfig,
@@ -81,6 +84,7 @@ impl Default for PrwExporterConfig {
         PrwExporterConfig {
             endpoint: String::new(),
             headers: Headers::new(),
+            tenant_header: None,
             timeout: Duration::from_secs(5).into(),
             tls: TlsClientConfig::default(),
             namespace: String::new(),
@@ -162,6 +166,11 @@ impl PrwExporterConfig {
             ));
         }
         errs.extend(crate::exporters::check_headers(&self.headers));
+        if let Some(h) = &self.tenant_header {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                errs.push(("tenant_header".into(), format!("invalid header name {h:?}")));
+            }
+        }
         if let Err((k, m)) = self.retry_on_failure.validate() {
             errs.push((format!("retry_on_failure.{k}"), m));
         }

@@ -38,6 +38,7 @@ pub struct PrwSender {
     client: Client<HttpConnector, Full<Bytes>>,
     url: http::Uri,
     headers: HeaderMap,
+    tenant_header: Option<HeaderName>,
     settings: Settings,
     max_bytes: usize,
     dropped_delta: Counter,
@@ -84,11 +85,19 @@ impl PrwSender {
                 &[("exporter", id), ("reason", reason)],
             )
         };
+        let tenant_header = match &cfg.tenant_header {
+            Some(h) => Some(
+                HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| format!("invalid tenant_header {h:?}"))?,
+            ),
+            None => None,
+        };
         Ok(Arc::new(PrwSender {
             id: Arc::from(id),
             client,
             url,
             headers,
+            tenant_header,
             settings: Settings {
                 namespace: cfg.namespace.clone(),
                 external_labels: external,
@@ -177,7 +186,7 @@ impl Sender for PrwSender {
                 }
             };
             for body in self.requests(req) {
-                self.post(body).await?;
+                self.post(body, batch.context.tenant.as_deref()).await?;
             }
             Ok(Sent::default())
         })
@@ -185,7 +194,7 @@ impl Sender for PrwSender {
 }
 
 impl PrwSender {
-    async fn post(&self, body: Vec<u8>) -> Result<(), ExportError> {
+    async fn post(&self, body: Vec<u8>, tenant: Option<&str>) -> Result<(), ExportError> {
         let compressed = snap::raw::Encoder::new()
             .compress_vec(&body)
             .map_err(|e| ExportError::permanent(format!("snappy: {e}")))?;
@@ -203,6 +212,12 @@ impl PrwSender {
             .map_err(|e| ExportError::permanent(format!("cannot build request: {e}")))?;
         for (k, v) in &self.headers {
             req.headers_mut().insert(k.clone(), v.clone());
+        }
+        if let (Some(h), Some(t)) = (&self.tenant_header, tenant) {
+            let v = HeaderValue::from_str(t).map_err(|_| {
+                ExportError::permanent(format!("tenant {t:?} cannot be sent in a header"))
+            })?;
+            req.headers_mut().insert(h.clone(), v);
         }
         let resp =
             self.client.request(req).await.map_err(|e| {

@@ -1,0 +1,73 @@
+//! `tenant` processor settings.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// One place a tenant can come from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SourceConfig {
+    /// `auth`: the client's bearer token, mapped through `tokens` / `tokens_file`.
+    Named(String),
+    /// `header: X-Scope-OrgID`: a request header (the receiver needs `include_metadata`).
+    Header { header: String },
+    /// `attribute: {key, map}`: a resource attribute, mapped (exact or regex → tenant; no map:
+    /// the value itself).
+    Attribute { attribute: AttributeSource },
+    /// `static: shared`.
+    Static {
+        #[serde(rename = "static")]
+        value: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttributeSource {
+    pub key: String,
+    pub map: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Missing {
+    #[default]
+    Default,
+    Reject,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    /// Tried in order; the first that yields a tenant wins.
+    pub sources: Vec<SourceConfig>,
+    pub missing: Missing,
+    pub default_tenant: String,
+    /// The resource attribute the tenant is written to (default `tenant.id`).
+    pub attribute: String,
+    /// When false, a tenant header that disagrees with the authenticated client's tenant
+    /// is refused (the data is dropped and counted): one tenant cannot write as another.
+    pub trust_client_header: bool,
+    /// Bearer token -> tenant, inline.
+    pub tokens: BTreeMap<String, String>,
+    /// Bearer token -> tenant, from a file of `token tenant` lines (`#` comments). Re-read
+    /// on reload.
+    pub tokens_file: Option<PathBuf>,
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        TenantConfig {
+            sources: vec![SourceConfig::Header {
+                header: "X-Scope-OrgID".into(),
+            }],
+            missing: Missing::Default,
+            default_tenant: "anonymous".into(),
+            attribute: "tenant.id".into(),
+            trust_client_header: true,
+            tokens: BTreeMap::new(),
+            tokens_file: None,
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The `tenant` processor (all signals): decides each resource's tenant, writes it into a
+//! resource attribute (`tenant.id`) and into the batch context, and splits batches so one
+//! batch (and so one exporter request) never mixes tenants.
+//!
+//! Sources, tried in order (the first that yields a tenant wins): `auth` (the client's bearer
+//! token mapped through `tokens`/`tokens_file`), `header` (a request header; the receiver
+//! needs `include_metadata`), `attribute` (a resource attribute, mapped exactly or by regex),
+//! `static`. With nothing found, `missing: default` uses `default_tenant` and
+//! `missing: reject` drops the data (counted). `trust_client_header: false` drops data whose
+//! tenant header disagrees with its bearer token's tenant, so one tenant cannot write as
+//! another.
+pub mod config;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use regex::Regex;
+
+use crate::pdata::{Batch, Context, Payload};
+use crate::pipeline::Processor;
+use crate::telemetry::metrics::{Counter, Registry};
+use config::{Missing, SourceConfig, TenantConfig};
+
+/// Reads a tokens file: one `token tenant` pair a line, `#` comments, blank lines ignored.
+pub fn read_tokens_file(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read tokens file {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let mut parts = l.split_whitespace();
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(t), Some(tenant), None) => out.push((t.to_owned(), tenant.to_owned())),
+            _ => {
+                return Err(format!(
+                    "{}:{}: expected `token tenant`",
+                    path.display(),
+                    i + 1
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a config the way building it would; loads `tokens_file` into `tokens` (so a reload
+/// that finds a changed file sees a changed config).
+pub fn prepare(cfg: &mut TenantConfig) -> Vec<(String, String)> {
+    let mut errs = Vec::new();
+    if cfg.sources.is_empty() {
+        errs.push((
+            "sources".into(),
+            "must list at least one source (auth, header, attribute, static)".into(),
+        ));
+    }
+    let mut needs_tokens = false;
+    for (i, s) in cfg.sources.iter().enumerate() {
+        match s {
+            SourceConfig::Named(n) if n == "auth" => needs_tokens = true,
+            SourceConfig::Named(n) => errs.push((
+                format!("sources[{i}]"),
+                format!("unknown source {n:?}; expected auth, {{header: ...}}, {{attribute: {{key, map}}}} or {{static: ...}}"),
+            )),
+            SourceConfig::Header { header } if http::HeaderName::from_bytes(header.as_bytes()).is_err() => {
+                errs.push((format!("sources[{i}].header"), format!("invalid header name {header:?}")))
+            }
+            SourceConfig::Attribute { attribute } => {
+                if attribute.key.is_empty() {
+                    errs.push((format!("sources[{i}].attribute.key"), "is required".into()));
+                }
+                for pat in attribute.map.keys() {
+                    if let Err(e) = Regex::new(&format!("^(?:{pat})$")) {
+                        errs.push((format!("sources[{i}].attribute.map.{pat}"), format!("invalid regex {pat:?}: {e}")));
+                    }
+                }
+            }
+            SourceConfig::Static { value } if value.is_empty() => {
+                errs.push((format!("sources[{i}].static"), "must not be empty".into()))
+            }
+            _ => {}
+        }
+    }
+    if let Some(path) = &cfg.tokens_file {
+        match read_tokens_file(path) {
+            Ok(pairs) => cfg.tokens.extend(pairs),
+            Err(e) => errs.push(("tokens_file".into(), e)),
+        }
+    }
+    if needs_tokens && cfg.tokens.is_empty() && errs.is_empty() {
+        errs.push((
+            "tokens".into(),
+            "source auth needs tokens (inline) or tokens_file".into(),
+        ));
+    }
+    if cfg.missing == Missing::Default && cfg.default_tenant.is_empty() {
+        errs.push((
+            "default_tenant".into(),
+            "must not be empty with missing: default".into(),
+        ));
+    }
+    if cfg.attribute.is_empty() {
+        errs.push(("attribute".into(), "must not be empty".into()));
+    }
+    errs
+}
+
+enum Source {
+    Auth,
+    Header(String),
+    Attribute {
+        key: String,
+        exact: HashMap<String, Arc<str>>,
+        rules: Vec<(Regex, Arc<str>)>,
+    },
+    Static(Arc<str>),
+}
+
+/// Why a resource got no tenant.
+enum NoTenant {
+    Missing,
+    Spoofed,
+}
+
+pub struct TenantProcessor {
+    id: Arc<str>,
+    sources: Vec<Source>,
+    missing: Missing,
+    default_tenant: Arc<str>,
+    attribute: String,
+    trust_header: bool,
+    tokens: HashMap<String, Arc<str>>,
+    dropped_missing: Counter,
+    dropped_spoofed: Counter,
+}
+
+fn str_value(v: &AnyValue) -> Option<&str> {
+    match v.value.as_ref() {
+        Some(any_value::Value::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn set_attr(resource: &mut Option<Resource>, key: &str, value: &str) {
+    let r = resource.get_or_insert_with(Resource::default);
+    let v = Some(AnyValue {
+        value: Some(any_value::Value::StringValue(value.to_owned())),
+    });
+    match r.attributes.iter_mut().find(|kv| kv.key == key) {
+        Some(kv) => kv.value = v,
+        None => r.attributes.push(KeyValue {
+            key: key.to_owned(),
+            value: v,
+            ..Default::default()
+        }),
+    }
+}
+
+impl TenantProcessor {
+    pub fn new(id: &str, cfg: &TenantConfig, registry: &Registry) -> TenantProcessor {
+        let sources = cfg
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                SourceConfig::Named(n) if n == "auth" => Some(Source::Auth),
+                SourceConfig::Named(_) => None,
+                SourceConfig::Header { header } => Some(Source::Header(header.clone())),
+                SourceConfig::Attribute { attribute } => {
+                    let mut exact = HashMap::new();
+                    let mut rules = Vec::new();
+                    for (pat, tenant) in &attribute.map {
+                        let t: Arc<str> = Arc::from(tenant.as_str());
+                        exact.insert(pat.clone(), t.clone());
+                        if let Ok(re) = Regex::new(&format!("^(?:{pat})$")) {
+                            rules.push((re, t));
+                        }
+                    }
+                    Some(Source::Attribute {
+                        key: attribute.key.clone(),
+                        exact,
+                        rules,
+                    })
+                }
+                SourceConfig::Static { value } => Some(Source::Static(Arc::from(value.as_str()))),
+            })
+            .collect();
+        let dropped = |reason: &str| {
+            registry.counter(
+                "weir_tenant_dropped_items_total",
+                "Items the tenant processor dropped: no tenant (missing: reject) or a tenant header that disagrees with the client's token.",
+                &[("processor", id), ("reason", reason)],
+            )
+        };
+        TenantProcessor {
+            id: Arc::from(id),
+            sources,
+            missing: cfg.missing,
+            default_tenant: Arc::from(cfg.default_tenant.as_str()),
+            attribute: cfg.attribute.clone(),
+            trust_header: cfg.trust_client_header,
+            tokens: cfg
+                .tokens
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::from(v.as_str())))
+                .collect(),
+            dropped_missing: dropped("missing"),
+            dropped_spoofed: dropped("header_mismatch"),
+        }
+    }
+
+    fn auth_tenant(&self, ctx: &Context) -> Option<Arc<str>> {
+        let h = ctx.metadata_value("authorization")?;
+        let token = h
+            .strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))?
+            .trim();
+        self.tokens.get(token).cloned()
+    }
+
+    fn tenant(&self, ctx: &Context, resource: Option<&Resource>) -> Result<Arc<str>, NoTenant> {
+        let auth = self.auth_tenant(ctx);
+        if !self.trust_header {
+            if let Some(a) = &auth {
+                for s in &self.sources {
+                    if let Source::Header(h) = s {
+                        if let Some(v) = ctx.metadata_value(h) {
+                            if v != &**a {
+                                return Err(NoTenant::Spoofed);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for s in &self.sources {
+            let found = match s {
+                Source::Auth => auth.clone(),
+                Source::Header(h) => ctx
+                    .metadata_value(h)
+                    .filter(|v| !v.is_empty())
+                    .map(Arc::from),
+                Source::Static(v) => Some(v.clone()),
+                Source::Attribute { key, exact, rules } => resource
+                    .and_then(|r| r.attributes.iter().find(|kv| &kv.key == key))
+                    .and_then(|kv| kv.value.as_ref())
+                    .and_then(str_value)
+                    .and_then(|v| {
+                        if exact.is_empty() {
+                            return Some(Arc::from(v));
+                        }
+                        exact.get(v).cloned().or_else(|| {
+                            rules
+                                .iter()
+                                .find(|(re, _)| re.is_match(v))
+                                .map(|(_, t)| t.clone())
+                        })
+                    }),
+            };
+            if let Some(t) = found {
+                return Ok(t);
+            }
+        }
+        match self.missing {
+            Missing::Default => Ok(self.default_tenant.clone()),
+            Missing::Reject => Err(NoTenant::Missing),
+        }
+    }
+
+    fn count_drop(&self, why: NoTenant, items: usize) {
+        match why {
+            NoTenant::Missing => {
+                self.dropped_missing.add(items as u64);
+                tracing::warn!(processor = %self.id, "dropped {items} items with no tenant (missing: reject)");
+            }
+            NoTenant::Spoofed => {
+                self.dropped_spoofed.add(items as u64);
+                tracing::warn!(processor = %self.id, "dropped {items} items whose tenant header disagrees with the client's token (trust_client_header: false)");
+            }
+        }
+    }
+}
+
+/// Splits the resource-level items of a request by tenant.
+macro_rules! split_by_tenant {
+    ($self:ident, $req:expr, $field:ident, $ctor:ident, $count:path, $variant:ident, $batch:ident, $out:ident) => {{
+        let ctx = $batch.context.clone();
+        let mut groups: Vec<(Arc<str>, $ctor)> = Vec::new();
+        for mut item in std::mem::take(&mut $req.$field) {
+            match $self.tenant(&ctx, item.resource.as_ref()) {
+                Ok(t) => {
+                    set_attr(&mut item.resource, &$self.attribute, &t);
+                    match groups.iter_mut().find(|(g, _)| *g == t) {
+                        Some((_, r)) => r.$field.push(item),
+                        None => groups.push((t, $ctor { $field: vec![item] })),
+                    }
+                }
+                Err(why) => {
+                    let one = $ctor { $field: vec![item] };
+                    $self.count_drop(why, $count(&one));
+                }
+            }
+        }
+        for (t, r) in groups {
+            let mut c = (*ctx).clone();
+            c.tenant = Some(t);
+            let items = $count(&r);
+            $out.push(Batch {
+                signal: $batch.signal,
+                items,
+                payload: Payload::$variant(r),
+                context: Arc::new(c),
+            });
+        }
+    }};
+}
+
+impl Processor for TenantProcessor {
+    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
+        if let Err(e) = batch.decode() {
+            tracing::error!(processor = %self.id, "dropping {} items: {e}", batch.items);
+            return;
+        }
+        let payload = std::mem::replace(&mut batch.payload, Payload::Encoded(Default::default()));
+        match payload {
+            Payload::Traces(mut r) => split_by_tenant!(
+                self,
+                r,
+                resource_spans,
+                ExportTraceServiceRequest,
+                crate::pdata::count_spans,
+                Traces,
+                batch,
+                out
+            ),
+            Payload::Metrics(mut r) => split_by_tenant!(
+                self,
+                r,
+                resource_metrics,
+                ExportMetricsServiceRequest,
+                crate::pdata::count_points,
+                Metrics,
+                batch,
+                out
+            ),
+            Payload::Logs(mut r) => split_by_tenant!(
+                self,
+                r,
+                resource_logs,
+                ExportLogsServiceRequest,
+                crate::pdata::count_logs,
+                Logs,
+                batch,
+                out
+            ),
+            Payload::Encoded(_) => {}
+        }
+    }
+}

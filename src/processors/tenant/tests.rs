@@ -1,0 +1,238 @@
+use std::sync::Arc;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+use super::config::TenantConfig;
+use super::*;
+use crate::pdata::{Context, Signal};
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// One resource per namespace, two records each.
+fn logs(namespaces: &[&str]) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: namespaces
+            .iter()
+            .map(|ns| ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![kv("k8s.namespace.name", ns)],
+                    ..Default::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default(), LogRecord::default()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+fn processor(yaml: &str) -> (TenantProcessor, Arc<Registry>) {
+    let mut c: TenantConfig = serde_yaml::from_str(yaml).expect("yaml");
+    let errs = prepare(&mut c);
+    assert!(errs.is_empty(), "{errs:?}");
+    let reg = Registry::new();
+    (TenantProcessor::new("tenant", &c, &reg), reg)
+}
+
+fn run(
+    p: &mut TenantProcessor,
+    r: &ExportLogsServiceRequest,
+    metadata: &[(&str, &str)],
+) -> Vec<(Option<String>, usize, Vec<String>)> {
+    let ctx = Context {
+        metadata: Some(Arc::new(
+            metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )),
+        ..Default::default()
+    };
+    let b = Batch::encoded(
+        Signal::Logs,
+        Bytes::from(r.encode_to_vec()),
+        0,
+        Arc::new(ctx),
+    );
+    let mut out = Vec::new();
+    p.process(b, &mut out);
+    out.into_iter()
+        .map(|b| {
+            let Payload::Logs(r) = &b.payload else {
+                panic!("decoded logs")
+            };
+            let written: Vec<String> = r
+                .resource_logs
+                .iter()
+                .map(|rl| {
+                    rl.resource
+                        .as_ref()
+                        .and_then(|res| res.attributes.iter().find(|kv| kv.key == "tenant.id"))
+                        .and_then(|kv| kv.value.as_ref())
+                        .and_then(str_value)
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .collect();
+            (
+                b.context.tenant.as_deref().map(str::to_owned),
+                b.items,
+                written,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sources_in_order_and_batches_split_by_tenant() {
+    let (mut p, _) = processor(
+        "sources:
+  - auth
+  - header: X-Scope-OrgID
+  - attribute: {key: k8s.namespace.name, map: {'team-a-.*': team-a, billing: team-b}}
+  - static: shared
+tokens: {tok-a: team-a}",
+    );
+    // No token, no header: the attribute decides per resource; unmatched falls to static.
+    let out = run(
+        &mut p,
+        &logs(&["team-a-prod", "billing", "other", "team-a-dev"]),
+        &[],
+    );
+    assert_eq!(
+        out,
+        vec![
+            (
+                Some("team-a".into()),
+                4,
+                vec!["team-a".into(), "team-a".into()]
+            ),
+            (Some("team-b".into()), 2, vec!["team-b".into()]),
+            (Some("shared".into()), 2, vec!["shared".into()]),
+        ]
+    );
+    // A header beats the attribute; a token beats the header.
+    let out = run(&mut p, &logs(&["billing"]), &[("x-scope-orgid", "team-h")]);
+    assert_eq!(out[0].0.as_deref(), Some("team-h"));
+    let out = run(
+        &mut p,
+        &logs(&["billing"]),
+        &[
+            ("authorization", "Bearer tok-a"),
+            ("x-scope-orgid", "team-h"),
+        ],
+    );
+    assert_eq!(out[0].0.as_deref(), Some("team-a"));
+}
+
+#[test]
+fn missing_default_and_reject() {
+    let (mut p, _) = processor("sources: [{header: X-Scope-OrgID}]\ndefault_tenant: anon");
+    assert_eq!(
+        run(&mut p, &logs(&["x"]), &[])[0].0.as_deref(),
+        Some("anon")
+    );
+    let (mut p, reg) = processor("sources: [{header: X-Scope-OrgID}]\nmissing: reject");
+    assert!(run(&mut p, &logs(&["x", "y"]), &[]).is_empty());
+    assert_eq!(
+        reg.value(
+            "weir_tenant_dropped_items_total",
+            &[("processor", "tenant"), ("reason", "missing")]
+        ),
+        Some(4.0)
+    );
+}
+
+#[test]
+fn an_untrusted_header_cannot_claim_another_tenant() {
+    let (mut p, reg) = processor(
+        "sources: [auth, {header: X-Scope-OrgID}]\ntrust_client_header: false\ntokens: {tok-a: team-a}",
+    );
+    // The token says team-a; the header claims team-b: dropped and counted.
+    let out = run(
+        &mut p,
+        &logs(&["x"]),
+        &[
+            ("authorization", "Bearer tok-a"),
+            ("x-scope-orgid", "team-b"),
+        ],
+    );
+    assert!(out.is_empty());
+    assert_eq!(
+        reg.value(
+            "weir_tenant_dropped_items_total",
+            &[("processor", "tenant"), ("reason", "header_mismatch")]
+        ),
+        Some(2.0)
+    );
+    // Agreeing header and token pass.
+    let out = run(
+        &mut p,
+        &logs(&["x"]),
+        &[
+            ("authorization", "Bearer tok-a"),
+            ("x-scope-orgid", "team-a"),
+        ],
+    );
+    assert_eq!(out[0].0.as_deref(), Some("team-a"));
+}
+
+#[test]
+fn tokens_file_and_config_errors() {
+    let dir = std::env::temp_dir().join(format!("weir-tenant-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let f = dir.join("tokens");
+    std::fs::write(&f, "# token tenant\ntok-1 team-1\n\ntok-2 team-2\n").expect("write");
+    let (mut p, _) = processor(&format!("sources: [auth]\ntokens_file: {}", f.display()));
+    let out = run(&mut p, &logs(&["x"]), &[("authorization", "Bearer tok-2")]);
+    assert_eq!(out[0].0.as_deref(), Some("team-2"));
+
+    std::fs::write(&f, "tok-1 team-1 extra\n").expect("write");
+    let mut c: TenantConfig =
+        serde_yaml::from_str(&format!("sources: [auth]\ntokens_file: {}", f.display()))
+            .expect("yaml");
+    let errs = prepare(&mut c);
+    assert_eq!(errs[0].0, "tokens_file");
+    assert!(
+        errs[0].1.ends_with(":1: expected `token tenant`"),
+        "{}",
+        errs[0].1
+    );
+
+    let mut c: TenantConfig = serde_yaml::from_str(
+        "sources: [magic, {header: 'bad header'}, {attribute: {key: '', map: {'(': x}}}, {static: ''}]",
+    )
+    .expect("yaml");
+    let keys: Vec<String> = prepare(&mut c).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "sources[0]",
+            "sources[1].header",
+            "sources[2].attribute.key",
+            "sources[2].attribute.map.(",
+            "sources[3].static"
+        ]
+    );
+    let mut c: TenantConfig = serde_yaml::from_str("sources: [auth]").expect("yaml");
+    assert_eq!(
+        prepare(&mut c)[0].1,
+        "source auth needs tokens (inline) or tokens_file"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
