@@ -125,8 +125,44 @@ fn level(r: &LogRecord) -> Option<String> {
     )
 }
 
+fn hex_into(out: &mut String, b: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(b.len() * 2);
+    for x in b {
+        out.push(DIGITS[(x >> 4) as usize] as char);
+        out.push(DIGITS[(x & 15) as usize] as char);
+    }
+}
+
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let mut s = String::with_capacity(b.len() * 2);
+    hex_into(&mut s, b);
+    s
+}
+
+/// Appends `s` as a JSON string literal.
+fn json_str_into(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Appends an OTLP value as JSON (strings directly, the rest through serde_json).
+fn json_value_into(out: &mut String, v: &AnyValue) {
+    match v.value.as_ref() {
+        Some(any_value::Value::StringValue(s)) => json_str_into(out, s),
+        _ => out.push_str(&json_value(v).to_string()),
+    }
 }
 
 /// Prometheus text form of a label set, as Loki parses it: `{a="b", c="d"}`.
@@ -359,32 +395,54 @@ impl Encoder {
         let line = match format {
             LineFormat::Raw => body.map(value_text).unwrap_or_default(),
             LineFormat::Json => {
-                let mut m = serde_json::Map::new();
-                if let Some(b) = body {
-                    m.insert("body".into(), json_value(b));
+                // Keys in sorted order, as a JSON object map would print them.
+                let mut out = String::with_capacity(128);
+                out.push('{');
+                let mut first = true;
+                let mut key = |out: &mut String, k: &str| {
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    json_str_into(out, k);
+                    out.push(':');
+                };
+                if !inline.is_empty() {
+                    key(&mut out, "attributes");
+                    let mut sorted: Vec<&&KeyValue> = inline.iter().collect();
+                    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+                    out.push('{');
+                    for (i, kv) in sorted.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        json_str_into(&mut out, &kv.key);
+                        out.push(':');
+                        match &kv.value {
+                            Some(v) => json_value_into(&mut out, v),
+                            None => out.push_str("null"),
+                        }
+                    }
+                    out.push('}');
                 }
-                if ids && !r.trace_id.is_empty() {
-                    m.insert("trace_id".into(), hex(&r.trace_id).into());
+                if let Some(b) = body {
+                    key(&mut out, "body");
+                    json_value_into(&mut out, b);
                 }
                 if ids && !r.span_id.is_empty() {
-                    m.insert("span_id".into(), hex(&r.span_id).into());
+                    key(&mut out, "span_id");
+                    out.push('"');
+                    hex_into(&mut out, &r.span_id);
+                    out.push('"');
                 }
-                if !inline.is_empty() {
-                    let attrs: serde_json::Map<String, serde_json::Value> = inline
-                        .iter()
-                        .map(|kv| {
-                            (
-                                kv.key.clone(),
-                                kv.value
-                                    .as_ref()
-                                    .map(json_value)
-                                    .unwrap_or(serde_json::Value::Null),
-                            )
-                        })
-                        .collect();
-                    m.insert("attributes".into(), serde_json::Value::Object(attrs));
+                if ids && !r.trace_id.is_empty() {
+                    key(&mut out, "trace_id");
+                    out.push('"');
+                    hex_into(&mut out, &r.trace_id);
+                    out.push('"');
                 }
-                serde_json::Value::Object(m).to_string()
+                out.push('}');
+                out
             }
             LineFormat::Logfmt => {
                 let mut parts = Vec::new();

@@ -278,3 +278,21 @@ fn config_validation() {
     let none: LokiExporterConfig = serde_yaml::from_str("{}").expect("yaml");
     assert_eq!(none.validate()[0].0, "endpoint");
 }
+
+#[test]
+fn json_lines_escape_like_serde_json() {
+    let e = encoder("line_format: json");
+    let body = "quote \" backslash \\ newline \n tab \t bell \u{7} é 日本";
+    let g = e.group(
+        &req(vec![(
+            vec![],
+            vec![rec(1, body, "", vec![kv("k\"ey", "v\u{1}")])],
+        )]),
+        None,
+    );
+    let line = &g[0].streams[0].entries[0].line;
+    let v: serde_json::Value = serde_json::from_str(line).expect("valid json");
+    assert_eq!(v["body"], body);
+    assert_eq!(v["attributes"]["k\"ey"], "v\u{1}");
+    assert_eq!(v["trace_id"], "ab".repeat(16));
+}
