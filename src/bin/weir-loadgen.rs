@@ -90,11 +90,17 @@ fn template(signal: Signal, shape: &str, batch: usize) -> Template {
                         attrs = vec![
                             kv("http.request.method", "GET"),
                             kv("http.route", "/api/v1/customers/{customer_id}/orders"),
-                            kv("url.full", "https://shop.example.com/api/v1/customers/4711/orders?page=2"),
+                            kv(
+                                "url.full",
+                                "https://shop.example.com/api/v1/customers/4711/orders?page=2",
+                            ),
                             kv("url.scheme", "https"),
                             kv("server.address", "shop.example.com"),
                             kv("network.protocol.version", "1.1"),
-                            kv("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"),
+                            kv(
+                                "user_agent.original",
+                                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+                            ),
                             kv("client.address", "203.0.113.195"),
                             kv("http.response.status_code", "200"),
                             kv("service.version", "2024.11.3-7f9c2a1"),
@@ -179,7 +185,10 @@ fn template(signal: Signal, shape: &str, batch: usize) -> Template {
                             "GET /api/v1/items/{i} 200 12ms user-agent=curl/8.0"
                         ))),
                     }),
-                    attributes: vec![kv("http.method", "GET"), kv("http.route", "/api/v1/items/{id}")],
+                    attributes: vec![
+                        kv("http.method", "GET"),
+                        kv("http.route", "/api/v1/items/{id}"),
+                    ],
                     ..Default::default()
                 })
                 .collect();
@@ -265,7 +274,9 @@ impl Args {
     }
     fn num(&self, name: &str, default: u64) -> Result<u64, String> {
         match self.get(name) {
-            Some(v) => v.parse().map_err(|_| format!("{name}: not a number: {v:?}")),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("{name}: not a number: {v:?}")),
             None => Ok(default),
         }
     }
@@ -284,7 +295,10 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     };
     let args = Args(argv[1..].to_vec());
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("weir-loadgen: {e}");
@@ -317,9 +331,13 @@ struct Totals {
 }
 
 async fn send(args: Args) -> Result<String, String> {
-    let endpoint = args.get("--endpoint").ok_or("--endpoint is required")?.to_owned();
+    let endpoint = args
+        .get("--endpoint")
+        .ok_or("--endpoint is required")?
+        .to_owned();
     let protocol = args.get("--protocol").unwrap_or("grpc").to_owned();
-    let signal = Signal::parse(args.get("--signal").unwrap_or("traces")).ok_or("--signal: traces, metrics or logs")?;
+    let signal = Signal::parse(args.get("--signal").unwrap_or("traces"))
+        .ok_or("--signal: traces, metrics or logs")?;
     let batch = args.num("--batch", 512)? as usize;
     let conns = args.num("--conns", 4)?.max(1);
     let duration = args.dur("--duration", Duration::from_secs(10))?;
@@ -336,17 +354,29 @@ async fn send(args: Args) -> Result<String, String> {
     let start = Instant::now();
     let deadline = start + duration;
     // Requests per second per connection when a rate is set.
-    let interval = (rate > 0).then(|| Duration::from_secs_f64(batch as f64 * conns as f64 / rate as f64));
+    let interval =
+        (rate > 0).then(|| Duration::from_secs_f64(batch as f64 * conns as f64 / rate as f64));
     let mut tasks = Vec::new();
     for c in 0..conns {
-        let (tpl, totals, endpoint, protocol, headers) =
-            (tpl.clone(), totals.clone(), endpoint.clone(), protocol.clone(), headers.clone());
+        let (tpl, totals, endpoint, protocol, headers) = (
+            tpl.clone(),
+            totals.clone(),
+            endpoint.clone(),
+            protocol.clone(),
+            headers.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut local = Totals::default();
             let res = if protocol == "http" {
-                send_http(&endpoint, signal, &tpl, c, gzip, &headers, deadline, interval, &mut local).await
+                send_http(
+                    &endpoint, signal, &tpl, c, gzip, &headers, deadline, interval, &mut local,
+                )
+                .await
             } else {
-                send_grpc(&endpoint, signal, &tpl, c, gzip, &headers, deadline, interval, &mut local).await
+                send_grpc(
+                    &endpoint, signal, &tpl, c, gzip, &headers, deadline, interval, &mut local,
+                )
+                .await
             };
             if let Err(e) = res {
                 *local.failed.entry(format!("connect: {e}")).or_default() += 1;
@@ -405,7 +435,11 @@ async fn send_grpc(
     interval: Option<Duration>,
     t: &mut Totals,
 ) -> Result<(), String> {
-    let uri = if endpoint.contains("://") { endpoint.to_owned() } else { format!("http://{endpoint}") };
+    let uri = if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("http://{endpoint}")
+    };
     let channel = tonic::transport::Endpoint::from_shared(uri)
         .map_err(|e| e.to_string())?
         .tcp_nodelay(true)
@@ -440,11 +474,15 @@ async fn send_grpc(
             }
         }
         let sent = Instant::now();
-        match grpc.unary::<Bytes, Bytes, _>(req, path.clone(), BytesCodec).await {
+        match grpc
+            .unary::<Bytes, Bytes, _>(req, path.clone(), BytesCodec)
+            .await
+        {
             Ok(_) => {
                 t.items += tpl.items as u64;
                 t.requests += 1;
-                t.latencies_us.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                t.latencies_us
+                    .push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
             }
             Err(s) => *t.failed.entry(format!("{:?}", s.code())).or_default() += 1,
         }
@@ -466,7 +504,11 @@ async fn send_http(
 ) -> Result<(), String> {
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    let base = if endpoint.contains("://") { endpoint.to_owned() } else { format!("http://{endpoint}") };
+    let base = if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("http://{endpoint}")
+    };
     let url: http::Uri = format!("{}{}", base.trim_end_matches('/'), signal.http_path())
         .parse()
         .map_err(|e| format!("{e}"))?;
@@ -488,14 +530,17 @@ async fn send_http(
         for (k, v) in headers {
             b = b.header(k.as_str(), v.as_str());
         }
-        let Ok(req) = b.body(Full::new(body)) else { continue };
+        let Ok(req) = b.body(Full::new(body)) else {
+            continue;
+        };
         let sent = Instant::now();
         match client.request(req).await {
             Ok(resp) if resp.status().is_success() => {
                 let _ = resp.into_body().collect().await;
                 t.items += tpl.items as u64;
                 t.requests += 1;
-                t.latencies_us.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                t.latencies_us
+                    .push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
             }
             Ok(resp) => {
                 let st = resp.status().as_u16().to_string();
@@ -564,7 +609,8 @@ struct CountSvc {
 
 impl tonic::server::UnaryService<Bytes> for CountSvc {
     type Response = Bytes;
-    type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<Bytes>, tonic::Status>> + Send>>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<tonic::Response<Bytes>, tonic::Status>> + Send>>;
     fn call(&mut self, req: tonic::Request<Bytes>) -> Self::Future {
         let body = req.into_inner();
         let n = wire::count_items(self.signal, &body).unwrap_or(0) as u64;
@@ -601,7 +647,12 @@ impl hyper::service::Service<Request<Incoming>> for SinkService {
                 .get("content-encoding")
                 .and_then(|v| v.to_str().ok())
                 == Some("gzip");
-            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let raw: Vec<u8> = if gz {
                 weir::compression::gunzip_capped(&body, 256 << 20).unwrap_or_default()
             } else {
@@ -618,7 +669,9 @@ impl hyper::service::Service<Request<Incoming>> for SinkService {
                 return Ok(ok(Bytes::new()));
             }
             if path == "/api/v1/write" || path == "/loki/api/v1/push" {
-                let dec = snap::raw::Decoder::new().decompress_vec(&body).unwrap_or_default();
+                let dec = snap::raw::Decoder::new()
+                    .decompress_vec(&body)
+                    .unwrap_or_default();
                 if path == "/api/v1/write" {
                     // WriteRequest.timeseries (1) -> samples (2) + histograms (4)
                     let n = count_nested(&dec, 1, 2) + count_nested(&dec, 1, 4);
@@ -642,7 +695,9 @@ async fn sink(args: Args) -> Result<String, String> {
     let listen = args.get("--listen").ok_or("--listen is required")?;
     let idle = args.dur("--idle", Duration::from_secs(0))?;
     let duration = args.dur("--duration", Duration::from_secs(0))?;
-    let listener = weir::net::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listener = weir::net::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let counts = Arc::new(SinkCounts::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = weir::net::serve(
@@ -655,7 +710,8 @@ async fn sink(args: Args) -> Result<String, String> {
     eprintln!("weir-loadgen sink listening on {listen}");
     let start = Instant::now();
     #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
     loop {
         #[cfg(unix)]
         let stop_signal = term.recv();

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# End-to-end throughput harness: weir pinned to CPU 0, weir-loadgen (sender and counting sink)
+# on CPU 1. For each path it saturates weir (rate 0, several connections, 512 items per
+# request), checks sent == received, and samples weir's RSS idle and at saturation; the first
+# path is run again at half its saturated rate to measure added latency (p99).
+#
+#   benches/e2e.sh [SECONDS]      (default 10 seconds per path)
+#
+# Prints a Markdown table (also written to target/e2e-results.md). Needs taskset (util-linux).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS="${1:-10}"
+CONNS="${CONNS:-4}"
+BATCH="${BATCH:-512}"
+WEIR_CPU="${WEIR_CPU:-0}"
+LOAD_CPU="${LOAD_CPU:-1}"
+
+cargo build --release --bins >&2
+WEIR=target/release/weir
+LOADGEN=target/release/weir-loadgen
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+json() { python3 -c 'import json,sys; d=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(d'"$1"')'; }
+
+ROWS=()
+# run NAME SIGNAL PROCESSORS EXPORTER_KIND [LOADGEN ARGS...]
+run() {
+  local name="$1" signal="$2" procs="$3" exporter="$4"; shift 4
+  local grpc sinkp; grpc=$(port); sinkp=$(port)
+  local exp
+  case "$exporter" in
+    otlp) exp="otlp:
+    endpoint: 127.0.0.1:$sinkp
+    tls: {insecure: true}
+    compression: none" ;;
+    prw) exp="prometheusremotewrite:
+    endpoint: http://127.0.0.1:$sinkp/api/v1/write" ;;
+    loki) exp="loki:
+    endpoint: http://127.0.0.1:$sinkp/loki/api/v1/push
+    labels: {resource: {service.name: service_name}}" ;;
+  esac
+  local expid="${exporter/prw/prometheusremotewrite}"
+  cat > "$WORK/cfg.yaml" <<EOF
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: "127.0.0.1:$grpc", max_recv_msg_size_mib: 64}
+processors:
+  batch: {timeout: 200ms}
+  tenant: {sources: [{static: team-a}]}
+  tail_sampling:
+    decision_wait: 1s
+    num_traces: 200000
+    policies:
+      - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+      - {name: slow, type: latency, latency: {threshold_ms: 500}}
+      - {name: some, type: probabilistic, probabilistic: {sampling_percentage: 10}}
+exporters:
+  $exp
+service:
+  telemetry: {metrics: {level: none}}
+  pipelines:
+    $signal: {receivers: [otlp], processors: [$procs], exporters: [$expid]}
+EOF
+  taskset -c "$LOAD_CPU" "$LOADGEN" sink --listen "127.0.0.1:$sinkp" --idle 3s > "$WORK/sink.json" 2>/dev/null &
+  local sinkpid=$!
+  wait_port "$sinkp"
+  taskset -c "$WEIR_CPU" "$WEIR" --config "$WORK/cfg.yaml" 2> "$WORK/weir.log" &
+  local weirpid=$!
+  wait_port "$grpc"
+  sleep 1
+  local idle; idle=$(rss_kib $weirpid)
+  ( peak=0; while kill -0 $weirpid 2>/dev/null; do r=$(rss_kib $weirpid); [ "${r:-0}" -gt "$peak" ] && peak=$r && echo $peak > "$WORK/peak"; sleep 0.2; done ) &
+  local sampler=$!
+  taskset -c "$LOAD_CPU" "$LOADGEN" send --endpoint "127.0.0.1:$grpc" --signal "$signal" --duration "${SECS}s" --conns "$CONNS" --batch "$BATCH" "$@" > "$WORK/send.json"
+  sleep 1.5   # batch timeouts, tail-sampling decisions
+  kill -TERM $weirpid; wait $weirpid 2>/dev/null || true
+  kill $sampler 2>/dev/null || true
+  wait $sinkpid 2>/dev/null || true
+  local sent rate p50 p99 got peak
+  sent=$(json '["sent_items"]' < "$WORK/send.json")
+  rate=$(json '["items_per_sec"]' < "$WORK/send.json")
+  p50=$(json '["p50_ms"]' < "$WORK/send.json")
+  p99=$(json '["p99_ms"]' < "$WORK/send.json")
+  case "$exporter" in
+    otlp) got=$(json "[\"$signal\"]" < "$WORK/sink.json") ;;
+    prw) got=$(json '["remote_write_samples"]' < "$WORK/sink.json") ;;
+    loki) got=$(json '["loki_entries"]' < "$WORK/sink.json") ;;
+  esac
+  peak=$(cat "$WORK/peak" 2>/dev/null || echo 0)
+  ROWS+=("| $name | $(printf "%'.0f" "$rate") | $sent | $got | $p50 / $p99 | $((idle/1024)) / $((peak/1024)) |")
+  LAST_RATE=$rate
+  echo "done: $name ($rate items/s)" >&2
+}
+
+run "traces pass-through, small spans" traces "" otlp
+SAT=$LAST_RATE
+run "traces pass-through, large spans" traces "" otlp --shape large
+run "traces pass-through, small, client gzip" traces "" otlp --gzip
+run "traces + batch" traces "batch" otlp
+run "traces + tenant tagging + batch" traces "tenant, batch" otlp
+run "traces + tail sampling (3 policies, 1 s) + batch" traces "tail_sampling, batch" otlp
+run "metrics → remote write (data points)" metrics "batch" prw
+run "logs → Loki, protobuf+snappy (records)" logs "batch" loki
+HALF=$(python3 -c "print(int(float('$SAT')/2))")
+run "traces pass-through at half saturation ($HALF/s): latency" traces "" otlp --rate "$HALF"
+
+{
+  echo "| path | items/s | sent | received | p50 / p99 ms | RSS idle / peak MiB |"
+  echo "| --- | ---: | ---: | ---: | --- | --- |"
+  printf '%s\n' "${ROWS[@]}"
+} | tee target/e2e-results.md
