@@ -2,6 +2,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc: measured against the system allocator with benches/e2e.sh (see
+/// benches/RESULTS.md); it wins on every path that decodes.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 weir: a gateway collector for OpenTelemetry data
 
