@@ -9,7 +9,12 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, Instrumentatio
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
-use weir::pdata::{wire, Signal};
+use std::sync::Arc;
+
+use weir::pdata::{wire, Batch, Context, Signal};
+use weir::pipeline::Processor;
+use weir::processors::batch::{config::BatchConfig, BatchProcessor};
+use weir::telemetry::metrics::Registry;
 
 fn kv(k: &str, v: &str) -> KeyValue {
     KeyValue {
@@ -70,6 +75,23 @@ fn bench(c: &mut Criterion) {
     g.bench_function("encode", |b| b.iter(|| req.encode_to_vec().len()));
     g.bench_function("wire_count", |b| {
         b.iter(|| wire::count_items(Signal::Traces, &bytes))
+    });
+    // The batch processor merging 16 encoded 512-span requests into one 8192-span batch
+    // (concatenation, no decode): per 512 spans.
+    let cfg: BatchConfig = serde_yaml::from_str("send_batch_size: 8192").expect("config");
+    let mut batcher = BatchProcessor::new("batch", cfg, &Registry::new());
+    let ctx = Arc::new(Context::default());
+    g.bench_function("batch_merge", |b| {
+        let mut out = Vec::new();
+        b.iter(|| {
+            batcher.process(
+                Batch::encoded(Signal::Traces, bytes.clone(), 512, ctx.clone()),
+                &mut out,
+            );
+            let n = out.len();
+            out.clear();
+            n
+        })
     });
     g.finish();
 }
