@@ -101,6 +101,7 @@ run "traces pass-through, small spans" traces "" otlp
 SAT=$LAST_RATE
 run "traces pass-through, large spans" traces "" otlp --shape large
 run "traces pass-through, small, client gzip" traces "" otlp --gzip
+run "traces pass-through, small, client zstd" traces "" otlp --zstd
 run "traces + batch" traces "batch" otlp
 run "traces + tenant tagging + batch" traces "tenant, batch" otlp
 run "traces + tail sampling (3 policies, 1 s) + batch" traces "tail_sampling, batch" otlp

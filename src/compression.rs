@@ -8,6 +8,8 @@ pub enum DecompressError {
     TooLarge { limit: usize },
     #[error("invalid gzip data: {0}")]
     Invalid(String),
+    #[error("invalid zstd data: {0}")]
+    InvalidZstd(String),
 }
 
 /// Gunzips `input`, failing as soon as the output would pass `limit` bytes.
@@ -26,6 +28,26 @@ pub fn gunzip_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressEr
     Ok(out)
 }
 
+/// Un-zstds `input`, failing as soon as the output would pass `limit` bytes.
+pub fn unzstd_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+    let decoder = zstd::stream::read::Decoder::new(input)
+        .map_err(|e| DecompressError::InvalidZstd(e.to_string()))?;
+    let mut limited = decoder.take(limit as u64 + 1);
+    let mut out = Vec::with_capacity((input.len() * 4).min(limit).min(1 << 20));
+    limited
+        .read_to_end(&mut out)
+        .map_err(|e| DecompressError::InvalidZstd(e.to_string()))?;
+    if out.len() > limit {
+        return Err(DecompressError::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// Zstd-compresses `input` at level 1 (fast; the ratio is already better than gzip's).
+pub fn zstd(input: &[u8]) -> Vec<u8> {
+    zstd::bulk::compress(input, 1).unwrap_or_default()
+}
+
 /// Gzips `input` at the default level.
 pub fn gzip(input: &[u8]) -> Vec<u8> {
     use std::io::Write;
@@ -41,6 +63,22 @@ pub fn gzip(input: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zstd_round_trips_and_caps_bombs() {
+        let data = vec![b'x'; 100_000];
+        let z = zstd(&data);
+        assert!(z.len() < 1000);
+        assert_eq!(unzstd_capped(&z, 100_000), Ok(data));
+        assert_eq!(
+            unzstd_capped(&z, 99_999),
+            Err(DecompressError::TooLarge { limit: 99_999 })
+        );
+        assert!(matches!(
+            unzstd_capped(b"not zstd", 10),
+            Err(DecompressError::InvalidZstd(_))
+        ));
+    }
 
     #[test]
     fn round_trip_and_caps() {

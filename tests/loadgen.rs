@@ -147,7 +147,34 @@ service:
         "--rate",
         "20000",
     ]);
-    for r in [&t, &tl, &m, &l] {
+    // zstd, over gRPC and HTTP (what the Collector also accepts).
+    let zg = run(&[
+        "send",
+        "--endpoint",
+        &format!("127.0.0.1:{grpc}"),
+        "--signal",
+        "logs",
+        "--duration",
+        "300ms",
+        "--batch",
+        "50",
+        "--zstd",
+    ]);
+    let zh = run(&[
+        "send",
+        "--endpoint",
+        &format!("127.0.0.1:{http}"),
+        "--protocol",
+        "http",
+        "--signal",
+        "logs",
+        "--duration",
+        "300ms",
+        "--batch",
+        "50",
+        "--zstd",
+    ]);
+    for r in [&t, &tl, &m, &l, &zg, &zh] {
         assert_eq!(r["failed"], serde_json::json!({}), "{r}");
         assert!(r["sent_items"].as_u64().unwrap_or(0) > 0, "{r}");
         assert!(r["p99_ms"].as_f64().is_some(), "{r}");
@@ -170,8 +197,8 @@ service:
     );
     assert_eq!(
         s["logs"].as_u64(),
-        Some(sent(&l)),
-        "logs: sent {l}, received {s}"
+        Some(sent(&l) + sent(&zg) + sent(&zh)),
+        "logs: sent {l} {zg} {zh}, received {s}"
     );
     weir.stop();
 }

@@ -46,7 +46,7 @@ const USAGE: &str = "\
 weir-loadgen: OTLP load generator and counting sink
 
   weir-loadgen send --endpoint HOST:PORT [--protocol grpc|http] [--signal traces|metrics|logs]
-                    [--batch 512] [--conns 4] [--duration 10s] [--rate 0] [--gzip]
+                    [--batch 512] [--conns 4] [--duration 10s] [--rate 0] [--gzip | --zstd]
                     [--shape small|large] [--header K=V]...
   weir-loadgen sink --listen HOST:PORT [--idle 2s] [--duration 0]";
 
@@ -343,6 +343,7 @@ async fn send(args: Args) -> Result<String, String> {
     let duration = args.dur("--duration", Duration::from_secs(10))?;
     let rate = args.num("--rate", 0)?;
     let gzip = args.flag("--gzip");
+    let zstd = args.flag("--zstd");
     let shape = args.get("--shape").unwrap_or("small").to_owned();
     let headers: Vec<(String, String)> = args
         .all("--header")
@@ -369,12 +370,28 @@ async fn send(args: Args) -> Result<String, String> {
             let mut local = Totals::default();
             let res = if protocol == "http" {
                 send_http(
-                    &endpoint, signal, &tpl, c, gzip, &headers, deadline, interval, &mut local,
+                    &endpoint,
+                    signal,
+                    &tpl,
+                    c,
+                    (gzip, zstd),
+                    &headers,
+                    deadline,
+                    interval,
+                    &mut local,
                 )
                 .await
             } else {
                 send_grpc(
-                    &endpoint, signal, &tpl, c, gzip, &headers, deadline, interval, &mut local,
+                    &endpoint,
+                    signal,
+                    &tpl,
+                    c,
+                    (gzip, zstd),
+                    &headers,
+                    deadline,
+                    interval,
+                    &mut local,
                 )
                 .await
             };
@@ -409,6 +426,7 @@ async fn send(args: Args) -> Result<String, String> {
         "protocol": protocol,
         "shape": shape,
         "gzip": gzip,
+        "zstd": zstd,
         "batch": batch,
         "conns": conns,
         "seconds": (secs * 1000.0).round() / 1000.0,
@@ -429,7 +447,7 @@ async fn send_grpc(
     signal: Signal,
     tpl: &Template,
     conn: u64,
-    gzip: bool,
+    (gzip, zstd): (bool, bool),
     headers: &[(String, String)],
     deadline: Instant,
     interval: Option<Duration>,
@@ -449,6 +467,8 @@ async fn send_grpc(
     let mut grpc = tonic::client::Grpc::new(channel);
     if gzip {
         grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+    } else if zstd {
+        grpc = grpc.send_compressed(CompressionEncoding::Zstd);
     }
     let path = http::uri::PathAndQuery::from_static(signal.grpc_path());
     let mut n = 0u64;
@@ -496,7 +516,7 @@ async fn send_http(
     signal: Signal,
     tpl: &Template,
     conn: u64,
-    gzip: bool,
+    (gzip, zstd): (bool, bool),
     headers: &[(String, String)],
     deadline: Instant,
     interval: Option<Duration>,
@@ -526,6 +546,9 @@ async fn send_http(
         if gzip {
             body = Bytes::from(weir::compression::gzip(&body));
             b = b.header("content-encoding", "gzip");
+        } else if zstd {
+            body = Bytes::from(weir::compression::zstd(&body));
+            b = b.header("content-encoding", "zstd");
         }
         for (k, v) in headers {
             b = b.header(k.as_str(), v.as_str());
@@ -639,22 +662,28 @@ impl hyper::service::Service<Request<Incoming>> for SinkService {
                 };
                 let mut grpc = tonic::server::Grpc::new(BytesCodec)
                     .accept_compressed(CompressionEncoding::Gzip)
+                    .accept_compressed(CompressionEncoding::Zstd)
                     .max_decoding_message_size(64 << 20);
                 return Ok(grpc.unary(CountSvc { counts, signal }, req).await);
             }
-            let gz = req
+            let coding = req
                 .headers()
                 .get("content-encoding")
                 .and_then(|v| v.to_str().ok())
-                == Some("gzip");
+                .map(str::to_owned);
+            let gz = coding.as_deref() == Some("gzip");
+            let req_zstd = coding.as_deref() == Some("zstd");
             let body = req
                 .into_body()
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
+            let zs = req_zstd;
             let raw: Vec<u8> = if gz {
                 weir::compression::gunzip_capped(&body, 256 << 20).unwrap_or_default()
+            } else if zs {
+                weir::compression::unzstd_capped(&body, 256 << 20).unwrap_or_default()
             } else {
                 body.to_vec()
             };

@@ -163,7 +163,12 @@ impl LokiExporterConfig {
         if self.timeout.0.is_zero() {
             errs.push(("timeout".into(), "must be greater than 0".into()));
         }
-        if self.encoding == LokiEncoding::Protobuf && self.compression == Compression::Gzip {
+        if self.compression == Compression::Zstd {
+            errs.push((
+                "compression".into(),
+                "Loki takes gzip (for encoding: json) or none; protobuf is always snappy".into(),
+            ));
+        } else if self.encoding == LokiEncoding::Protobuf && self.compression == Compression::Gzip {
             errs.push((
                 "compression".into(),
                 "protobuf requests are always snappy-compressed; gzip applies to encoding: json"

@@ -26,7 +26,7 @@ pub struct OtlpGrpcSender {
     channel: Channel,
     metadata: MetadataMap,
     tenant_key: Option<MetadataKey<tonic::metadata::Ascii>>,
-    gzip: bool,
+    compression: Option<CompressionEncoding>,
 }
 
 impl OtlpGrpcSender {
@@ -57,7 +57,11 @@ impl OtlpGrpcSender {
             channel: endpoint.connect_lazy(),
             metadata,
             tenant_key,
-            gzip: cfg.compression == Compression::Gzip,
+            compression: match cfg.compression {
+                Compression::Gzip => Some(CompressionEncoding::Gzip),
+                Compression::Zstd => Some(CompressionEncoding::Zstd),
+                Compression::None => None,
+            },
         }))
     }
 }
@@ -116,9 +120,10 @@ impl Sender for OtlpGrpcSender {
     fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Sent, ExportError>> {
         Box::pin(async move {
             let mut grpc = tonic::client::Grpc::new(self.channel.clone())
-                .accept_compressed(CompressionEncoding::Gzip);
-            if self.gzip {
-                grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd);
+            if let Some(c) = self.compression {
+                grpc = grpc.send_compressed(c);
             }
             grpc.ready()
                 .await

@@ -24,7 +24,7 @@ pub struct OtlpHttpSender {
     urls: [Option<http::Uri>; 3],
     headers: HeaderMap,
     tenant_header: Option<HeaderName>,
-    gzip: bool,
+    compression: Compression,
     encoding: Encoding,
 }
 
@@ -82,7 +82,7 @@ impl OtlpHttpSender {
             urls,
             headers,
             tenant_header,
-            gzip: cfg.compression == Compression::Gzip,
+            compression: cfg.compression,
             encoding: cfg.encoding,
         }))
     }
@@ -157,8 +157,10 @@ impl Sender for OtlpHttpSender {
                 )));
             };
             let mut body = self.body(batch)?;
-            if self.gzip {
-                body = Bytes::from(crate::compression::gzip(&body));
+            match self.compression {
+                Compression::Gzip => body = Bytes::from(crate::compression::gzip(&body)),
+                Compression::Zstd => body = Bytes::from(crate::compression::zstd(&body)),
+                Compression::None => {}
             }
             let ct = match self.encoding {
                 Encoding::Proto => "application/x-protobuf",
@@ -174,9 +176,16 @@ impl Sender for OtlpHttpSender {
                 )
                 .body(Full::new(body))
                 .map_err(|e| ExportError::permanent(format!("cannot build request: {e}")))?;
-            if self.gzip {
-                req.headers_mut()
-                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            match self.compression {
+                Compression::Gzip => {
+                    req.headers_mut()
+                        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
+                Compression::Zstd => {
+                    req.headers_mut()
+                        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+                }
+                Compression::None => {}
             }
             for (k, v) in &self.headers {
                 req.headers_mut().insert(k.clone(), v.clone());

@@ -49,6 +49,7 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
             }
             let mut grpc = tonic::server::Grpc::new(BytesCodec)
                 .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
                 .max_decoding_message_size(this.max_message_size);
             let svc = ExportSvc {
                 shared: this.shared.clone(),

@@ -1,4 +1,5 @@
-//! OTLP/HTTP: `POST /v1/traces|metrics|logs` with protobuf or JSON bodies, optionally gzip.
+//! OTLP/HTTP: `POST /v1/traces|metrics|logs` with protobuf or JSON bodies, optionally gzip or
+//! zstd.
 //! Bodies are capped before they are read and again while they are decompressed, so an
 //! oversized or hostile request costs at most the configured limit.
 use std::convert::Infallible;
@@ -18,7 +19,7 @@ use prost::Message;
 
 use super::config::CorsConfig;
 use super::Shared;
-use crate::compression::{gunzip_capped, DecompressError};
+use crate::compression::{gunzip_capped, unzstd_capped, DecompressError};
 use crate::grpc::RpcStatus;
 use crate::pdata::{count_logs, count_points, count_spans, wire, Batch, Context, Payload, Signal};
 use crate::pipeline::inbox::Refused;
@@ -210,19 +211,21 @@ impl HttpService {
                 )
             }
         };
-        let gzip = match req
+        // None, gzip or zstd.
+        let coding: Option<bool> = match req
             .headers()
             .get(header::CONTENT_ENCODING)
             .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
             .as_deref()
         {
-            None | Some("") | Some("identity") => false,
-            Some("gzip") | Some("x-gzip") => true,
+            None | Some("") | Some("identity") => None,
+            Some("gzip") | Some("x-gzip") => Some(true),
+            Some("zstd") => Some(false),
             Some(other) => {
                 return status(
                     StatusCode::BAD_REQUEST,
                     tonic::Code::InvalidArgument,
-                    &format!("unsupported Content-Encoding {other:?}, supported: gzip"),
+                    &format!("unsupported Content-Encoding {other:?}, supported: gzip, zstd"),
                     enc,
                 )
             }
@@ -279,8 +282,13 @@ impl HttpService {
                 );
             }
         };
-        let body = if gzip {
-            match gunzip_capped(&body, self.max_body) {
+        let body = if let Some(is_gzip) = coding {
+            let out = if is_gzip {
+                gunzip_capped(&body, self.max_body)
+            } else {
+                unzstd_capped(&body, self.max_body)
+            };
+            match out {
                 Ok(b) => Bytes::from(b),
                 Err(DecompressError::TooLarge { .. }) => return too_large("decompressed body"),
                 Err(e) => {
