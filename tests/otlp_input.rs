@@ -291,7 +291,7 @@ async fn http_bad_input_gets_clear_errors() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_eq!(
         rpc_message(&body),
-        "unsupported Content-Encoding \"br\", supported: gzip"
+        "unsupported Content-Encoding \"br\", supported: gzip, zstd"
     );
 
     // Corrupt gzip.
@@ -334,6 +334,36 @@ async fn http_bad_input_gets_clear_errors() {
     assert_eq!(
         rpc_message(&body),
         "decompressed body exceeds the limit of 1048576 bytes (max_request_body_size)"
+    );
+
+    // The same with zstd, and invalid zstd data.
+    let zbomb = weir::compression::zstd(&spans(1, 2 << 20).encode_to_vec());
+    let (st, _, body) = c
+        .send(
+            "POST",
+            "/v1/traces",
+            &[proto[0], ("content-encoding", "zstd")],
+            zbomb,
+        )
+        .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        rpc_message(&body),
+        "decompressed body exceeds the limit of 1048576 bytes (max_request_body_size)"
+    );
+    let (st, _, body) = c
+        .send(
+            "POST",
+            "/v1/traces",
+            &[proto[0], ("content-encoding", "zstd")],
+            "not zstd at all",
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        rpc_message(&body).starts_with("invalid zstd data"),
+        "{}",
+        rpc_message(&body)
     );
 
     // Wrong path, wrong method, and a signal with no pipeline.
