@@ -1,8 +1,8 @@
 //! Multi-tenancy end to end through the real binary: two teams send traces, metrics and logs
 //! with their own `X-Scope-OrgID` through one weir; the `tenant` processor tags and splits;
 //! every request out carries exactly one tenant's data under that tenant's header (OTLP sink
-//! for traces and metrics, the Loki fake for logs). A request without a tenant is dropped
-//! (`missing: reject`) and counted.
+//! for traces and metrics, the Loki fake for logs). A request without a tenant is refused
+//! before acceptance (`missing: reject`: 401), and counted.
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
@@ -85,7 +85,9 @@ async fn send(http: u16, team: Option<&str>, spans: usize, logs: usize) {
     for i in 0..spans {
         tracer.in_span(format!("{name}-span-{i}"), |_| {});
     }
-    tp.force_flush().expect("flush spans");
+    let flushed = tp.force_flush();
+    // A sender without a tenant is refused (401): its flush fails, as it should.
+    assert!(team.is_none() || flushed.is_ok(), "{flushed:?}");
 
     let metric_exp = opentelemetry_otlp::MetricExporter::builder()
         .with_http()
@@ -103,7 +105,8 @@ async fn send(http: u16, team: Option<&str>, spans: usize, logs: usize) {
     for k in 0..3 {
         counter.add(1, &[KeyValue::new("route", format!("/r{k}"))]);
     }
-    mp.force_flush().expect("flush metrics");
+    let flushed = mp.force_flush();
+    assert!(team.is_none() || flushed.is_ok(), "{flushed:?}");
 
     let log_exp = opentelemetry_otlp::LogExporter::builder()
         .with_http()
@@ -124,7 +127,8 @@ async fn send(http: u16, team: Option<&str>, spans: usize, logs: usize) {
         rec.set_body(format!("{name} log {i}").into());
         logger.emit(rec);
     }
-    lp.force_flush().expect("flush logs");
+    let flushed = lp.force_flush();
+    assert!(team.is_none() || flushed.is_ok(), "{flushed:?}");
     let _ = (tp.shutdown(), mp.shutdown(), lp.shutdown());
 }
 
@@ -186,22 +190,212 @@ async fn each_tenant_is_delivered_under_its_own_header_never_mixed() {
             .count()
     };
     assert_eq!((count("team-a"), count("team-b")), (40, 25));
-    // The sender without a tenant: dropped and counted (5 spans, its points, 5 logs).
-    let dropped = || {
+    // The sender without a tenant was refused before acceptance (401), and counted.
+    let refused = || {
         let m = http_get(tel, "/metrics")
             .map(|(_, m)| m)
             .unwrap_or_default();
         metric(
             &m,
-            "weir_tenant_dropped_items_total",
-            &["reason=\"missing\""],
+            "weir_tenant_refused_requests_total",
+            &["reason=\"unauthenticated\""],
         )
     };
     wait_until_async(
-        "the untenanted data counted",
+        "the untenanted requests refused",
         Duration::from_secs(10),
-        || dropped() >= 13.0,
+        || refused() >= 3.0,
     )
     .await;
     weir.stop();
+}
+
+mod gate {
+    use super::*;
+    use bytes::Bytes;
+    use http::{Request, StatusCode};
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        trace_service_client::TraceServiceClient, ExportTraceServiceRequest,
+    };
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    fn spans(n: usize) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..n)
+                        .map(|i| Span {
+                            trace_id: vec![1; 16],
+                            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                            name: format!("s{i}"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    async fn post(
+        port: u16,
+        n: usize,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Option<String>, String) {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut b = Request::post(format!("http://127.0.0.1:{port}/v1/traces"))
+            .header("content-type", "application/x-protobuf");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = client
+            .request(
+                b.body(Full::new(Bytes::from(spans(n).encode_to_vec())))
+                    .expect("request"),
+            )
+            .await
+            .expect("post");
+        let st = resp.status();
+        let ra = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let msg = weir::grpc::RpcStatus::decode(body.as_ref())
+            .map(|s| s.message)
+            .unwrap_or_default();
+        (st, ra, msg)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clients_hear_identity_and_rate_refusals_and_only_their_own() {
+        let sink = Sink::start().await;
+        let (grpc, http) = (free_port(), free_port());
+        let yaml = format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}", include_metadata: true}}
+      http: {{endpoint: "127.0.0.1:{http}", include_metadata: true}}
+processors:
+  tenant:
+    sources: [auth, {{header: X-Scope-OrgID}}]
+    missing: reject
+    trust_client_header: false
+    tokens: {{tok-a: team-a, tok-b: team-b}}
+    rate_limits:
+      default: {{spans_per_second: 1000000}}
+      overrides:
+        team-a: {{spans_per_second: 100}}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sg}
+    tls: {{insecure: true}}
+    tenant_header: X-Scope-OrgID
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [tenant], exporters: [otlp]}}
+"#,
+            sg = sink.grpc_port
+        );
+        let weir = Weir::start(&yaml, http);
+        // Unknown token, no identity at all, someone else's tenant header: 401 with reasons.
+        let (st, _, msg) = post(http, 1, &[("authorization", "Bearer nope")]).await;
+        assert_eq!(
+            (st, msg.as_str()),
+            (StatusCode::UNAUTHORIZED, "unknown bearer token")
+        );
+        let (st, _, msg) = post(http, 1, &[]).await;
+        assert_eq!(
+            (st, msg.as_str()),
+            (
+                StatusCode::UNAUTHORIZED,
+                "no tenant: send a bearer token or a tenant header"
+            )
+        );
+        let (st, _, msg) = post(
+            http,
+            1,
+            &[
+                ("authorization", "Bearer tok-a"),
+                ("x-scope-orgid", "team-b"),
+            ],
+        )
+        .await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            msg,
+            "X-Scope-OrgID \"team-b\" is not the tenant of this client's token"
+        );
+        // team-a has 100 spans/s: 100 pass (the bucket is empty after them), the next 60 get 429 +
+        // Retry-After (600 ms of refill away); team-b is unaffected.
+        let (st, _, _) = post(http, 100, &[("authorization", "Bearer tok-a")]).await;
+        assert_eq!(st, StatusCode::OK);
+        let (st, ra, msg) = post(http, 60, &[("authorization", "Bearer tok-a")]).await;
+        assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{msg}");
+        assert_eq!(ra.as_deref(), Some("1"));
+        assert_eq!(
+            msg,
+            "tenant \"team-a\" is over its rate of 100 spans per second; retry later"
+        );
+        for _ in 0..3 {
+            let (st, _, _) = post(http, 60, &[("authorization", "Bearer tok-b")]).await;
+            assert_eq!(
+                st,
+                StatusCode::OK,
+                "team-b is not limited by team-a's budget"
+            );
+        }
+        // gRPC clients get the matching codes.
+        let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+            .await
+            .expect("connect");
+        let mut req = tonic::Request::new(spans(1));
+        req.metadata_mut()
+            .insert("authorization", "Bearer nope".parse().expect("ascii"));
+        assert_eq!(
+            client.export(req).await.expect_err("refused").code(),
+            tonic::Code::Unauthenticated
+        );
+        let mut req = tonic::Request::new(spans(1));
+        req.metadata_mut()
+            .insert("authorization", "Bearer tok-a".parse().expect("ascii"));
+        req.metadata_mut()
+            .insert("x-scope-orgid", "team-b".parse().expect("ascii"));
+        assert_eq!(
+            client.export(req).await.expect_err("refused").code(),
+            tonic::Code::PermissionDenied
+        );
+        wait_until_async(
+            "accepted spans at the sink",
+            Duration::from_secs(10),
+            || sink.state.spans() >= 280,
+        )
+        .await;
+        let per: BTreeMap<String, usize> =
+            sink.state
+                .requests()
+                .iter()
+                .fold(BTreeMap::new(), |mut m, r| {
+                    *m.entry(r.headers.get("x-scope-orgid").cloned().unwrap_or_default())
+                        .or_default() += r.items;
+                    m
+                });
+        assert_eq!(per.get("team-a"), Some(&100), "{per:?}");
+        assert_eq!(per.get("team-b"), Some(&180), "{per:?}");
+        weir.stop();
+    }
 }

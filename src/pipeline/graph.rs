@@ -199,6 +199,8 @@ struct Handover {
 struct RunningPipeline {
     signal: crate::pdata::Signal,
     stages: Vec<(String, ProcessorConfig)>,
+    /// Checks receivers make before accepting for this pipeline (from its tenant stages).
+    gates: Vec<Arc<dyn super::inbox::Gate>>,
     exporters: Vec<String>,
     tx: Option<mpsc::Sender<Batch>>,
     ctl: mpsc::Sender<Ctl>,
@@ -444,6 +446,16 @@ impl Engine {
                     None
                 }
             };
+            let gates: Vec<Arc<dyn super::inbox::Gate>> = stages
+                .iter()
+                .filter_map(|(sid, c)| match c {
+                    ProcessorConfig::Tenant(t) => Some(Arc::new(
+                        crate::processors::tenant::gate::TenantGate::new(sid, t, &self.registry),
+                    )
+                        as Arc<dyn super::inbox::Gate>),
+                    _ => None,
+                })
+                .collect();
             let task = tokio::spawn(run_pipeline(PipelineRun {
                 id: pid.clone(),
                 inbox: rx,
@@ -459,6 +471,7 @@ impl Engine {
                 RunningPipeline {
                     signal: p.signal,
                     stages,
+                    gates,
                     exporters: p.exporters.clone(),
                     tx: Some(tx),
                     ctl: ctl_tx,
@@ -484,16 +497,16 @@ impl Engine {
         // 3. Receivers: point every receiver at the pipelines now in force.
         let mut consumers: BTreeMap<String, SignalConsumers> = BTreeMap::new();
         for (pid, p) in &cfg.service.pipelines {
-            let Some(tx) = self.pipelines.get(pid).and_then(|r| r.tx.clone()) else {
+            let Some(running) = self.pipelines.get(pid) else {
+                continue;
+            };
+            let Some(tx) = running.tx.clone() else {
                 continue;
             };
             for r in &p.receivers {
-                consumers
-                    .entry(r.clone())
-                    .or_default()
-                    .get_mut(p.signal)
-                    .inboxes
-                    .push(tx.clone());
+                let c = consumers.entry(r.clone()).or_default().get_mut(p.signal);
+                c.inboxes.push(tx.clone());
+                c.gates.extend(running.gates.iter().cloned());
             }
         }
         if starting {

@@ -21,12 +21,38 @@ pub enum Refused {
     Busy,
     /// The pipeline is shutting down.
     Closed,
+    /// The client could not be identified (no tenant, unknown token): HTTP 401 /
+    /// UNAUTHENTICATED.
+    Unauthenticated(String),
+    /// The client is known but may not do this (a tenant header that is not its own): HTTP
+    /// 401 / PERMISSION_DENIED.
+    PermissionDenied(String),
+    /// The client's tenant is over its rate: HTTP 429 / RESOURCE_EXHAUSTED, retry after.
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
+}
+
+/// A check a pipeline stage asks receivers to make before they accept a request for it, so
+/// the client hears the answer (the `tenant` processor: identity and per-tenant rates).
+pub trait Gate: Send + Sync {
+    /// `items` of `signal` in a request of `bytes` bytes from the client in `ctx`.
+    fn check(
+        &self,
+        ctx: &crate::pdata::Context,
+        signal: Signal,
+        items: usize,
+        bytes: usize,
+    ) -> Result<(), Refused>;
 }
 
 /// The pipelines one receiver feeds for one signal.
 #[derive(Clone, Default)]
 pub struct Consumers {
     pub inboxes: Vec<mpsc::Sender<Batch>>,
+    /// Checks the pipelines' stages ask for, made before anything is queued.
+    pub gates: Vec<Arc<dyn Gate>>,
 }
 
 impl Consumers {
@@ -36,6 +62,12 @@ impl Consumers {
 
     /// Hands `batch` to every pipeline, or to none of them.
     pub async fn admit(&self, batch: Batch) -> Result<(), Refused> {
+        if !self.gates.is_empty() {
+            let bytes = batch.encoded_len();
+            for g in &self.gates {
+                g.check(&batch.context, batch.signal, batch.items, bytes)?;
+            }
+        }
         let mut permits = Vec::with_capacity(self.inboxes.len());
         for tx in &self.inboxes {
             let permit = match tx.try_reserve() {

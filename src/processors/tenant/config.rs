@@ -54,6 +54,27 @@ pub struct TenantConfig {
     /// Bearer token -> tenant, from a file of `token tenant` lines (`#` comments). Re-read
     /// on reload.
     pub tokens_file: Option<PathBuf>,
+    /// Per-tenant rates, enforced by the receivers before they accept (429 /
+    /// RESOURCE_EXHAUSTED with Retry-After to the tenant over its budget, and no one else).
+    pub rate_limits: Option<RateLimits>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    pub default: Limits,
+    /// Tenant -> its own limits (replacing the default ones).
+    pub overrides: BTreeMap<String, Limits>,
+}
+
+/// Per second; absent = no limit.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub spans_per_second: Option<u64>,
+    pub data_points_per_second: Option<u64>,
+    pub log_records_per_second: Option<u64>,
+    pub bytes_per_second: Option<u64>,
 }
 
 impl Default for TenantConfig {
@@ -68,6 +89,7 @@ impl Default for TenantConfig {
             trust_client_header: true,
             tokens: BTreeMap::new(),
             tokens_file: None,
+            rate_limits: None,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! tenant header disagrees with its bearer token's tenant, so one tenant cannot write as
 //! another.
 pub mod config;
+pub mod gate;
 #[cfg(test)]
 mod tests;
 

@@ -146,5 +146,11 @@ fn refusal(r: Refused) -> Status {
             std::time::Duration::from_secs(1),
         ),
         Refused::Closed => Status::unavailable("weir is shutting down; retry later"),
+        Refused::Unauthenticated(m) => Status::unauthenticated(m),
+        Refused::PermissionDenied(m) => Status::permission_denied(m),
+        Refused::RateLimited {
+            message,
+            retry_after,
+        } => crate::grpc::status_with_retry(Code::ResourceExhausted, &message, retry_after),
     }
 }

@@ -342,18 +342,47 @@ impl HttpService {
                 .await
             {
                 self.shared.http_counters.refused(signal, items);
-                let msg = match r {
-                    Refused::Busy => "weir is over capacity (pipeline full); retry later",
-                    Refused::Closed => "weir is shutting down; retry later",
+                let (code, grpc_code, msg, retry) = match r {
+                    Refused::Busy => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        tonic::Code::Unavailable,
+                        "weir is over capacity (pipeline full); retry later".to_string(),
+                        Some(1),
+                    ),
+                    Refused::Closed => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        tonic::Code::Unavailable,
+                        "weir is shutting down; retry later".to_string(),
+                        Some(1),
+                    ),
+                    Refused::Unauthenticated(m) => (
+                        StatusCode::UNAUTHORIZED,
+                        tonic::Code::Unauthenticated,
+                        m,
+                        None,
+                    ),
+                    Refused::PermissionDenied(m) => (
+                        StatusCode::UNAUTHORIZED,
+                        tonic::Code::PermissionDenied,
+                        m,
+                        None,
+                    ),
+                    Refused::RateLimited {
+                        message,
+                        retry_after,
+                    } => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        tonic::Code::ResourceExhausted,
+                        message,
+                        Some(retry_after.as_secs().max(1)),
+                    ),
                 };
-                let mut r = status(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    tonic::Code::Unavailable,
-                    msg,
-                    enc,
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                let mut r = status(code, grpc_code, &msg, enc);
+                if let Some(secs) = retry {
+                    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                        r.headers_mut().insert(header::RETRY_AFTER, v);
+                    }
+                }
                 return r;
             }
             self.shared.http_counters.accepted(signal, items);
