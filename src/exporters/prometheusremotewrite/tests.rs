@@ -714,3 +714,34 @@ async fn server_errors_and_429_retry_other_4xx_are_permanent() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn each_tenant_is_sent_under_its_own_header() {
+    let (port, mut rx) = fake(204, "", "").await;
+    let cfg: config::PrwExporterConfig = serde_yaml::from_str(&format!(
+        "endpoint: http://127.0.0.1:{port}/api/v1/write\ntenant_header: X-Scope-OrgID"
+    ))
+    .expect("yaml");
+    let s = PrwSender::new("prometheusremotewrite", &cfg, &Registry::new()).expect("sender");
+    for t in ["team-a", "team-b"] {
+        let mut b = one_gauge_batch();
+        b.context = Arc::new(crate::pdata::Context {
+            tenant: Some(Arc::from(t)),
+            ..Default::default()
+        });
+        s.send(&b).await.expect("sent");
+        let (head, _) = rx.recv().await.expect("a request");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("x-scope-orgid: {t}")),
+            "{head}"
+        );
+    }
+    // No tenant: no header.
+    s.send(&one_gauge_batch()).await.expect("sent");
+    let (head, _) = rx.recv().await.expect("a request");
+    assert!(
+        !head.to_ascii_lowercase().contains("x-scope-orgid"),
+        "{head}"
+    );
+}
