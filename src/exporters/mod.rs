@@ -45,3 +45,70 @@ pub fn check_headers(headers: &Headers) -> Vec<(String, String)> {
     }
     errs
 }
+
+/// Checks an exporter's `http://host:port/path` endpoint; `example` shows a good one.
+pub fn check_http_endpoint(key: &str, url: &str, example: &str) -> Option<(String, String)> {
+    if url.is_empty() {
+        return Some((key.into(), format!("is required (e.g. {example})")));
+    }
+    match url.parse::<http::Uri>() {
+        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => None,
+        Ok(u) if u.scheme_str() == Some("https") => Some((
+            key.into(),
+            "https is not supported yet: use an http:// URL".into(),
+        )),
+        _ => Some((
+            key.into(),
+            format!("invalid URL {url:?}: expected {}", example_shape(example)),
+        )),
+    }
+}
+
+/// `http://prometheus:9090/api/v1/write` -> `http://host:port/api/v1/write`.
+fn example_shape(example: &str) -> String {
+    match example
+        .strip_prefix("http://")
+        .and_then(|r| r.split_once('/'))
+    {
+        Some((_, path)) => format!("http://host:port/{path}"),
+        None => "http://host:port/path".into(),
+    }
+}
+
+/// A tenant as a header value.
+pub fn tenant_value(tenant: &str) -> Result<http::HeaderValue, helper::ExportError> {
+    http::HeaderValue::from_str(tenant).map_err(|_| {
+        helper::ExportError::permanent(format!("tenant {tenant:?} cannot be sent in a header"))
+    })
+}
+
+/// What an HTTP backend's refusal means: 5xx and 429 are retryable (honouring
+/// `Retry-After`), anything else permanent. Returns the error and the body's text (at most
+/// 1 KiB of it, for logs and reasons).
+pub async fn http_failure(
+    what: &str,
+    url: &http::Uri,
+    resp: http::Response<hyper::body::Incoming>,
+) -> (helper::ExportError, String) {
+    use http_body_util::BodyExt;
+    let status = resp.status();
+    let wait = otlphttp::retry_after(resp.headers());
+    let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body[..body.len().min(1024)])
+        .trim()
+        .to_string();
+    let message = format!("{what} to {url} answered {status}: {text}");
+    let err = if status.is_server_error() || status.as_u16() == 429 {
+        helper::ExportError::Retryable {
+            message,
+            retry_after: wait,
+        }
+    } else {
+        helper::ExportError::permanent(message)
+    };
+    (err, text)
+}

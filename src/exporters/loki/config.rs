@@ -96,27 +96,11 @@ impl Default for LokiExporterConfig {
 impl LokiExporterConfig {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
-        if self.endpoint.is_empty() {
-            errs.push((
-                "endpoint".into(),
-                "is required (e.g. http://loki:3100/loki/api/v1/push)".into(),
-            ));
-        } else {
-            match self.endpoint.parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
-                Ok(u) if u.scheme_str() == Some("https") => errs.push((
-                    "endpoint".into(),
-                    "https is not supported yet: use an http:// URL".into(),
-                )),
-                _ => errs.push((
-                    "endpoint".into(),
-                    format!(
-                        "invalid URL {:?}: expected http://host:port/loki/api/v1/push",
-                        self.endpoint
-                    ),
-                )),
-            }
-        }
+        errs.extend(crate::exporters::check_http_endpoint(
+            "endpoint",
+            &self.endpoint,
+            "http://loki:3100/loki/api/v1/push",
+        ));
         if !self.tenant_header.is_empty()
             && http::HeaderName::from_bytes(self.tenant_header.as_bytes()).is_err()
         {

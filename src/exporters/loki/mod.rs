@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -32,7 +32,6 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message;
 
 use crate::exporters::helper::{BoxFuture, ExportError, Sender, Sent};
-use crate::exporters::otlphttp::retry_after;
 use crate::exporters::prometheusremotewrite::names::label_name;
 use crate::exporters::Compression;
 use crate::pdata::{Batch, Payload, Signal};
@@ -709,38 +708,21 @@ impl LokiSender {
             r.headers_mut().insert(k.clone(), v.clone());
         }
         if let (Some(h), Some(t)) = (&self.tenant_header, tenant) {
-            let v = HeaderValue::from_str(t).map_err(|_| {
-                ExportError::permanent(format!("tenant {t:?} cannot be sent in a header"))
-            })?;
-            r.headers_mut().insert(h.clone(), v);
+            r.headers_mut()
+                .insert(h.clone(), crate::exporters::tenant_value(t)?);
         }
         let resp =
             self.client.request(r).await.map_err(|e| {
                 ExportError::retryable(format!("request to {} failed: {e}", self.url))
             })?;
-        let status = resp.status();
-        if status.is_success() {
+        if resp.status().is_success() {
             return Ok(());
         }
-        let wait = retry_after(resp.headers());
-        let body = Limited::new(resp.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&body[..body.len().min(1024)])
-            .trim()
-            .to_string();
-        let message = format!("loki push to {} answered {status}: {text}", self.url);
-        if status.is_server_error() || status.as_u16() == 429 {
-            return Err(ExportError::Retryable {
-                message,
-                retry_after: wait,
-            });
+        let (err, text) = crate::exporters::http_failure("loki push", &self.url, resp).await;
+        if matches!(err, ExportError::Permanent { .. }) {
+            self.rejected(reason(&text)).add(records as u64);
         }
-        let why = reason(&text);
-        self.rejected(why).add(records as u64);
-        Err(ExportError::permanent(message))
+        Err(err)
     }
 }
 

@@ -191,10 +191,8 @@ impl Sender for OtlpHttpSender {
                 req.headers_mut().insert(k.clone(), v.clone());
             }
             if let (Some(h), Some(t)) = (&self.tenant_header, &batch.context.tenant) {
-                let v = HeaderValue::from_str(t).map_err(|_| {
-                    ExportError::permanent(format!("tenant {t:?} cannot be sent in a header"))
-                })?;
-                req.headers_mut().insert(h.clone(), v);
+                req.headers_mut()
+                    .insert(h.clone(), crate::exporters::tenant_value(t)?);
             }
             let resp = self
                 .client

@@ -104,27 +104,11 @@ impl Default for PrwExporterConfig {
 impl PrwExporterConfig {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
-        if self.endpoint.is_empty() {
-            errs.push((
-                "endpoint".into(),
-                "is required (e.g. http://prometheus:9090/api/v1/write)".into(),
-            ));
-        } else {
-            match self.endpoint.parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
-                Ok(u) if u.scheme_str() == Some("https") => errs.push((
-                    "endpoint".into(),
-                    "https is not supported yet: use an http:// URL".into(),
-                )),
-                _ => errs.push((
-                    "endpoint".into(),
-                    format!(
-                        "invalid URL {:?}: expected http://host:port/path",
-                        self.endpoint
-                    ),
-                )),
-            }
-        }
+        errs.extend(crate::exporters::check_http_endpoint(
+            "endpoint",
+            &self.endpoint,
+            "http://prometheus:9090/api/v1/write",
+        ));
         if self.timeout.0.is_zero() {
             errs.push(("timeout".into(), "must be greater than 0".into()));
         }

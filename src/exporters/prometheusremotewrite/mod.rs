@@ -19,14 +19,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 
 use crate::exporters::helper::{BoxFuture, ExportError, Sender, Sent};
-use crate::exporters::otlphttp::retry_after;
 use crate::pdata::{Batch, Payload, Signal};
 use crate::telemetry::metrics::{Counter, Registry};
 use config::PrwExporterConfig;
@@ -214,36 +213,20 @@ impl PrwSender {
             req.headers_mut().insert(k.clone(), v.clone());
         }
         if let (Some(h), Some(t)) = (&self.tenant_header, tenant) {
-            let v = HeaderValue::from_str(t).map_err(|_| {
-                ExportError::permanent(format!("tenant {t:?} cannot be sent in a header"))
-            })?;
-            req.headers_mut().insert(h.clone(), v);
+            req.headers_mut()
+                .insert(h.clone(), crate::exporters::tenant_value(t)?);
         }
         let resp =
             self.client.request(req).await.map_err(|e| {
                 ExportError::retryable(format!("request to {} failed: {e}", self.url))
             })?;
-        let status = resp.status();
-        if status.is_success() {
+        if resp.status().is_success() {
             return Ok(());
         }
-        let wait = retry_after(resp.headers());
-        let body = Limited::new(resp.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&body[..body.len().min(1024)])
-            .trim()
-            .to_string();
-        let message = format!("remote write to {} answered {status}: {text}", self.url);
-        if status.is_server_error() || status.as_u16() == 429 {
-            Err(ExportError::Retryable {
-                message,
-                retry_after: wait,
-            })
-        } else {
-            Err(ExportError::permanent(message))
-        }
+        Err(
+            crate::exporters::http_failure("remote write", &self.url, resp)
+                .await
+                .0,
+        )
     }
 }

@@ -571,7 +571,7 @@ fn config_validation_messages() {
     );
     assert_eq!(
         errs[0].1,
-        "invalid URL \"ftp://x\": expected http://host:port/path"
+        "invalid URL \"ftp://x\": expected http://host:port/api/v1/write"
     );
     let none: config::PrwExporterConfig = serde_yaml::from_str("{}").expect("yaml");
     assert_eq!(

@@ -139,11 +139,7 @@ impl Gate for TenantGate {
         items: usize,
         bytes: usize,
     ) -> Result<(), Refused> {
-        let token = ctx.metadata_value("authorization").and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-                .map(str::trim)
-        });
+        let token = super::bearer(ctx);
         let auth = token.and_then(|t| self.tokens.get(t).cloned());
         if self.has_auth && token.is_some() && auth.is_none() {
             self.refused[0].inc();

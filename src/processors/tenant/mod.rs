@@ -116,6 +116,14 @@ pub fn prepare(cfg: &mut TenantConfig) -> Vec<(String, String)> {
     errs
 }
 
+/// The client's bearer token (`Authorization: Bearer ...`), when it sent one.
+pub(crate) fn bearer(ctx: &Context) -> Option<&str> {
+    let h = ctx.metadata_value("authorization")?;
+    h.strip_prefix("Bearer ")
+        .or_else(|| h.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
 enum Source {
     Auth,
     Header(String),
