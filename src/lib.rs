@@ -5,6 +5,7 @@
 pub mod app;
 pub mod compression;
 pub mod config;
+pub mod connectors;
 pub mod exporters;
 pub mod extensions;
 pub mod grpc;

@@ -49,6 +49,11 @@ pub enum ExporterConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+pub enum ConnectorConfig {
+    Routing(crate::connectors::routing::RoutingConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum ExtensionConfig {
     HealthCheck(HealthCheckConfig),
 }
@@ -143,6 +148,12 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         description: "OTLP over HTTP, protobuf or JSON",
     },
     ComponentInfo {
+        kind: Kind::Connector,
+        type_name: "routing",
+        signals: ALL,
+        description: "routes each resource's data to pipelines by OTTL condition (e.g. by tenant)",
+    },
+    ComponentInfo {
         kind: Kind::Exporter,
         type_name: "loki",
         signals: &[Signal::Logs],
@@ -207,6 +218,7 @@ pub struct Config {
     pub receivers: BTreeMap<String, ReceiverConfig>,
     pub processors: BTreeMap<String, ProcessorConfig>,
     pub exporters: BTreeMap<String, ExporterConfig>,
+    pub connectors: BTreeMap<String, ConnectorConfig>,
     pub extensions: BTreeMap<String, ExtensionConfig>,
     pub service: ServiceConfig,
     /// Loader warnings (an unset environment variable), logged once logging is up.
@@ -476,11 +488,21 @@ impl Config {
             }
         }
 
-        for (id, ty, _) in cx.section(root, "connectors") {
-            cx.err(
-                &format!("connectors.{id}"),
-                unknown_type(Kind::Connector, &ty),
-            );
+        let mut connectors = BTreeMap::new();
+        for (id, ty, body) in cx.section(root, "connectors") {
+            let path = format!("connectors.{id}");
+            match ty.as_str() {
+                "routing" => {
+                    if let Some(c) =
+                        cx.decode::<crate::connectors::routing::RoutingConfig>(&path, body)
+                    {
+                        if cx.problems(&path, c.validate()) {
+                            connectors.insert(id, ConnectorConfig::Routing(c));
+                        }
+                    }
+                }
+                _ => cx.err(&path, unknown_type(Kind::Connector, &ty)),
+            }
         }
 
         let mut extensions = BTreeMap::new();
@@ -498,7 +520,14 @@ impl Config {
             }
         }
 
-        let service = cx.service(root, &receivers, &processors, &exporters, &extensions);
+        let service = cx.service(
+            root,
+            &receivers,
+            &processors,
+            &exporters,
+            &connectors,
+            &extensions,
+        );
 
         if let Some(service) = &service {
             cx.check_ports(&receivers, &extensions, service);
@@ -509,6 +538,7 @@ impl Config {
                 receivers,
                 processors,
                 exporters,
+                connectors,
                 extensions,
                 service,
                 warnings: loaded.warnings.clone(),
@@ -533,6 +563,7 @@ impl Ctx<'_> {
         receivers: &BTreeMap<String, ReceiverConfig>,
         processors: &BTreeMap<String, ProcessorConfig>,
         exporters: &BTreeMap<String, ExporterConfig>,
+        connectors: &BTreeMap<String, ConnectorConfig>,
         extensions: &BTreeMap<String, ExtensionConfig>,
     ) -> Option<ServiceConfig> {
         let declared = |section: &str| -> Vec<String> {
@@ -637,13 +668,19 @@ impl Ctx<'_> {
                     "must list at least one exporter",
                 );
             }
+            // A connector is an exporter of one pipeline and a receiver of others.
+            let with_connectors = |list: &str| {
+                let mut v = declared(list);
+                v.extend(declared("connectors"));
+                v
+            };
             self.refs(
                 &path,
                 "receivers",
                 Kind::Receiver,
                 &p.receivers,
-                &declared("receivers"),
-                |id| receivers.contains_key(id),
+                &with_connectors("receivers"),
+                |id| receivers.contains_key(id) || connectors.contains_key(id),
                 signal,
             );
             self.refs(
@@ -660,8 +697,8 @@ impl Ctx<'_> {
                 "exporters",
                 Kind::Exporter,
                 &p.exporters,
-                &declared("exporters"),
-                |id| exporters.contains_key(id),
+                &with_connectors("exporters"),
+                |id| exporters.contains_key(id) || connectors.contains_key(id),
                 signal,
             );
             pipelines.insert(
@@ -673,6 +710,42 @@ impl Ctx<'_> {
                     exporters: p.exporters,
                 },
             );
+        }
+        // Connectors: used on both sides; routes name pipelines that receive from them, of the
+        // signal they are fed.
+        for (cid, c) in connectors {
+            let ConnectorConfig::Routing(r) = c;
+            let path = format!("connectors.{cid}");
+            let sources: Vec<Signal> = pipelines
+                .values()
+                .filter(|p: &&PipelineConfig| p.exporters.contains(cid))
+                .map(|p| p.signal)
+                .collect();
+            let fed = pipelines.values().any(|p| p.receivers.contains(cid));
+            if sources.is_empty() || !fed {
+                self.err(
+                    &path,
+                    "a connector must be an exporter of one pipeline and a receiver of another",
+                );
+                continue;
+            }
+            for (key, target) in r.targets() {
+                match pipelines.get(&target) {
+                    None => self.err(
+                        &format!("{path}.{key}"),
+                        format!("names pipeline {target:?}, which is not configured under service.pipelines"),
+                    ),
+                    Some(t) if !t.receivers.contains(cid) => self.err(
+                        &format!("{path}.{key}"),
+                        format!("pipeline {target:?} must list {cid:?} among its receivers"),
+                    ),
+                    Some(t) if !sources.contains(&t.signal) => self.err(
+                        &format!("{path}.{key}"),
+                        format!("pipeline {target:?} is {}, but {cid:?} is fed {}", t.signal, sources[0]),
+                    ),
+                    _ => {}
+                }
+            }
         }
         Some(ServiceConfig {
             pipelines,

@@ -136,6 +136,23 @@ fn build_processor(
 
 pub use crate::telemetry::server::ReloadRequest;
 
+/// Where a pipeline sends what its stages release: an exporter's queue, or a connector
+/// that hands it to other pipelines.
+#[derive(Clone)]
+enum Out {
+    Exporter(ExporterHandle),
+    Router(Arc<crate::connectors::routing::Router>),
+}
+
+impl Out {
+    async fn push(&self, b: Batch) {
+        match self {
+            Out::Exporter(e) => e.push(b).await,
+            Out::Router(r) => r.push(b).await,
+        }
+    }
+}
+
 /// What a reload did, by component: `kind.id` entries.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ReloadReport {
@@ -233,6 +250,14 @@ pub struct Engine {
     receivers: BTreeMap<String, RunningReceiver>,
     pipelines: BTreeMap<String, RunningPipeline>,
     exporters: BTreeMap<String, RunningExporter>,
+    /// Connectors: id -> (settings, router).
+    routers: BTreeMap<
+        String,
+        (
+            crate::config::model::ConnectorConfig,
+            Arc<crate::connectors::routing::Router>,
+        ),
+    >,
     servers: BTreeMap<String, RunningServer>,
 }
 
@@ -269,6 +294,7 @@ impl Engine {
             receivers: BTreeMap::new(),
             pipelines: BTreeMap::new(),
             exporters: BTreeMap::new(),
+            routers: BTreeMap::new(),
             servers: BTreeMap::new(),
         };
         registry.gauge_fn(
@@ -385,6 +411,20 @@ impl Engine {
             }
         }
 
+        // Connectors: a router per routing connector; one whose settings changed is new, and
+        // so are the pipelines that feed it.
+        let mut fresh_connectors: Vec<String> = Vec::new();
+        self.routers.retain(|id, _| cfg.connectors.contains_key(id));
+        for (id, c) in &cfg.connectors {
+            if self.routers.get(id).is_some_and(|(old, _)| old == c) {
+                continue;
+            }
+            let crate::config::model::ConnectorConfig::Routing(r) = c;
+            let router = Arc::new(crate::connectors::routing::Router::new(id, r));
+            self.routers.insert(id.clone(), (c.clone(), router));
+            fresh_connectors.push(id.clone());
+        }
+
         // 2. Pipelines: keep the unchanged, replace the changed (handing state over), start
         // the new, let the removed finish.
         let mut retired_pipelines = Vec::new();
@@ -394,7 +434,10 @@ impl Engine {
                 .iter()
                 .filter_map(|id| cfg.processors.get(id).map(|c| (id.clone(), c.clone())))
                 .collect();
-            let exporters_changed = p.exporters.iter().any(|e| fresh_exporters.contains(e));
+            let exporters_changed = p
+                .exporters
+                .iter()
+                .any(|e| fresh_exporters.contains(e) || fresh_connectors.contains(e));
             if let Some(r) = self.pipelines.get(pid) {
                 if r.signal == p.signal
                     && r.stages == stages
@@ -405,11 +448,15 @@ impl Engine {
                     continue;
                 }
             }
-            let outs: Vec<ExporterHandle> = p
+            let outs: Vec<Out> = p
                 .exporters
                 .iter()
-                .filter_map(|id| self.exporters.get(id).map(|r| r.handle.clone()))
+                .filter_map(|id| match self.exporters.get(id) {
+                    Some(r) => Some(Out::Exporter(r.handle.clone())),
+                    None => self.routers.get(id).map(|(_, r)| Out::Router(r.clone())),
+                })
                 .collect();
+            let fed_by_connector = p.receivers.iter().any(|r| cfg.connectors.contains_key(r));
             let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
             let (ctl_tx, ctl_rx) = mpsc::channel(1);
             let inherit = match self.pipelines.remove(pid) {
@@ -464,6 +511,7 @@ impl Engine {
                 inherit,
                 outs,
                 drain: self.drain.subscribe(),
+                fed_by_connector,
                 ctl: ctl_rx,
             }));
             self.pipelines.insert(
@@ -492,6 +540,19 @@ impl Engine {
                 old.tx = None;
                 retired_pipelines.push(old.task);
             }
+        }
+
+        // Point every connector at the inboxes of the pipelines it feeds.
+        for (cid, (_, router)) in &self.routers {
+            let mut targets = BTreeMap::new();
+            for (pid, p) in &cfg.service.pipelines {
+                if p.receivers.contains(cid) {
+                    if let Some(tx) = self.pipelines.get(pid).and_then(|r| r.tx.clone()) {
+                        targets.insert(pid.clone(), tx);
+                    }
+                }
+            }
+            *router.targets.write().unwrap_or_else(|e| e.into_inner()) = targets;
         }
 
         // 3. Receivers: point every receiver at the pipelines now in force.
@@ -752,9 +813,16 @@ impl Engine {
             let _ = tokio::time::timeout_at(deadline, t).await;
         }
         let _ = self.drain.send(true);
+        // Connectors' inboxes close once the pipelines feeding them have finished (they hold
+        // the routers); the engine lets go of its own references first.
+        drop(self.routers);
+        let mut tasks = Vec::new();
         for (_, p) in self.pipelines {
             drop(p.tx);
-            let _ = tokio::time::timeout_at(deadline, p.task).await;
+            tasks.push(p.task);
+        }
+        for t in tasks {
+            let _ = tokio::time::timeout_at(deadline, t).await;
         }
         for (_, e) in self.exporters {
             drop(e.handle);
@@ -778,8 +846,11 @@ struct PipelineRun {
     stages: Vec<(String, ProcessorConfig)>,
     registry: Arc<Registry>,
     inherit: Option<oneshot::Receiver<Handover>>,
-    outs: Vec<ExporterHandle>,
+    outs: Vec<Out>,
     drain: watch::Receiver<bool>,
+    /// Fed by a connector: at shutdown it ends when its feeders have finished (its inbox
+    /// closes), so what they flush still gets through.
+    fed_by_connector: bool,
     ctl: mpsc::Receiver<Ctl>,
 }
 
@@ -792,6 +863,7 @@ async fn run_pipeline(run: PipelineRun) {
         inherit,
         outs,
         mut drain,
+        fed_by_connector,
         mut ctl,
     } = run;
     // A successor waits for its predecessor's stateful stages (while its own inbox fills).
@@ -838,7 +910,7 @@ async fn run_pipeline(run: PipelineRun) {
                 }
                 continue;
             }
-            _ = crate::net::until_true(&mut drain), if !draining => {
+            _ = crate::net::until_true(&mut drain), if !draining && !fed_by_connector => {
                 // Take what is already queued, then finish.
                 draining = true;
                 inbox.close();
@@ -899,7 +971,7 @@ fn push_through(procs: &mut [Box<dyn Processor>], input: Vec<Batch>) -> Vec<Batc
     cur
 }
 
-async fn fan_out(outs: &[ExporterHandle], batches: Vec<Batch>) {
+async fn fan_out(outs: &[Out], batches: Vec<Batch>) {
     for mut b in batches {
         if b.items == 0 {
             continue;

@@ -1,0 +1,2 @@
+//! Connectors: components that are an exporter of one pipeline and a receiver of others.
+pub mod routing;

@@ -1,0 +1,187 @@
+//! The `routing` connector: sends each resource's data to the pipelines of the first route
+//! whose OTTL condition (resource context: `resource.attributes["k"]`, ...) matches, or to
+//! `default_pipelines`. The routing connector of the Collector, with its `table` of
+//! `{condition, pipelines}`.
+//!
+//! At run time a [`Router`] sits among a pipeline's outputs: it decodes the batch, splits it by
+//! route and hands each part to the target pipelines' inboxes (waiting for room:
+//! backpressure). The targets can be repointed by a reload.
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::ottl::{Condition, ContextKind};
+use crate::pdata::{Batch, Payload, Signal};
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    pub default_pipelines: Vec<String>,
+    /// `propagate` | `ignore` | `silent`: accepted; conditions never fail on data.
+    pub error_mode: Option<String>,
+    pub table: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Route {
+    /// An OTTL condition in the resource context.
+    pub condition: String,
+    /// `resource` (default).
+    pub context: Option<String>,
+    pub pipelines: Vec<String>,
+}
+
+impl RoutingConfig {
+    /// Problems with the table itself (pipeline references are checked with the service).
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        if self.table.is_empty() {
+            errs.push(("table".into(), "must list at least one route".into()));
+        }
+        for (i, r) in self.table.iter().enumerate() {
+            if let Some(c) = &r.context {
+                if c != "resource" {
+                    errs.push((
+                        format!("table[{i}].context"),
+                        format!(
+                            "context {c:?} is not supported; weir routes in the resource context"
+                        ),
+                    ));
+                }
+            }
+            if r.condition.is_empty() {
+                errs.push((format!("table[{i}].condition"), "is required".into()));
+            } else if let Err(e) = Condition::parse(&r.condition, ContextKind::Resource) {
+                errs.push((format!("table[{i}].condition"), e.to_string()));
+            }
+            if r.pipelines.is_empty() {
+                errs.push((
+                    format!("table[{i}].pipelines"),
+                    "must list at least one pipeline".into(),
+                ));
+            }
+        }
+        errs
+    }
+
+    /// Every pipeline this connector may send to.
+    pub fn targets(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (i, r) in self.table.iter().enumerate() {
+            for (j, p) in r.pipelines.iter().enumerate() {
+                out.push((format!("table[{i}].pipelines[{j}]"), p.clone()));
+            }
+        }
+        for (j, p) in self.default_pipelines.iter().enumerate() {
+            out.push((format!("default_pipelines[{j}]"), p.clone()));
+        }
+        out
+    }
+}
+
+/// Target pipeline id -> its inbox; swapped by a reload.
+pub type Targets = Arc<RwLock<BTreeMap<String, mpsc::Sender<Batch>>>>;
+
+pub struct Router {
+    pub id: Arc<str>,
+    routes: Vec<(Condition, Vec<String>)>,
+    default: Vec<String>,
+    pub targets: Targets,
+}
+
+impl Router {
+    pub fn new(id: &str, cfg: &RoutingConfig) -> Router {
+        Router {
+            id: Arc::from(id),
+            routes: cfg
+                .table
+                .iter()
+                .filter_map(|r| {
+                    Condition::parse(&r.condition, ContextKind::Resource)
+                        .ok()
+                        .map(|c| (c, r.pipelines.clone()))
+                })
+                .collect(),
+            default: cfg.default_pipelines.clone(),
+            targets: Arc::new(RwLock::new(BTreeMap::new())),
+        }
+    }
+
+    /// The pipelines a resource goes to: the first matching route's, else the default.
+    fn route(
+        &self,
+        resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>,
+    ) -> &[String] {
+        self.routes
+            .iter()
+            .find(|(c, _)| c.eval_resource(resource))
+            .map(|(_, p)| p.as_slice())
+            .unwrap_or(&self.default)
+    }
+
+    /// Splits `batch` by route and hands each part to its pipelines (waiting for room).
+    pub async fn push(&self, mut batch: Batch) {
+        if let Err(e) = batch.decode() {
+            tracing::error!(connector = %self.id, "dropping {} items: {e}", batch.items);
+            return;
+        }
+        let ctx = batch.context.clone();
+        let signal = batch.signal;
+        // route (as pipeline list) -> payload
+        let mut parts: Vec<(Vec<String>, Payload)> = Vec::new();
+        macro_rules! split {
+            ($req:expr, $field:ident, $ty:ident, $variant:ident) => {{
+                for item in std::mem::take(&mut $req.$field) {
+                    let to = self.route(item.resource.as_ref()).to_vec();
+                    match parts.iter_mut().find(|(p, _)| *p == to) {
+                        Some((_, Payload::$variant(r))) => r.$field.push(item),
+                        _ => parts.push((to, Payload::$variant($ty { $field: vec![item] }))),
+                    }
+                }
+            }};
+        }
+        use opentelemetry_proto::tonic::collector::{
+            logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+            trace::v1::ExportTraceServiceRequest,
+        };
+        match &mut batch.payload {
+            Payload::Traces(r) => split!(r, resource_spans, ExportTraceServiceRequest, Traces),
+            Payload::Metrics(r) => {
+                split!(r, resource_metrics, ExportMetricsServiceRequest, Metrics)
+            }
+            Payload::Logs(r) => split!(r, resource_logs, ExportLogsServiceRequest, Logs),
+            Payload::Encoded(_) => {}
+        }
+        for (to, payload) in parts {
+            let mut b = Batch {
+                signal,
+                items: 0,
+                payload,
+                context: ctx.clone(),
+            };
+            b.recount();
+            if to.is_empty() {
+                tracing::debug!(connector = %self.id, "{} items matched no route and there is no default", b.items);
+                continue;
+            }
+            let txs: Vec<(String, mpsc::Sender<Batch>)> = {
+                let t = self.targets.read().unwrap_or_else(|e| e.into_inner());
+                to.iter()
+                    .filter_map(|p| t.get(p).map(|tx| (p.clone(), tx.clone())))
+                    .collect()
+            };
+            for (p, tx) in txs {
+                if tx.send(b.clone()).await.is_err() {
+                    tracing::error!(connector = %self.id, "pipeline {p} has stopped; dropped {} {}", b.items, signal_noun(signal));
+                }
+            }
+        }
+    }
+}
+
+fn signal_noun(s: Signal) -> &'static str {
+    s.item_noun()
+}
