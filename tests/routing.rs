@@ -162,3 +162,35 @@ fn routing_tables_are_checked() {
     assert!(out.contains("connectors.routing.default_pipelines[0]: names pipeline \"logs/nope\", which is not configured under service.pipelines"), "{out}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_request_header() {
+    let a = FakeLoki::start(false).await;
+    let rest = FakeLoki::start(false).await;
+    let grpc = free_port();
+    let yaml = config(grpc, &a, &rest)
+        .replace("      processors: [tenant]\n", "")
+        .replace(
+            r#"condition: resource.attributes["tenant.id"] == "team-a""#,
+            r#"context: request
+        condition: request["X-Team"] == "blue""#,
+        );
+    let weir = Weir::start(&yaml, grpc);
+    let mut client = LogsServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+        .await
+        .expect("connect");
+    for (team, n) in [("blue", 7), ("red", 3)] {
+        let mut req = tonic::Request::new(logs(team, n));
+        req.metadata_mut()
+            .insert("x-team", team.parse().expect("ascii"));
+        client.export(req).await.expect("accepted");
+    }
+    wait_until_async("10 entries", Duration::from_secs(15), || {
+        a.entries().len() + rest.entries().len() >= 10
+    })
+    .await;
+    assert_eq!(a.entries().len(), 7);
+    assert!(a.entries().iter().all(|e| e.line.contains("blue")));
+    assert_eq!(rest.entries().len(), 3);
+    weir.stop();
+}

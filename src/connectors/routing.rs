@@ -27,9 +27,10 @@ pub struct RoutingConfig {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Route {
-    /// An OTTL condition in the resource context.
+    /// An OTTL condition in the resource context; `request["header"]` reads the client's
+    /// request headers (the receiver needs `include_metadata`).
     pub condition: String,
-    /// `resource` (default).
+    /// `resource` (default) or `request`: both read the same paths here.
     pub context: Option<String>,
     pub pipelines: Vec<String>,
 }
@@ -43,11 +44,11 @@ impl RoutingConfig {
         }
         for (i, r) in self.table.iter().enumerate() {
             if let Some(c) = &r.context {
-                if c != "resource" {
+                if c != "resource" && c != "request" {
                     errs.push((
                         format!("table[{i}].context"),
                         format!(
-                            "context {c:?} is not supported; weir routes in the resource context"
+                            "context {c:?} is not supported; use resource (default) or request"
                         ),
                     ));
                 }
@@ -114,10 +115,11 @@ impl Router {
     fn route(
         &self,
         resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>,
+        headers: Option<&[(String, String)]>,
     ) -> &[String] {
         self.routes
             .iter()
-            .find(|(c, _)| c.eval_resource(resource))
+            .find(|(c, _)| c.eval_resource_request(resource, headers))
             .map(|(_, p)| p.as_slice())
             .unwrap_or(&self.default)
     }
@@ -129,13 +131,14 @@ impl Router {
             return;
         }
         let ctx = batch.context.clone();
+        let headers: Option<&[(String, String)]> = ctx.metadata.as_deref().map(|v| v.as_slice());
         let signal = batch.signal;
         // route (as pipeline list) -> payload
         let mut parts: Vec<(Vec<String>, Payload)> = Vec::new();
         macro_rules! split {
             ($req:expr, $field:ident, $ty:ident, $variant:ident) => {{
                 for item in std::mem::take(&mut $req.$field) {
-                    let to = self.route(item.resource.as_ref()).to_vec();
+                    let to = self.route(item.resource.as_ref(), headers).to_vec();
                     match parts.iter_mut().find(|(p, _)| *p == to) {
                         Some((_, Payload::$variant(r))) => r.$field.push(item),
                         _ => parts.push((to, Payload::$variant($ty { $field: vec![item] }))),

@@ -24,6 +24,8 @@ pub(crate) struct Ctx<'a> {
     pub span: Option<&'a Span>,
     pub event: Option<&'a span::Event>,
     pub log: Option<&'a LogRecord>,
+    /// Request headers (lower-case names), for `request["..."]`.
+    pub request: Option<&'a [(String, String)]>,
 }
 
 /// A lowercase hex id held inline, so `trace_id.string` needs no allocation.
@@ -68,6 +70,7 @@ pub(crate) enum Val<'a> {
     Bytes(&'a [u8]),
     Map(&'a [KeyValue]),
     List(&'a [AnyValue]),
+    Headers(&'a [(String, String)]),
 }
 
 impl<'a> Val<'a> {
@@ -99,6 +102,10 @@ fn index<'a>(mut v: Val<'a>, keys: &[Key]) -> Val<'a> {
     for k in keys {
         v = match (v, k) {
             (Val::Map(m), Key::Str(s)) => Val::from_any(get(m, s)),
+            (Val::Headers(h), Key::Str(s)) => h
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(s))
+                .map_or(Val::Nil, |(_, v)| Val::Str(v)),
             (Val::List(l), Key::Int(i)) => {
                 Val::from_any(usize::try_from(*i).ok().and_then(|i| l.get(i)))
             }
@@ -130,6 +137,7 @@ fn field<'a>(f: Field, c: &Ctx<'a>) -> Val<'a> {
         Field::ResourceAttrs => c
             .resource
             .map_or(Val::Map(&[]), |r| Val::Map(&r.attributes)),
+        Field::RequestHeaders => Val::Headers(c.request.unwrap_or(&[])),
         Field::ResourceDroppedAttrs => Val::Int(
             c.resource
                 .map_or(0, |r| i64::from(r.dropped_attributes_count)),
@@ -242,13 +250,13 @@ fn call(f: &Converter, c: &Ctx<'_>) -> bool {
             Val::Double(d) => re.is_match(&d.to_string()),
             Val::Bool(b) => re.is_match(if b { "true" } else { "false" }),
             // Upstream base64-encodes bytes and JSON-encodes maps and lists; not done here.
-            Val::Nil | Val::Bytes(_) | Val::Map(_) | Val::List(_) => false,
+            Val::Nil | Val::Bytes(_) | Val::Map(_) | Val::List(_) | Val::Headers(_) => false,
         },
         Converter::IsString(t) => matches!(operand(t, c), Val::Str(_) | Val::Hex(_)),
         Converter::IsInt(t) => matches!(operand(t, c), Val::Int(_)),
         Converter::IsBool(t) => matches!(operand(t, c), Val::Bool(_)),
         Converter::IsDouble(t) => matches!(operand(t, c), Val::Double(_)),
-        Converter::IsMap(t) => matches!(operand(t, c), Val::Map(_)),
+        Converter::IsMap(t) => matches!(operand(t, c), Val::Map(_) | Val::Headers(_)),
         Converter::IsList(t) => matches!(operand(t, c), Val::List(_)),
     }
 }

@@ -155,6 +155,19 @@ impl Condition {
         })
     }
 
+    /// A resource-context condition that may also read `request["header"]`.
+    pub fn eval_resource_request(
+        &self,
+        resource: Option<&Resource>,
+        headers: Option<&[(String, String)]>,
+    ) -> bool {
+        self.eval(&Ctx {
+            resource,
+            request: headers,
+            ..Ctx::default()
+        })
+    }
+
     fn eval(&self, ctx: &Ctx<'_>) -> bool {
         eval::eval(&self.expr, ctx)
     }

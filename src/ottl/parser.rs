@@ -70,6 +70,8 @@ pub(crate) struct Path {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Field {
     ResourceAttrs,
+    /// `request["header"]`: the client's request headers / gRPC metadata (routing).
+    RequestHeaders,
     ResourceDroppedAttrs,
     ScopeName,
     ScopeVersion,
@@ -112,6 +114,7 @@ impl Field {
         matches!(
             self,
             Field::ResourceAttrs
+                | Field::RequestHeaders
                 | Field::ScopeAttrs
                 | Field::SpanAttrs
                 | Field::EventAttrs
@@ -499,6 +502,9 @@ fn resolve(ctx: ContextKind, segs: &[&str]) -> Option<Field> {
         _ => segs,
     };
     if ctx == C::Resource {
+        if segs == ["request"] {
+            return Some(Field::RequestHeaders);
+        }
         return resource_field(segs);
     }
     match segs {

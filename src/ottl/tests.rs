@@ -799,3 +799,14 @@ fn wrong_context_data_reads_as_nil() {
     );
     assert!(c.is_ok_and(|c| c.eval_log(None, None, &log())));
 }
+
+#[test]
+fn request_headers_in_the_resource_context() {
+    let c =
+        Condition::parse(r#"request["X-Team"] == "blue""#, ContextKind::Resource).expect("parses");
+    let h = vec![("x-team".to_string(), "blue".to_string())];
+    assert!(c.eval_resource_request(None, Some(&h)));
+    assert!(!c.eval_resource_request(None, None));
+    assert!(!c.eval_resource(None));
+    assert!(Condition::parse(r#"request["X-Team"] == "blue""#, ContextKind::Span).is_err());
+}
