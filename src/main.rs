@@ -85,15 +85,30 @@ fn main() -> ExitCode {
             }
         },
         "components" => {
-            for c in weir::config::model::COMPONENTS {
-                let signals: Vec<&str> = c.signals.iter().map(|s| s.as_str()).collect();
-                println!(
-                    "{:<10} {:<14} {:<24} {}",
-                    c.kind.as_str(),
-                    c.type_name,
-                    signals.join(","),
-                    c.description
-                );
+            use weir::config::model::{Kind, COMPONENTS};
+            let width = COMPONENTS
+                .iter()
+                .map(|c| c.type_name.len())
+                .max()
+                .unwrap_or(10);
+            let order = [
+                Kind::Receiver,
+                Kind::Processor,
+                Kind::Exporter,
+                Kind::Connector,
+                Kind::Extension,
+            ];
+            for kind in order {
+                for c in COMPONENTS.iter().filter(|c| c.kind == kind) {
+                    let signals: Vec<&str> = c.signals.iter().map(|s| s.as_str()).collect();
+                    println!(
+                        "{:<10} {:<width$} {:<20} {}",
+                        c.kind.as_str(),
+                        c.type_name,
+                        signals.join(","),
+                        c.description
+                    );
+                }
             }
             ExitCode::SUCCESS
         }

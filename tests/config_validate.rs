@@ -251,3 +251,39 @@ service:
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn components_and_version() {
+    let out = std::process::Command::new(common::weir_bin())
+        .arg("components")
+        .output()
+        .expect("run weir components");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (kind, ty) in [
+        ("receiver", "otlp"),
+        ("processor", "tail_sampling"),
+        ("processor", "cardinality_limiter"),
+        ("processor", "tenant"),
+        ("exporter", "prometheusremotewrite"),
+        ("exporter", "loki"),
+        ("connector", "routing"),
+        ("extension", "health_check"),
+    ] {
+        assert!(
+            text.lines().any(|l| {
+                let mut f = l.split_whitespace();
+                f.next() == Some(kind) && f.next() == Some(ty)
+            }),
+            "{kind} {ty} missing:\n{text}"
+        );
+    }
+    let v = std::process::Command::new(common::weir_bin())
+        .arg("--version")
+        .output()
+        .expect("run weir --version");
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        format!("weir {}", env!("CARGO_PKG_VERSION"))
+    );
+}

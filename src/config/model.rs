@@ -96,7 +96,7 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         kind: Kind::Receiver,
         type_name: "otlp",
         signals: ALL,
-        description: "OTLP over gRPC and HTTP (protobuf, JSON, gzip)",
+        description: "OTLP over gRPC and HTTP (protobuf, JSON, gzip, zstd)",
     },
     ComponentInfo {
         kind: Kind::Processor,
