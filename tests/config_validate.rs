@@ -287,3 +287,41 @@ fn components_and_version() {
         format!("weir {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn the_kubernetes_manifest_carries_a_valid_config_and_runs_it() {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(repo("deploy/kubernetes/gateway.yaml")).expect("manifest");
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_yaml::Value::deserialize(d).expect("a YAML document"))
+        .collect();
+    let kind = |d: &serde_yaml::Value| d["kind"].as_str().unwrap_or("").to_owned();
+    let cm = docs
+        .iter()
+        .find(|d| kind(d) == "ConfigMap")
+        .expect("a ConfigMap");
+    let cfg = cm["data"]["config.yaml"]
+        .as_str()
+        .expect("config.yaml in the ConfigMap");
+    let dir = tempdir("k8s");
+    let f = write(&dir, "config.yaml", cfg);
+    let (ok, out) = validate(std::slice::from_ref(&f));
+    assert!(ok, "the ConfigMap's config must be valid:\n{out}");
+    let dep = docs
+        .iter()
+        .find(|d| kind(d) == "Deployment")
+        .expect("a Deployment");
+    let args: Vec<String> = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        args,
+        ["--config", "/etc/weir/config.yaml", "--watch-config"]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
