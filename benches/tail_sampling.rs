@@ -131,16 +131,15 @@ fn memory_per_span() {
     for r in requests {
         ts.process(batch(r), &mut out);
     }
-    let traces = (spans / 8) as f64;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while registry.value(
-        "otelcol_processor_tail_sampling_sampling_traces_on_memory",
-        &[("processor", "tail_sampling")],
-    ) != Some(traces)
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    // A barrier: every worker has taken in all it was sent.
+    ts.sync();
+    assert_eq!(
+        registry.value(
+            "otelcol_processor_tail_sampling_sampling_traces_on_memory",
+            &[("processor", "tail_sampling")],
+        ),
+        Some((spans / 8) as f64)
+    );
     // The request bytes were allocated before `before`: what grew since is the overhead
     // (the buffered spans are zero-copy slices of those requests).
     let held = LIVE.load(Ordering::Relaxed) - before;

@@ -398,17 +398,17 @@ service:
     }
     // The last overflow value written is the total over all folded series.
     let mut series = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        series = prom.query("logins_total");
-        if series
-            .iter()
-            .any(|(l, v)| label(l, "otel_metric_overflow") == Some("true") && *v == 9900.0)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_async(
+        "the overflow series to carry 9,900",
+        Duration::from_secs(30),
+        || {
+            series = prom.query("logins_total");
+            series
+                .iter()
+                .any(|(l, v)| label(l, "otel_metric_overflow") == Some("true") && *v == 9900.0)
+        },
+    )
+    .await;
     let overflow: Vec<_> = series
         .iter()
         .filter(|(l, _)| label(l, "otel_metric_overflow") == Some("true"))

@@ -209,13 +209,24 @@ async fn twenty_sighups_while_sending_lose_nothing() {
                     }
                 }
                 n += 1;
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                tokio::task::yield_now().await;
             }
         })
     };
 
+    // Traffic flows between reloads: each waits for 200 more accepted spans.
+    let flowing = |accepted_spans: &Arc<std::sync::Mutex<Vec<String>>>| {
+        let from = accepted_spans.lock().unwrap().len();
+        let acc = accepted_spans.clone();
+        move || acc.lock().unwrap().len() >= from + 200
+    };
     for i in 1..=20 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        wait_until_async(
+            "traffic between reloads",
+            Duration::from_secs(20),
+            flowing(&accepted_spans),
+        )
+        .await;
         let yaml = if i % 2 == 1 {
             config_b(grpc, tel, &a, &b)
         } else {
@@ -225,7 +236,12 @@ async fn twenty_sighups_while_sending_lose_nothing() {
         weir.signal("HUP");
         reloaded(tel, i).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_until_async(
+        "traffic after the last reload",
+        Duration::from_secs(20),
+        flowing(&accepted_spans),
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     sender.await.expect("sender");
 
@@ -307,11 +323,22 @@ async fn a_reload_never_closes_the_port() {
         std::thread::spawn(move || {
             let addr = ([127, 0, 0, 1], grpc).into();
             while !stop.load(Ordering::Relaxed) {
-                // A connection a millisecond, each closed at once (a tight loop without
-                // that pause measures the kernel's SYN backlog, not weir).
-                std::thread::sleep(Duration::from_millis(1));
-                match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                // Connect and complete an HTTP/2 handshake (the client preface and SETTINGS,
+                // then the server's first frame): each probe waits for weir's answer, so the
+                // loop is paced by the server, not by a timer.
+                let probe = || -> std::io::Result<()> {
+                    use std::io::{Read, Write};
+                    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+                    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    s.write_all(
+                        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+                    )?;
+                    let mut frame = [0u8; 9];
+                    s.read_exact(&mut frame)?;
+                    Ok(())
+                };
+                match probe() {
+                    Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
                     Err(e) => {
                         errors.lock().unwrap().push(format!("{e} ({:?})", e.kind()));
                         refused.fetch_add(1, Ordering::Relaxed)
@@ -337,7 +364,15 @@ async fn a_reload_never_closes_the_port() {
         weir.rewrite_config(&yaml);
         weir.signal("HUP");
         reloaded(tel, i).await;
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Probes keep succeeding between reloads.
+        let from = ok.load(Ordering::Relaxed);
+        let probes = ok.clone();
+        wait_until_async(
+            "probes between reloads",
+            Duration::from_secs(20),
+            move || probes.load(Ordering::Relaxed) >= from + 20,
+        )
+        .await;
     }
     stop.store(true, Ordering::Relaxed);
     prober.join().expect("prober");
@@ -426,10 +461,12 @@ async fn traces_buffered_in_tail_sampling_survive_a_reload() {
         0,
         "nothing decided before decision_wait"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while sink.state.spans() < 8 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_async(
+        "both buffered traces delivered",
+        Duration::from_secs(15),
+        || sink.state.spans() >= 8,
+    )
+    .await;
     assert_eq!(
         sink.state.spans(),
         8,

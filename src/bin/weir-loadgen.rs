@@ -741,6 +741,7 @@ async fn sink(args: Args) -> Result<String, String> {
     #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
+    let mut check = tokio::time::interval(Duration::from_millis(100));
     loop {
         #[cfg(unix)]
         let stop_signal = term.recv();
@@ -749,7 +750,7 @@ async fn sink(args: Args) -> Result<String, String> {
         tokio::select! {
             _ = stop_signal => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+            _ = check.tick() => {
                 if !duration.is_zero() && start.elapsed() >= duration {
                     break;
                 }

@@ -300,6 +300,29 @@ impl TailSampling {
         }
     }
 
+    /// Waits until every worker has taken in all it was sent and released what that let
+    /// out (late spans of kept traces); no decision is forced.
+    pub fn sync(&self) {
+        let acks: Vec<_> = self
+            .shards
+            .iter()
+            .filter_map(|s| {
+                let (tx, rx) = bounded(1);
+                s.control.send(Control::Sync(tx)).ok().map(|_| rx)
+            })
+            .collect();
+        blocking(|| {
+            for rx in acks {
+                let _ = rx.recv_timeout(Duration::from_secs(30));
+            }
+        });
+    }
+
+    /// Waits up to `timeout` for the next batch the workers release (instead of polling).
+    pub fn next_output(&self, timeout: Duration) -> Option<Batch> {
+        blocking(|| self.output.recv_timeout(timeout).ok())
+    }
+
     fn drain_output(&self, out: &mut Vec<Batch>) {
         while let Ok(b) = self.output.try_recv() {
             out.push(b);

@@ -30,6 +30,8 @@ pub enum Control {
     /// New settings and policies (a config reload): buffered traces stay and are decided by
     /// the new policies.
     Reconfigure(Box<Reconfigure>),
+    /// Answer once everything sent before this has been taken in (a barrier, no decisions).
+    Sync(Sender<()>),
 }
 
 pub struct Reconfigure {
@@ -211,6 +213,7 @@ impl Shard {
                 match control.recv_timeout(timeout) {
                     Ok(Control::Flush(ack)) => self.flush(&data, ack),
                     Ok(Control::Reconfigure(r)) => self.configure(*r),
+                    Ok(Control::Sync(ack)) => self.sync(&data, ack),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
@@ -219,6 +222,7 @@ impl Shard {
                     recv(control) -> m => match m {
                         Ok(Control::Flush(ack)) => self.flush(&data, ack),
                         Ok(Control::Reconfigure(r)) => self.configure(*r),
+                        Ok(Control::Sync(ack)) => self.sync(&data, ack),
                         Err(_) => return,
                     },
                     recv(data) -> m => match m {
@@ -231,6 +235,16 @@ impl Shard {
             self.decide_due(Instant::now());
             self.send_pending();
         }
+    }
+
+    fn sync(&mut self, data: &Receiver<Vec<Chunk>>, ack: Sender<()>) {
+        while let Ok(chunks) = data.try_recv() {
+            self.ingest_unbounded(chunks);
+        }
+        // Late spans of kept traces go out before the answer.
+        self.send_pending();
+        self.report();
+        let _ = ack.send(());
     }
 
     fn flush(&mut self, data: &Receiver<Vec<Chunk>>, ack: Sender<()>) {
