@@ -112,3 +112,39 @@ pub async fn http_failure(
     };
     (err, text)
 }
+
+/// The HTTP client every HTTP exporter uses: keep-alive pool, no Nagle, 5 s connect timeout.
+pub fn http_client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+> {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .build(connector)
+}
+
+/// `headers:` as a header map (names and values were checked at validation).
+pub fn header_map(headers: &Headers) -> Result<http::HeaderMap, String> {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("invalid header name {k:?}"))?;
+        let value = http::HeaderValue::from_str(v)
+            .map_err(|_| format!("invalid value for header {k:?}"))?;
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+/// `tenant_header:` as a header name.
+pub fn tenant_header_name(h: Option<&str>) -> Result<Option<http::HeaderName>, String> {
+    h.filter(|h| !h.is_empty())
+        .map(|h| {
+            http::HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| format!("invalid tenant_header {h:?}"))
+        })
+        .transpose()
+}

@@ -19,13 +19,11 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request};
 use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
@@ -615,32 +613,13 @@ impl LokiSender {
         cfg: &LokiExporterConfig,
         registry: &Arc<Registry>,
     ) -> Result<Arc<Self>, String> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let client = crate::exporters::http_client();
         let url = cfg
             .endpoint
             .parse()
             .map_err(|e| format!("invalid URL {:?}: {e}", cfg.endpoint))?;
-        let mut headers = HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("invalid header name {k:?}"))?;
-            let value =
-                HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k:?}"))?;
-            headers.insert(name, value);
-        }
-        let tenant_header = if cfg.tenant_header.is_empty() {
-            None
-        } else {
-            Some(
-                HeaderName::from_bytes(cfg.tenant_header.as_bytes())
-                    .map_err(|_| format!("invalid tenant_header {:?}", cfg.tenant_header))?,
-            )
-        };
+        let headers = crate::exporters::header_map(&cfg.headers)?;
+        let tenant_header = crate::exporters::tenant_header_name(Some(&cfg.tenant_header))?;
         Ok(Arc::new(LokiSender {
             id: Arc::from(id),
             client,

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use prost::Message;
 
 use crate::exporters::helper::{BoxFuture, ExportError, Sender, Sent};
@@ -50,33 +49,15 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 impl OtlpHttpSender {
     pub fn new(cfg: &OtlpHttpExporterConfig) -> Result<Arc<Self>, String> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let client = crate::exporters::http_client();
         let mut urls: [Option<http::Uri>; 3] = [None, None, None];
         for s in Signal::ALL {
             if let Some(u) = cfg.url(s) {
                 urls[idx(s)] = Some(u.parse().map_err(|e| format!("invalid URL {u:?}: {e}"))?);
             }
         }
-        let mut headers = HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("invalid header name {k:?}"))?;
-            let value =
-                HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k:?}"))?;
-            headers.insert(name, value);
-        }
-        let tenant_header = match &cfg.tenant_header {
-            Some(h) => Some(
-                HeaderName::from_bytes(h.as_bytes())
-                    .map_err(|_| format!("invalid tenant_header {h:?}"))?,
-            ),
-            None => None,
-        };
+        let headers = crate::exporters::header_map(&cfg.headers)?;
+        let tenant_header = crate::exporters::tenant_header_name(cfg.tenant_header.as_deref())?;
         Ok(Arc::new(OtlpHttpSender {
             client,
             urls,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::units::DurationValue;
-use crate::exporters::helper::config::RetryConfig;
+use crate::exporters::helper::config::{QueueConfig, RetryConfig};
 use crate::exporters::{Headers, TlsClientConfig};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -102,6 +102,18 @@ impl Default for PrwExporterConfig {
 }
 
 impl PrwExporterConfig {
+    /// The sending queue: `remote_write_queue`, with one sender so requests go in order
+    /// (Prometheus rejects a sample older than the newest of its series, so concurrent senders
+    /// could reorder and lose data); `num_consumers` is accepted for compatibility.
+    pub fn queue(&self) -> QueueConfig {
+        QueueConfig {
+            enabled: self.remote_write_queue.enabled,
+            num_consumers: 1,
+            queue_size: self.remote_write_queue.queue_size,
+            ..Default::default()
+        }
+    }
+
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
         errs.extend(crate::exporters::check_http_endpoint(

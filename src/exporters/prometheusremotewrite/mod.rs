@@ -15,13 +15,11 @@ mod tests;
 pub mod translate;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request};
+use http::{header, HeaderMap, HeaderName, Method, Request};
 use http_body_util::Full;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 
@@ -50,24 +48,12 @@ impl PrwSender {
         cfg: &PrwExporterConfig,
         registry: &Registry,
     ) -> Result<Arc<Self>, String> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let client = crate::exporters::http_client();
         let url = cfg
             .endpoint
             .parse()
             .map_err(|e| format!("invalid URL {:?}: {e}", cfg.endpoint))?;
-        let mut headers = HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("invalid header name {k:?}"))?;
-            let value =
-                HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k:?}"))?;
-            headers.insert(name, value);
-        }
+        let headers = crate::exporters::header_map(&cfg.headers)?;
         let mut external: Vec<Label> = cfg
             .external_labels
             .iter()
@@ -84,13 +70,7 @@ impl PrwSender {
                 &[("exporter", id), ("reason", reason)],
             )
         };
-        let tenant_header = match &cfg.tenant_header {
-            Some(h) => Some(
-                HeaderName::from_bytes(h.as_bytes())
-                    .map_err(|_| format!("invalid tenant_header {h:?}"))?,
-            ),
-            None => None,
-        };
+        let tenant_header = crate::exporters::tenant_header_name(cfg.tenant_header.as_deref())?;
         Ok(Arc::new(PrwSender {
             id: Arc::from(id),
             client,

@@ -8,6 +8,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
+use std::time::Duration;
 
 use super::proto::{histogram, BucketSpan, Label, TimeSeries, WriteRequest};
 use super::translate::{native_histogram, translate, Settings, STALE_NAN};

@@ -234,8 +234,10 @@ impl CardinalityLimiter {
         c
     }
 
-    /// Whether series `sid` of `metric` may pass (admitting it if there is room).
-    fn admit(&mut self, metric: &str, tenant: &str, sid: u64, now: u32) -> bool {
+    /// The state key of `metric` for `tenant` (its rule decides whether the budget is the
+    /// tenant's or shared), creating the state on first sight. Once per metric and request,
+    /// not per point.
+    fn scope_key(&mut self, metric: &str, tenant: &str) -> (String, String) {
         let (limit, per) = limit_for(&self.rules, &self.cfg, metric);
         let scope = match per {
             Per::Tenant => tenant.to_owned(),
@@ -258,11 +260,17 @@ impl CardinalityLimiter {
                 },
             );
         }
+        key
+    }
+
+    /// Whether series `sid` of the metric under `key` may pass (admitting it if there is room).
+    fn admit(&mut self, key: &(String, String), tenant: &str, sid: u64, now: u32) -> bool {
+        let metric = key.0.as_str();
         // Series count against their scope's budget: the tenant's, or the shared one ("") for
         // rules with `per: global`.
         let tenant_total = self.tenants.get(&key.1).copied().unwrap_or(0);
         let tenant_limit = self.cfg.default_limit.max_series_per_tenant;
-        let Some(st) = self.metrics.get_mut(&key) else {
+        let Some(st) = self.metrics.get_mut(key) else {
             return false;
         };
         if let Some(seen) = st.series.get_mut(&sid) {
@@ -409,11 +417,12 @@ impl CardinalityLimiter {
                         }
                         metric::Data::ExponentialHistogram(h) => {
                             let pts = std::mem::take(&mut h.data_points);
+                            let key = self.scope_key(&name, tenant);
                             let mut keep = Vec::with_capacity(pts.len());
                             for p in pts {
                                 let sid =
                                     series_id(tenant, &name, rhash, attrs_hash(&p.attributes));
-                                if self.admit(&name, tenant, sid, now) {
+                                if self.admit(&key, tenant, sid, now) {
                                     keep.push(p);
                                 } else {
                                     self.limited_counter(&name, tenant, "drop").inc();
@@ -423,11 +432,12 @@ impl CardinalityLimiter {
                         }
                         metric::Data::Summary(s) => {
                             let pts = std::mem::take(&mut s.data_points);
+                            let key = self.scope_key(&name, tenant);
                             let mut keep = Vec::with_capacity(pts.len());
                             for p in pts {
                                 let sid =
                                     series_id(tenant, &name, rhash, attrs_hash(&p.attributes));
-                                if self.admit(&name, tenant, sid, now) {
+                                if self.admit(&key, tenant, sid, now) {
                                     keep.push(p);
                                 } else {
                                     self.limited_counter(&name, tenant, "drop").inc();
@@ -506,10 +516,11 @@ impl CardinalityLimiter {
         strip: &[String],
         outs: &mut Vec<(u64, Out)>,
     ) -> Vec<NumberDataPoint> {
+        let key = &self.scope_key(name, tenant);
         let mut keep = Vec::with_capacity(pts.len());
         for p in pts {
             let sid = series_id(tenant, name, rhash, attrs_hash(&p.attributes));
-            if self.admit(name, tenant, sid, now) {
+            if self.admit(key, tenant, sid, now) {
                 keep.push(p);
                 continue;
             }
@@ -588,10 +599,11 @@ impl CardinalityLimiter {
         strip: &[String],
         outs: &mut Vec<(u64, Out)>,
     ) -> Vec<HistogramDataPoint> {
+        let key = &self.scope_key(name, tenant);
         let mut keep = Vec::with_capacity(pts.len());
         for p in pts {
             let sid = series_id(tenant, name, rhash, attrs_hash(&p.attributes));
-            if self.admit(name, tenant, sid, now) {
+            if self.admit(key, tenant, sid, now) {
                 keep.push(p);
                 continue;
             }
@@ -856,8 +868,10 @@ impl Processor for CardinalityLimiter {
             return;
         }
         if let Err(e) = batch.decode() {
-            tracing::error!(processor = %self.id, "dropping {} points: {e}", batch.items);
-            return;
+            tracing::error!(processor = %self.id, "dropping {} points: {e}", e.lost);
+            if batch.items == 0 {
+                return;
+            }
         }
         let tenant = batch.context.tenant.as_deref().unwrap_or("").to_owned();
         if let Payload::Metrics(req) = &mut batch.payload {
