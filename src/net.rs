@@ -3,13 +3,18 @@
 //! the requests they carry.
 use std::error::Error as StdError;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -93,12 +98,164 @@ pub enum Protocol {
     Auto,
 }
 
+/// Limits on how long a connection may dawdle (the Collector's confighttp timeouts). `None`
+/// means no limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnTimeouts {
+    /// HTTP/1 request headers must arrive within this.
+    pub read_header: Option<Duration>,
+    /// A connection that moves no byte either way for this long is closed.
+    pub idle: Option<Duration>,
+    /// A response the client does not read for this long closes the connection.
+    pub write: Option<Duration>,
+}
+
+/// When a connection last moved a byte, and since when a write has been waiting on the
+/// client, in milliseconds since the connection opened (0: not waiting).
+#[derive(Default)]
+struct Activity {
+    last: AtomicU64,
+    write_blocked_since: AtomicU64,
+}
+
+/// A socket that records its activity for the idle and write watchdog.
+struct Tracked<S> {
+    inner: S,
+    act: Arc<Activity>,
+    opened: std::time::Instant,
+}
+
+impl<S> Tracked<S> {
+    fn now(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64 + 1
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let now = self.now();
+            self.act.last.store(now, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.written(r.is_pending());
+        r
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.written(r.is_pending());
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S> Tracked<S> {
+    fn written(&self, pending: bool) {
+        let now = self.now();
+        if pending {
+            let _ = self.act.write_blocked_since.compare_exchange(
+                0,
+                now,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        } else {
+            self.act.write_blocked_since.store(0, Ordering::Relaxed);
+            self.act.last.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Resolves when the connection has been idle, or stuck writing, for too long.
+async fn watchdog(act: Arc<Activity>, opened: std::time::Instant, t: ConnTimeouts) {
+    let shortest = [t.idle, t.write].into_iter().flatten().min();
+    let Some(shortest) = shortest else {
+        return std::future::pending().await;
+    };
+    let tick = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        let now = opened.elapsed().as_millis() as u64 + 1;
+        if let Some(w) = t.write {
+            let since = act.write_blocked_since.load(Ordering::Relaxed);
+            if since != 0 && now.saturating_sub(since) >= w.as_millis() as u64 {
+                return;
+            }
+        }
+        if let Some(i) = t.idle {
+            let last = act.last.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= i.as_millis() as u64 {
+                return;
+            }
+        }
+    }
+}
+
 /// Serves `svc` on `listener` until `shutdown` turns true; then stops accepting and gives
 /// open connections `grace` to finish.
 pub fn serve<S, B>(
     listener: TcpListener,
     svc: S,
     protocol: Protocol,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) -> JoinHandle<()>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    serve_with(
+        listener,
+        svc,
+        protocol,
+        ConnTimeouts::default(),
+        shutdown,
+        grace,
+    )
+}
+
+/// [`serve`], closing connections that outstay `timeouts`.
+pub fn serve_with<S, B>(
+    listener: TcpListener,
+    svc: S,
+    protocol: Protocol,
+    timeouts: ConnTimeouts,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) -> JoinHandle<()>
@@ -124,6 +281,13 @@ where
             .max_concurrent_streams(1024)
             .initial_stream_window_size(1 << 20)
             .initial_connection_window_size(4 << 20);
+        if let Some(t) = timeouts.read_header {
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(t);
+        }
+        let watched = timeouts.idle.is_some() || timeouts.write.is_some();
         let graceful = GracefulShutdown::new();
         loop {
             tokio::select! {
@@ -138,12 +302,24 @@ where
                         }
                     };
                     let _ = stream.set_nodelay(true);
+                    let opened = std::time::Instant::now();
+                    let act = Arc::new(Activity::default());
+                    act.last.store(1, Ordering::Relaxed);
+                    let io = Tracked { inner: stream, act: act.clone(), opened };
                     let conn = builder
-                        .serve_connection(TokioIo::new(stream), svc.clone())
+                        .serve_connection(TokioIo::new(io), svc.clone())
                         .into_owned();
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
-                        let _ = conn.await;
+                        if watched {
+                            // Dropping the connection closes the socket.
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = watchdog(act, opened, timeouts) => {}
+                            }
+                        } else {
+                            let _ = conn.await;
+                        }
                     });
                 }
                 _ = until_true(&mut shutdown) => break,

@@ -318,13 +318,17 @@ service:
             (st, msg.as_str()),
             (StatusCode::UNAUTHORIZED, "unknown bearer token")
         );
+        let no_tenant = "no tenant: send a bearer token (tenant headers count only with one)";
         let (st, _, msg) = post(http, 1, &[]).await;
+        assert_eq!((st, msg.as_str()), (StatusCode::UNAUTHORIZED, no_tenant));
+        // A tenant header with no token proves nothing: it is not a way around the token.
+        let (st, _, msg) = post(http, 1, &[("x-scope-orgid", "team-b")]).await;
+        assert_eq!((st, msg.as_str()), (StatusCode::UNAUTHORIZED, no_tenant));
+        // `Bearer` with no token is a credential that fails, on every transport.
+        let (st, _, msg) = post(http, 1, &[("authorization", "Bearer ")]).await;
         assert_eq!(
             (st, msg.as_str()),
-            (
-                StatusCode::UNAUTHORIZED,
-                "no tenant: send a bearer token or a tenant header"
-            )
+            (StatusCode::UNAUTHORIZED, "empty bearer token")
         );
         let (st, _, msg) = post(
             http,
@@ -378,6 +382,22 @@ service:
         assert_eq!(
             client.export(req).await.expect_err("refused").code(),
             tonic::Code::PermissionDenied
+        );
+        let mut req = tonic::Request::new(spans(1));
+        req.metadata_mut()
+            .insert("x-scope-orgid", "team-b".parse().expect("ascii"));
+        let st = client.export(req).await.expect_err("refused");
+        assert_eq!(
+            (st.code(), st.message()),
+            (tonic::Code::Unauthenticated, no_tenant)
+        );
+        let mut req = tonic::Request::new(spans(1));
+        req.metadata_mut()
+            .insert("authorization", "Bearer ".parse().expect("ascii"));
+        let st = client.export(req).await.expect_err("refused");
+        assert_eq!(
+            (st.code(), st.message()),
+            (tonic::Code::Unauthenticated, "empty bearer token")
         );
         wait_until_async(
             "accepted spans at the sink",

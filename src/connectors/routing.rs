@@ -127,8 +127,10 @@ impl Router {
     /// Splits `batch` by route and hands each part to its pipelines (waiting for room).
     pub async fn push(&self, mut batch: Batch) {
         if let Err(e) = batch.decode() {
-            tracing::error!(connector = %self.id, "dropping {} items: {e}", batch.items);
-            return;
+            tracing::error!(connector = %self.id, "dropping {} items: {e}", e.lost);
+            if batch.items == 0 {
+                return;
+            }
         }
         let ctx = batch.context.clone();
         let headers: Option<&[(String, String)]> = ctx.metadata.as_deref().map(|v| v.as_slice());

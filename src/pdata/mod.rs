@@ -5,6 +5,7 @@
 //! that speak OTLP ask for the encoded form and get the received bytes back untouched when no
 //! stage decoded them: the gateway fast path. This module must never copy a payload it does
 //! not have to.
+pub mod check;
 pub mod wire;
 
 use std::sync::Arc;
@@ -91,6 +92,9 @@ pub struct Context {
     pub metadata: Option<Arc<Vec<(String, String)>>>,
     /// The tenant, once a stage has decided it.
     pub tenant: Option<Arc<str>>,
+    /// The bytes this data holds against the memory budget: given back when the last batch
+    /// made from it is delivered or dropped.
+    pub charge: Option<Arc<crate::pipeline::budget::Charge>>,
 }
 
 impl Context {
@@ -124,11 +128,15 @@ pub struct Batch {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot decode {signal} payload: {source}")]
+#[error("cannot decode {signal} payload ({lost} items lost, {kept} kept): {source}")]
 pub struct DecodeError {
     pub signal: Signal,
     #[source]
     pub source: prost::DecodeError,
+    /// Items in the resources that did not decode.
+    pub lost: usize,
+    /// Items in the resources that did, which the batch still holds.
+    pub kept: usize,
 }
 
 impl Batch {
@@ -163,23 +171,69 @@ impl Batch {
     }
 
     /// Decodes the payload in place (once) so a stage can look inside.
+    ///
+    /// A payload that does not decode (receivers refuse such requests, so this is a second
+    /// line of defence) is decoded resource by resource: the batch keeps every resource that
+    /// decodes, and the error says how many items were lost with the rest. A merged batch
+    /// thereby never loses a neighbour's data to one bad part.
     pub fn decode(&mut self) -> Result<(), DecodeError> {
-        if let Payload::Encoded(b) = &self.payload {
-            let signal = self.signal;
-            let err = |source| DecodeError { signal, source };
-            self.payload = match signal {
+        let Payload::Encoded(b) = &self.payload else {
+            return Ok(());
+        };
+        let signal = self.signal;
+        let whole = match signal {
+            Signal::Traces => ExportTraceServiceRequest::decode(b.clone()).map(Payload::Traces),
+            Signal::Metrics => ExportMetricsServiceRequest::decode(b.clone()).map(Payload::Metrics),
+            Signal::Logs => ExportLogsServiceRequest::decode(b.clone()).map(Payload::Logs),
+        };
+        let source = match whole {
+            Ok(p) => {
+                self.payload = p;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let mut traces = ExportTraceServiceRequest::default();
+        let mut metrics = ExportMetricsServiceRequest::default();
+        let mut logs = ExportLogsServiceRequest::default();
+        // Each top-level field 1 is one resource's data: decode them one at a time. A walk
+        // that breaks off part-way keeps what it found before.
+        let _ = wire::for_each_field(b, |number, wire_type, _, field| {
+            if number != 1 || wire_type != 2 {
+                return Ok(());
+            }
+            match signal {
                 Signal::Traces => {
-                    Payload::Traces(ExportTraceServiceRequest::decode(b.clone()).map_err(err)?)
+                    if let Ok(r) = ExportTraceServiceRequest::decode(field) {
+                        traces.resource_spans.extend(r.resource_spans);
+                    }
                 }
                 Signal::Metrics => {
-                    Payload::Metrics(ExportMetricsServiceRequest::decode(b.clone()).map_err(err)?)
+                    if let Ok(r) = ExportMetricsServiceRequest::decode(field) {
+                        metrics.resource_metrics.extend(r.resource_metrics);
+                    }
                 }
                 Signal::Logs => {
-                    Payload::Logs(ExportLogsServiceRequest::decode(b.clone()).map_err(err)?)
+                    if let Ok(r) = ExportLogsServiceRequest::decode(field) {
+                        logs.resource_logs.extend(r.resource_logs);
+                    }
                 }
-            };
-        }
-        Ok(())
+            }
+            Ok(())
+        });
+        self.payload = match signal {
+            Signal::Traces => Payload::Traces(traces),
+            Signal::Metrics => Payload::Metrics(metrics),
+            Signal::Logs => Payload::Logs(logs),
+        };
+        let before = self.items;
+        self.recount();
+        Err(DecodeError {
+            signal,
+            source,
+            lost: before.saturating_sub(self.items),
+            kept: self.items,
+        })
     }
 
     /// Recounts `items` after a stage changed the decoded data.

@@ -23,6 +23,23 @@ pub enum WireError {
     },
     #[error("invalid field number 0 at byte {0}")]
     FieldZero(usize),
+    #[error("invalid field key {key} at byte {offset}")]
+    Key { key: u64, offset: usize },
+    #[error("{field} sent with wire type {wire_type} at byte {offset}")]
+    FieldType {
+        field: String,
+        wire_type: u8,
+        offset: usize,
+    },
+    #[error("{field} is not valid UTF-8 (string at byte {offset})")]
+    Utf8 { field: String, offset: usize },
+    #[error(
+        "messages nested deeper than {} levels at byte {offset}",
+        super::check::MAX_DEPTH
+    )]
+    Depth { offset: usize },
+    #[error("unexpected end-group tag at byte {offset}")]
+    EndGroup { offset: usize },
 }
 
 const LEN: u8 = 2;

@@ -66,15 +66,7 @@ fn build_sender(
             crate::exporters::prometheusremotewrite::PrwSender::new(id, c, registry)?
                 as Arc<dyn Sender>,
             ExporterSettings {
-                // One request at a time, in order: Prometheus rejects a sample older than
-                // one it already has for the series, so concurrent senders could reorder and
-                // lose data. `num_consumers` is accepted for compatibility.
-                queue: helper::config::QueueConfig {
-                    enabled: c.remote_write_queue.enabled,
-                    num_consumers: 1,
-                    queue_size: c.remote_write_queue.queue_size,
-                    ..Default::default()
-                },
+                queue: c.queue(),
                 retry: c.retry_on_failure.clone(),
                 timeout: c.timeout.0,
             },
@@ -259,6 +251,8 @@ pub struct Engine {
         ),
     >,
     servers: BTreeMap<String, RunningServer>,
+    /// The memory budget every receiver reserves against.
+    pub budget: Arc<super::budget::Budget>,
 }
 
 /// Stages whose state a reload carries over (when the id and type stay).
@@ -296,6 +290,7 @@ impl Engine {
             exporters: BTreeMap::new(),
             routers: BTreeMap::new(),
             servers: BTreeMap::new(),
+            budget: super::budget::Budget::new(super::budget::budget_for(cfg), &registry),
         };
         registry.gauge_fn(
             "otelcol_process_memory_rss",
@@ -348,6 +343,7 @@ impl Engine {
     async fn apply(&mut self, cfg: &Config, starting: bool) -> Result<ReloadReport, StartError> {
         let mut report = ReloadReport::default();
         let deadline = Instant::now() + self.shutdown_timeout;
+        self.budget.set_limit(super::budget::budget_for(cfg));
 
         // Telemetry first, so a failing start can still be observed.
         self.apply_servers(cfg, starting, &mut report).await?;
@@ -606,6 +602,7 @@ impl Engine {
                 id: Arc::from(rid.as_str()),
                 consumers: handle.clone(),
                 registry: self.registry.clone(),
+                budget: self.budget.clone(),
             };
             let ReceiverConfig::Otlp(c) = rcfg;
             match crate::receivers::otlp::start(c, out, stop_rx, self.shutdown_timeout, reuse).await

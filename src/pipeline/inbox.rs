@@ -19,6 +19,8 @@ pub const ADMISSION_WAIT: Duration = Duration::from_millis(250);
 pub enum Refused {
     /// A pipeline is full: retry later.
     Busy,
+    /// The memory budget is spent: retry later.
+    OverBudget,
     /// The pipeline is shutting down.
     Closed,
     /// The client could not be identified (no tenant, unknown token): HTTP 401 /
@@ -195,4 +197,6 @@ pub struct ReceiverOutput {
     pub id: Arc<str>,
     pub consumers: ConsumerHandle,
     pub registry: Arc<Registry>,
+    /// What request bodies are reserved against before they are read.
+    pub budget: Arc<super::budget::Budget>,
 }

@@ -4,6 +4,7 @@
 //! Every channel here is bounded. A receiver hands a batch to every pipeline it feeds before
 //! it answers its client; when an inbox stays full the client is refused with a retryable
 //! error rather than anything being dropped.
+pub mod budget;
 pub mod graph;
 pub mod inbox;
 

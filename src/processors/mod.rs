@@ -34,9 +34,11 @@ where
 {
     fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
         if let Err(e) = batch.decode() {
-            self.dropped.add(batch.items as u64);
-            tracing::error!(processor = %self.id, "dropping {} items: {e}", batch.items);
-            return;
+            self.dropped.add(e.lost as u64);
+            tracing::error!(processor = %self.id, "dropping {} items: {e}", e.lost);
+            if batch.items == 0 {
+                return;
+            }
         }
         let ctx = batch.context.clone();
         let lookup = context_lookup(&ctx);

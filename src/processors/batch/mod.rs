@@ -79,6 +79,7 @@ impl BatchProcessor {
             transport: ctx.transport,
             metadata,
             tenant: ctx.tenant.clone(),
+            charge: None,
         })
     }
 
@@ -87,17 +88,28 @@ impl BatchProcessor {
             return;
         }
         let max = self.cfg.send_batch_max_size;
+        let held = held(&p.parts);
         let merged = merge(std::mem::take(&mut p.parts), p.context.clone());
         let Some(mut merged) = merged else { return };
+        // The merged batch holds what its parts held against the memory budget.
+        if let Some((budget, bytes)) = held {
+            merged.context = Arc::new(Context {
+                charge: Some(Arc::new(budget.force(bytes))),
+                ..(*merged.context).clone()
+            });
+        }
         p.items = 0;
         if max == 0 || merged.items <= max {
             out.push(merged);
             return;
         }
         if let Err(e) = merged.decode() {
-            self.dropped.add(merged.items as u64);
-            tracing::error!(processor = %self.id, "dropping {} items: {e}", merged.items);
-            return;
+            // Only the resources that do not decode are lost, never their neighbours.
+            self.dropped.add(e.lost as u64);
+            tracing::error!(processor = %self.id, "dropping {} items: {e}", e.lost);
+            if merged.items == 0 {
+                return;
+            }
         }
         // Everything but the tail goes out in max-sized pieces; the tail waits for more.
         while merged.items > max {
@@ -110,6 +122,19 @@ impl BatchProcessor {
             p.parts.push(merged);
         }
     }
+}
+
+/// The memory budget `parts` are charged to and the bytes of their charges (each counted
+/// once: parts split from one request share its charge).
+fn held(parts: &[Batch]) -> Option<(Arc<crate::pipeline::budget::Budget>, usize)> {
+    let mut charges: Vec<&Arc<crate::pipeline::budget::Charge>> = parts
+        .iter()
+        .filter_map(|b| b.context.charge.as_ref())
+        .collect();
+    let budget = Arc::clone(charges.first()?.budget());
+    charges.sort_by_key(|c| Arc::as_ptr(c));
+    charges.dedup_by(|a, b| Arc::ptr_eq(a, b));
+    Some((budget, charges.iter().map(|c| c.bytes()).sum()))
 }
 
 /// Joins batches into one, concatenating encoded payloads and appending decoded ones.

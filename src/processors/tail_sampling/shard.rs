@@ -20,6 +20,10 @@ use crate::pdata::{Batch, Signal};
 
 /// Spans per output batch at most; larger releases are cut into several batches.
 const OUT_BATCH_SPANS: usize = 8192;
+
+/// Memory a buffered trace costs beyond its chunks: its map slot, timer, arrival entry and
+/// chunk list.
+const TRACE_OVERHEAD: usize = 192;
 /// Budget of buffered span bytes when `max_buffered_bytes` is not set (for all shards).
 pub const DEFAULT_BUFFER_BYTES: u64 = 512 << 20;
 
@@ -45,7 +49,10 @@ struct Trace {
     /// Distinguishes this trace from an earlier one with the same id in the timer heap.
     seq: u64,
     chunks: Vec<Chunk>,
+    /// What the trace costs in memory (its part of the buffer budget).
     bytes: usize,
+    /// Its spans' encoded bytes (what `maximum_trace_size_bytes` limits).
+    span_bytes: usize,
     deadline: Instant,
     root_seen: bool,
 }
@@ -287,8 +294,9 @@ impl Shard {
         for c in chunks {
             let id = c.trace_id;
             if let Some(t) = self.traces.get_mut(&id) {
-                let len = c.span.len();
+                let len = c.cost;
                 t.bytes += len;
+                t.span_bytes += c.span.len();
                 self.bytes += len;
                 if c.root && !t.root_seen {
                     t.root_seen = true;
@@ -301,7 +309,7 @@ impl Shard {
                     }
                 }
                 t.chunks.push(c);
-                if self.max_trace_bytes > 0 && t.bytes > self.max_trace_bytes {
+                if self.max_trace_bytes > 0 && t.span_bytes > self.max_trace_bytes {
                     self.drop_too_large(id);
                 }
                 continue;
@@ -335,22 +343,25 @@ impl Shard {
             if c.root && !self.after_root.is_zero() {
                 deadline = deadline.min(now + self.after_root);
             }
-            let len = c.span.len();
+            // The trace's own entries: map slot, timer, arrival, decision bookkeeping.
+            let len = c.cost + TRACE_OVERHEAD;
             self.bytes += len;
             self.timers.push(Reverse((deadline, seq, id)));
             self.arrivals.push_back((seq, id));
             let root = c.root;
+            let span_bytes = c.span.len();
             self.traces.insert(
                 id,
                 Trace {
                     seq,
                     chunks: vec![c],
                     bytes: len,
+                    span_bytes,
                     deadline,
                     root_seen: root,
                 },
             );
-            if self.max_trace_bytes > 0 && len > self.max_trace_bytes {
+            if self.max_trace_bytes > 0 && span_bytes > self.max_trace_bytes {
                 self.drop_too_large(id);
             }
         }
@@ -385,7 +396,7 @@ impl Shard {
             tracing::warn!(
                 "tail_sampling: dropped a trace of {} spans ({} bytes): larger than maximum_trace_size_bytes ({})",
                 t.chunks.len(),
-                t.bytes,
+                t.span_bytes,
                 self.max_trace_bytes
             );
         }
@@ -518,8 +529,15 @@ impl Shard {
         }
         for v in by_ctx {
             for part in v.chunks(OUT_BATCH_SPANS) {
-                let context = Arc::clone(&part[0].group.context);
                 let bytes = join(part);
+                // Sent on: charged to the budget so receivers wait while it is delivered.
+                let context = match &part[0].group.budget {
+                    Some(b) => Arc::new(crate::pdata::Context {
+                        charge: Some(Arc::new(b.force(bytes.len()))),
+                        ..(*part[0].group.context).clone()
+                    }),
+                    None => Arc::clone(&part[0].group.context),
+                };
                 let batch = Batch::encoded(Signal::Traces, bytes, part.len(), context);
                 if self.out.send(batch).is_err() {
                     return;

@@ -15,7 +15,11 @@ use crate::pdata::Context;
 /// Where a span came from: its resource, its scope, its batch context.
 #[derive(Debug)]
 pub struct Group {
+    /// The batch context, without its memory charge: the buffer has a budget of its own
+    /// (`max_buffered_bytes`), and what it holds is copied out of the request.
     pub context: Arc<Context>,
+    /// The memory budget the request was charged to, to charge what the sampler sends on.
+    pub budget: Option<Arc<crate::pipeline::budget::Budget>>,
     /// ResourceSpans without `scope_spans` (field 2): `resource` and `schema_url`.
     pub resource: Bytes,
     /// ScopeSpans without `spans` (field 2): `scope` and `schema_url`.
@@ -27,10 +31,21 @@ pub struct Group {
 pub struct Chunk {
     pub trace_id: [u8; 16],
     pub group: Arc<Group>,
+    /// The span's bytes, copied out of the request so a buffered span does not keep the whole
+    /// request alive.
     pub span: Bytes,
     /// No parent span id: the trace's root.
     pub root: bool,
+    /// What holding this chunk costs in memory: the span, the chunk itself, and for the first
+    /// chunk of a group the group's headers.
+    pub cost: usize,
 }
+
+/// Memory a buffered chunk costs beyond its span bytes: the chunk in its trace's list and the
+/// span's own allocation (measured with the allocator's size classes in mind).
+pub const CHUNK_OVERHEAD: usize = 96;
+/// Memory a group costs beyond its header bytes (the Arc, two buffers, the context).
+pub const GROUP_OVERHEAD: usize = 256;
 
 /// Field numbers (opentelemetry/proto/trace/v1/trace.proto and the collector service).
 const REQ_RESOURCE_SPANS: u64 = 1;
@@ -67,6 +82,16 @@ pub fn split(
     out: &mut [Vec<Chunk>],
 ) -> Result<usize, WireError> {
     let mut n = 0usize;
+    let budget = context.charge.as_ref().map(|c| Arc::clone(c.budget()));
+    let context = if context.charge.is_some() {
+        Arc::new(Context {
+            charge: None,
+            ..(**context).clone()
+        })
+    } else {
+        Arc::clone(context)
+    };
+    let context = &context;
     wire::for_each_field(buf, |num, _, rs, whole_rs| {
         if num != REQ_RESOURCE_SPANS || whole_rs.is_empty() {
             return Ok(());
@@ -92,9 +117,11 @@ pub fn split(
             })?;
             let group = Arc::new(Group {
                 context: Arc::clone(context),
+                budget: budget.clone(),
                 resource: resource.clone(),
                 scope: Bytes::from(scope_hdr),
             });
+            let mut group_cost = GROUP_OVERHEAD + group.resource.len() + group.scope.len();
             wire::for_each_field(ss, |g, _, span, _| {
                 if g != SS_SPANS {
                     return Ok(());
@@ -115,8 +142,9 @@ pub fn split(
                     v.push(Chunk {
                         trace_id,
                         group: Arc::clone(&group),
-                        span: buf.slice_ref(span),
+                        span: Bytes::copy_from_slice(span),
                         root,
+                        cost: span.len() + CHUNK_OVERHEAD + std::mem::take(&mut group_cost),
                     });
                     n += 1;
                 }

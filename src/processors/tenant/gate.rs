@@ -139,12 +139,21 @@ impl Gate for TenantGate {
         items: usize,
         bytes: usize,
     ) -> Result<(), Refused> {
-        let token = super::bearer(ctx);
-        let auth = token.and_then(|t| self.tokens.get(t).cloned());
-        if self.has_auth && token.is_some() && auth.is_none() {
-            self.refused[0].inc();
-            return Err(Refused::Unauthenticated("unknown bearer token".into()));
+        let auth = super::authenticated(ctx, &self.tokens);
+        if self.has_auth && auth.is_none() {
+            let why = match super::credential(ctx) {
+                super::Credential::Absent => None,
+                super::Credential::Empty => Some("empty bearer token"),
+                super::Credential::Bearer(_) => Some("unknown bearer token"),
+            };
+            if let Some(why) = why {
+                self.refused[0].inc();
+                return Err(Refused::Unauthenticated(why.into()));
+            }
         }
+        // Untrusted claims (a header, a resource attribute the client wrote) count only for a
+        // client that authenticated.
+        let claims_count = self.trust_header || auth.is_some();
         if !self.trust_header {
             if let Some(a) = &auth {
                 for s in &self.sources {
@@ -165,6 +174,7 @@ impl Gate for TenantGate {
         for s in &self.sources {
             let found = match s {
                 Src::Auth => auth.clone(),
+                Src::Header(_) | Src::Data if !claims_count => None,
                 Src::Header(h) => ctx
                     .metadata_value(h)
                     .filter(|v| !v.is_empty())
@@ -182,9 +192,11 @@ impl Gate for TenantGate {
             Some(t) => t,
             None if self.reject => {
                 self.refused[0].inc();
-                return Err(Refused::Unauthenticated(
-                    "no tenant: send a bearer token or a tenant header".into(),
-                ));
+                return Err(Refused::Unauthenticated(if claims_count {
+                    "no tenant: send a bearer token or a tenant header".into()
+                } else {
+                    "no tenant: send a bearer token (tenant headers count only with one)".into()
+                }));
             }
             None => self.default_tenant.clone(),
         };

@@ -104,6 +104,16 @@ pub fn prepare(cfg: &mut TenantConfig) -> Vec<(String, String)> {
             "source auth needs tokens (inline) or tokens_file".into(),
         ));
     }
+    let has_header = cfg
+        .sources
+        .iter()
+        .any(|s| matches!(s, SourceConfig::Header { .. }));
+    if !cfg.trust_client_header && has_header && !needs_tokens {
+        errs.push((
+            "trust_client_header".into(),
+            "false honours a tenant header only for a client that authenticated: add the auth source, or set it to true".into(),
+        ));
+    }
     if cfg.missing == Missing::Default && cfg.default_tenant.is_empty() {
         errs.push((
             "default_tenant".into(),
@@ -116,12 +126,41 @@ pub fn prepare(cfg: &mut TenantConfig) -> Vec<(String, String)> {
     errs
 }
 
-/// The client's bearer token (`Authorization: Bearer ...`), when it sent one.
-pub(crate) fn bearer(ctx: &Context) -> Option<&str> {
-    let h = ctx.metadata_value("authorization")?;
-    h.strip_prefix("Bearer ")
-        .or_else(|| h.strip_prefix("bearer "))
-        .map(str::trim)
+/// What the client presented in `Authorization`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credential<'a> {
+    /// No `Authorization` header, or one of another scheme (`Basic ...`).
+    Absent,
+    /// `Bearer <token>`.
+    Bearer(&'a str),
+    /// `Bearer` with no token. One rule for HTTP and gRPC: HTTP strips the trailing space
+    /// of `Bearer `, gRPC metadata keeps it; both are a credential that cannot match.
+    Empty,
+}
+
+/// The client's bearer token, read the same way for every transport: the scheme is
+/// case-insensitive, the token is what follows it, trimmed.
+pub(crate) fn credential(ctx: &Context) -> Credential<'_> {
+    let Some(h) = ctx.metadata_value("authorization") else {
+        return Credential::Absent;
+    };
+    let h = h.trim();
+    let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Credential::Absent;
+    }
+    match rest.trim() {
+        "" => Credential::Empty,
+        t => Credential::Bearer(t),
+    }
+}
+
+/// The tenant a request's credential proves, if any.
+pub(crate) fn authenticated(ctx: &Context, tokens: &HashMap<String, Arc<str>>) -> Option<Arc<str>> {
+    match credential(ctx) {
+        Credential::Bearer(t) => tokens.get(t).cloned(),
+        Credential::Absent | Credential::Empty => None,
+    }
 }
 
 enum Source {
@@ -151,6 +190,7 @@ pub struct TenantProcessor {
     tokens: HashMap<String, Arc<str>>,
     dropped_missing: Counter,
     dropped_spoofed: Counter,
+    dropped_undecodable: Counter,
 }
 
 fn str_value(v: &AnyValue) -> Option<&str> {
@@ -224,20 +264,15 @@ impl TenantProcessor {
                 .collect(),
             dropped_missing: dropped("missing"),
             dropped_spoofed: dropped("header_mismatch"),
+            dropped_undecodable: dropped("undecodable"),
         }
     }
 
-    fn auth_tenant(&self, ctx: &Context) -> Option<Arc<str>> {
-        let h = ctx.metadata_value("authorization")?;
-        let token = h
-            .strip_prefix("Bearer ")
-            .or_else(|| h.strip_prefix("bearer "))?
-            .trim();
-        self.tokens.get(token).cloned()
-    }
-
     fn tenant(&self, ctx: &Context, resource: Option<&Resource>) -> Result<Arc<str>, NoTenant> {
-        let auth = self.auth_tenant(ctx);
+        let auth = authenticated(ctx, &self.tokens);
+        // Untrusted claims (a header, a resource attribute the client wrote) are honoured only
+        // for a client that authenticated; otherwise anyone could write as any tenant.
+        let claims_count = self.trust_header || auth.is_some();
         if !self.trust_header {
             if let Some(a) = &auth {
                 for s in &self.sources {
@@ -254,6 +289,7 @@ impl TenantProcessor {
         for s in &self.sources {
             let found = match s {
                 Source::Auth => auth.clone(),
+                Source::Header(_) | Source::Attribute { .. } if !claims_count => None,
                 Source::Header(h) => ctx
                     .metadata_value(h)
                     .filter(|v| !v.is_empty())
@@ -336,8 +372,8 @@ macro_rules! split_by_tenant {
 impl Processor for TenantProcessor {
     fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
         if let Err(e) = batch.decode() {
-            tracing::error!(processor = %self.id, "dropping {} items: {e}", batch.items);
-            return;
+            self.dropped_undecodable.add(e.lost as u64);
+            tracing::error!(processor = %self.id, "dropping {} items: {e}", e.lost);
         }
         let payload = std::mem::replace(&mut batch.payload, Payload::Encoded(Default::default()));
         match payload {

@@ -193,6 +193,48 @@ fn an_untrusted_header_cannot_claim_another_tenant() {
 }
 
 #[test]
+fn untrusted_claims_count_only_for_an_authenticated_client() {
+    let (mut p, _) = processor(
+        "sources: [auth, {header: X-Scope-OrgID}, {attribute: {key: k8s.namespace.name}}]\ntrust_client_header: false\ntokens: {tok-a: team-a}\ndefault_tenant: shared",
+    );
+    // No token: neither the header nor the resource attribute the client wrote makes it team-b.
+    for md in [
+        &[("x-scope-orgid", "team-b")][..],
+        &[("authorization", "Bearer "), ("x-scope-orgid", "team-b")][..],
+        &[
+            ("authorization", "Bearer nope"),
+            ("x-scope-orgid", "team-b"),
+        ][..],
+    ] {
+        let out = run(&mut p, &logs(&["team-b"]), md);
+        assert_eq!(out.len(), 1, "{md:?}");
+        assert_eq!(out[0].0.as_deref(), Some("shared"), "{md:?}");
+        assert_eq!(out[0].2, vec!["shared"], "{md:?}");
+    }
+    // With trust_client_header: true the same header is taken at its word.
+    let (mut p, _) = processor(
+        "sources: [auth, {header: X-Scope-OrgID}]\ntrust_client_header: true\ntokens: {tok-a: team-a}",
+    );
+    let out = run(&mut p, &logs(&["x"]), &[("x-scope-orgid", "team-b")]);
+    assert_eq!(out[0].0.as_deref(), Some("team-b"));
+}
+
+#[test]
+fn one_bearer_rule_for_every_transport() {
+    use super::{credential, Credential};
+    let ctx = |v: &str| Context {
+        metadata: Some(Arc::new(vec![("authorization".into(), v.into())])),
+        ..Default::default()
+    };
+    assert_eq!(credential(&ctx("Bearer ")), Credential::Empty);
+    assert_eq!(credential(&ctx("Bearer")), Credential::Empty);
+    assert_eq!(credential(&ctx("bearer  tok ")), Credential::Bearer("tok"));
+    assert_eq!(credential(&ctx("BEARER tok")), Credential::Bearer("tok"));
+    assert_eq!(credential(&ctx("Basic dXNlcg==")), Credential::Absent);
+    assert_eq!(credential(&Context::default()), Credential::Absent);
+}
+
+#[test]
 fn tokens_file_and_config_errors() {
     let dir = std::env::temp_dir().join(format!("weir-tenant-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -233,6 +275,16 @@ fn tokens_file_and_config_errors() {
     assert_eq!(
         prepare(&mut c)[0].1,
         "source auth needs tokens (inline) or tokens_file"
+    );
+    let mut c: TenantConfig =
+        serde_yaml::from_str("sources: [{header: X-Scope-OrgID}]\ntrust_client_header: false")
+            .expect("yaml");
+    assert_eq!(
+        prepare(&mut c),
+        vec![(
+            "trust_client_header".to_string(),
+            "false honours a tenant header only for a client that authenticated: add the auth source, or set it to true".to_string()
+        )]
     );
     let _ = std::fs::remove_dir_all(dir);
 }

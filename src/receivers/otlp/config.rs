@@ -1,5 +1,9 @@
 //! `otlp` receiver settings, with the Collector's keys and defaults.
+use std::time::Duration;
+
 use serde::{Deserialize, Deserializer};
+
+use crate::config::units::DurationValue;
 
 /// `null` (as in `grpc:` with nothing under it) means "on, with defaults".
 fn null_as_default<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -78,6 +82,27 @@ pub struct HttpConfig {
     pub traces_url_path: String,
     pub metrics_url_path: String,
     pub logs_url_path: String,
+    /// The whole request body must arrive within this after the headers (0 = no limit;
+    /// default 30s). A body that stalls gets 408 and the connection is closed.
+    pub read_timeout: DurationValue,
+    /// HTTP/1 request headers must arrive within this (0 = no limit; default 10s).
+    pub read_header_timeout: DurationValue,
+    /// A response the client does not read within this closes the connection (0 = no limit;
+    /// default 30s).
+    pub write_timeout: DurationValue,
+    /// A connection that moves no byte for this long is closed (0 = no limit; default 60s).
+    pub idle_timeout: DurationValue,
+}
+
+impl HttpConfig {
+    pub fn timeouts(&self) -> crate::net::ConnTimeouts {
+        let some = |d: &DurationValue| (!d.0.is_zero()).then_some(d.0);
+        crate::net::ConnTimeouts {
+            read_header: some(&self.read_header_timeout),
+            idle: some(&self.idle_timeout),
+            write: some(&self.write_timeout),
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -90,6 +115,10 @@ impl Default for HttpConfig {
             traces_url_path: "/v1/traces".into(),
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
+            read_timeout: Duration::from_secs(30).into(),
+            read_header_timeout: Duration::from_secs(10).into(),
+            write_timeout: Duration::from_secs(30).into(),
+            idle_timeout: Duration::from_secs(60).into(),
         }
     }
 }

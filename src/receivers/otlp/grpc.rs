@@ -14,7 +14,7 @@ use tonic::{Code, Status};
 
 use super::Shared;
 use crate::grpc::BytesCodec;
-use crate::pdata::{wire, Batch, Context, Signal};
+use crate::pdata::{check, Batch, Context, Signal};
 use crate::pipeline::inbox::Refused;
 
 #[derive(Clone)]
@@ -102,18 +102,23 @@ impl tonic::server::UnaryService<Bytes> for ExportSvc {
                 None
             };
             let body = request.into_inner();
-            let items = wire::count_items(signal, &body).map_err(|e| {
+            let items = check::check_request(signal, &body).map_err(|e| {
                 Status::invalid_argument(format!("malformed OTLP {signal} request: {e}"))
             })?;
             if items == 0 {
                 // Nothing to forward; an empty request is valid OTLP.
                 return Ok(tonic::Response::new(Bytes::new()));
             }
+            let Some(charge) = shared.out.budget.try_charge(body.len()) else {
+                shared.grpc_counters.refused(signal, items);
+                return Err(refusal(Refused::OverBudget));
+            };
             let ctx = Arc::new(Context {
                 receiver: shared.out.id.clone(),
                 transport: "grpc",
                 metadata,
                 tenant: None,
+                charge: Some(Arc::new(charge)),
             });
             let batch = Batch::encoded(signal, body, items, ctx);
             match shared
@@ -143,6 +148,11 @@ fn refusal(r: Refused) -> Status {
         Refused::Busy => crate::grpc::status_with_retry(
             Code::Unavailable,
             "weir is over capacity (pipeline full); retry later",
+            std::time::Duration::from_secs(1),
+        ),
+        Refused::OverBudget => crate::grpc::status_with_retry(
+            Code::Unavailable,
+            "weir is over its memory budget; retry later",
             std::time::Duration::from_secs(1),
         ),
         Refused::Closed => Status::unavailable("weir is shutting down; retry later"),

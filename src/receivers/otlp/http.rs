@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
@@ -21,13 +21,15 @@ use super::config::CorsConfig;
 use super::Shared;
 use crate::compression::{gunzip_capped, unzstd_capped, DecompressError};
 use crate::grpc::RpcStatus;
-use crate::pdata::{count_logs, count_points, count_spans, wire, Batch, Context, Payload, Signal};
+use crate::pdata::{check, Batch, Context, Payload, Signal};
 use crate::pipeline::inbox::Refused;
 
 #[derive(Clone)]
 pub struct HttpService {
     pub shared: Arc<Shared>,
     pub max_body: usize,
+    /// `read_timeout`: the whole body must arrive within this (None: no limit).
+    pub read_timeout: Option<std::time::Duration>,
     pub paths: Arc<[(String, Signal)]>,
     pub cors: Option<Arc<CorsConfig>>,
 }
@@ -266,22 +268,84 @@ impl HttpService {
         } else {
             None
         };
-        let body = match Limited::new(req.into_body(), self.max_body).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    return too_large("request body");
+        // The body is reserved against the memory budget as it arrives (all of it at once
+        // when its length is announced), so bodies being read are bounded too.
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let refuse = |r: Refused| {
+            let (code, grpc_code, msg, retry) = refusal(r);
+            let mut resp = status(code, grpc_code, &msg, enc);
+            if let Some(secs) = retry {
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
                 }
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    tonic::Code::InvalidArgument,
-                    &format!("failed to read request body: {e}"),
-                    enc,
-                );
             }
+            resp
         };
+        let Some(mut charge) = self.shared.out.budget.try_charge(declared) else {
+            return refuse(Refused::OverBudget);
+        };
+        let deadline = self.read_timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut incoming = req.into_body();
+        let mut frames: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        loop {
+            let next = incoming.frame();
+            let frame = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, next).await {
+                    Ok(f) => f,
+                    Err(_) => {
+                        return status(
+                            StatusCode::REQUEST_TIMEOUT,
+                            tonic::Code::DeadlineExceeded,
+                            &format!(
+                                "request body not received within read_timeout ({:?})",
+                                self.read_timeout.unwrap_or_default()
+                            ),
+                            enc,
+                        )
+                    }
+                },
+                None => next.await,
+            };
+            let data = match frame {
+                None => break,
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => d,
+                    Err(_) => continue,
+                },
+                Some(Err(e)) => {
+                    return status(
+                        StatusCode::BAD_REQUEST,
+                        tonic::Code::InvalidArgument,
+                        &format!("failed to read request body: {e}"),
+                        enc,
+                    )
+                }
+            };
+            total += data.len();
+            if total > self.max_body {
+                return too_large("request body");
+            }
+            if total > charge.bytes() && !charge.try_grow(total - charge.bytes()) {
+                return refuse(Refused::OverBudget);
+            }
+            frames.push(data);
+        }
+        let body = if frames.len() == 1 {
+            frames.pop().unwrap_or_default()
+        } else {
+            let mut b = bytes::BytesMut::with_capacity(total);
+            for f in &frames {
+                b.extend_from_slice(f);
+            }
+            b.freeze()
+        };
+        drop(frames);
         let body = if let Some(is_gzip) = coding {
             let out = if is_gzip {
                 gunzip_capped(&body, self.max_body)
@@ -303,8 +367,10 @@ impl HttpService {
         } else {
             body
         };
+        // The body as it will be held (decompressed), not as it was sent.
+        charge.resize(body.len());
         let decoded = match enc {
-            Encoding::Proto => wire::count_items(signal, &body)
+            Encoding::Proto => check::check_request(signal, &body)
                 .map(|n| (Payload::Encoded(body), n))
                 .map_err(|e| e.to_string()),
             Encoding::Json => decode_json(signal, &body),
@@ -330,6 +396,7 @@ impl HttpService {
                     transport: "http",
                     metadata,
                     tenant: None,
+                    charge: Some(Arc::new(charge)),
                 }),
             };
             if let Err(r) = self
@@ -342,48 +409,7 @@ impl HttpService {
                 .await
             {
                 self.shared.http_counters.refused(signal, items);
-                let (code, grpc_code, msg, retry) = match r {
-                    Refused::Busy => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        tonic::Code::Unavailable,
-                        "weir is over capacity (pipeline full); retry later".to_string(),
-                        Some(1),
-                    ),
-                    Refused::Closed => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        tonic::Code::Unavailable,
-                        "weir is shutting down; retry later".to_string(),
-                        Some(1),
-                    ),
-                    Refused::Unauthenticated(m) => (
-                        StatusCode::UNAUTHORIZED,
-                        tonic::Code::Unauthenticated,
-                        m,
-                        None,
-                    ),
-                    Refused::PermissionDenied(m) => (
-                        StatusCode::UNAUTHORIZED,
-                        tonic::Code::PermissionDenied,
-                        m,
-                        None,
-                    ),
-                    Refused::RateLimited {
-                        message,
-                        retry_after,
-                    } => (
-                        StatusCode::TOO_MANY_REQUESTS,
-                        tonic::Code::ResourceExhausted,
-                        message,
-                        Some(retry_after.as_secs().max(1)),
-                    ),
-                };
-                let mut r = status(code, grpc_code, &msg, enc);
-                if let Some(secs) = retry {
-                    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                        r.headers_mut().insert(header::RETRY_AFTER, v);
-                    }
-                }
-                return r;
+                return refuse(r);
             }
             self.shared.http_counters.accepted(signal, items);
         }
@@ -400,25 +426,69 @@ impl HttpService {
 }
 
 /// OTLP/JSON → decoded request and its item count.
+/// The answer to a refusal: HTTP status, the matching gRPC code, message, Retry-After seconds.
+fn refusal(r: Refused) -> (StatusCode, tonic::Code, String, Option<u64>) {
+    match r {
+        Refused::Busy => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::Unavailable,
+            "weir is over capacity (pipeline full); retry later".to_string(),
+            Some(1),
+        ),
+        Refused::OverBudget => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::Unavailable,
+            "weir is over its memory budget; retry later".to_string(),
+            Some(1),
+        ),
+        Refused::Closed => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::Unavailable,
+            "weir is shutting down; retry later".to_string(),
+            Some(1),
+        ),
+        Refused::Unauthenticated(m) => (
+            StatusCode::UNAUTHORIZED,
+            tonic::Code::Unauthenticated,
+            m,
+            None,
+        ),
+        Refused::PermissionDenied(m) => (
+            StatusCode::UNAUTHORIZED,
+            tonic::Code::PermissionDenied,
+            m,
+            None,
+        ),
+        Refused::RateLimited {
+            message,
+            retry_after,
+        } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            tonic::Code::ResourceExhausted,
+            message,
+            Some(retry_after.as_secs().max(1)),
+        ),
+    }
+}
+
+/// Decodes an OTLP/JSON body and hands it on as protobuf: checked like a protobuf body (the
+/// JSON decoder has no nesting limit as low as the protobuf decoder's), and from here on it
+/// takes the same fast path.
 fn decode_json(signal: Signal, body: &[u8]) -> Result<(Payload, usize), String> {
     let e = |e: serde_json::Error| e.to_string();
-    Ok(match signal {
-        Signal::Traces => {
-            let r: ExportTraceServiceRequest = serde_json::from_slice(body).map_err(e)?;
-            let n = count_spans(&r);
-            (Payload::Traces(r), n)
-        }
-        Signal::Metrics => {
-            let r: ExportMetricsServiceRequest = serde_json::from_slice(body).map_err(e)?;
-            let n = count_points(&r);
-            (Payload::Metrics(r), n)
-        }
-        Signal::Logs => {
-            let r: ExportLogsServiceRequest = serde_json::from_slice(body).map_err(e)?;
-            let n = count_logs(&r);
-            (Payload::Logs(r), n)
-        }
-    })
+    let bytes = match signal {
+        Signal::Traces => serde_json::from_slice::<ExportTraceServiceRequest>(body)
+            .map_err(e)?
+            .encode_to_vec(),
+        Signal::Metrics => serde_json::from_slice::<ExportMetricsServiceRequest>(body)
+            .map_err(e)?
+            .encode_to_vec(),
+        Signal::Logs => serde_json::from_slice::<ExportLogsServiceRequest>(body)
+            .map_err(e)?
+            .encode_to_vec(),
+    };
+    let n = check::check_request(signal, &bytes).map_err(|e| e.to_string())?;
+    Ok((Payload::Encoded(Bytes::from(bytes)), n))
 }
 
 #[cfg(test)]

@@ -129,6 +129,7 @@ pub async fn start(
         let svc = http::HttpService {
             shared,
             max_body: h.max_request_body_size as usize,
+            read_timeout: (!h.read_timeout.0.is_zero()).then_some(h.read_timeout.0),
             paths: Arc::from(vec![
                 (h.traces_url_path.clone(), Signal::Traces),
                 (h.metrics_url_path.clone(), Signal::Metrics),
@@ -136,7 +137,14 @@ pub async fn start(
             ]),
             cors: h.cors.clone().map(Arc::new),
         };
-        tasks.push(net::serve(listener, svc, Protocol::Auto, shutdown, grace));
+        tasks.push(net::serve_with(
+            listener,
+            svc,
+            Protocol::Auto,
+            h.timeouts(),
+            shutdown,
+            grace,
+        ));
     }
     Ok(Running {
         addrs,

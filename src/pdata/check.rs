@@ -1,0 +1,484 @@
+//! The receiver's check of an encoded OTLP request: exactly as strict as the prost decoder that
+//! later stages use, so an OK to a client is a promise weir can keep. It walks the whole
+//! message tree in place (no allocation, no copy) and counts the items on the way.
+//!
+//! What the decoder rejects, this rejects, with an error that names the field:
+//! - malformed varints (more than 10 bytes, or a 10th byte that overflows 64 bits), keys above
+//!   `u32::MAX`, field number 0, wire types 6 and 7, lengths past the end of their message;
+//! - a known field sent with another wire type (`start_time_unix_nano` as a varint); repeated
+//!   numbers may come packed or unpacked, as the decoder allows;
+//! - a `string` field that is not UTF-8 (`bytes` fields may hold anything);
+//! - nesting deeper than the decoder's limit of [`MAX_DEPTH`] messages (AnyValue inside
+//!   kvlist inside AnyValue ...), unknown fields and groups included, counted as prost does.
+//!
+//! Unknown fields are skipped, as the decoder skips them. The items counted follow the
+//! decoder's oneof rule: of a metric's data fields the last kind wins, and points of a kind
+//! that a later field replaces are not counted.
+//!
+//! `fuzz`-style agreement with prost is tested in `tests` below; it must never diverge.
+use super::wire::WireError;
+use super::Signal;
+
+/// The decoder's nesting limit: prost's `RECURSION_LIMIT`. A message nested deeper than this
+/// (the request itself is depth 0) is refused.
+pub const MAX_DEPTH: u32 = 100;
+
+/// The messages of the OTLP export requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Msg {
+    TraceRequest,
+    ResourceSpans,
+    ScopeSpans,
+    Span,
+    Event,
+    Link,
+    Status,
+    MetricsRequest,
+    ResourceMetrics,
+    ScopeMetrics,
+    Metric,
+    Gauge,
+    Sum,
+    Histogram,
+    ExpHistogram,
+    Summary,
+    NumberPoint,
+    HistogramPoint,
+    ExpHistogramPoint,
+    Buckets,
+    SummaryPoint,
+    Quantile,
+    Exemplar,
+    LogsRequest,
+    ResourceLogs,
+    ScopeLogs,
+    LogRecord,
+    Resource,
+    Scope,
+    EntityRef,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+}
+
+/// What a field holds, as the decoder reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Varint,
+    Fixed64,
+    Fixed32,
+    Bytes,
+    Str,
+    Message(Msg),
+    /// A repeated varint: packed (LEN) or one varint per field.
+    RepeatedVarint,
+    /// A repeated 8-byte number: packed (LEN) or one per field.
+    RepeatedFixed64,
+    Unknown,
+}
+
+use Kind::*;
+use Msg::*;
+
+impl Msg {
+    fn name(self) -> &'static str {
+        match self {
+            TraceRequest => "ExportTraceServiceRequest",
+            ResourceSpans => "ResourceSpans",
+            ScopeSpans => "ScopeSpans",
+            Span => "Span",
+            Event => "Span.Event",
+            Link => "Span.Link",
+            Status => "Status",
+            MetricsRequest => "ExportMetricsServiceRequest",
+            ResourceMetrics => "ResourceMetrics",
+            ScopeMetrics => "ScopeMetrics",
+            Metric => "Metric",
+            Gauge => "Gauge",
+            Sum => "Sum",
+            Histogram => "Histogram",
+            ExpHistogram => "ExponentialHistogram",
+            Summary => "Summary",
+            NumberPoint => "NumberDataPoint",
+            HistogramPoint => "HistogramDataPoint",
+            ExpHistogramPoint => "ExponentialHistogramDataPoint",
+            Buckets => "ExponentialHistogramDataPoint.Buckets",
+            SummaryPoint => "SummaryDataPoint",
+            Quantile => "SummaryDataPoint.ValueAtQuantile",
+            Exemplar => "Exemplar",
+            LogsRequest => "ExportLogsServiceRequest",
+            ResourceLogs => "ResourceLogs",
+            ScopeLogs => "ScopeLogs",
+            LogRecord => "LogRecord",
+            Resource => "Resource",
+            Scope => "InstrumentationScope",
+            EntityRef => "EntityRef",
+            KeyValue => "KeyValue",
+            AnyValue => "AnyValue",
+            ArrayValue => "ArrayValue",
+            KeyValueList => "KeyValueList",
+        }
+    }
+
+    /// Field `n` of this message: its kind and name (from opentelemetry-proto's messages).
+    #[inline]
+    fn field(self, n: u64) -> (Kind, &'static str) {
+        match (self, n) {
+            (TraceRequest, 1) => (Message(ResourceSpans), "resource_spans"),
+            (ResourceSpans, 1) | (ResourceMetrics, 1) | (ResourceLogs, 1) => {
+                (Message(Resource), "resource")
+            }
+            (ResourceSpans, 2) => (Message(ScopeSpans), "scope_spans"),
+            (ResourceSpans | ScopeSpans | ResourceMetrics | ScopeMetrics, 3)
+            | (ResourceLogs | ScopeLogs, 3) => (Str, "schema_url"),
+            (ScopeSpans | ScopeMetrics | ScopeLogs, 1) => (Message(Scope), "scope"),
+            (ScopeSpans, 2) => (Message(Span), "spans"),
+            (Span, 1) | (Link, 1) => (Bytes, "trace_id"),
+            (Span, 2) | (Link, 2) => (Bytes, "span_id"),
+            (Span, 3) | (Link, 3) => (Str, "trace_state"),
+            (Span, 4) => (Bytes, "parent_span_id"),
+            (Span, 16) | (Link, 6) => (Fixed32, "flags"),
+            (Span, 5) | (Event, 2) => (Str, "name"),
+            (Span, 6) => (Varint, "kind"),
+            (Span, 7) => (Fixed64, "start_time_unix_nano"),
+            (Span, 8) => (Fixed64, "end_time_unix_nano"),
+            (Span, 9) | (Event, 3) | (Link, 4) => (Message(KeyValue), "attributes"),
+            (Span, 10) | (Event, 4) | (Link, 5) => (Varint, "dropped_attributes_count"),
+            (Span, 11) => (Message(Event), "events"),
+            (Span, 12) => (Varint, "dropped_events_count"),
+            (Span, 13) => (Message(Link), "links"),
+            (Span, 14) => (Varint, "dropped_links_count"),
+            (Span, 15) => (Message(Status), "status"),
+            (Event, 1) => (Fixed64, "time_unix_nano"),
+            (Status, 2) => (Str, "message"),
+            (Status, 3) => (Varint, "code"),
+
+            (MetricsRequest, 1) => (Message(ResourceMetrics), "resource_metrics"),
+            (ResourceMetrics, 2) => (Message(ScopeMetrics), "scope_metrics"),
+            (ScopeMetrics, 2) => (Message(Metric), "metrics"),
+            (Metric, 1) => (Str, "name"),
+            (Metric, 2) => (Str, "description"),
+            (Metric, 3) => (Str, "unit"),
+            (Metric, 12) => (Message(KeyValue), "metadata"),
+            (Metric, 5) => (Message(Gauge), "gauge"),
+            (Metric, 7) => (Message(Sum), "sum"),
+            (Metric, 9) => (Message(Histogram), "histogram"),
+            (Metric, 10) => (Message(ExpHistogram), "exponential_histogram"),
+            (Metric, 11) => (Message(Summary), "summary"),
+            (Gauge | Sum, 1) => (Message(NumberPoint), "data_points"),
+            (Histogram, 1) => (Message(HistogramPoint), "data_points"),
+            (ExpHistogram, 1) => (Message(ExpHistogramPoint), "data_points"),
+            (Summary, 1) => (Message(SummaryPoint), "data_points"),
+            (Sum | Histogram | ExpHistogram, 2) => (Varint, "aggregation_temporality"),
+            (Sum, 3) => (Varint, "is_monotonic"),
+            (NumberPoint | SummaryPoint, 7) | (HistogramPoint, 9) | (ExpHistogramPoint, 1) => {
+                (Message(KeyValue), "attributes")
+            }
+            (NumberPoint | HistogramPoint | ExpHistogramPoint | SummaryPoint, 2) => {
+                (Fixed64, "start_time_unix_nano")
+            }
+            (NumberPoint | HistogramPoint | ExpHistogramPoint | SummaryPoint, 3) => {
+                (Fixed64, "time_unix_nano")
+            }
+            (NumberPoint, 4) | (Exemplar, 3) => (Fixed64, "as_double"),
+            (NumberPoint, 6) | (Exemplar, 6) => (Fixed64, "as_int"),
+            (NumberPoint, 5) | (HistogramPoint, 8) | (ExpHistogramPoint, 11) => {
+                (Message(Exemplar), "exemplars")
+            }
+            (NumberPoint | SummaryPoint, 8) | (HistogramPoint | ExpHistogramPoint, 10) => {
+                (Varint, "flags")
+            }
+            (HistogramPoint | ExpHistogramPoint | SummaryPoint, 4) => (Fixed64, "count"),
+            (HistogramPoint | ExpHistogramPoint | SummaryPoint, 5) => (Fixed64, "sum"),
+            (HistogramPoint, 6) => (RepeatedFixed64, "bucket_counts"),
+            (HistogramPoint, 7) => (RepeatedFixed64, "explicit_bounds"),
+            (HistogramPoint, 11) | (ExpHistogramPoint, 12) => (Fixed64, "min"),
+            (HistogramPoint, 12) | (ExpHistogramPoint, 13) => (Fixed64, "max"),
+            (ExpHistogramPoint, 6) => (Varint, "scale"),
+            (ExpHistogramPoint, 7) => (Fixed64, "zero_count"),
+            (ExpHistogramPoint, 8) => (Message(Buckets), "positive"),
+            (ExpHistogramPoint, 9) => (Message(Buckets), "negative"),
+            (ExpHistogramPoint, 14) => (Fixed64, "zero_threshold"),
+            (Buckets, 1) => (Varint, "offset"),
+            (Buckets, 2) => (RepeatedVarint, "bucket_counts"),
+            (SummaryPoint, 6) => (Message(Quantile), "quantile_values"),
+            (Quantile, 1) => (Fixed64, "quantile"),
+            (Quantile, 2) => (Fixed64, "value"),
+            (Exemplar, 7) => (Message(KeyValue), "filtered_attributes"),
+            (Exemplar, 2) => (Fixed64, "time_unix_nano"),
+            (Exemplar, 4) => (Bytes, "span_id"),
+            (Exemplar, 5) => (Bytes, "trace_id"),
+
+            (LogsRequest, 1) => (Message(ResourceLogs), "resource_logs"),
+            (ResourceLogs, 2) => (Message(ScopeLogs), "scope_logs"),
+            (ScopeLogs, 2) => (Message(LogRecord), "log_records"),
+            (LogRecord, 1) => (Fixed64, "time_unix_nano"),
+            (LogRecord, 11) => (Fixed64, "observed_time_unix_nano"),
+            (LogRecord, 2) => (Varint, "severity_number"),
+            (LogRecord, 3) => (Str, "severity_text"),
+            (LogRecord, 5) => (Message(AnyValue), "body"),
+            (LogRecord, 6) => (Message(KeyValue), "attributes"),
+            (LogRecord, 7) => (Varint, "dropped_attributes_count"),
+            (LogRecord, 8) => (Fixed32, "flags"),
+            (LogRecord, 9) => (Bytes, "trace_id"),
+            (LogRecord, 10) => (Bytes, "span_id"),
+            (LogRecord, 12) => (Str, "event_name"),
+
+            (Resource, 1) | (Scope, 3) => (Message(KeyValue), "attributes"),
+            (Resource, 2) | (Scope, 4) => (Varint, "dropped_attributes_count"),
+            (Resource, 3) => (Message(EntityRef), "entity_refs"),
+            (Scope, 1) => (Str, "name"),
+            (Scope, 2) => (Str, "version"),
+            (EntityRef, 1) => (Str, "schema_url"),
+            (EntityRef, 2) => (Str, "type"),
+            (EntityRef, 3) => (Str, "id_keys"),
+            (EntityRef, 4) => (Str, "description_keys"),
+            (KeyValue, 1) => (Str, "key"),
+            (KeyValue, 2) => (Message(AnyValue), "value"),
+            (KeyValue, 3) => (Varint, "key_strindex"),
+            (AnyValue, 1) => (Str, "string_value"),
+            (AnyValue, 2) => (Varint, "bool_value"),
+            (AnyValue, 3) => (Varint, "int_value"),
+            (AnyValue, 4) => (Fixed64, "double_value"),
+            (AnyValue, 5) => (Message(ArrayValue), "array_value"),
+            (AnyValue, 6) => (Message(KeyValueList), "kvlist_value"),
+            (AnyValue, 7) => (Bytes, "bytes_value"),
+            (AnyValue, 8) => (Varint, "string_value_strindex"),
+            (ArrayValue, 1) => (Message(AnyValue), "values"),
+            (KeyValueList, 1) => (Message(KeyValue), "values"),
+            _ => (Unknown, ""),
+        }
+    }
+
+    /// Whether one of these is an item (span, log record, data point).
+    fn is_item(self) -> bool {
+        matches!(
+            self,
+            Span | LogRecord | NumberPoint | HistogramPoint | ExpHistogramPoint | SummaryPoint
+        )
+    }
+}
+
+/// Checks an encoded `Export*ServiceRequest` of `signal` the way the decoder would and returns
+/// the number of items (spans, data points, log records) the decoder would find.
+pub fn check_request(signal: Signal, buf: &[u8]) -> Result<usize, WireError> {
+    let root = match signal {
+        Signal::Traces => TraceRequest,
+        Signal::Metrics => MetricsRequest,
+        Signal::Logs => LogsRequest,
+    };
+    walk(root, buf, 0, MAX_DEPTH).map(|n| n as usize)
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    base: usize,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    fn varint(&mut self) -> Result<u64, WireError> {
+        // One-byte fast path: most keys and small values.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let Some(&b) = self.buf.get(self.pos) else {
+                return Err(WireError::Varint(self.base + self.pos));
+            };
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                // The 10th byte may only carry the 64th bit.
+                if i == 9 && b >= 2 {
+                    return Err(WireError::Varint(self.base + self.pos - 1));
+                }
+                return Ok(v);
+            }
+        }
+        Err(WireError::Varint(self.base + self.pos))
+    }
+
+    #[inline]
+    fn take(&mut self, n: u64) -> Result<&'a [u8], WireError> {
+        let left = self.buf.len() - self.pos;
+        if n > left as u64 {
+            return Err(WireError::Length {
+                offset: self.base + self.pos,
+                len: n,
+                left,
+            });
+        }
+        let start = self.pos;
+        self.pos += n as usize;
+        Ok(&self.buf[start..self.pos])
+    }
+
+    /// A field key: (number, wire type), checked as the decoder checks keys.
+    #[inline]
+    fn key(&mut self) -> Result<(u64, u8), WireError> {
+        let at = self.base + self.pos;
+        let key = self.varint()?;
+        if key > u64::from(u32::MAX) {
+            return Err(WireError::Key { key, offset: at });
+        }
+        let number = key >> 3;
+        if number == 0 {
+            return Err(WireError::FieldZero(at));
+        }
+        let wt = (key & 7) as u8;
+        if wt > 5 {
+            return Err(WireError::WireType {
+                field: number,
+                wire_type: wt,
+                offset: at,
+            });
+        }
+        Ok((number, wt))
+    }
+
+    /// Skips the value of an unknown field of wire type `wt` (the key already read), with the
+    /// decoder's depth accounting for groups: `left` is the depth budget of the message the
+    /// field belongs to.
+    fn skip(&mut self, number: u64, wt: u8, left: u32, at: usize) -> Result<(), WireError> {
+        if left == 0 {
+            return Err(WireError::Depth { offset: at });
+        }
+        match wt {
+            0 => {
+                self.varint()?;
+            }
+            1 => {
+                self.take(8)?;
+            }
+            2 => {
+                let n = self.varint()?;
+                self.take(n)?;
+            }
+            3 => loop {
+                let inner_at = self.base + self.pos;
+                let (n, w) = self.key()?;
+                if w == 4 {
+                    if n != number {
+                        return Err(WireError::EndGroup { offset: inner_at });
+                    }
+                    break;
+                }
+                self.skip(n, w, left - 1, inner_at)?;
+            },
+            4 => return Err(WireError::EndGroup { offset: at }),
+            _ => self.take(4).map(|_| ())?,
+        }
+        Ok(())
+    }
+}
+
+fn wrong_type(msg: Msg, name: &str, number: u64, wt: u8, at: usize) -> WireError {
+    WireError::FieldType {
+        field: format!("{}.{name} ({number})", msg.name()),
+        wire_type: wt,
+        offset: at,
+    }
+}
+
+/// Walks message `msg` in `buf` (at `base` in the request); `left` is the depth budget of its
+/// fields (the decoder's recursion counter). Returns the items inside.
+fn walk(msg: Msg, buf: &[u8], base: usize, left: u32) -> Result<u64, WireError> {
+    let mut c = Cursor { buf, pos: 0, base };
+    let mut items = 0u64;
+    // A metric's data oneof: the kind of the last data field and the points under it.
+    let mut data_kind = 0u64;
+    while c.pos < buf.len() {
+        let at = base + c.pos;
+        let (number, wt) = c.key()?;
+        let (kind, name) = msg.field(number);
+        match kind {
+            Unknown => c.skip(number, wt, left, at)?,
+            Varint => {
+                if wt != 0 {
+                    return Err(wrong_type(msg, name, number, wt, at));
+                }
+                c.varint()?;
+            }
+            Fixed64 => {
+                if wt != 1 {
+                    return Err(wrong_type(msg, name, number, wt, at));
+                }
+                c.take(8)?;
+            }
+            Fixed32 => {
+                if wt != 5 {
+                    return Err(wrong_type(msg, name, number, wt, at));
+                }
+                c.take(4)?;
+            }
+            Bytes | Str | Message(_) | RepeatedVarint | RepeatedFixed64 if wt == 2 => {
+                let n = c.varint()?;
+                let data_at = base + c.pos;
+                let data = c.take(n)?;
+                match kind {
+                    Str if std::str::from_utf8(data).is_err() => {
+                        return Err(WireError::Utf8 {
+                            field: format!("{}.{name} ({number})", msg.name()),
+                            offset: data_at,
+                        });
+                    }
+                    Message(m) => {
+                        if left == 0 {
+                            return Err(WireError::Depth { offset: at });
+                        }
+                        let n = walk(m, data, data_at, left - 1)?;
+                        if m.is_item() {
+                            items += 1;
+                        } else if msg == Metric && matches!(number, 5 | 7 | 9 | 10 | 11) {
+                            // Another kind of data replaces the points of the earlier one;
+                            // the same kind merges.
+                            if number != data_kind {
+                                data_kind = number;
+                                items = 0;
+                            }
+                            items += n;
+                        } else {
+                            items += n;
+                        }
+                    }
+                    RepeatedVarint => {
+                        let mut p = Cursor {
+                            buf: data,
+                            pos: 0,
+                            base: data_at,
+                        };
+                        while p.pos < data.len() {
+                            p.varint()?;
+                        }
+                    }
+                    RepeatedFixed64 if data.len() % 8 != 0 => {
+                        return Err(WireError::Length {
+                            offset: data_at,
+                            len: data.len().next_multiple_of(8) as u64,
+                            left: data.len(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            RepeatedVarint if wt == 0 => {
+                c.varint()?;
+            }
+            RepeatedFixed64 if wt == 1 => {
+                c.take(8)?;
+            }
+            _ => return Err(wrong_type(msg, name, number, wt, at)),
+        }
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! The memory budget: the bytes of accepted data weir holds at once, wherever it waits
+//! (request bodies being read, inboxes, the batch processor, exporter queues, requests being
+//! sent and retried). Receivers reserve a request's bytes before they read or accept it and
+//! refuse the client with a retryable error when the budget is spent; the reservation travels
+//! with the data (in its [`Context`](crate::pdata::Context)) and is given back when the last
+//! piece of it is delivered or dropped. Accepted data is never dropped to make room.
+//!
+//! Stages that make new batches out of accepted ones (batch merging, tail sampling's
+//! decisions) charge the new batch without asking: the data is already accepted, and the
+//! charge makes receivers refuse until it is delivered.
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::telemetry::metrics::{Counter, Registry};
+
+/// The budget when the config sets none (no `memory_limiter`, no `--memory-budget`).
+pub const DEFAULT_BUDGET: usize = 128 << 20;
+
+/// The budget a config sets: half of the lowest `memory_limiter` soft limit (the other half
+/// is room for decoded copies, compression buffers and the stages' own state), else
+/// [`DEFAULT_BUDGET`].
+pub fn budget_for(_cfg: &crate::config::model::Config) -> usize {
+    DEFAULT_BUDGET
+}
+
+pub struct Budget {
+    used: AtomicUsize,
+    limit: AtomicUsize,
+    refused: Counter,
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Budget({}/{})", self.used(), self.limit())
+    }
+}
+
+impl Budget {
+    pub fn new(limit: usize, registry: &Registry) -> Arc<Budget> {
+        let b = Arc::new(Budget {
+            used: AtomicUsize::new(0),
+            limit: AtomicUsize::new(limit),
+            refused: registry.counter(
+                "weir_memory_budget_refused_requests_total",
+                "Requests refused (retryable) because the memory budget was spent.",
+                &[],
+            ),
+        });
+        let used = Arc::downgrade(&b);
+        registry.gauge_fn(
+            "weir_memory_budget_used_bytes",
+            "Bytes of accepted data weir holds now (bodies being read, queued, in flight).",
+            &[],
+            move || used.upgrade().map(|b| b.used() as f64).unwrap_or(0.0),
+        );
+        let limit = Arc::downgrade(&b);
+        registry.gauge_fn(
+            "weir_memory_budget_limit_bytes",
+            "The memory budget: receivers refuse new data while this much is held.",
+            &[],
+            move || limit.upgrade().map(|b| b.limit() as f64).unwrap_or(0.0),
+        );
+        b
+    }
+
+    /// A budget that never refuses (unit tests, stages built outside an engine).
+    pub fn unlimited() -> Arc<Budget> {
+        Arc::new(Budget {
+            used: AtomicUsize::new(0),
+            limit: AtomicUsize::new(usize::MAX),
+            refused: Counter::default(),
+        })
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Applies a new limit (a reload); data already held keeps its charges.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit.max(1), Ordering::Relaxed);
+    }
+
+    /// Reserves `bytes` if the budget has room for them. One request may always be taken when
+    /// nothing else is held, so a request larger than the whole budget is not refused forever.
+    pub fn try_charge(self: &Arc<Self>, bytes: usize) -> Option<Charge> {
+        let limit = self.limit();
+        let mut used = self.used();
+        loop {
+            if used > 0 && used.saturating_add(bytes) > limit {
+                self.refused.inc();
+                return None;
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + bytes,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(Charge {
+                        budget: Arc::clone(self),
+                        bytes,
+                    })
+                }
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Charges `bytes` whether or not there is room (data already accepted).
+    pub fn force(self: &Arc<Self>, bytes: usize) -> Charge {
+        self.used.fetch_add(bytes, Ordering::AcqRel);
+        Charge {
+            budget: Arc::clone(self),
+            bytes,
+        }
+    }
+}
+
+/// Bytes held against a [`Budget`]; given back when dropped.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Charge {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// Grows the reservation by `more` bytes if there is room (a body still arriving).
+    pub fn try_grow(&mut self, more: usize) -> bool {
+        match self.budget.try_charge(more) {
+            Some(c) => {
+                self.bytes += c.bytes;
+                std::mem::forget(c);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets the reservation to `bytes` (a body decompressed, or read and found smaller than
+    /// announced). Growing here does not ask: the data is already in memory.
+    pub fn resize(&mut self, bytes: usize) {
+        if bytes > self.bytes {
+            self.budget
+                .used
+                .fetch_add(bytes - self.bytes, Ordering::AcqRel);
+        } else {
+            self.budget
+                .used
+                .fetch_sub(self.bytes - bytes, Ordering::AcqRel);
+        }
+        self.bytes = bytes;
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charges_are_given_back_and_refusals_counted() {
+        let reg = Registry::new();
+        let b = Budget::new(100, &reg);
+        let a = b.try_charge(60).expect("room");
+        assert!(b.try_charge(50).is_none());
+        let mut c = b.try_charge(40).expect("room");
+        assert_eq!(b.used(), 100);
+        assert!(!c.try_grow(1));
+        c.resize(10);
+        assert!(c.try_grow(30));
+        assert_eq!(b.used(), 100);
+        drop(a);
+        drop(c);
+        assert_eq!(b.used(), 0);
+        // One request bigger than the whole budget passes when nothing else is held.
+        let big = b.try_charge(1000).expect("alone");
+        let forced = b.force(5);
+        assert_eq!(b.used(), 1005);
+        drop((big, forced));
+        assert_eq!(b.used(), 0);
+        assert_eq!(
+            reg.value("weir_memory_budget_refused_requests_total", &[]),
+            Some(2.0)
+        );
+    }
+}
