@@ -4,7 +4,7 @@
 //! weir-loadgen send --endpoint 127.0.0.1:4317 [--protocol grpc|http] [--signal traces|metrics|logs]
 //!                   [--batch 512] [--conns 4] [--duration 10s] [--rate 0] [--gzip]
 //!                   [--shape small|large] [--header K=V]...
-//! weir-loadgen sink --listen 127.0.0.1:5317 [--idle 2s] [--duration 0]
+//! weir-loadgen sink --listen 127.0.0.1:5317 [--idle 2s] [--duration 0] [--delay 0]
 //! ```
 //!
 //! `send` pre-encodes one request and patches fresh trace and span ids into a copy for every
@@ -12,7 +12,8 @@
 //! requests failed by status, p50/p99 latency, bytes per item. `sink` accepts OTLP over gRPC
 //! and HTTP, Prometheus remote write and Loki pushes on one port, counts items with a wire
 //! walk (no decoding), and prints one JSON line when it stops (SIGTERM/SIGINT, `--idle` after
-//! the last request, or `--duration`).
+//! the last request, or `--duration`). `--delay` makes it a slow backend: each request is
+//! answered (and counted) that long after it arrived.
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -48,7 +49,7 @@ weir-loadgen: OTLP load generator and counting sink
   weir-loadgen send --endpoint HOST:PORT [--protocol grpc|http] [--signal traces|metrics|logs]
                     [--batch 512] [--conns 4] [--duration 10s] [--rate 0] [--gzip | --zstd]
                     [--shape small|large] [--header K=V]...
-  weir-loadgen sink --listen HOST:PORT [--idle 2s] [--duration 0]";
+  weir-loadgen sink --listen HOST:PORT [--idle 2s] [--duration 0] [--delay 0]";
 
 fn kv(k: &str, v: &str) -> KeyValue {
     KeyValue {
@@ -623,11 +624,12 @@ fn count_nested(buf: &[u8], outer: u64, item: u64) -> u64 {
 }
 
 #[derive(Clone)]
-struct SinkService(Arc<SinkCounts>);
+struct SinkService(Arc<SinkCounts>, Duration);
 
 struct CountSvc {
     counts: Arc<SinkCounts>,
     signal: Signal,
+    delay: Duration,
 }
 
 impl tonic::server::UnaryService<Bytes> for CountSvc {
@@ -637,8 +639,14 @@ impl tonic::server::UnaryService<Bytes> for CountSvc {
     fn call(&mut self, req: tonic::Request<Bytes>) -> Self::Future {
         let body = req.into_inner();
         let n = wire::count_items(self.signal, &body).unwrap_or(0) as u64;
-        self.counts.add(self.signal.as_str(), n, body.len());
-        Box::pin(async { Ok(tonic::Response::new(Bytes::new())) })
+        let (counts, signal, delay) = (self.counts.clone(), self.signal, self.delay);
+        Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            counts.add(signal.as_str(), n, body.len());
+            Ok(tonic::Response::new(Bytes::new()))
+        })
     }
 }
 
@@ -649,6 +657,7 @@ impl hyper::service::Service<Request<Incoming>> for SinkService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let counts = self.0.clone();
+        let delay = self.1;
         Box::pin(async move {
             let path = req.uri().path().to_owned();
             let is_grpc = req
@@ -664,7 +673,16 @@ impl hyper::service::Service<Request<Incoming>> for SinkService {
                     .accept_compressed(CompressionEncoding::Gzip)
                     .accept_compressed(CompressionEncoding::Zstd)
                     .max_decoding_message_size(64 << 20);
-                return Ok(grpc.unary(CountSvc { counts, signal }, req).await);
+                return Ok(grpc
+                    .unary(
+                        CountSvc {
+                            counts,
+                            signal,
+                            delay,
+                        },
+                        req,
+                    )
+                    .await);
             }
             let coding = req
                 .headers()
@@ -679,6 +697,9 @@ impl hyper::service::Service<Request<Incoming>> for SinkService {
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let zs = req_zstd;
             let raw: Vec<u8> = if gz {
                 weir::compression::gunzip_capped(&body, 256 << 20).unwrap_or_default()
@@ -724,6 +745,7 @@ async fn sink(args: Args) -> Result<String, String> {
     let listen = args.get("--listen").ok_or("--listen is required")?;
     let idle = args.dur("--idle", Duration::from_secs(0))?;
     let duration = args.dur("--duration", Duration::from_secs(0))?;
+    let delay = args.dur("--delay", Duration::from_secs(0))?;
     let listener = weir::net::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -731,7 +753,7 @@ async fn sink(args: Args) -> Result<String, String> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = weir::net::serve(
         listener,
-        SinkService(counts.clone()),
+        SinkService(counts.clone(), delay),
         weir::net::Protocol::Auto,
         stop_rx,
         Duration::from_secs(1),

@@ -37,6 +37,7 @@ pub enum ProcessorConfig {
     TailSampling(TailSamplingConfig),
     CardinalityLimiter(CardinalityLimiterConfig),
     Tenant(TenantConfig),
+    MemoryLimiter(crate::processors::memory_limiter::config::MemoryLimiterConfig),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +98,12 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         type_name: "otlp",
         signals: ALL,
         description: "OTLP over gRPC and HTTP (protobuf, JSON, gzip, zstd)",
+    },
+    ComponentInfo {
+        kind: Kind::Processor,
+        type_name: "memory_limiter",
+        signals: ALL,
+        description: "refuses new data (retryable) while memory is over its soft limit",
     },
     ComponentInfo {
         kind: Kind::Processor,
@@ -417,6 +424,16 @@ impl Config {
                                 processors.insert(id, ProcessorConfig::Resource(c));
                             }
                             Err(p) => cx.err(&format!("{path}.{}", p.path), p.message),
+                        }
+                    }
+                }
+                "memory_limiter" => {
+                    if let Some(c) = cx
+                        .decode::<crate::processors::memory_limiter::config::MemoryLimiterConfig>(
+                        &path, body,
+                    ) {
+                        if cx.problems(&path, c.validate()) {
+                            processors.insert(id, ProcessorConfig::MemoryLimiter(c));
                         }
                     }
                 }

@@ -19,8 +19,21 @@ pub const DEFAULT_BUDGET: usize = 128 << 20;
 /// The budget a config sets: half of the lowest `memory_limiter` soft limit (the other half
 /// is room for decoded copies, compression buffers and the stages' own state), else
 /// [`DEFAULT_BUDGET`].
-pub fn budget_for(_cfg: &crate::config::model::Config) -> usize {
-    DEFAULT_BUDGET
+pub fn budget_for(cfg: &crate::config::model::Config) -> usize {
+    let mut total = None;
+    cfg.processors
+        .values()
+        .filter_map(|p| match p {
+            crate::config::model::ProcessorConfig::MemoryLimiter(m) => Some(m),
+            _ => None,
+        })
+        .map(|m| {
+            let total = *total.get_or_insert_with(crate::processors::memory_limiter::total_memory);
+            (m.limits(total).soft / 2) as usize
+        })
+        .min()
+        .filter(|b| *b > 0)
+        .unwrap_or(DEFAULT_BUDGET)
 }
 
 pub struct Budget {

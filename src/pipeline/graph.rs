@@ -123,6 +123,9 @@ fn build_processor(
         ProcessorConfig::Tenant(c) => Box::new(crate::processors::tenant::TenantProcessor::new(
             id, c, registry,
         )),
+        ProcessorConfig::MemoryLimiter(_) => Box::new(
+            crate::processors::memory_limiter::MemoryLimiter::new(id, registry),
+        ),
     }
 }
 
@@ -494,6 +497,10 @@ impl Engine {
                 .filter_map(|(sid, c)| match c {
                     ProcessorConfig::Tenant(t) => Some(Arc::new(
                         crate::processors::tenant::gate::TenantGate::new(sid, t, &self.registry),
+                    )
+                        as Arc<dyn super::inbox::Gate>),
+                    ProcessorConfig::MemoryLimiter(m) => Some(Arc::new(
+                        crate::processors::memory_limiter::MemoryGate::new(sid, m, &self.registry),
                     )
                         as Arc<dyn super::inbox::Gate>),
                     _ => None,

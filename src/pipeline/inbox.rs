@@ -21,6 +21,8 @@ pub enum Refused {
     Busy,
     /// The memory budget is spent: retry later.
     OverBudget,
+    /// A `memory_limiter` finds the process over its soft limit: retry later.
+    MemoryLimited(String),
     /// The pipeline is shutting down.
     Closed,
     /// The client could not be identified (no tenant, unknown token): HTTP 401 /

@@ -14,14 +14,15 @@ pub struct QueueConfig {
     pub enabled: bool,
     /// Concurrent senders (default 10).
     pub num_consumers: usize,
-    /// Requests the queue holds (default 1000).
+    /// What the queue holds, in `sizer` units (default 1000).
     pub queue_size: usize,
     /// What a full queue does. `true` (weir's default): the pipeline waits, its inbox fills and
     /// receivers refuse new data with a retryable error, so nothing accepted is lost.
     /// `false`: the batch is dropped for this exporter and counted in
     /// `otelcol_exporter_enqueue_failed_*`, so a dead backend never holds up the others.
     pub block_on_overflow: bool,
-    /// Only `requests` is supported: queue_size counts requests.
+    /// What `queue_size` counts: `requests` (batches, the default), `items` (spans, data
+    /// points, log records) or `bytes` (of the encoded OTLP request), as upstream.
     pub sizer: Sizer,
 }
 
@@ -30,6 +31,27 @@ pub struct QueueConfig {
 pub enum Sizer {
     #[default]
     Requests,
+    Items,
+    Bytes,
+}
+
+impl Sizer {
+    /// The size of `batch` in this unit.
+    pub fn size(self, batch: &crate::pdata::Batch) -> usize {
+        match self {
+            Sizer::Requests => 1,
+            Sizer::Items => batch.items,
+            Sizer::Bytes => batch.encoded_len(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sizer::Requests => "requests",
+            Sizer::Items => "items",
+            Sizer::Bytes => "bytes",
+        }
+    }
 }
 
 impl Default for QueueConfig {

@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, watch, Mutex, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::pdata::{Batch, Signal};
 use crate::telemetry::metrics::{Counter, Registry};
-use config::{QueueConfig, RetryConfig};
+use config::{QueueConfig, RetryConfig, Sizer};
 use retry::Backoff;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -103,11 +103,18 @@ impl PerSignal {
     }
 }
 
+/// A queued batch and its room in the queue (given back when a worker takes it).
+type Queued = (Batch, OwnedSemaphorePermit);
+
 /// What pipelines hold to hand batches to an exporter.
 #[derive(Clone)]
 pub struct ExporterHandle {
     pub id: Arc<str>,
-    tx: mpsc::Sender<Batch>,
+    tx: mpsc::UnboundedSender<Queued>,
+    /// Room in the queue, in `sizer` units.
+    room: Arc<Semaphore>,
+    capacity: usize,
+    sizer: Sizer,
     block_on_overflow: bool,
     queued: Arc<AtomicUsize>,
     enqueue_failed: PerSignal,
@@ -119,23 +126,32 @@ impl ExporterHandle {
     pub async fn push(&self, batch: Batch) {
         let items = batch.items;
         let signal = batch.signal;
-        if self.block_on_overflow {
-            self.queued.fetch_add(1, Ordering::Relaxed);
-            if self.tx.send(batch).await.is_err() {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                self.enqueue_failed.add(signal, items);
+        // A batch larger than the whole queue takes all of it, rather than never fitting.
+        let size = self.sizer.size(&batch).clamp(1, self.capacity);
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        let permit = if self.block_on_overflow {
+            Arc::clone(&self.room)
+                .acquire_many_owned(permits)
+                .await
+                .ok()
+        } else {
+            Arc::clone(&self.room).try_acquire_many_owned(permits).ok()
+        };
+        let Some(permit) = permit else {
+            self.enqueue_failed.add(signal, items);
+            if self.room.is_closed() {
                 tracing::error!(exporter = %self.id, "exporter stopped; dropped {items} {}", signal.item_noun());
-            }
-            return;
-        }
-        match self.tx.try_send(batch) {
-            Ok(()) => {
-                self.queued.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                self.enqueue_failed.add(signal, items);
+            } else {
                 tracing::warn!(exporter = %self.id, "sending queue is full; dropped {items} {}", signal.item_noun());
             }
+            return;
+        };
+        self.queued.fetch_add(size, Ordering::Relaxed);
+        if let Err(e) = self.tx.send((batch, permit)) {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            self.enqueue_failed.add(signal, items);
+            drop(e);
+            tracing::error!(exporter = %self.id, "exporter stopped; dropped {items} {}", signal.item_noun());
         }
     }
 }
@@ -145,7 +161,8 @@ pub struct ExporterTask {
     pub id: Arc<str>,
     workers: Vec<JoinHandle<()>>,
     cancel: watch::Sender<bool>,
-    rx: Arc<Mutex<mpsc::Receiver<Batch>>>,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<Queued>>>,
+    room: Arc<Semaphore>,
     send_failed: PerSignal,
     queued: Arc<AtomicUsize>,
 }
@@ -179,9 +196,11 @@ impl ExporterTask {
         }
         let mut rx = self.rx.lock().await;
         rx.close();
+        self.room.close();
         let mut lost = 0usize;
-        while let Ok(b) = rx.try_recv() {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+        while let Ok((b, permit)) = rx.try_recv() {
+            self.queued
+                .fetch_sub(permit.num_permits(), Ordering::Relaxed);
             self.send_failed.add(b.signal, b.items);
             lost += b.items;
         }
@@ -200,13 +219,18 @@ pub fn start(
     timeout: Duration,
     registry: &Registry,
 ) -> (ExporterHandle, ExporterTask) {
-    let (capacity, consumers) = if queue.enabled {
-        (queue.queue_size.max(1), queue.num_consumers.max(1))
+    let (capacity, consumers, sizer) = if queue.enabled {
+        (
+            queue.queue_size.clamp(1, Semaphore::MAX_PERMITS),
+            queue.num_consumers.max(1),
+            queue.sizer,
+        )
     } else {
-        (1, 1)
+        (1, 1, Sizer::Requests)
     };
     let id: Arc<str> = Arc::from(id);
-    let (tx, rx) = mpsc::channel(capacity);
+    let (tx, rx) = mpsc::unbounded_channel::<Queued>();
+    let room = Arc::new(Semaphore::new(capacity));
     let rx = Arc::new(Mutex::new(rx));
     let (cancel_tx, cancel_rx) = watch::channel(false);
     let queued = Arc::new(AtomicUsize::new(0));
@@ -217,14 +241,14 @@ pub fn start(
         let q = queued.clone();
         registry.gauge_fn(
             "otelcol_exporter_queue_size",
-            "Current size of the retry queue (in batches).",
-            &[("exporter", &id)],
+            "Current size of the retry queue (in units of its sizer).",
+            &[("exporter", &id), ("sizer", sizer.as_str())],
             move || q.load(Ordering::Relaxed) as f64,
         );
         registry.gauge_fn(
             "otelcol_exporter_queue_capacity",
-            "Fixed capacity of the retry queue (in batches).",
-            &[("exporter", &id)],
+            "Fixed capacity of the retry queue (in units of its sizer).",
+            &[("exporter", &id), ("sizer", sizer.as_str())],
             move || capacity as f64,
         );
     }
@@ -244,8 +268,9 @@ pub fn start(
             tokio::spawn(async move {
                 loop {
                     let next = { rx.lock().await.recv().await };
-                    let Some(batch) = next else { break };
-                    queued.fetch_sub(1, Ordering::Relaxed);
+                    let Some((batch, permit)) = next else { break };
+                    queued.fetch_sub(permit.num_permits(), Ordering::Relaxed);
+                    drop(permit);
                     w.deliver(batch).await;
                 }
             })
@@ -254,6 +279,9 @@ pub fn start(
     let handle = ExporterHandle {
         id: id.clone(),
         tx,
+        room: room.clone(),
+        capacity,
+        sizer,
         block_on_overflow: queue.block_on_overflow,
         queued: queued.clone(),
         enqueue_failed,
@@ -263,6 +291,7 @@ pub fn start(
         workers,
         cancel: cancel_tx,
         rx,
+        room,
         send_failed,
         queued,
     };

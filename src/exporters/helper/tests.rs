@@ -171,3 +171,75 @@ async fn shutdown_deadline_counts_what_was_not_delivered() {
     // The batch in the worker's hands and the four still queued are all counted.
     assert_eq!(failed(&reg, "s"), 10.0);
 }
+
+#[tokio::test]
+async fn the_sizer_decides_what_queue_size_counts() {
+    for (sizer, size, want_queued) in [
+        // 30 items of room: three batches of 10 wait, the rest are refused.
+        (config::Sizer::Items, 30, 30.0),
+        // 3 requests of room.
+        (config::Sizer::Requests, 3, 3.0),
+        // Bytes of the encoded request: each batch below is 100 bytes.
+        (config::Sizer::Bytes, 300, 300.0),
+    ] {
+        let reg = Registry::new();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let s = Arc::new(Scripted {
+            errors: StdMutex::new(vec![]),
+            calls: AtomicUsize::new(0),
+            gate: Some(gate.clone()),
+        });
+        let q = QueueConfig {
+            num_consumers: 1,
+            queue_size: size,
+            block_on_overflow: false,
+            sizer,
+            ..QueueConfig::default()
+        };
+        let (h, t) = start(
+            "z",
+            s.clone(),
+            &q,
+            &fast_retry(),
+            Duration::from_secs(5),
+            &reg,
+        );
+        let b = || {
+            Batch::encoded(
+                Signal::Traces,
+                Bytes::from(vec![0u8; 100]),
+                10,
+                Arc::new(Context::default()),
+            )
+        };
+        // The first is taken by the worker (and blocks there); then the queue fills.
+        h.push(b()).await;
+        while h.queued.load(Ordering::Relaxed) != 0 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            h.push(b()).await;
+        }
+        let labels = [("exporter", "z"), ("sizer", sizer.as_str())];
+        assert_eq!(
+            reg.value("otelcol_exporter_queue_size", &labels),
+            Some(want_queued),
+            "{sizer:?}"
+        );
+        assert_eq!(
+            reg.value("otelcol_exporter_queue_capacity", &labels),
+            Some(size as f64)
+        );
+        let dropped = reg
+            .value(
+                "otelcol_exporter_enqueue_failed_spans_total",
+                &[("exporter", "z")],
+            )
+            .unwrap_or(0.0);
+        assert_eq!(dropped, 70.0, "{sizer:?}: 11 pushed, 1 sending, 3 queued");
+        gate.add_permits(100);
+        drop(h);
+        t.drain(Instant::now() + Duration::from_secs(5)).await;
+        assert_eq!(sent(&reg, "z"), 40.0);
+    }
+}

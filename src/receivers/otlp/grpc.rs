@@ -155,6 +155,9 @@ fn refusal(r: Refused) -> Status {
             "weir is over its memory budget; retry later",
             std::time::Duration::from_secs(1),
         ),
+        Refused::MemoryLimited(m) => {
+            crate::grpc::status_with_retry(Code::Unavailable, &m, std::time::Duration::from_secs(1))
+        }
         Refused::Closed => Status::unavailable("weir is shutting down; retry later"),
         Refused::Unauthenticated(m) => Status::unauthenticated(m),
         Refused::PermissionDenied(m) => Status::permission_denied(m),

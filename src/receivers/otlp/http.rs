@@ -441,6 +441,12 @@ fn refusal(r: Refused) -> (StatusCode, tonic::Code, String, Option<u64>) {
             "weir is over its memory budget; retry later".to_string(),
             Some(1),
         ),
+        Refused::MemoryLimited(m) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Code::Unavailable,
+            m,
+            Some(1),
+        ),
         Refused::Closed => (
             StatusCode::SERVICE_UNAVAILABLE,
             tonic::Code::Unavailable,

@@ -1,0 +1,127 @@
+//! Overload against a slow backend: weir's memory stays under its configured limit, clients
+//! are told to retry (never silently dropped), and everything acknowledged is delivered.
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::loadgen::{finish, run, start_sink_with};
+use common::{free_port, Weir};
+
+/// Resident memory of `pid` in bytes.
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+/// Samples the RSS of `pid` every 100 ms until dropped; keeps the peak.
+struct Sampler {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Sampler {
+        let peak = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Sampler {
+            peak,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn peak(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+#[test]
+fn a_slow_backend_under_overload_keeps_memory_bounded_and_loses_nothing_acknowledged() {
+    let (grpc, sink_port) = (free_port(), free_port());
+    // A backend that answers each request a second late: at most 10 requests (the exporter's
+    // consumers) a second get through, far below what the senders offer.
+    let sink = start_sink_with(sink_port, &["--delay", "1s"]);
+    let limit_mib = 160;
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+processors:
+  memory_limiter: {{check_interval: 100ms, limit_mib: {limit_mib}}}
+  batch:
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sink_port}
+    tls: {{insecure: true}}
+    compression: none
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [memory_limiter, batch], exporters: [otlp]}}
+"#
+    );
+    let weir = Weir::start(&yaml, grpc);
+    let sampler = Sampler::start(weir.pid());
+    // ~800-byte spans from 8 connections for 6 seconds.
+    let sent = run(&[
+        "send",
+        "--endpoint",
+        &format!("127.0.0.1:{grpc}"),
+        "--duration",
+        "6s",
+        "--conns",
+        "8",
+        "--batch",
+        "512",
+        "--shape",
+        "large",
+    ]);
+    let acked = sent["sent_items"].as_u64().unwrap_or(0);
+    assert!(acked > 0, "{sent}");
+    // The clients were told to come back later (UNAVAILABLE), not dropped.
+    let failed = sent["failed"].as_object().cloned().unwrap_or_default();
+    assert!(
+        failed.keys().all(|k| k == "Unavailable"),
+        "only retryable refusals: {sent}"
+    );
+    assert!(
+        failed.values().filter_map(|v| v.as_u64()).sum::<u64>() > 0,
+        "an overloaded weir refuses some requests: {sent}"
+    );
+    let received = finish(sink);
+    let peak = sampler.peak();
+    assert!(weir.stop().success());
+    assert_eq!(
+        received["traces"].as_u64(),
+        Some(acked),
+        "everything acknowledged arrives: sent {sent}, received {received}"
+    );
+    assert!(
+        peak < (limit_mib << 20),
+        "RSS peaked at {} MiB, over the {limit_mib} MiB limit",
+        peak >> 20
+    );
+    eprintln!(
+        "overload: acked {acked} spans, refused {failed:?}, peak RSS {} MiB (limit {limit_mib} MiB)",
+        peak >> 20
+    );
+}
