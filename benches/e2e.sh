@@ -66,7 +66,8 @@ service:
   pipelines:
     $signal: {receivers: [otlp], processors: [$procs], exporters: [$expid]}
 EOF
-  taskset -c "$LOAD_CPU" "$LOADGEN" sink --listen "127.0.0.1:$sinkp" --idle 3s > "$WORK/sink.json" 2>/dev/null &
+  # shellcheck disable=SC2086 # SINK_EXTRA is a list of arguments
+  taskset -c "$LOAD_CPU" "$LOADGEN" sink --listen "127.0.0.1:$sinkp" --idle 3s ${SINK_EXTRA:-} > "$WORK/sink.json" 2>/dev/null &
   local sinkpid=$!
   wait_port "$sinkp"
   taskset -c "$WEIR_CPU" "$WEIR" --config "$WORK/cfg.yaml" 2> "$WORK/weir.log" &
@@ -107,6 +108,10 @@ run "traces + tenant tagging + batch" traces "tenant, batch" otlp
 run "traces + tail sampling (3 policies, 1 s) + batch" traces "tail_sampling, batch" otlp
 run "metrics → remote write (data points)" metrics "batch" prw
 run "logs → Loki, protobuf+snappy (records)" logs "batch" loki
+# A slow backend (each request answered 500 ms late) under 16 connections of large spans,
+# default settings: memory stays within the memory budget (128 MiB of held data) plus
+# overhead; clients are refused (retryable) and nothing acknowledged is lost.
+CONNS=16 SINK_EXTRA="--delay 500ms" run "slow backend (500 ms), large spans, 16 conns, defaults" traces "batch" otlp --shape large
 HALF=$(python3 -c "print(int(float('$SAT')/2))")
 run "traces pass-through at half saturation ($HALF/s): latency" traces "" otlp --rate "$HALF"
 

@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Spa
 use prost::Message;
 use std::sync::Arc;
 
-use weir::pdata::{wire, Batch, Context, Signal};
+use weir::pdata::{check, wire, Batch, Context, Signal};
 use weir::pipeline::Processor;
 use weir::processors::batch::{config::BatchConfig, BatchProcessor};
 use weir::telemetry::metrics::Registry;
@@ -73,6 +73,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| ExportTraceServiceRequest::decode(bytes.clone()).map(|r| r.resource_spans.len()))
     });
     g.bench_function("encode", |b| b.iter(|| req.encode_to_vec().len()));
+    g.bench_function("receiver_check", |b| {
+        b.iter(|| check::check_request(Signal::Traces, &bytes))
+    });
     g.bench_function("wire_count", |b| {
         b.iter(|| wire::count_items(Signal::Traces, &bytes))
     });

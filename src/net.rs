@@ -108,7 +108,13 @@ pub struct ConnTimeouts {
     pub idle: Option<Duration>,
     /// A response the client does not read for this long closes the connection.
     pub write: Option<Duration>,
+    /// Connections served at once; past it, new ones wait in the listen backlog until one
+    /// closes (so a flood of clients cannot take every file descriptor).
+    pub max_connections: Option<usize>,
 }
+
+/// The cap on concurrent connections of an OTLP/HTTP receiver.
+pub const MAX_HTTP_CONNECTIONS: usize = 4096;
 
 /// When a connection last moved a byte, and since when a write has been waiting on the
 /// client, in milliseconds since the connection opened (0: not waiting).
@@ -288,8 +294,18 @@ where
                 .header_read_timeout(t);
         }
         let watched = timeouts.idle.is_some() || timeouts.write.is_some();
+        let slots = timeouts
+            .max_connections
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
         let graceful = GracefulShutdown::new();
         loop {
+            let slot = match &slots {
+                Some(s) => tokio::select! {
+                    p = Arc::clone(s).acquire_owned() => p.ok(),
+                    _ = until_true(&mut shutdown) => break,
+                },
+                None => None,
+            };
             tokio::select! {
                 conn = listener.accept() => {
                     let stream = match conn {
@@ -311,6 +327,7 @@ where
                         .into_owned();
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
+                        let _slot = slot;
                         if watched {
                             // Dropping the connection closes the socket.
                             tokio::select! {

@@ -54,11 +54,28 @@ impl Sampler {
 
 #[test]
 fn a_slow_backend_under_overload_keeps_memory_bounded_and_loses_nothing_acknowledged() {
+    overload("", "memory_limiter, batch", 160);
+}
+
+#[test]
+fn tail_sampling_holding_30s_of_unique_traces_stays_bounded_too() {
+    // Every span is a new trace and none is decided before shutdown (30 s): the buffer fills
+    // to its byte budget and decides its oldest traces early (always_sample: they are sent).
+    overload(
+        "  tail_sampling: {decision_wait: 30s, num_traces: 1000000, max_buffered_bytes: 48MiB, policies: [{name: all, type: always_sample}]}",
+        "memory_limiter, tail_sampling, batch",
+        200,
+    );
+}
+
+/// Sends large spans as fast as 8 connections can for 6 s through `processors` (with
+/// `extra` processor definitions) to a backend that answers a second late.
+fn overload(extra: &str, processors: &str, limit_mib: u64) {
     let (grpc, sink_port) = (free_port(), free_port());
     // A backend that answers each request a second late: at most 10 requests (the exporter's
     // consumers) a second get through, far below what the senders offer.
-    let sink = start_sink_with(sink_port, &["--delay", "1s"]);
-    let limit_mib = 160;
+    // The sink stops 5 s after the last request it answered, so it outlives the drain.
+    let sink = start_sink_with(sink_port, &["--delay", "1s", "--idle", "5s"]);
     let yaml = format!(
         r#"
 receivers:
@@ -68,6 +85,7 @@ receivers:
 processors:
   memory_limiter: {{check_interval: 100ms, limit_mib: {limit_mib}}}
   batch:
+{extra}
 exporters:
   otlp:
     endpoint: 127.0.0.1:{sink_port}
@@ -76,7 +94,7 @@ exporters:
 service:
   telemetry: {{metrics: {{level: none}}}}
   pipelines:
-    traces: {{receivers: [otlp], processors: [memory_limiter, batch], exporters: [otlp]}}
+    traces: {{receivers: [otlp], processors: [{processors}], exporters: [otlp]}}
 "#
     );
     let weir = Weir::start(&yaml, grpc);
@@ -107,9 +125,10 @@ service:
         failed.values().filter_map(|v| v.as_u64()).sum::<u64>() > 0,
         "an overloaded weir refuses some requests: {sent}"
     );
-    let received = finish(sink);
-    let peak = sampler.peak();
+    // Stopping weir flushes what its stages hold and drains its queue into the sink.
     assert!(weir.stop().success());
+    let peak = sampler.peak();
+    let received = finish(sink);
     assert_eq!(
         received["traces"].as_u64(),
         Some(acked),

@@ -62,6 +62,61 @@ enum Msg {
     KeyValueList,
 }
 
+/// Every message, in declaration order (so `ALL[m as usize] == m`).
+const ALL: [Msg; 34] = [
+    TraceRequest,
+    ResourceSpans,
+    ScopeSpans,
+    Span,
+    Event,
+    Link,
+    Status,
+    MetricsRequest,
+    ResourceMetrics,
+    ScopeMetrics,
+    Metric,
+    Gauge,
+    Sum,
+    Histogram,
+    ExpHistogram,
+    Summary,
+    NumberPoint,
+    HistogramPoint,
+    ExpHistogramPoint,
+    Buckets,
+    SummaryPoint,
+    Quantile,
+    Exemplar,
+    LogsRequest,
+    ResourceLogs,
+    ScopeLogs,
+    LogRecord,
+    Resource,
+    Scope,
+    EntityRef,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+];
+
+/// Whether `data` is UTF-8: most strings in telemetry are short and ASCII, checked here in
+/// line; the rest go to the standard validator.
+#[inline(always)]
+fn is_utf8(data: &[u8]) -> bool {
+    let mut high = 0u64;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        high |= u64::from_le_bytes(b);
+    }
+    for &b in words.remainder() {
+        high |= u64::from(b);
+    }
+    high & 0x8080_8080_8080_8080 == 0 || std::str::from_utf8(data).is_ok()
+}
+
 /// What a field holds, as the decoder reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -122,8 +177,8 @@ impl Msg {
     }
 
     /// Field `n` of this message: its kind and name (from opentelemetry-proto's messages).
-    #[inline]
-    fn field(self, n: u64) -> (Kind, &'static str) {
+    #[inline(always)]
+    const fn field(self, n: u64) -> (Kind, &'static str) {
         match (self, n) {
             (TraceRequest, 1) => (Message(ResourceSpans), "resource_spans"),
             (ResourceSpans, 1) | (ResourceMetrics, 1) | (ResourceLogs, 1) => {
@@ -268,7 +323,18 @@ pub fn check_request(signal: Signal, buf: &[u8]) -> Result<usize, WireError> {
         Signal::Metrics => MetricsRequest,
         Signal::Logs => LogsRequest,
     };
-    walk(root, buf, 0, MAX_DEPTH).map(|n| n as usize)
+    WALK[root as usize](buf, 0, MAX_DEPTH)
+        .map(|n| n as usize)
+        .map_err(|e| *e)
+}
+
+/// Results inside the walk: the error boxed, so the hot path moves small values.
+type R<T> = Result<T, Box<WireError>>;
+
+#[cold]
+#[inline(never)]
+fn bad<T>(e: WireError) -> R<T> {
+    Err(Box::new(e))
 }
 
 struct Cursor<'a> {
@@ -278,8 +344,8 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    #[inline]
-    fn varint(&mut self) -> Result<u64, WireError> {
+    #[inline(always)]
+    fn varint(&mut self) -> R<u64> {
         // One-byte fast path: most keys and small values.
         if let Some(&b) = self.buf.get(self.pos) {
             if b < 0x80 {
@@ -287,29 +353,34 @@ impl<'a> Cursor<'a> {
                 return Ok(u64::from(b));
             }
         }
+        self.varint_slow()
+    }
+
+    #[inline(never)]
+    fn varint_slow(&mut self) -> R<u64> {
         let mut v: u64 = 0;
         for i in 0..10 {
             let Some(&b) = self.buf.get(self.pos) else {
-                return Err(WireError::Varint(self.base + self.pos));
+                return bad(WireError::Varint(self.base + self.pos));
             };
             self.pos += 1;
             v |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
                 // The 10th byte may only carry the 64th bit.
                 if i == 9 && b >= 2 {
-                    return Err(WireError::Varint(self.base + self.pos - 1));
+                    return bad(WireError::Varint(self.base + self.pos - 1));
                 }
                 return Ok(v);
             }
         }
-        Err(WireError::Varint(self.base + self.pos))
+        bad(WireError::Varint(self.base + self.pos))
     }
 
-    #[inline]
-    fn take(&mut self, n: u64) -> Result<&'a [u8], WireError> {
+    #[inline(always)]
+    fn take(&mut self, n: u64) -> R<&'a [u8]> {
         let left = self.buf.len() - self.pos;
         if n > left as u64 {
-            return Err(WireError::Length {
+            return bad(WireError::Length {
                 offset: self.base + self.pos,
                 len: n,
                 left,
@@ -321,20 +392,20 @@ impl<'a> Cursor<'a> {
     }
 
     /// A field key: (number, wire type), checked as the decoder checks keys.
-    #[inline]
-    fn key(&mut self) -> Result<(u64, u8), WireError> {
+    #[inline(always)]
+    fn key(&mut self) -> R<(u64, u8)> {
         let at = self.base + self.pos;
         let key = self.varint()?;
         if key > u64::from(u32::MAX) {
-            return Err(WireError::Key { key, offset: at });
+            return bad(WireError::Key { key, offset: at });
         }
         let number = key >> 3;
         if number == 0 {
-            return Err(WireError::FieldZero(at));
+            return bad(WireError::FieldZero(at));
         }
         let wt = (key & 7) as u8;
         if wt > 5 {
-            return Err(WireError::WireType {
+            return bad(WireError::WireType {
                 field: number,
                 wire_type: wt,
                 offset: at,
@@ -346,9 +417,9 @@ impl<'a> Cursor<'a> {
     /// Skips the value of an unknown field of wire type `wt` (the key already read), with the
     /// decoder's depth accounting for groups: `left` is the depth budget of the message the
     /// field belongs to.
-    fn skip(&mut self, number: u64, wt: u8, left: u32, at: usize) -> Result<(), WireError> {
+    fn skip(&mut self, number: u64, wt: u8, left: u32, at: usize) -> R<()> {
         if left == 0 {
-            return Err(WireError::Depth { offset: at });
+            return bad(WireError::Depth { offset: at });
         }
         match wt {
             0 => {
@@ -366,13 +437,13 @@ impl<'a> Cursor<'a> {
                 let (n, w) = self.key()?;
                 if w == 4 {
                     if n != number {
-                        return Err(WireError::EndGroup { offset: inner_at });
+                        return bad(WireError::EndGroup { offset: inner_at });
                     }
                     break;
                 }
                 self.skip(n, w, left - 1, inner_at)?;
             },
-            4 => return Err(WireError::EndGroup { offset: at }),
+            4 => return bad(WireError::EndGroup { offset: at }),
             _ => self.take(4).map(|_| ())?,
         }
         Ok(())
@@ -387,9 +458,22 @@ fn wrong_type(msg: Msg, name: &str, number: u64, wt: u8, at: usize) -> WireError
     }
 }
 
-/// Walks message `msg` in `buf` (at `base` in the request); `left` is the depth budget of its
-/// fields (the decoder's recursion counter). Returns the items inside.
-fn walk(msg: Msg, buf: &[u8], base: usize, left: u32) -> Result<u64, WireError> {
+type Walker = fn(&[u8], usize, u32) -> R<u64>;
+
+/// One walker per message, each compiled for its message's fields.
+static WALK: [Walker; ALL.len()] = [
+    walk::<0>, walk::<1>, walk::<2>, walk::<3>, walk::<4>, walk::<5>, walk::<6>, walk::<7>,
+    walk::<8>, walk::<9>, walk::<10>, walk::<11>, walk::<12>, walk::<13>, walk::<14>, walk::<15>,
+    walk::<16>, walk::<17>, walk::<18>, walk::<19>, walk::<20>, walk::<21>, walk::<22>, walk::<23>,
+    walk::<24>, walk::<25>, walk::<26>, walk::<27>, walk::<28>, walk::<29>, walk::<30>, walk::<31>,
+    walk::<32>, walk::<33>,
+];
+
+/// Walks message `ALL[M]` in `buf` (at `base` in the request); `left` is the depth budget of
+/// its fields (the decoder's recursion counter). Returns the items inside. Monomorphised per
+/// message, so each field number leads straight to its kind's code.
+fn walk<const M: usize>(buf: &[u8], base: usize, left: u32) -> R<u64> {
+    let msg = ALL[M];
     let mut c = Cursor { buf, pos: 0, base };
     let mut items = 0u64;
     // A metric's data oneof: the kind of the last data field and the points under it.
@@ -397,24 +481,25 @@ fn walk(msg: Msg, buf: &[u8], base: usize, left: u32) -> Result<u64, WireError> 
     while c.pos < buf.len() {
         let at = base + c.pos;
         let (number, wt) = c.key()?;
-        let (kind, name) = msg.field(number);
+        let kind = msg.field(number).0;
+        let name = || msg.field(number).1;
         match kind {
             Unknown => c.skip(number, wt, left, at)?,
             Varint => {
                 if wt != 0 {
-                    return Err(wrong_type(msg, name, number, wt, at));
+                    return bad(wrong_type(msg, name(), number, wt, at));
                 }
                 c.varint()?;
             }
             Fixed64 => {
                 if wt != 1 {
-                    return Err(wrong_type(msg, name, number, wt, at));
+                    return bad(wrong_type(msg, name(), number, wt, at));
                 }
                 c.take(8)?;
             }
             Fixed32 => {
                 if wt != 5 {
-                    return Err(wrong_type(msg, name, number, wt, at));
+                    return bad(wrong_type(msg, name(), number, wt, at));
                 }
                 c.take(4)?;
             }
@@ -423,17 +508,17 @@ fn walk(msg: Msg, buf: &[u8], base: usize, left: u32) -> Result<u64, WireError> 
                 let data_at = base + c.pos;
                 let data = c.take(n)?;
                 match kind {
-                    Str if std::str::from_utf8(data).is_err() => {
-                        return Err(WireError::Utf8 {
-                            field: format!("{}.{name} ({number})", msg.name()),
+                    Str if !is_utf8(data) => {
+                        return bad(WireError::Utf8 {
+                            field: format!("{}.{} ({number})", msg.name(), name()),
                             offset: data_at,
                         });
                     }
                     Message(m) => {
                         if left == 0 {
-                            return Err(WireError::Depth { offset: at });
+                            return bad(WireError::Depth { offset: at });
                         }
-                        let n = walk(m, data, data_at, left - 1)?;
+                        let n = WALK[m as usize](data, data_at, left - 1)?;
                         if m.is_item() {
                             items += 1;
                         } else if msg == Metric && matches!(number, 5 | 7 | 9 | 10 | 11) {
@@ -459,7 +544,7 @@ fn walk(msg: Msg, buf: &[u8], base: usize, left: u32) -> Result<u64, WireError> 
                         }
                     }
                     RepeatedFixed64 if data.len() % 8 != 0 => {
-                        return Err(WireError::Length {
+                        return bad(WireError::Length {
                             offset: data_at,
                             len: data.len().next_multiple_of(8) as u64,
                             left: data.len(),
@@ -474,7 +559,7 @@ fn walk(msg: Msg, buf: &[u8], base: usize, left: u32) -> Result<u64, WireError> 
             RepeatedFixed64 if wt == 1 => {
                 c.take(8)?;
             }
-            _ => return Err(wrong_type(msg, name, number, wt, at)),
+            _ => return bad(wrong_type(msg, name(), number, wt, at)),
         }
     }
     Ok(items)

@@ -24,17 +24,13 @@ pub fn start_sink(port: u16) -> SinkProc {
     start_sink_with(port, &[])
 }
 
-/// [`start_sink`] with more arguments (`--delay 1s`: a slow backend).
+/// [`start_sink`] with more arguments (`--delay 1s`: a slow backend; `--idle 5s` replaces the
+/// default of 1s: the first occurrence of an option wins).
 pub fn start_sink_with(port: u16, extra: &[&str]) -> SinkProc {
     let child = Command::new(loadgen())
-        .args([
-            "sink",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--idle",
-            "1s",
-        ])
+        .arg("sink")
         .args(extra)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--idle", "1s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -101,6 +101,7 @@ impl HttpConfig {
             read_header: some(&self.read_header_timeout),
             idle: some(&self.idle_timeout),
             write: some(&self.write_timeout),
+            max_connections: Some(crate::net::MAX_HTTP_CONNECTIONS),
         }
     }
 }
