@@ -23,47 +23,27 @@ use super::Signal;
 /// (the request itself is depth 0) is refused.
 pub const MAX_DEPTH: u32 = 100;
 
-/// The messages of the OTLP export requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Msg {
-    TraceRequest,
-    ResourceSpans,
-    ScopeSpans,
-    Span,
-    Event,
-    Link,
-    Status,
-    MetricsRequest,
-    ResourceMetrics,
-    ScopeMetrics,
-    Metric,
-    Gauge,
-    Sum,
-    Histogram,
-    ExpHistogram,
-    Summary,
-    NumberPoint,
-    HistogramPoint,
-    ExpHistogramPoint,
-    Buckets,
-    SummaryPoint,
-    Quantile,
-    Exemplar,
-    LogsRequest,
-    ResourceLogs,
-    ScopeLogs,
-    LogRecord,
-    Resource,
-    Scope,
-    EntityRef,
-    KeyValue,
-    AnyValue,
-    ArrayValue,
-    KeyValueList,
+/// The messages of the OTLP export requests, once: the enum, the list of all of them, and the
+/// two walkers compiled for each.
+macro_rules! messages {
+    ($($m:ident),* $(,)?) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Msg {
+            $($m),*
+        }
+
+        /// Every message, in declaration order (so `ALL[m as usize] == m`).
+        const ALL: &[Msg] = &[$(Msg::$m),*];
+
+        /// The detailed walker of each message.
+        static WALK: [Walker; ALL.len()] = [$(walk::<{ Msg::$m as usize }>),*];
+
+        /// The fast walker of each message.
+        static FAST: [FastWalker; ALL.len()] = [$(fast::<{ Msg::$m as usize }>),*];
+    };
 }
 
-/// Every message, in declaration order (so `ALL[m as usize] == m`).
-const ALL: [Msg; 34] = [
+messages!(
     TraceRequest,
     ResourceSpans,
     ScopeSpans,
@@ -98,7 +78,7 @@ const ALL: [Msg; 34] = [
     AnyValue,
     ArrayValue,
     KeyValueList,
-];
+);
 
 /// Whether `data` is UTF-8: most strings in telemetry are short and ASCII, checked here in
 /// line; the rest go to the standard validator.
@@ -323,9 +303,131 @@ pub fn check_request(signal: Signal, buf: &[u8]) -> Result<usize, WireError> {
         Signal::Metrics => MetricsRequest,
         Signal::Logs => LogsRequest,
     };
+    if let Some(n) = FAST[root as usize](buf, MAX_DEPTH) {
+        return Ok(n as usize);
+    }
+    // Refused: walk again, slowly, to say what and where. The two walks implement the same
+    // rules (both are tested against the decoder); should they ever differ, the detailed one
+    // decides.
     WALK[root as usize](buf, 0, MAX_DEPTH)
         .map(|n| n as usize)
         .map_err(|e| *e)
+}
+
+/// The fast walk: the same rules as [`walk`], answering only "valid, with this many items" or
+/// "not valid" (`None`), so the common case carries no error bookkeeping.
+type FastWalker = fn(&[u8], u32) -> Option<u64>;
+
+/// A varint at `*pos`, advancing it; `None` when it is truncated or overflows.
+#[inline(always)]
+fn fast_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let b = *buf.get(*pos)?;
+    if b < 0x80 {
+        *pos += 1;
+        return Some(u64::from(b));
+    }
+    fast_varint_slow(buf, pos)
+}
+
+#[inline(never)]
+fn fast_varint_slow(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return (i < 9 || b < 2).then_some(v);
+        }
+    }
+    None
+}
+
+/// Message `ALL[M]` in `buf` with depth budget `left`: its items, or `None` if invalid.
+fn fast<const M: usize>(buf: &[u8], left: u32) -> Option<u64> {
+    let msg = ALL[M];
+    let len = buf.len();
+    let mut pos = 0usize;
+    let mut items = 0u64;
+    let mut data_kind = 0u64;
+    while pos < len {
+        let key = fast_varint(buf, &mut pos)?;
+        // Field 0, wire types 6 and 7, keys past u32: as `Cursor::key`.
+        if key > u64::from(u32::MAX) || key < 8 || key & 7 > 5 {
+            return None;
+        }
+        let number = key >> 3;
+        let wt = (key & 7) as u8;
+        match msg.field(number).0 {
+            Varint if wt == 0 => {
+                fast_varint(buf, &mut pos)?;
+            }
+            Fixed64 if wt == 1 => {
+                pos += 8;
+                if pos > len {
+                    return None;
+                }
+            }
+            Fixed32 if wt == 5 => {
+                pos += 4;
+                if pos > len {
+                    return None;
+                }
+            }
+            RepeatedVarint if wt == 0 => {
+                fast_varint(buf, &mut pos)?;
+            }
+            RepeatedFixed64 if wt == 1 => {
+                pos += 8;
+                if pos > len {
+                    return None;
+                }
+            }
+            Unknown => {
+                let mut c = Cursor { buf, pos, base: 0 };
+                c.skip(number, wt, left, 0).ok()?;
+                pos = c.pos;
+            }
+            kind @ (Bytes | Str | Message(_) | RepeatedVarint | RepeatedFixed64) if wt == 2 => {
+                let n = fast_varint(buf, &mut pos)?;
+                if n > (len - pos) as u64 {
+                    return None;
+                }
+                let data = &buf[pos..pos + n as usize];
+                pos += n as usize;
+                match kind {
+                    Str if !is_utf8(data) => return None,
+                    Message(m) => {
+                        if left == 0 {
+                            return None;
+                        }
+                        let n = FAST[m as usize](data, left - 1)?;
+                        if m.is_item() {
+                            items += 1;
+                        } else if M == Metric as usize && matches!(number, 5 | 7 | 9 | 10 | 11) {
+                            if number != data_kind {
+                                data_kind = number;
+                                items = 0;
+                            }
+                            items += n;
+                        } else {
+                            items += n;
+                        }
+                    }
+                    RepeatedVarint => {
+                        let mut p = 0;
+                        while p < data.len() {
+                            fast_varint(data, &mut p)?;
+                        }
+                    }
+                    RepeatedFixed64 if data.len() % 8 != 0 => return None,
+                    _ => {}
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(items)
 }
 
 /// Results inside the walk: the error boxed, so the hot path moves small values.
@@ -459,15 +561,6 @@ fn wrong_type(msg: Msg, name: &str, number: u64, wt: u8, at: usize) -> WireError
 }
 
 type Walker = fn(&[u8], usize, u32) -> R<u64>;
-
-/// One walker per message, each compiled for its message's fields.
-static WALK: [Walker; ALL.len()] = [
-    walk::<0>, walk::<1>, walk::<2>, walk::<3>, walk::<4>, walk::<5>, walk::<6>, walk::<7>,
-    walk::<8>, walk::<9>, walk::<10>, walk::<11>, walk::<12>, walk::<13>, walk::<14>, walk::<15>,
-    walk::<16>, walk::<17>, walk::<18>, walk::<19>, walk::<20>, walk::<21>, walk::<22>, walk::<23>,
-    walk::<24>, walk::<25>, walk::<26>, walk::<27>, walk::<28>, walk::<29>, walk::<30>, walk::<31>,
-    walk::<32>, walk::<33>,
-];
 
 /// Walks message `ALL[M]` in `buf` (at `base` in the request); `left` is the depth budget of
 /// its fields (the decoder's recursion counter). Returns the items inside. Monomorphised per

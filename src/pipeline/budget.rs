@@ -125,6 +125,18 @@ impl Budget {
         }
     }
 
+    /// Whether anything more may be read now: false (and counted as a refusal) when the budget
+    /// is already spent. For bodies whose size is known only once read (gRPC), so a full weir
+    /// does not read them at all.
+    pub fn has_room(&self) -> bool {
+        let used = self.used();
+        if used > 0 && used >= self.limit() {
+            self.refused.inc();
+            return false;
+        }
+        true
+    }
+
     /// Charges `bytes` whether or not there is room (data already accepted).
     pub fn force(self: &Arc<Self>, bytes: usize) -> Charge {
         self.used.fetch_add(bytes, Ordering::AcqRel);
@@ -210,9 +222,13 @@ mod tests {
         assert_eq!(b.used(), 1005);
         drop((big, forced));
         assert_eq!(b.used(), 0);
+        assert!(b.has_room());
+        let full = b.try_charge(100).expect("room");
+        assert!(!b.has_room());
+        drop(full);
         assert_eq!(
             reg.value("weir_memory_budget_refused_requests_total", &[]),
-            Some(2.0)
+            Some(3.0)
         );
     }
 }

@@ -275,6 +275,18 @@ fn decoded(signal: Signal, buf: &[u8]) -> Result<usize, prost::DecodeError> {
 }
 
 fn agree(signal: Signal, buf: &[u8]) {
+    // The fast walk and the detailed one give the same verdict and count.
+    let root = match signal {
+        Signal::Traces => Msg::TraceRequest,
+        Signal::Metrics => Msg::MetricsRequest,
+        Signal::Logs => Msg::LogsRequest,
+    } as usize;
+    let fast = FAST[root](buf, MAX_DEPTH);
+    let slow = WALK[root](buf, 0, MAX_DEPTH).ok();
+    assert_eq!(
+        fast, slow,
+        "{signal}: fast and detailed walks differ on {buf:02x?}"
+    );
     let ours = check_request(signal, buf);
     let theirs = decoded(signal, buf);
     match (&ours, &theirs) {

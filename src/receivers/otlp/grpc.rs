@@ -1,6 +1,7 @@
 //! OTLP/gRPC: the three Export services, served straight off hyper with a codec that keeps
-//! request bodies as bytes. A request is checked and counted by the wire walk, then handed
-//! to every pipeline; the client hears back only once all of them took it.
+//! request bodies as bytes. A request is checked (exactly as strictly as the decoder) and
+//! counted, reserved against the memory budget, then handed to every pipeline; the client
+//! hears back only once all of them took it.
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -46,6 +47,11 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
                     "receiver {} is not in any {signal} pipeline",
                     this.shared.out.id
                 )));
+            }
+            // A spent memory budget refuses before the body is read (its size is known only
+            // once it is); the reservation proper follows the check.
+            if !this.shared.out.budget.has_room() {
+                return Ok(refusal(Refused::OverBudget).into_http());
             }
             let mut grpc = tonic::server::Grpc::new(BytesCodec)
                 .accept_compressed(CompressionEncoding::Gzip)
