@@ -351,9 +351,20 @@ fn fast<const M: usize>(buf: &[u8], left: u32) -> Option<u64> {
     let mut items = 0u64;
     let mut data_kind = 0u64;
     while pos < len {
-        let key = fast_varint(buf, &mut pos)?;
-        // Field 0, wire types 6 and 7, keys past u32: as `Cursor::key`.
-        if key > u64::from(u32::MAX) || key < 8 || key & 7 > 5 {
+        // One-byte keys (fields 1 to 15) are nearly all of them.
+        let b = buf[pos];
+        let key = if b < 0x80 {
+            pos += 1;
+            u64::from(b)
+        } else {
+            let k = fast_varint_slow(buf, &mut pos)?;
+            if k > u64::from(u32::MAX) {
+                return None;
+            }
+            k
+        };
+        // Field 0, wire types 6 and 7: as `Cursor::key`.
+        if key < 8 || key & 7 > 5 {
             return None;
         }
         let number = key >> 3;

@@ -16,15 +16,18 @@ use crate::telemetry::metrics::{Counter, Registry};
 /// The budget when the config sets none (no `memory_limiter`, no `--memory-budget`).
 pub const DEFAULT_BUDGET: usize = 128 << 20;
 
-/// The budget a config sets: half of the lowest `memory_limiter` soft limit (the other half
+/// The budget a config sets: half of the lowest soft limit of the `memory_limiter`s its
+/// pipelines use (the other half
 /// is room for decoded copies, compression buffers and the stages' own state), else
 /// [`DEFAULT_BUDGET`].
 pub fn budget_for(cfg: &crate::config::model::Config) -> usize {
     let mut total = None;
-    cfg.processors
+    cfg.service
+        .pipelines
         .values()
-        .filter_map(|p| match p {
-            crate::config::model::ProcessorConfig::MemoryLimiter(m) => Some(m),
+        .flat_map(|p| &p.processors)
+        .filter_map(|id| match cfg.processors.get(id) {
+            Some(crate::config::model::ProcessorConfig::MemoryLimiter(m)) => Some(m),
             _ => None,
         })
         .map(|m| {
@@ -200,6 +203,29 @@ impl Drop for Charge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cfg(yaml: &str) -> crate::config::model::Config {
+        let loaded = crate::config::loader::load_sources(
+            &[crate::config::loader::SourceFile {
+                name: "t.yaml".into(),
+                text: yaml.into(),
+            }],
+            &|_| None,
+        )
+        .expect("loads");
+        crate::config::model::Config::from_loaded(&loaded).expect("valid")
+    }
+
+    #[test]
+    fn the_budget_is_half_the_soft_limit_of_a_memory_limiter_in_use() {
+        let base = "receivers: {otlp: {protocols: {grpc: {endpoint: '127.0.0.1:0'}}}}\nexporters: {debug: {}}\nprocessors:\n  memory_limiter: {check_interval: 1s, limit_mib: 1000, spike_limit_mib: 200}\n";
+        let used = format!("{base}service: {{pipelines: {{traces: {{receivers: [otlp], processors: [memory_limiter], exporters: [debug]}}}}}}");
+        assert_eq!(budget_for(&cfg(&used)), 400 << 20);
+        let unused = format!(
+            "{base}service: {{pipelines: {{traces: {{receivers: [otlp], exporters: [debug]}}}}}}"
+        );
+        assert_eq!(budget_for(&cfg(&unused)), DEFAULT_BUDGET);
+    }
 
     #[test]
     fn charges_are_given_back_and_refusals_counted() {
