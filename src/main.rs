@@ -101,8 +101,13 @@ fn main() -> ExitCode {
             for kind in order {
                 for c in COMPONENTS.iter().filter(|c| c.kind == kind) {
                     let signals: Vec<&str> = c.signals.iter().map(|s| s.as_str()).collect();
+                    let aliases = if c.aliases.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (also: {})", c.aliases.join(", "))
+                    };
                     println!(
-                        "{:<10} {:<width$} {:<20} {}",
+                        "{:<10} {:<width$} {:<20} {}{aliases}",
                         c.kind.as_str(),
                         c.type_name,
                         signals.join(","),

@@ -325,3 +325,47 @@ fn the_kubernetes_manifest_carries_a_valid_config_and_runs_it() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn collector_spellings_weir_accepts_as_upstream_does() {
+    // The current Collector names (otlp_grpc, otlp_http), a URL path without its slash, a log
+    // level in capitals, a Loki label mapped to "" (the attribute's own name) and a remote-write
+    // namespace with a dash: each is valid upstream, so each is valid here.
+    let dir = tempdir("spellings");
+    let f = write(
+        &dir,
+        "collector.yaml",
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {endpoint: "127.0.0.1:4318", traces_url_path: traces}
+exporters:
+  otlp_grpc/tempo: {endpoint: "tempo:4317", tls: {insecure: true}}
+  otlp_http: {endpoint: "http://jaeger:4318"}
+  loki: {endpoint: "http://loki:3100/loki/api/v1/push", labels: {attributes: {http.status: ""}}}
+  prometheusremotewrite: {endpoint: "http://mimir:9009/api/v1/push", namespace: my-app}
+service:
+  telemetry: {logs: {level: DEBUG}}
+  pipelines:
+    traces: {receivers: [otlp], exporters: [otlp_grpc/tempo, otlp_http]}
+    logs: {receivers: [otlp], exporters: [loki]}
+    metrics: {receivers: [otlp], exporters: [prometheusremotewrite]}
+"#,
+    );
+    let (ok, out) = validate(std::slice::from_ref(&f));
+    assert!(ok, "{out}");
+    // And the weir spelling of a wrong level still says what is expected.
+    let g = write(
+        &dir,
+        "level.yaml",
+        "receivers: {otlp: {protocols: {grpc: {endpoint: '127.0.0.1:4317'}}}}\nexporters: {debug: {}}\nservice:\n  telemetry: {logs: {level: loud}}\n  pipelines: {traces: {receivers: [otlp], exporters: [debug]}}\n",
+    );
+    let (ok, out) = validate(std::slice::from_ref(&g));
+    assert!(!ok);
+    assert!(
+        out.contains("unknown log level \"loud\"; expected debug, info, warn or error (any case)"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -85,6 +85,8 @@ impl Kind {
 pub struct ComponentInfo {
     pub kind: Kind,
     pub type_name: &'static str,
+    /// Other names the Collector knows the type by (`otlp_grpc` for `otlp`).
+    pub aliases: &'static [&'static str],
     pub signals: &'static [Signal],
     pub description: &'static str,
 }
@@ -96,48 +98,56 @@ pub const COMPONENTS: &[ComponentInfo] = &[
     ComponentInfo {
         kind: Kind::Receiver,
         type_name: "otlp",
+        aliases: &[],
         signals: ALL,
         description: "OTLP over gRPC and HTTP (protobuf, JSON, gzip, zstd)",
     },
     ComponentInfo {
         kind: Kind::Processor,
         type_name: "memory_limiter",
+        aliases: &[],
         signals: ALL,
         description: "refuses new data (retryable) while memory is over its soft limit",
     },
     ComponentInfo {
         kind: Kind::Processor,
         type_name: "batch",
+        aliases: &[],
         signals: ALL,
         description: "groups data into batches by size and time",
     },
     ComponentInfo {
         kind: Kind::Processor,
         type_name: "attributes",
+        aliases: &[],
         signals: ALL,
         description: "inserts, updates, deletes or hashes span, log and data point attributes",
     },
     ComponentInfo {
         kind: Kind::Processor,
         type_name: "resource",
+        aliases: &[],
         signals: ALL,
         description: "inserts, updates, deletes or hashes resource attributes",
     },
     ComponentInfo {
         kind: Kind::Processor,
         type_name: "tail_sampling",
+        aliases: &[],
         signals: &[Signal::Traces],
         description: "keeps whole traces by policy (errors, latency, attributes, rates)",
     },
     ComponentInfo {
         kind: Kind::Processor,
         type_name: "tenant",
+        aliases: &[],
         signals: ALL,
         description: "decides each resource's tenant (token, header, attribute, static) and keeps tenants apart",
     },
     ComponentInfo {
         kind: Kind::Processor,
         type_name: "cardinality_limiter",
+        aliases: &[],
         signals: &[Signal::Metrics],
         description:
             "caps distinct series per metric and per tenant (overflow, drop, strip_labels)",
@@ -145,24 +155,28 @@ pub const COMPONENTS: &[ComponentInfo] = &[
     ComponentInfo {
         kind: Kind::Exporter,
         type_name: "otlp",
+        aliases: &["otlp_grpc"],
         signals: ALL,
         description: "OTLP over gRPC (Tempo, Jaeger, collectors)",
     },
     ComponentInfo {
         kind: Kind::Exporter,
         type_name: "otlphttp",
+        aliases: &["otlp_http"],
         signals: ALL,
         description: "OTLP over HTTP, protobuf or JSON",
     },
     ComponentInfo {
         kind: Kind::Connector,
         type_name: "routing",
+        aliases: &[],
         signals: ALL,
         description: "routes each resource's data to pipelines by OTTL condition (e.g. by tenant)",
     },
     ComponentInfo {
         kind: Kind::Exporter,
         type_name: "loki",
+        aliases: &[],
         signals: &[Signal::Logs],
         description:
             "Loki push API (protobuf+snappy or JSON), labels from attributes, per-tenant requests",
@@ -170,6 +184,7 @@ pub const COMPONENTS: &[ComponentInfo] = &[
     ComponentInfo {
         kind: Kind::Exporter,
         type_name: "prometheusremotewrite",
+        aliases: &[],
         signals: &[Signal::Metrics],
         description:
             "Prometheus Remote-Write 1.0 (Prometheus, Mimir, Cortex, Thanos, VictoriaMetrics)",
@@ -177,12 +192,14 @@ pub const COMPONENTS: &[ComponentInfo] = &[
     ComponentInfo {
         kind: Kind::Exporter,
         type_name: "debug",
+        aliases: &[],
         signals: ALL,
         description: "prints data to stdout",
     },
     ComponentInfo {
         kind: Kind::Extension,
         type_name: "health_check",
+        aliases: &[],
         signals: &[],
         description: "HTTP health endpoint (200 when ready)",
     },
@@ -199,7 +216,12 @@ fn types_of(kind: Kind) -> Vec<&'static str> {
 fn info(kind: Kind, type_name: &str) -> Option<&'static ComponentInfo> {
     COMPONENTS
         .iter()
-        .find(|c| c.kind == kind && c.type_name == type_name)
+        .find(|c| c.kind == kind && (c.type_name == type_name || c.aliases.contains(&type_name)))
+}
+
+/// The type name weir files `type_name` under (an alias gives its type).
+fn canonical(kind: Kind, type_name: &str) -> &str {
+    info(kind, type_name).map_or(type_name, |c| c.type_name)
 }
 
 /// One pipeline of `service.pipelines`.
@@ -380,10 +402,11 @@ impl Config {
         let mut receivers = BTreeMap::new();
         for (id, ty, body) in cx.section(root, "receivers") {
             let path = format!("receivers.{id}");
-            match ty.as_str() {
+            match canonical(Kind::Receiver, &ty) {
                 "otlp" => {
                     // `otlp:` with no body has no protocols, which the check below reports.
-                    if let Some(c) = cx.decode::<OtlpReceiverConfig>(&path, body) {
+                    if let Some(mut c) = cx.decode::<OtlpReceiverConfig>(&path, body) {
+                        c.normalize();
                         if cx.problems(&path, c.validate()) {
                             receivers.insert(id, ReceiverConfig::Otlp(c));
                         }
@@ -396,7 +419,7 @@ impl Config {
         let mut processors = BTreeMap::new();
         for (id, ty, body) in cx.section(root, "processors") {
             let path = format!("processors.{id}");
-            match ty.as_str() {
+            match canonical(Kind::Processor, &ty) {
                 "batch" => {
                     if let Some(c) = cx.decode::<BatchConfig>(&path, body) {
                         match c.validate() {
@@ -466,7 +489,7 @@ impl Config {
         let mut exporters = BTreeMap::new();
         for (id, ty, body) in cx.section(root, "exporters") {
             let path = format!("exporters.{id}");
-            match ty.as_str() {
+            match canonical(Kind::Exporter, &ty) {
                 "otlp" => {
                     if let Some(c) = cx.decode::<OtlpExporterConfig>(&path, body) {
                         if cx.problems(&path, c.validate()) {
@@ -482,14 +505,16 @@ impl Config {
                     }
                 }
                 "loki" => {
-                    if let Some(c) = cx.decode::<LokiExporterConfig>(&path, body) {
+                    if let Some(mut c) = cx.decode::<LokiExporterConfig>(&path, body) {
+                        c.normalize();
                         if cx.problems(&path, c.validate()) {
                             exporters.insert(id, ExporterConfig::Loki(Box::new(c)));
                         }
                     }
                 }
                 "prometheusremotewrite" => {
-                    if let Some(c) = cx.decode::<PrwExporterConfig>(&path, body) {
+                    if let Some(mut c) = cx.decode::<PrwExporterConfig>(&path, body) {
+                        c.normalize();
                         if cx.problems(&path, c.validate()) {
                             exporters
                                 .insert(id, ExporterConfig::PrometheusRemoteWrite(Box::new(c)));
@@ -508,7 +533,7 @@ impl Config {
         let mut connectors = BTreeMap::new();
         for (id, ty, body) in cx.section(root, "connectors") {
             let path = format!("connectors.{id}");
-            match ty.as_str() {
+            match canonical(Kind::Connector, &ty) {
                 "routing" => {
                     if let Some(c) =
                         cx.decode::<crate::connectors::routing::RoutingConfig>(&path, body)
@@ -525,7 +550,7 @@ impl Config {
         let mut extensions = BTreeMap::new();
         for (id, ty, body) in cx.section(root, "extensions") {
             let path = format!("extensions.{id}");
-            match ty.as_str() {
+            match canonical(Kind::Extension, &ty) {
                 "health_check" => {
                     if let Some(c) = cx.decode::<HealthCheckConfig>(&path, body) {
                         if cx.problems(&path, c.validate()) {

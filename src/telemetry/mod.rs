@@ -65,14 +65,30 @@ fn default_host() -> String {
     "127.0.0.1".into()
 }
 
+/// Read in any case, as the Collector reads it (`DEBUG`, `Info`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum LogLevel {
     Debug,
     #[default]
     Info,
     Warn,
     Error,
+}
+
+impl TryFrom<String> for LogLevel {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "debug" => Ok(LogLevel::Debug),
+            "info" => Ok(LogLevel::Info),
+            "warn" => Ok(LogLevel::Warn),
+            "error" => Ok(LogLevel::Error),
+            _ => Err(format!(
+                "unknown log level {s:?}; expected debug, info, warn or error (any case)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -94,6 +94,18 @@ impl Default for LokiExporterConfig {
 }
 
 impl LokiExporterConfig {
+    /// Applies upstream's value rules before validation: a label mapped to `""` takes the
+    /// attribute's own name, made a valid label name (`http.status` → `http_status`).
+    pub fn normalize(&mut self) {
+        for map in [&mut self.labels.resource, &mut self.labels.attributes] {
+            for (key, label) in map.iter_mut() {
+                if label.is_empty() {
+                    *label = crate::exporters::prometheusremotewrite::names::label_name(key);
+                }
+            }
+        }
+    }
+
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
         errs.extend(crate::exporters::check_http_endpoint(
@@ -167,5 +179,22 @@ impl LokiExporterConfig {
             errs.push((format!("retry_on_failure.{k}"), m));
         }
         errs
+    }
+}
+
+#[cfg(test)]
+mod normalize_tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_label_takes_the_attributes_name() {
+        let mut c: LokiExporterConfig = serde_yaml::from_str(
+            "endpoint: http://loki:3100/loki/api/v1/push\nlabels: {attributes: {http.status: ''}, resource: {service.name: svc}}",
+        )
+        .expect("yaml");
+        c.normalize();
+        assert_eq!(c.labels.attributes["http.status"], "http_status");
+        assert_eq!(c.labels.resource["service.name"], "svc");
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
     }
 }

@@ -114,6 +114,17 @@ impl PrwExporterConfig {
         }
     }
 
+    /// Applies upstream's value rules before validation: the namespace becomes part of a
+    /// metric name, so characters a name cannot hold turn into `_` (`my-app` → `my_app`).
+    pub fn normalize(&mut self) {
+        self.namespace = self
+            .namespace
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join("_");
+    }
+
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
         errs.extend(crate::exporters::check_http_endpoint(
@@ -151,15 +162,6 @@ impl PrwExporterConfig {
                     format!("{k:?} is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
                 ));
             }
-        }
-        if !self.namespace.is_empty() && !super::names::is_valid_label_name(&self.namespace) {
-            errs.push((
-                "namespace".into(),
-                format!(
-                    "{:?} must be letters, digits and '_', not starting with a digit",
-                    self.namespace
-                ),
-            ));
         }
         errs.extend(crate::exporters::check_headers(&self.headers));
         if let Some(h) = &self.tenant_header {

@@ -133,7 +133,31 @@ pub struct CorsConfig {
     pub max_age: u32,
 }
 
+/// A signal's URL path as the Collector reads it: the path part of what was written, with a
+/// leading `/` added when missing (`traces` serves `/traces`).
+fn url_path(p: &str) -> String {
+    let p = p.split(['?', '#']).next().unwrap_or("");
+    if p.starts_with('/') {
+        p.to_string()
+    } else {
+        format!("/{p}")
+    }
+}
+
 impl OtlpReceiverConfig {
+    /// Applies upstream's value rules before validation.
+    pub fn normalize(&mut self) {
+        if let Some(h) = &mut self.protocols.http {
+            for p in [
+                &mut h.traces_url_path,
+                &mut h.metrics_url_path,
+                &mut h.logs_url_path,
+            ] {
+                *p = url_path(p);
+            }
+        }
+    }
+
     /// Checks settings; returns (key path inside the body, message) per problem.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
@@ -194,5 +218,29 @@ impl OtlpReceiverConfig {
             v.push(("protocols.http.endpoint", h.endpoint.as_str()));
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_paths_as_the_collector_reads_them() {
+        let mut c: OtlpReceiverConfig = serde_yaml::from_str(
+            "protocols: {http: {traces_url_path: traces, metrics_url_path: /m?x=1, logs_url_path: ''}}",
+        )
+        .expect("yaml");
+        c.normalize();
+        let h = c.protocols.http.as_ref().expect("http");
+        assert_eq!(
+            (
+                h.traces_url_path.as_str(),
+                h.metrics_url_path.as_str(),
+                h.logs_url_path.as_str()
+            ),
+            ("/traces", "/m", "/")
+        );
+        assert!(c.validate().is_empty());
     }
 }
