@@ -369,3 +369,60 @@ service:
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn every_unknown_key_of_a_component_is_reported() {
+    let dir = tempdir("unknown-keys");
+    let f = write(
+        &dir,
+        "keys.yaml",
+        "\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:4317
+        keepalivee: {}
+      htp: {}
+exporters:
+  otlp:
+    endpoint: backend:4317
+    tls: {insecure: true}
+    sending_queue: {queue_sise: 10, num_consumers: many}
+    retry: {}
+service:
+  pipelines:
+    traces: {receivers: [otlp], exporters: [otlp]}
+",
+    );
+    let (ok, out) = validate(std::slice::from_ref(&f));
+    assert!(!ok);
+    let name = f.display().to_string();
+    for (line, path, what) in [
+        (
+            6,
+            "receivers.otlp.protocols.grpc.keepalivee",
+            "unknown field `keepalivee`",
+        ),
+        (7, "receivers.otlp.protocols.htp", "unknown field `htp`"),
+        (
+            12,
+            "exporters.otlp.sending_queue.queue_sise",
+            "unknown field `queue_sise`",
+        ),
+        (
+            12,
+            "exporters.otlp.sending_queue.num_consumers",
+            "invalid type",
+        ),
+        (13, "exporters.otlp.retry", "unknown field `retry`"),
+    ] {
+        let want = format!("{name}:{line}: {path}: {what}");
+        assert!(
+            out.lines().any(|l| l.starts_with(&want)),
+            "missing:\n  {want}\nin:\n{out}"
+        );
+    }
+    assert!(out.contains("5 error(s)"), "{out}");
+    let _ = std::fs::remove_dir_all(dir);
+}

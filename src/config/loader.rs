@@ -117,15 +117,64 @@ impl Loaded {
         base_path: &str,
         value: &Value,
     ) -> Result<T, ConfigError> {
-        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(t) => Ok(t),
-            Err(e) => {
-                let sub = render_serde_path(e.path());
-                let path = join_path(base_path, &sub);
-                Err(self.error(&path, clean_serde_message(&e.into_inner().to_string())))
+        self.decode_all(base_path, value)
+            .map_err(|mut errs| errs.swap_remove(0))
+    }
+
+    /// Decodes `value`, reporting every mistake in it rather than the first: each key the
+    /// decoder refuses (unknown, or a value of the wrong kind) is reported, taken out, and the
+    /// rest decoded again, until nothing more is wrong or a mistake cannot be taken out.
+    pub fn decode_all<T: DeserializeOwned>(
+        &self,
+        base_path: &str,
+        value: &Value,
+    ) -> Result<T, Vec<ConfigError>> {
+        let mut current = value.clone();
+        let mut errors = Vec::new();
+        // Each round removes one key, so this ends; the cap keeps a hostile file cheap.
+        for _ in 0..64 {
+            match serde_path_to_error::deserialize::<_, T>(current.clone()) {
+                Ok(t) if errors.is_empty() => return Ok(t),
+                Ok(_) => return Err(errors),
+                Err(e) => {
+                    let sub = render_serde_path(e.path());
+                    let path = join_path(base_path, &sub);
+                    let removable = remove_at(&mut current, e.path());
+                    errors
+                        .push(self.error(&path, clean_serde_message(&e.into_inner().to_string())));
+                    if !removable {
+                        return Err(errors);
+                    }
+                }
             }
         }
+        Err(errors)
     }
+}
+
+/// Removes the mapping key `path` leads to; false when the path does not end in a mapping key
+/// (or leads nowhere), so nothing was removed.
+fn remove_at(root: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segs: Vec<&Segment> = path.iter().collect();
+    let Some((Segment::Map { key }, parents)) = segs.split_last() else {
+        return false;
+    };
+    let mut v = root;
+    for seg in parents {
+        let next = match seg {
+            Segment::Map { key } => v.as_mapping_mut().and_then(|m| m.get_mut(key.as_str())),
+            Segment::Seq { index } => v.as_sequence_mut().and_then(|s| s.get_mut(*index)),
+            _ => None,
+        };
+        match next {
+            Some(n) => v = n,
+            None => return false,
+        }
+    }
+    v.as_mapping_mut()
+        .and_then(|m| m.remove(key.as_str()))
+        .is_some()
 }
 
 /// `a.b[2].c` -> `a.b[2]` -> `a.b` -> `a` -> None.

@@ -316,10 +316,10 @@ impl Ctx<'_> {
         if v.is_null() {
             return Some(T::default());
         }
-        match self.loaded.decode::<T>(path, v) {
+        match self.loaded.decode_all::<T>(path, v) {
             Ok(t) => Some(t),
             Err(e) => {
-                self.errors.push(e);
+                self.errors.extend(e);
                 None
             }
         }
