@@ -28,6 +28,9 @@ pub struct DebugConfig {
     pub sampling_initial: u64,
     /// After that, print every Nth batch in the same second (default 1 = all).
     pub sampling_thereafter: u64,
+    /// Write through weir's own logger (stderr, with its level and encoding), as upstream
+    /// does by default; `false` writes the text alone to stdout.
+    pub use_internal_logger: bool,
 }
 
 impl Default for DebugConfig {
@@ -36,6 +39,7 @@ impl Default for DebugConfig {
             verbosity: Verbosity::Basic,
             sampling_initial: 2,
             sampling_thereafter: 1,
+            use_internal_logger: true,
         }
     }
 }
@@ -159,9 +163,13 @@ impl Sender for DebugSender {
             }
             let text = render(batch, self.cfg.verbosity)
                 .map_err(|e| ExportError::permanent(format!("{}: {e}", self.id)))?;
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(text.as_bytes());
-            let _ = out.flush();
+            if self.cfg.use_internal_logger {
+                tracing::info!(exporter = %self.id, "{}", text.trim_end());
+            } else {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
             Ok(Sent::default())
         })
     }
