@@ -715,10 +715,7 @@ impl Engine {
             if let Some(ExtensionConfig::HealthCheck(h)) = cfg.extensions.get(ext) {
                 wanted.insert(
                     format!("extensions.{ext}"),
-                    (
-                        format!("{h:?}"),
-                        ServerKind::Health(h.endpoint.clone(), Arc::from(h.path.as_str())),
-                    ),
+                    (format!("{h:?}"), ServerKind::Health(Arc::new(h.clone()))),
                 );
             }
         }
@@ -750,7 +747,14 @@ impl Engine {
             }
             let (endpoint, what) = match &kind {
                 ServerKind::Telemetry(a) => (a.clone(), "service.telemetry.metrics".to_string()),
-                ServerKind::Health(e, _) => (e.clone(), key.replace("extensions.", "extension ")),
+                ServerKind::Health(h) => {
+                    if h.check_collector_pipeline.enabled {
+                        tracing::warn!(
+                            "{key}: check_collector_pipeline has no effect in weir (upstream deprecated it as not working as expected); the endpoint reports readiness"
+                        );
+                    }
+                    (h.endpoint.clone(), key.replace("extensions.", "extension "))
+                }
             };
             let l = match net::bind(&endpoint).await {
                 Ok(l) => l,
@@ -782,10 +786,10 @@ impl Engine {
                     stop_rx,
                     Duration::from_secs(1),
                 ),
-                ServerKind::Health(_, path) => net::serve(
+                ServerKind::Health(cfg) => net::serve(
                     l,
                     HealthService {
-                        path,
+                        cfg,
                         ready: self.ready.clone(),
                     },
                     Protocol::Auto,
@@ -841,7 +845,7 @@ impl Engine {
 
 enum ServerKind {
     Telemetry(String),
-    Health(String, Arc<str>),
+    Health(Arc<crate::extensions::health_check::HealthCheckConfig>),
 }
 
 struct PipelineRun {

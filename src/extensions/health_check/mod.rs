@@ -17,6 +17,36 @@ pub struct HealthCheckConfig {
     pub endpoint: String,
     /// Path answered (default `/`).
     pub path: String,
+    /// Bodies to answer with instead of the default JSON status.
+    pub response_body: Option<ResponseBody>,
+    /// Upstream's pipeline check, deprecated there ("not working as expected"); accepted so
+    /// configs load, and weir warns that it has no effect when `enabled`.
+    pub check_collector_pipeline: CheckCollectorPipeline,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseBody {
+    pub healthy: String,
+    pub unhealthy: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckCollectorPipeline {
+    pub enabled: bool,
+    pub interval: crate::config::units::DurationValue,
+    pub exporter_failure_threshold: u32,
+}
+
+impl Default for CheckCollectorPipeline {
+    fn default() -> Self {
+        CheckCollectorPipeline {
+            enabled: false,
+            interval: std::time::Duration::from_secs(300).into(),
+            exporter_failure_threshold: 5,
+        }
+    }
 }
 
 impl Default for HealthCheckConfig {
@@ -24,6 +54,8 @@ impl Default for HealthCheckConfig {
         HealthCheckConfig {
             endpoint: "0.0.0.0:13133".into(),
             path: "/".into(),
+            response_body: None,
+            check_collector_pipeline: CheckCollectorPipeline::default(),
         }
     }
 }
@@ -46,7 +78,7 @@ impl HealthCheckConfig {
 
 #[derive(Clone)]
 pub struct HealthService {
-    pub path: Arc<str>,
+    pub cfg: Arc<HealthCheckConfig>,
     pub ready: Arc<AtomicBool>,
 }
 
@@ -56,22 +88,40 @@ impl hyper::service::Service<Request<Incoming>> for HealthService {
     type Future = std::future::Ready<Result<Self::Response, Infallible>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let (status, body): (StatusCode, &'static [u8]) = if req.uri().path() != &*self.path {
-            (StatusCode::NOT_FOUND, b"404 page not found\n")
-        } else if self.ready.load(Ordering::Relaxed) {
-            (StatusCode::OK, b"{\"status\":\"Server available\"}\n")
-        } else {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                b"{\"status\":\"Server not available\"}\n",
-            )
-        };
-        let mut r = Response::new(Full::new(Bytes::from_static(body)));
+        let ready = self.ready.load(Ordering::Relaxed);
+        let custom = self.cfg.response_body.as_ref();
+        let (status, body, ct): (StatusCode, Bytes, &'static str) =
+            if req.uri().path() != self.cfg.path {
+                (
+                    StatusCode::NOT_FOUND,
+                    Bytes::from_static(b"404 page not found\n"),
+                    "text/plain; charset=utf-8",
+                )
+            } else {
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                match (custom, ready) {
+                    (Some(b), true) => (status, Bytes::from(b.healthy.clone()), "text/plain"),
+                    (Some(b), false) => (status, Bytes::from(b.unhealthy.clone()), "text/plain"),
+                    (None, true) => (
+                        status,
+                        Bytes::from_static(b"{\"status\":\"Server available\"}\n"),
+                        "application/json",
+                    ),
+                    (None, false) => (
+                        status,
+                        Bytes::from_static(b"{\"status\":\"Server not available\"}\n"),
+                        "application/json",
+                    ),
+                }
+            };
+        let mut r = Response::new(Full::new(body));
         *r.status_mut() = status;
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         std::future::ready(Ok(r))
     }
 }

@@ -1,10 +1,12 @@
-//! The `debug` exporter writes through weir's logger by default (`use_internal_logger: true`,
-//! as upstream), or the text alone to stdout.
+//! Smaller upstream keys doing what they do upstream: the `debug` exporter writes through
+//! weir's logger by default (`use_internal_logger: true`) or the text alone to stdout;
+//! `health_check` answers with configured bodies and warns that `check_collector_pipeline`
+//! has no effect.
 mod common;
 
 use std::time::Duration;
 
-use common::{free_port, wait_until, Weir};
+use common::{free_port, http_get, wait_until, Weir};
 
 fn post_span(port: u16) {
     let body = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","name":"hello","startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}"#;
@@ -49,11 +51,56 @@ fn debug_output_goes_through_the_logger_or_to_stdout() {
             if internal {
                 weir.log().contains(line)
             } else {
-                weir.stdout.lock().map(|s| s.contains(line)).unwrap_or(false)
+                weir.stdout
+                    .lock()
+                    .map(|s| s.contains(line))
+                    .unwrap_or(false)
             }
         });
         let stdout = weir.stdout.lock().map(|s| s.clone()).unwrap_or_default();
         assert_eq!(stdout.contains(line), !internal, "stdout: {stdout}");
         assert!(weir.stop().success());
     }
+}
+
+#[test]
+fn health_check_answers_with_the_configured_bodies() {
+    let (http, health) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+exporters:
+  debug: {{}}
+extensions:
+  health_check:
+    endpoint: "127.0.0.1:{health}"
+    path: /health/status
+    response_body: {{healthy: I'm OK, unhealthy: I'm not well}}
+    check_collector_pipeline: {{enabled: true, interval: 5m, exporter_failure_threshold: 5}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+"#
+    );
+    let weir = Weir::start(&yaml, health);
+    wait_until("ready", Duration::from_secs(10), || {
+        http_get(health, "/health/status").is_some_and(|r| r.0 == 200)
+    });
+    assert_eq!(
+        http_get(health, "/health/status"),
+        Some((200, "I'm OK".to_string()))
+    );
+    assert_eq!(http_get(health, "/").map(|r| r.0), Some(404));
+    assert!(
+        weir.log()
+            .contains("check_collector_pipeline has no effect in weir"),
+        "{}",
+        weir.log()
+    );
+    assert!(weir.stop().success());
 }
