@@ -100,7 +100,7 @@ pub enum Protocol {
 
 /// Limits on how long a connection may dawdle (the Collector's confighttp timeouts). `None`
 /// means no limit.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct ConnTimeouts {
     /// HTTP/1 request headers must arrive within this.
     pub read_header: Option<Duration>,
@@ -111,6 +111,20 @@ pub struct ConnTimeouts {
     /// Connections served at once; past it, new ones wait in the listen backlog until one
     /// closes (so a flood of clients cannot take every file descriptor).
     pub max_connections: Option<usize>,
+    /// Keep HTTP/1 connections open between requests (false: one request per connection).
+    pub keep_alive: bool,
+}
+
+impl Default for ConnTimeouts {
+    fn default() -> Self {
+        ConnTimeouts {
+            read_header: None,
+            idle: None,
+            write: None,
+            max_connections: None,
+            keep_alive: true,
+        }
+    }
 }
 
 /// The cap on concurrent connections of an OTLP/HTTP receiver.
@@ -292,6 +306,9 @@ where
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(t);
+        }
+        if !timeouts.keep_alive {
+            builder.http1().keep_alive(false);
         }
         let watched = timeouts.idle.is_some() || timeouts.write.is_some();
         let slots = timeouts

@@ -146,3 +146,34 @@ async fn reqwest_like_post(port: u16) -> u16 {
         .expect("request");
     client.request(req).await.expect("post").status().as_u16()
 }
+
+#[test]
+fn keepalive_disabled_closes_after_each_request() {
+    let http = free_port();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: "127.0.0.1:{http}"
+        keepalive: {{enabled: false}}
+exporters:
+  debug: {{}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+"#
+    );
+    let weir = Weir::start(&yaml, http);
+    let mut s = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+    // An empty OTLP request on a connection the client would keep open.
+    s.write_all(
+        b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n",
+    )
+    .expect("write");
+    let answer = read_until_closed(&mut s, Duration::from_secs(10)).expect("closed by weir");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(weir.stop().success());
+}

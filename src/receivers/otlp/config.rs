@@ -90,18 +90,67 @@ pub struct HttpConfig {
     /// A response the client does not read within this closes the connection (0 = no limit;
     /// default 30s).
     pub write_timeout: DurationValue,
-    /// A connection that moves no byte for this long is closed (0 = no limit; default 60s).
+    /// Deprecated upstream for `keepalive.idle_timeout`: a connection that moves no byte for
+    /// this long is closed (0 = no limit).
+    pub idle_timeout: Option<DurationValue>,
+    /// Deprecated upstream for `keepalive.enabled`.
+    pub keep_alives_enabled: Option<bool>,
+    /// Keep-alive: `enabled` (default true; false closes a connection after each request) and
+    /// `idle_timeout` (default 60s).
+    pub keepalive: Option<KeepaliveConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeepaliveConfig {
+    pub enabled: bool,
     pub idle_timeout: DurationValue,
 }
 
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        KeepaliveConfig {
+            enabled: true,
+            idle_timeout: Duration::from_secs(60).into(),
+        }
+    }
+}
+
 impl HttpConfig {
+    /// Whether connections are kept open between requests, and how long an idle one is kept.
+    fn keepalive(&self) -> (bool, Duration) {
+        match &self.keepalive {
+            Some(k) => (k.enabled, k.idle_timeout.0),
+            None => (
+                self.keep_alives_enabled.unwrap_or(true),
+                self.idle_timeout
+                    .as_ref()
+                    .map_or(Duration::from_secs(60), |d| d.0),
+            ),
+        }
+    }
+
+    /// Upstream's warnings for deprecated keys in use.
+    pub fn deprecations(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.idle_timeout.as_ref().is_some_and(|d| !d.0.is_zero()) {
+            v.push("'idle_timeout' is deprecated; use 'keepalive::idle_timeout' instead");
+        }
+        if self.keep_alives_enabled == Some(false) {
+            v.push("'keep_alives_enabled' is deprecated; set 'keepalive::enabled' to false to disable keep-alives");
+        }
+        v
+    }
+
     pub fn timeouts(&self) -> crate::net::ConnTimeouts {
         let some = |d: &DurationValue| (!d.0.is_zero()).then_some(d.0);
+        let (keep_alive, idle) = (self.keepalive().0, self.keepalive().1);
         crate::net::ConnTimeouts {
             read_header: some(&self.read_header_timeout),
-            idle: some(&self.idle_timeout),
+            idle: (!idle.is_zero()).then_some(idle),
             write: some(&self.write_timeout),
             max_connections: Some(crate::net::MAX_HTTP_CONNECTIONS),
+            keep_alive,
         }
     }
 }
@@ -119,7 +168,9 @@ impl Default for HttpConfig {
             read_timeout: Duration::from_secs(30).into(),
             read_header_timeout: Duration::from_secs(10).into(),
             write_timeout: Duration::from_secs(30).into(),
-            idle_timeout: Duration::from_secs(60).into(),
+            idle_timeout: None,
+            keep_alives_enabled: None,
+            keepalive: None,
         }
     }
 }
@@ -186,6 +237,12 @@ impl OtlpReceiverConfig {
             if let Err(e) = crate::net::check_endpoint(&h.endpoint) {
                 errs.push(("protocols.http.endpoint".into(), e));
             }
+            if h.keepalive.is_some() && !h.deprecations().is_empty() {
+                errs.push((
+                    "protocols.http.keepalive".into(),
+                    "cannot use deprecated keepalive fields (idle_timeout, keep_alives_enabled) alongside the 'keepalive' section; migrate to the 'keepalive' section".into(),
+                ));
+            }
             if h.max_request_body_size == 0 {
                 errs.push((
                     "protocols.http.max_request_body_size".into(),
@@ -242,5 +299,38 @@ mod tests {
             ("/traces", "/m", "/")
         );
         assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn keepalive_section_or_deprecated_keys_not_both() {
+        let c: OtlpReceiverConfig = serde_yaml::from_str(
+            "protocols: {http: {idle_timeout: 5s, keepalive: {idle_timeout: 10s}}}",
+        )
+        .expect("yaml");
+        assert_eq!(
+            c.validate(),
+            vec![(
+                "protocols.http.keepalive".to_string(),
+                "cannot use deprecated keepalive fields (idle_timeout, keep_alives_enabled) alongside the 'keepalive' section; migrate to the 'keepalive' section".to_string()
+            )]
+        );
+        let http = |yaml: &str| -> HttpConfig { serde_yaml::from_str(yaml).expect("yaml") };
+        let t = http("keepalive: {enabled: false, idle_timeout: 10s}").timeouts();
+        assert_eq!(
+            (t.keep_alive, t.idle),
+            (false, Some(Duration::from_secs(10)))
+        );
+        let old = http("idle_timeout: 5s\nkeep_alives_enabled: false");
+        assert_eq!(old.deprecations().len(), 2);
+        let t = old.timeouts();
+        assert_eq!(
+            (t.keep_alive, t.idle),
+            (false, Some(Duration::from_secs(5)))
+        );
+        let t = http("{}").timeouts();
+        assert_eq!(
+            (t.keep_alive, t.idle),
+            (true, Some(Duration::from_secs(60)))
+        );
     }
 }

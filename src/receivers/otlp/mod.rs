@@ -110,6 +110,9 @@ pub async fn start(
         ));
     }
     if let Some(h) = &cfg.protocols.http {
+        for w in h.deprecations() {
+            tracing::warn!(receiver = %id, "{w}");
+        }
         let (listener, kept) = listen("http", &h.endpoint, reuse)
             .await
             .map_err(|e| bind_err(&h.endpoint, e))?;
