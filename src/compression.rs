@@ -10,6 +10,38 @@ pub enum DecompressError {
     Invalid(String),
     #[error("invalid zstd data: {0}")]
     InvalidZstd(String),
+    #[error("invalid zlib data: {0}")]
+    InvalidZlib(String),
+    #[error("invalid snappy data: {0}")]
+    InvalidSnappy(String),
+}
+
+/// Inflates zlib-wrapped deflate (HTTP's `deflate` and `zlib` encodings, read as the Collector
+/// reads them), failing as soon as the output would pass `limit` bytes.
+pub fn unzlib_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+    let decoder = flate2::read::ZlibDecoder::new(input);
+    let mut limited = decoder.take(limit as u64 + 1);
+    let mut out = Vec::with_capacity((input.len() * 4).min(limit).min(1 << 20));
+    limited
+        .read_to_end(&mut out)
+        .map_err(|e| DecompressError::InvalidZlib(e.to_string()))?;
+    if out.len() > limit {
+        return Err(DecompressError::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// Decompresses a snappy block; its declared length is checked against `limit` before any
+/// allocation.
+pub fn unsnappy_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+    let n = snap::raw::decompress_len(input)
+        .map_err(|e| DecompressError::InvalidSnappy(e.to_string()))?;
+    if n > limit {
+        return Err(DecompressError::TooLarge { limit });
+    }
+    snap::raw::Decoder::new()
+        .decompress_vec(input)
+        .map_err(|e| DecompressError::InvalidSnappy(e.to_string()))
 }
 
 /// Gunzips `input`, failing as soon as the output would pass `limit` bytes.
@@ -58,6 +90,42 @@ pub fn gzip(input: &[u8]) -> Vec<u8> {
     // Writing into a Vec cannot fail.
     let _ = enc.write_all(input);
     enc.finish().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod zlib_snappy_tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn zlib_and_snappy_round_trip_and_are_capped() {
+        let data = vec![7u8; 10_000];
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&data).expect("write");
+        let zb = z.finish().expect("finish");
+        assert_eq!(unzlib_capped(&zb, 10_000).as_deref(), Ok(&data[..]));
+        assert_eq!(
+            unzlib_capped(&zb, 9_999),
+            Err(DecompressError::TooLarge { limit: 9_999 })
+        );
+        assert!(matches!(
+            unzlib_capped(b"not zlib", 100),
+            Err(DecompressError::InvalidZlib(_))
+        ));
+        let sb = snap::raw::Encoder::new()
+            .compress_vec(&data)
+            .expect("snappy");
+        assert_eq!(unsnappy_capped(&sb, 10_000).as_deref(), Ok(&data[..]));
+        assert_eq!(
+            unsnappy_capped(&sb, 9_999),
+            Err(DecompressError::TooLarge { limit: 9_999 })
+        );
+        // A block that claims 4 GiB is refused before allocating.
+        assert_eq!(
+            unsnappy_capped(&[0xff, 0xff, 0xff, 0xff, 0x0f], 1 << 20),
+            Err(DecompressError::TooLarge { limit: 1 << 20 })
+        );
+    }
 }
 
 #[cfg(test)]

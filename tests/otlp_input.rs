@@ -189,11 +189,37 @@ async fn json_and_gzip_requests_are_accepted_and_forwarded() {
     assert_eq!(h["content-type"], "application/x-protobuf");
     assert!(body.is_empty());
 
-    wait_until_async("14 spans at the sink", Duration::from_secs(10), || {
-        sink.state.spans() >= 14
+    // zlib, deflate (zlib-wrapped, as the Collector reads it) and snappy (block) protobuf.
+    let raw = spans(2, 8).encode_to_vec();
+    let zl = {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&raw).expect("zlib");
+        z.finish().expect("zlib")
+    };
+    let sn = snap::raw::Encoder::new()
+        .compress_vec(&raw)
+        .expect("snappy");
+    for (coding, bytes) in [("zlib", zl.clone()), ("deflate", zl), ("snappy", sn)] {
+        let (st, _, body) = c
+            .send(
+                "POST",
+                "/v1/traces",
+                &[
+                    ("content-type", "application/x-protobuf"),
+                    ("content-encoding", coding),
+                ],
+                bytes,
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{coding}: {}", rpc_message(&body));
+    }
+
+    wait_until_async("20 spans at the sink", Duration::from_secs(10), || {
+        sink.state.spans() >= 20
     })
     .await;
-    assert_eq!(sink.state.spans(), 14);
+    assert_eq!(sink.state.spans(), 20);
     let names = sink.state.span_names.lock().unwrap().clone();
     assert!(names.contains(&"json-span-1".to_string()));
     let attrs = sink.state.span_attrs.lock().unwrap().clone();
@@ -291,7 +317,7 @@ async fn http_bad_input_gets_clear_errors() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_eq!(
         rpc_message(&body),
-        "unsupported Content-Encoding \"br\", supported: gzip, zstd"
+        "unsupported Content-Encoding \"br\", supported: gzip, zstd, zlib, snappy, deflate"
     );
 
     // Corrupt gzip.

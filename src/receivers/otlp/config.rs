@@ -98,7 +98,17 @@ pub struct HttpConfig {
     /// Keep-alive: `enabled` (default true; false closes a connection after each request) and
     /// `idle_timeout` (default 60s).
     pub keepalive: Option<KeepaliveConfig>,
+    /// Content-Encodings accepted (`""` = none). Upstream's default list; weir decodes all of
+    /// them but `lz4`.
+    pub compression_algorithms: Vec<String>,
 }
+
+/// The Collector's default `compression_algorithms`.
+pub const DEFAULT_COMPRESSION_ALGORITHMS: [&str; 7] =
+    ["", "gzip", "zstd", "zlib", "snappy", "deflate", "lz4"];
+
+/// Encodings weir can decode.
+const DECODABLE: [&str; 6] = ["", "gzip", "zstd", "zlib", "snappy", "deflate"];
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -128,6 +138,15 @@ impl HttpConfig {
                     .map_or(Duration::from_secs(60), |d| d.0),
             ),
         }
+    }
+
+    /// Configured encodings weir cannot decode (requests using them get 400).
+    pub fn undecodable(&self) -> Vec<&str> {
+        self.compression_algorithms
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !DECODABLE.contains(a))
+            .collect()
     }
 
     /// Upstream's warnings for deprecated keys in use.
@@ -171,6 +190,10 @@ impl Default for HttpConfig {
             idle_timeout: None,
             keep_alives_enabled: None,
             keepalive: None,
+            compression_algorithms: DEFAULT_COMPRESSION_ALGORITHMS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }
@@ -243,6 +266,14 @@ impl OtlpReceiverConfig {
                     "cannot use deprecated keepalive fields (idle_timeout, keep_alives_enabled) alongside the 'keepalive' section; migrate to the 'keepalive' section".into(),
                 ));
             }
+            for (i, a) in h.compression_algorithms.iter().enumerate() {
+                if !DEFAULT_COMPRESSION_ALGORITHMS.contains(&a.as_str()) {
+                    errs.push((
+                        format!("protocols.http.compression_algorithms[{i}]"),
+                        format!("unsupported compression algorithm {a:?}; expected one of \"\", gzip, zstd, zlib, snappy, deflate, lz4"),
+                    ));
+                }
+            }
             if h.max_request_body_size == 0 {
                 errs.push((
                     "protocols.http.max_request_body_size".into(),
@@ -299,6 +330,23 @@ mod tests {
             ("/traces", "/m", "/")
         );
         assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn compression_algorithms_as_upstream_lists_them() {
+        let h: HttpConfig = serde_yaml::from_str("{}").expect("yaml");
+        assert_eq!(h.compression_algorithms, DEFAULT_COMPRESSION_ALGORITHMS);
+        assert_eq!(h.undecodable(), vec!["lz4"]);
+        let c: OtlpReceiverConfig =
+            serde_yaml::from_str("protocols: {http: {compression_algorithms: ['', gzip, brotli]}}")
+                .expect("yaml");
+        assert_eq!(
+            c.validate(),
+            vec![(
+                "protocols.http.compression_algorithms[2]".to_string(),
+                "unsupported compression algorithm \"brotli\"; expected one of \"\", gzip, zstd, zlib, snappy, deflate, lz4".to_string()
+            )]
+        );
     }
 
     #[test]

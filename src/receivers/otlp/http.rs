@@ -19,7 +19,9 @@ use prost::Message;
 
 use super::config::CorsConfig;
 use super::Shared;
-use crate::compression::{gunzip_capped, unzstd_capped, DecompressError};
+use crate::compression::{
+    gunzip_capped, unsnappy_capped, unzlib_capped, unzstd_capped, DecompressError,
+};
 use crate::grpc::RpcStatus;
 use crate::pdata::{check, Batch, Context, Payload, Signal};
 use crate::pipeline::inbox::Refused;
@@ -30,6 +32,8 @@ pub struct HttpService {
     pub max_body: usize,
     /// `read_timeout`: the whole body must arrive within this (None: no limit).
     pub read_timeout: Option<std::time::Duration>,
+    /// `compression_algorithms`: the Content-Encodings accepted (`""` = none).
+    pub codings: Arc<[String]>,
     pub paths: Arc<[(String, Signal)]>,
     pub cors: Option<Arc<CorsConfig>>,
 }
@@ -213,25 +217,38 @@ impl HttpService {
                 )
             }
         };
-        // None, gzip or zstd.
-        let coding: Option<bool> = match req
+        // The body's encoding: one the config accepts and weir decodes.
+        let coding = req
             .headers()
             .get(header::CONTENT_ENCODING)
             .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("") | Some("identity") => None,
-            Some("gzip") | Some("x-gzip") => Some(true),
-            Some("zstd") => Some(false),
-            Some(other) => {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    tonic::Code::InvalidArgument,
-                    &format!("unsupported Content-Encoding {other:?}, supported: gzip, zstd"),
-                    enc,
-                )
-            }
+            .unwrap_or_default();
+        let coding = match coding.as_str() {
+            "identity" => String::new(),
+            "x-gzip" => "gzip".to_string(),
+            _ => coding,
         };
+        let decodable = matches!(
+            coding.as_str(),
+            "" | "gzip" | "zstd" | "zlib" | "deflate" | "snappy"
+        );
+        if !decodable || !self.codings.iter().any(|c| *c == coding) {
+            let supported: Vec<&str> = self
+                .codings
+                .iter()
+                .map(String::as_str)
+                .filter(|c| !c.is_empty() && *c != "lz4")
+                .collect();
+            return status(
+                StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                &format!(
+                    "unsupported Content-Encoding {coding:?}, supported: {}",
+                    supported.join(", ")
+                ),
+                enc,
+            );
+        }
         let too_large = |what: &str| {
             status(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -346,11 +363,13 @@ impl HttpService {
             b.freeze()
         };
         drop(frames);
-        let body = if let Some(is_gzip) = coding {
-            let out = if is_gzip {
-                gunzip_capped(&body, self.max_body)
-            } else {
-                unzstd_capped(&body, self.max_body)
+        let body = if !coding.is_empty() {
+            let out = match coding.as_str() {
+                "gzip" => gunzip_capped(&body, self.max_body),
+                "zstd" => unzstd_capped(&body, self.max_body),
+                "snappy" => unsnappy_capped(&body, self.max_body),
+                // zlib and deflate: zlib-wrapped, as the Collector reads both.
+                _ => unzlib_capped(&body, self.max_body),
             };
             match out {
                 Ok(b) => Bytes::from(b),

@@ -113,6 +113,9 @@ pub async fn start(
         for w in h.deprecations() {
             tracing::warn!(receiver = %id, "{w}");
         }
+        for a in h.undecodable() {
+            tracing::warn!(receiver = %id, "compression_algorithms lists {a:?}, which weir cannot decode: such requests get 400");
+        }
         let (listener, kept) = listen("http", &h.endpoint, reuse)
             .await
             .map_err(|e| bind_err(&h.endpoint, e))?;
@@ -133,6 +136,7 @@ pub async fn start(
             shared,
             max_body: h.max_request_body_size as usize,
             read_timeout: (!h.read_timeout.0.is_zero()).then_some(h.read_timeout.0),
+            codings: Arc::from(h.compression_algorithms.clone()),
             paths: Arc::from(vec![
                 (h.traces_url_path.clone(), Signal::Traces),
                 (h.metrics_url_path.clone(), Signal::Metrics),
