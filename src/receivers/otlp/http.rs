@@ -232,7 +232,7 @@ impl HttpService {
             coding.as_str(),
             "" | "gzip" | "zstd" | "zlib" | "deflate" | "snappy"
         );
-        if !decodable || !self.codings.iter().any(|c| *c == coding) {
+        if !decodable || !self.codings.contains(&coding) {
             let supported: Vec<&str> = self
                 .codings
                 .iter()
