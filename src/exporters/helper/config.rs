@@ -24,6 +24,34 @@ pub struct QueueConfig {
     /// What `queue_size` counts: `requests` (batches, the default), `items` (spans, data
     /// points, log records) or `bytes` (of the encoded OTLP request), as upstream.
     pub sizer: Sizer,
+    /// Exporter-side batching (the Collector's replacement for the batch processor): requests
+    /// are merged before they are queued.
+    pub batch: Option<QueueBatchConfig>,
+}
+
+/// `sending_queue.batch`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueBatchConfig {
+    /// Send a batch this long after its first item, full or not (default 200ms).
+    pub flush_timeout: DurationValue,
+    /// Items that trigger a send (default 8192).
+    pub min_size: usize,
+    /// Larger batches are split (default 0 = no limit).
+    pub max_size: usize,
+    /// What min_size and max_size count: `items` (weir batches by items only).
+    pub sizer: Option<Sizer>,
+}
+
+impl Default for QueueBatchConfig {
+    fn default() -> Self {
+        QueueBatchConfig {
+            flush_timeout: Duration::from_millis(200).into(),
+            min_size: 8192,
+            max_size: 0,
+            sizer: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -62,6 +90,7 @@ impl Default for QueueConfig {
             queue_size: 1000,
             block_on_overflow: true,
             sizer: Sizer::Requests,
+            batch: None,
         }
     }
 }
@@ -124,6 +153,25 @@ impl QueueConfig {
         }
         if self.enabled && self.queue_size == 0 {
             return Err(("queue_size", "must be at least 1".into()));
+        }
+        if let Some(b) = &self.batch {
+            // Upstream: the batch inherits the queue's sizer when it names none (requests
+            // cannot size a batch: items then).
+            match b.sizer.unwrap_or(self.sizer) {
+                Sizer::Items | Sizer::Requests => {}
+                Sizer::Bytes => {
+                    return Err((
+                        "batch.sizer",
+                        "bytes is not supported by weir's exporter-side batching; use items".into(),
+                    ))
+                }
+            }
+            if b.max_size > 0 && b.max_size < b.min_size {
+                return Err((
+                    "batch.min_size",
+                    "`min_size` must be less than or equal to `max_size`".into(),
+                ));
+            }
         }
         Ok(())
     }

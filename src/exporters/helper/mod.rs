@@ -110,6 +110,8 @@ type Queued = (Batch, OwnedSemaphorePermit);
 #[derive(Clone)]
 pub struct ExporterHandle {
     pub id: Arc<str>,
+    /// With `sending_queue.batch`: the batcher, which merges requests before they are queued.
+    batcher: Option<mpsc::Sender<Batch>>,
     tx: mpsc::UnboundedSender<Queued>,
     /// Room in the queue, in `sizer` units.
     room: Arc<Semaphore>,
@@ -124,6 +126,19 @@ impl ExporterHandle {
     /// Queues a batch. With `block_on_overflow` this waits for room (backpressure);
     /// otherwise a full queue drops the batch for this exporter and counts it.
     pub async fn push(&self, batch: Batch) {
+        if let Some(b) = &self.batcher {
+            let (items, signal) = (batch.items, batch.signal);
+            if b.send(batch).await.is_err() {
+                self.enqueue_failed.add(signal, items);
+                tracing::error!(exporter = %self.id, "exporter stopped; dropped {items} {}", signal.item_noun());
+            }
+            return;
+        }
+        self.enqueue(batch).await
+    }
+
+    /// Puts a batch in the sending queue.
+    async fn enqueue(&self, batch: Batch) {
         let items = batch.items;
         let signal = batch.signal;
         // A batch larger than the whole queue takes all of it, rather than never fitting.
@@ -276,8 +291,9 @@ pub fn start(
             })
         })
         .collect();
-    let handle = ExporterHandle {
+    let mut handle = ExporterHandle {
         id: id.clone(),
+        batcher: None,
         tx,
         room: room.clone(),
         capacity,
@@ -286,6 +302,9 @@ pub fn start(
         queued: queued.clone(),
         enqueue_failed,
     };
+    if let Some(b) = queue.batch.as_ref().filter(|_| queue.enabled) {
+        handle.batcher = Some(spawn_batcher(&id, b, handle.clone(), registry));
+    }
     let task = ExporterTask {
         id,
         workers,
@@ -296,6 +315,57 @@ pub fn start(
         queued,
     };
     (handle, task)
+}
+
+/// Exporter-side batching: a task that merges what pipelines push (the `batch` processor's
+/// merge and split, by items) and queues what is ready. It ends, flushing what it holds, when
+/// every handle is gone; the queue's workers end after it.
+fn spawn_batcher(
+    id: &str,
+    cfg: &config::QueueBatchConfig,
+    queue: ExporterHandle,
+    registry: &Registry,
+) -> mpsc::Sender<Batch> {
+    use crate::pipeline::Processor;
+    let (tx, mut rx) = mpsc::channel::<Batch>(64);
+    let mut stage = crate::processors::batch::BatchProcessor::new(
+        &format!("{id}/sending_queue.batch"),
+        crate::processors::batch::config::BatchConfig {
+            timeout: cfg.flush_timeout,
+            send_batch_size: cfg.min_size,
+            send_batch_max_size: cfg.max_size,
+            ..Default::default()
+        },
+        registry,
+    );
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        loop {
+            let deadline = stage.deadline();
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(b) => stage.process(b, &mut out),
+                    None => {
+                        stage.flush(&mut out);
+                        for b in out.drain(..) {
+                            queue.enqueue(b).await;
+                        }
+                        break;
+                    }
+                },
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => stage.tick(Instant::now(), &mut out),
+            }
+            for b in out.drain(..) {
+                queue.enqueue(b).await;
+            }
+        }
+    });
+    tx
 }
 
 struct Worker {
