@@ -104,3 +104,70 @@ service:
     );
     assert!(weir.stop().success());
 }
+
+#[test]
+fn service_telemetry_resource_and_prometheus_reader_options() {
+    let (http, tel) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+exporters:
+  debug: {{}}
+service:
+  telemetry:
+    resource: {{service.name: gw-1, deployment.environment: prod, service.version: null}}
+    logs: {{level: WARN}}
+    metrics:
+      level: detailed
+      readers:
+        - pull:
+            exporter:
+              prometheus:
+                host: 127.0.0.1
+                port: {tel}
+                without_scope_info: true
+                without_type_suffix: true
+                without_units: true
+                with_resource_constant_labels: {{included: [deployment.environment]}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+"#
+    );
+    let weir = Weir::start(&yaml, tel);
+    post_span(http);
+    let mut text = String::new();
+    wait_until("the accepted span counted", Duration::from_secs(10), || {
+        text = http_get(tel, "/metrics").map(|r| r.1).unwrap_or_default();
+        text.lines().any(|l| {
+            l.starts_with("otelcol_receiver_accepted_spans{")
+                && l.contains("transport=\"http\"")
+                && l.ends_with(" 1")
+        })
+    });
+    let target = text
+        .lines()
+        .find(|l| l.starts_with("target_info{"))
+        .unwrap_or_else(|| panic!("no target_info in:\n{text}"));
+    assert!(
+        target.starts_with("target_info{deployment_environment=\"prod\",service_instance_id=\"")
+            && target.ends_with("\",service_name=\"gw-1\"} 1"),
+        "{target}"
+    );
+    assert!(!target.contains("service_version"), "{target}");
+    // Counters without _total, every series with the constant label.
+    let accepted = text
+        .lines()
+        .find(|l| {
+            l.starts_with("otelcol_receiver_accepted_spans{") && l.contains("transport=\"http\"")
+        })
+        .expect("accepted spans");
+    assert!(
+        accepted.contains("deployment_environment=\"prod\"") && accepted.ends_with(" 1"),
+        "{accepted}"
+    );
+    assert!(!text.contains("_total"), "no _total suffix:\n{text}");
+    assert!(weir.stop().success());
+}

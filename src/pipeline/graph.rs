@@ -708,7 +708,10 @@ impl Engine {
         if let Some(addr) = cfg.service.telemetry.metrics_address() {
             wanted.insert(
                 "telemetry".into(),
-                (addr.clone(), ServerKind::Telemetry(addr)),
+                (
+                    format!("{addr} {:?}", cfg.service.telemetry.exposition()),
+                    ServerKind::Telemetry(addr, Arc::new(cfg.service.telemetry.exposition())),
+                ),
             );
         }
         for ext in &cfg.service.extensions {
@@ -746,7 +749,7 @@ impl Engine {
                 continue;
             }
             let (endpoint, what) = match &kind {
-                ServerKind::Telemetry(a) => (a.clone(), "service.telemetry.metrics".to_string()),
+                ServerKind::Telemetry(a, _) => (a.clone(), "service.telemetry.metrics".to_string()),
                 ServerKind::Health(h) => {
                     if h.check_collector_pipeline.enabled {
                         tracing::warn!(
@@ -776,10 +779,11 @@ impl Engine {
             }
             let (stop, stop_rx) = watch::channel(false);
             let task = match kind {
-                ServerKind::Telemetry(_) => net::serve(
+                ServerKind::Telemetry(_, exposition) => net::serve(
                     l,
                     TelemetryService {
                         registry: self.registry.clone(),
+                        exposition,
                         reload: self.reload_requests.clone(),
                     },
                     Protocol::Auto,
@@ -844,7 +848,7 @@ impl Engine {
 }
 
 enum ServerKind {
-    Telemetry(String),
+    Telemetry(String, Arc<crate::telemetry::Exposition>),
     Health(Arc<crate::extensions::health_check::HealthCheckConfig>),
 }
 

@@ -229,15 +229,54 @@ impl Registry {
 
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
+        self.render_with(&super::Exposition::default())
+    }
+
+    /// [`Registry::render`] with the resource (`target_info`), constant labels and suffix
+    /// options of `service.telemetry`.
+    pub fn render_with(&self, x: &super::Exposition) -> String {
         let families = self.families.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::with_capacity(4096);
+        if !x.target_info.is_empty() {
+            out.push_str("# HELP target_info Target metadata\n# TYPE target_info gauge\n");
+            let labels: Vec<(&str, String)> = x
+                .target_info
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            write_series(&mut out, "target_info", &labels, None);
+            out.push_str(" 1\n");
+        }
+        let constant: Vec<(&str, String)> = x
+            .constant_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
         for (name, fam) in families.iter() {
             if fam.series.is_empty() {
                 continue;
             }
+            let shown;
+            let name: &str = if x.without_type_suffix && fam.kind == "counter" {
+                shown = name.strip_suffix("_total").unwrap_or(name).to_string();
+                &shown
+            } else {
+                name
+            };
             let _ = writeln!(out, "# HELP {name} {}", fam.help);
             let _ = writeln!(out, "# TYPE {name} {}", fam.kind);
             for (labels, v) in &fam.series {
+                let with_constant: Vec<(&str, String)>;
+                let labels: &[(&str, String)] = if constant.is_empty() {
+                    labels
+                } else {
+                    with_constant = labels
+                        .iter()
+                        .map(|(k, v)| (*k, v.clone()))
+                        .chain(constant.iter().cloned())
+                        .collect();
+                    &with_constant
+                };
                 let v = match v {
                     Value::Counter(c) => c.get() as f64,
                     Value::Gauge(g) => g.get(),
@@ -258,7 +297,7 @@ impl Registry {
 fn write_series(
     out: &mut String,
     name: &str,
-    labels: &[(&'static str, String)],
+    labels: &[(&str, String)],
     extra: Option<(&str, &str)>,
 ) {
     out.push_str(name);
@@ -277,12 +316,7 @@ fn write_series(
     out.push('}');
 }
 
-fn render_histogram(
-    out: &mut String,
-    name: &str,
-    labels: &[(&'static str, String)],
-    h: &Histogram,
-) {
+fn render_histogram(out: &mut String, name: &str, labels: &[(&str, String)], h: &Histogram) {
     let mut cumulative = 0u64;
     let bucket = format!("{name}_bucket");
     for (i, c) in h.0.counts.iter().enumerate() {

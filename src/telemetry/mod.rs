@@ -11,6 +11,21 @@ use serde::Deserialize;
 pub struct TelemetryConfig {
     pub metrics: MetricsTelemetry,
     pub logs: LogsTelemetry,
+    /// Attributes of weir's own telemetry resource, over the defaults `service.name: weir`,
+    /// `service.version` and `service.instance.id`; `null` removes one. Shown on `/metrics`
+    /// as `target_info`, as the Collector's Prometheus endpoint does.
+    pub resource: std::collections::BTreeMap<String, Option<String>>,
+}
+
+/// What `/metrics` shows besides the metrics themselves, from `service.telemetry`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Exposition {
+    /// `target_info`'s labels: the resource attributes, as label names.
+    pub target_info: Vec<(String, String)>,
+    /// Resource attributes copied onto every series (`with_resource_constant_labels`).
+    pub constant_labels: Vec<(String, String)>,
+    /// Counters without their `_total` suffix (`without_type_suffix`).
+    pub without_type_suffix: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -59,6 +74,78 @@ pub struct PrometheusPull {
     #[serde(default = "default_host")]
     pub host: String,
     pub port: u16,
+    /// weir's metrics carry no instrumentation scope, so there is no scope info to leave out:
+    /// both values give the same output.
+    #[serde(default)]
+    pub without_scope_info: bool,
+    /// Counters are shown without their `_total` suffix.
+    #[serde(default)]
+    pub without_type_suffix: bool,
+    /// weir's metric names carry no unit suffix added from units, so both values give the
+    /// same output.
+    #[serde(default)]
+    pub without_units: bool,
+    /// Resource attributes copied as labels onto every series.
+    #[serde(default)]
+    pub with_resource_constant_labels: Option<IncludeExclude>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncludeExclude {
+    pub included: Vec<String>,
+    pub excluded: Vec<String>,
+}
+
+/// A resource attribute key as a Prometheus label name (`service.name` → `service_name`).
+fn label_name(key: &str) -> String {
+    let mut s: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// This process's instance id: stable for its life, different for the next.
+fn instance_id() -> String {
+    use std::sync::OnceLock;
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| {
+        let mut b = [0u8; 16];
+        let ok = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+            .is_ok();
+        if !ok {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+                ^ u128::from(std::process::id());
+            b = t.to_le_bytes();
+        }
+        // A version-4 UUID, as the Collector uses.
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
+    })
+    .clone()
 }
 
 fn default_host() -> String {
@@ -108,6 +195,55 @@ pub struct LogsTelemetry {
 }
 
 impl TelemetryConfig {
+    /// weir's own resource: the defaults with `resource` applied.
+    pub fn resource(&self) -> Vec<(String, String)> {
+        let mut r: std::collections::BTreeMap<String, String> = [
+            ("service.name", "weir".to_string()),
+            ("service.version", env!("CARGO_PKG_VERSION").to_string()),
+            ("service.instance.id", instance_id()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in &self.resource {
+            match v {
+                Some(v) => r.insert(k.clone(), v.clone()),
+                None => r.remove(k),
+            };
+        }
+        r.into_iter().collect()
+    }
+
+    /// What `/metrics` shows besides the metrics.
+    pub fn exposition(&self) -> Exposition {
+        let resource = self.resource();
+        let pull = self
+            .metrics
+            .readers
+            .first()
+            .map(|r| &r.pull.exporter.prometheus);
+        let constant_labels = pull
+            .and_then(|p| p.with_resource_constant_labels.as_ref())
+            .map(|f| {
+                resource
+                    .iter()
+                    .filter(|(k, _)| {
+                        (f.included.is_empty() || f.included.contains(k)) && !f.excluded.contains(k)
+                    })
+                    .map(|(k, v)| (label_name(k), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Exposition {
+            target_info: resource
+                .iter()
+                .map(|(k, v)| (label_name(k), v.clone()))
+                .collect(),
+            constant_labels,
+            without_type_suffix: pull.is_some_and(|p| p.without_type_suffix),
+        }
+    }
+
     /// Where `/metrics` is served, or None when turned off.
     pub fn metrics_address(&self) -> Option<String> {
         if self.metrics.level == MetricsLevel::None {

@@ -19,6 +19,8 @@ pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 #[derive(Clone)]
 pub struct TelemetryService {
     pub registry: Arc<Registry>,
+    /// The resource and exposition options of `service.telemetry`.
+    pub exposition: Arc<super::Exposition>,
     pub reload: Option<mpsc::Sender<ReloadRequest>>,
 }
 
@@ -42,7 +44,9 @@ impl hyper::service::Service<Request<Incoming>> for TelemetryService {
         Box::pin(async move {
             let resp = match (req.method(), req.uri().path()) {
                 (&Method::GET, "/metrics") => {
-                    let mut r = Response::new(Full::new(Bytes::from(this.registry.render())));
+                    let mut r = Response::new(Full::new(Bytes::from(
+                        this.registry.render_with(&this.exposition),
+                    )));
                     r.headers_mut().insert(
                         header::CONTENT_TYPE,
                         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
