@@ -172,8 +172,9 @@ async fn routes_by_request_header() {
         .replace("      processors: [tenant]\n", "")
         .replace(
             r#"condition: resource.attributes["tenant.id"] == "team-a""#,
+            // The current Collector's statement form.
             r#"context: request
-        condition: request["X-Team"] == "blue""#,
+        statement: route() where request["X-Team"] == "blue""#,
         );
     let weir = Weir::start(&yaml, grpc);
     let mut client = LogsServiceClient::connect(format!("http://127.0.0.1:{grpc}"))

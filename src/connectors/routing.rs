@@ -30,9 +30,48 @@ pub struct Route {
     /// An OTTL condition in the resource context; `request["header"]` reads the client's
     /// request headers (the receiver needs `include_metadata`).
     pub condition: String,
+    /// The same as an OTTL statement, as the current Collector writes it:
+    /// `route() where <condition>` (`route()` alone always routes). One of `condition` and
+    /// `statement`.
+    pub statement: String,
     /// `resource` (default) or `request`: both read the same paths here.
     pub context: Option<String>,
     pub pipelines: Vec<String>,
+}
+
+impl Route {
+    /// The route's condition, from `condition` or `statement`.
+    pub fn condition_text(&self) -> Result<String, String> {
+        match (self.condition.is_empty(), self.statement.is_empty()) {
+            (false, false) => Err("invalid route: both condition and statement provided".into()),
+            (true, true) => Err("invalid route: no condition or statement provided".into()),
+            (false, true) => Ok(self.condition.clone()),
+            (true, false) => {
+                let st = self.statement.trim();
+                let rest = st
+                    .strip_prefix("route")
+                    .map(str::trim_start)
+                    .and_then(|r| r.strip_prefix('('))
+                    .map(str::trim_start)
+                    .and_then(|r| r.strip_prefix(')'))
+                    .map(str::trim)
+                    .ok_or_else(|| {
+                        format!("statement {st:?} must be route(), optionally followed by `where <condition>`")
+                    })?;
+                if rest.is_empty() {
+                    return Ok("true".into());
+                }
+                match rest.strip_prefix("where") {
+                    Some(c) if c.starts_with(char::is_whitespace) && !c.trim().is_empty() => {
+                        Ok(c.trim().to_string())
+                    }
+                    _ => Err(format!(
+                        "statement {st:?} must be route(), optionally followed by `where <condition>`"
+                    )),
+                }
+            }
+        }
+    }
 }
 
 impl RoutingConfig {
@@ -53,10 +92,18 @@ impl RoutingConfig {
                     ));
                 }
             }
-            if r.condition.is_empty() {
-                errs.push((format!("table[{i}].condition"), "is required".into()));
-            } else if let Err(e) = Condition::parse(&r.condition, ContextKind::Resource) {
-                errs.push((format!("table[{i}].condition"), e.to_string()));
+            let key = if r.statement.is_empty() {
+                "condition"
+            } else {
+                "statement"
+            };
+            match r.condition_text() {
+                Err(e) => errs.push((format!("table[{i}]"), e)),
+                Ok(c) => {
+                    if let Err(e) = Condition::parse(&c, ContextKind::Resource) {
+                        errs.push((format!("table[{i}].{key}"), e.to_string()));
+                    }
+                }
             }
             if r.pipelines.is_empty() {
                 errs.push((
@@ -101,7 +148,8 @@ impl Router {
                 .table
                 .iter()
                 .filter_map(|r| {
-                    Condition::parse(&r.condition, ContextKind::Resource)
+                    let text = r.condition_text().ok()?;
+                    Condition::parse(&text, ContextKind::Resource)
                         .ok()
                         .map(|c| (c, r.pipelines.clone()))
                 })
@@ -189,4 +237,43 @@ impl Router {
 
 fn signal_noun(s: Signal) -> &'static str {
     s.item_noun()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(yaml: &str) -> Route {
+        serde_yaml::from_str(yaml).expect("yaml")
+    }
+
+    #[test]
+    fn a_statement_is_route_where_condition() {
+        assert_eq!(
+            route("statement: route() where resource.attributes[\"x\"] == \"y\"").condition_text(),
+            Ok("resource.attributes[\"x\"] == \"y\"".to_string())
+        );
+        assert_eq!(
+            route("statement: route()").condition_text(),
+            Ok("true".to_string())
+        );
+        assert_eq!(
+            route("statement: drop() where true").condition_text(),
+            Err("statement \"drop() where true\" must be route(), optionally followed by `where <condition>`".to_string())
+        );
+        assert_eq!(
+            route("{condition: 'true', statement: route()}").condition_text(),
+            Err("invalid route: both condition and statement provided".to_string())
+        );
+        assert_eq!(
+            route("pipelines: [logs/x]").condition_text(),
+            Err("invalid route: no condition or statement provided".to_string())
+        );
+        let cfg: RoutingConfig = serde_yaml::from_str(
+            "table: [{statement: 'route() where resource.attributes[\"x\"] ==', pipelines: [logs/a]}]",
+        )
+        .expect("yaml");
+        let errs = cfg.validate();
+        assert_eq!(errs[0].0, "table[0].statement", "{errs:?}");
+    }
 }
