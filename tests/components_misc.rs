@@ -171,3 +171,57 @@ service:
     assert!(!text.contains("_total"), "no _total suffix:\n{text}");
     assert!(weir.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_exporters_go_through_proxy_url() {
+    // The backend's name does not resolve: the spans can only arrive through the proxy,
+    // here the sink itself, which serves the absolute-form request it is sent.
+    let sink = common::sink::Sink::start().await;
+    let http = free_port();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+exporters:
+  otlphttp:
+    endpoint: http://backend.invalid:4318
+    proxy_url: http://127.0.0.1:{proxy}
+    compression: none
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlphttp]}}
+"#,
+        proxy = sink.http_port
+    );
+    let weir = Weir::start(&yaml, http);
+    tokio::task::spawn_blocking(move || post_span(http))
+        .await
+        .expect("post");
+    common::wait_until_async(
+        "the span through the proxy",
+        Duration::from_secs(10),
+        || sink.state.spans() == 1,
+    )
+    .await;
+    assert!(weir.stop().success());
+    // A proxy weir cannot use is refused at validation.
+    let dir = common::scratch_dir();
+    let f = dir.join("proxy.yaml");
+    std::fs::write(
+        &f,
+        yaml.replace(
+            &format!("http://127.0.0.1:{}", sink.http_port),
+            "https://proxy:3128",
+        ),
+    )
+    .expect("write");
+    let (ok, out) = common::validate(std::slice::from_ref(&f));
+    assert!(!ok);
+    assert!(
+        out.contains("exporters.otlphttp.proxy_url: \"https://proxy:3128\": weir supports http:// proxies (http://host:port)"),
+        "{out}"
+    );
+}

@@ -113,17 +113,133 @@ pub async fn http_failure(
     (err, text)
 }
 
-/// The HTTP client every HTTP exporter uses: keep-alive pool, no Nagle, 5 s connect timeout.
-pub fn http_client() -> hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Full<bytes::Bytes>,
-> {
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .build(connector)
+/// The HTTP client every HTTP exporter uses.
+pub type HttpClient =
+    hyper_util::client::legacy::Client<Connector, http_body_util::Full<bytes::Bytes>>;
+
+/// The HTTP client every HTTP exporter uses: keep-alive pool, no Nagle, 5 s connect timeout;
+/// through `proxy_url` when one is set (an `http://` proxy, sent absolute-form requests).
+pub fn http_client(proxy_url: Option<&str>) -> Result<HttpClient, String> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+    let proxy = match proxy_url.filter(|p| !p.is_empty()) {
+        Some(p) => Some(
+            p.parse::<http::Uri>()
+                .map_err(|e| format!("invalid proxy_url {p:?}: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .build(Connector { http, proxy }),
+    )
+}
+
+/// Checks `proxy_url`: an `http://host:port` proxy.
+pub fn check_proxy_url(proxy_url: Option<&str>) -> Option<(String, String)> {
+    let p = proxy_url.filter(|p| !p.is_empty())?;
+    match p.parse::<http::Uri>() {
+        Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => None,
+        Ok(_) => Some((
+            "proxy_url".into(),
+            format!("{p:?}: weir supports http:// proxies (http://host:port)"),
+        )),
+        Err(e) => Some(("proxy_url".into(), format!("invalid URL {p:?}: {e}"))),
+    }
+}
+
+/// Connects HTTP exporters to their backend, or to their proxy.
+#[derive(Clone)]
+pub struct Connector {
+    http: hyper_util::client::legacy::connect::HttpConnector,
+    proxy: Option<http::Uri>,
+}
+
+type ConnectFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<ProxiedConn, Box<dyn std::error::Error + Send + Sync>>,
+            > + Send,
+    >,
+>;
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = ProxiedConn;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = ConnectFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: http::Uri) -> Self::Future {
+        let proxied = self.proxy.is_some();
+        let fut = self.http.call(self.proxy.clone().unwrap_or(dst));
+        Box::pin(async move {
+            let io = fut.await?;
+            Ok(ProxiedConn { io, proxied })
+        })
+    }
+}
+
+/// A connection that tells the client whether it goes through a proxy (so requests are sent
+/// in absolute form).
+pub struct ProxiedConn {
+    io: hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+    proxied: bool,
+}
+
+impl hyper_util::client::legacy::connect::Connection for ProxiedConn {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.io.connected().proxy(self.proxied)
+    }
+}
+
+impl hyper::rt::Read for ProxiedConn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for ProxiedConn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
 }
 
 /// `headers:` as a header map (names and values were checked at validation).

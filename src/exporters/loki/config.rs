@@ -64,6 +64,8 @@ pub struct LokiExporterConfig {
     /// Requests are split to stay under this many (uncompressed) bytes (default 1MiB).
     pub max_batch_size_bytes: usize,
     pub headers: Headers,
+    /// An `http://host:port` proxy the requests go through (absolute-form requests).
+    pub proxy_url: Option<String>,
     /// `gzip` for JSON bodies (protobuf is always snappy); default `none`.
     pub compression: Compression,
     pub timeout: DurationValue,
@@ -84,6 +86,7 @@ impl Default for LokiExporterConfig {
             max_labels: 15,
             max_batch_size_bytes: 1 << 20,
             headers: Headers::new(),
+            proxy_url: None,
             compression: Compression::None,
             timeout: Duration::from_secs(30).into(),
             tls: TlsClientConfig::default(),
@@ -108,6 +111,7 @@ impl LokiExporterConfig {
 
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
+        errs.extend(crate::exporters::check_proxy_url(self.proxy_url.as_deref()));
         errs.extend(crate::exporters::check_http_endpoint(
             "endpoint",
             &self.endpoint,

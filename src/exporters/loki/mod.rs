@@ -23,7 +23,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request};
 use http_body_util::Full;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
@@ -596,7 +595,7 @@ pub fn reason(message: &str) -> &'static str {
 
 pub struct LokiSender {
     id: Arc<str>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: crate::exporters::HttpClient,
     url: http::Uri,
     headers: HeaderMap,
     tenant_header: Option<HeaderName>,
@@ -613,7 +612,7 @@ impl LokiSender {
         cfg: &LokiExporterConfig,
         registry: &Arc<Registry>,
     ) -> Result<Arc<Self>, String> {
-        let client = crate::exporters::http_client();
+        let client = crate::exporters::http_client(cfg.proxy_url.as_deref())?;
         let url = cfg
             .endpoint
             .parse()

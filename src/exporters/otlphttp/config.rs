@@ -26,6 +26,8 @@ pub struct OtlpHttpExporterConfig {
     pub logs_endpoint: Option<String>,
     pub tls: TlsClientConfig,
     pub headers: Headers,
+    /// An `http://host:port` proxy the requests go through (absolute-form requests).
+    pub proxy_url: Option<String>,
     /// A header carrying each request's tenant (set by the `tenant` processor), e.g.
     /// `X-Scope-OrgID`; none when not configured. Requests never mix tenants.
     pub tenant_header: Option<String>,
@@ -48,6 +50,7 @@ impl Default for OtlpHttpExporterConfig {
             logs_endpoint: None,
             tls: TlsClientConfig::default(),
             headers: Headers::new(),
+            proxy_url: None,
             tenant_header: None,
             compression: Compression::Gzip,
             encoding: Encoding::Proto,
@@ -81,6 +84,7 @@ impl OtlpHttpExporterConfig {
 
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
+        errs.extend(crate::exporters::check_proxy_url(self.proxy_url.as_deref()));
         if self.endpoint.is_empty()
             && self.traces_endpoint.is_none()
             && self.metrics_endpoint.is_none()

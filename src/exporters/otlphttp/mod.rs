@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use prost::Message;
 
 use crate::exporters::helper::{BoxFuture, ExportError, Sender, Sent};
@@ -19,7 +18,7 @@ use crate::pdata::{Batch, Payload, Signal};
 use config::{Encoding, OtlpHttpExporterConfig};
 
 pub struct OtlpHttpSender {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: crate::exporters::HttpClient,
     urls: [Option<http::Uri>; 3],
     headers: HeaderMap,
     tenant_header: Option<HeaderName>,
@@ -49,7 +48,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 impl OtlpHttpSender {
     pub fn new(cfg: &OtlpHttpExporterConfig) -> Result<Arc<Self>, String> {
-        let client = crate::exporters::http_client();
+        let client = crate::exporters::http_client(cfg.proxy_url.as_deref())?;
         let mut urls: [Option<http::Uri>; 3] = [None, None, None];
         for s in Signal::ALL {
             if let Some(u) = cfg.url(s) {

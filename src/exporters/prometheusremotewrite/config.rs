@@ -14,6 +14,8 @@ pub struct PrwExporterConfig {
     /// The remote-write URL, e.g. `http://prometheus:9090/api/v1/write`.
     pub endpoint: String,
     pub headers: Headers,
+    /// An `http://host:port` proxy the requests go through (absolute-form requests).
+    pub proxy_url: Option<String>,
     /// A header carrying each request's tenant (set by the `tenant` processor), e.g.
     /// `X-Scope-OrgID`; none when not configured. Requests never mix tenants.
     pub tenant_header: Option<String>,
@@ -84,6 +86,7 @@ impl Default for PrwExporterConfig {
         PrwExporterConfig {
             endpoint: String::new(),
             headers: Headers::new(),
+            proxy_url: None,
             tenant_header: None,
             timeout: Duration::from_secs(5).into(),
             tls: TlsClientConfig::default(),
@@ -127,6 +130,7 @@ impl PrwExporterConfig {
 
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
+        errs.extend(crate::exporters::check_proxy_url(self.proxy_url.as_deref()));
         errs.extend(crate::exporters::check_http_endpoint(
             "endpoint",
             &self.endpoint,

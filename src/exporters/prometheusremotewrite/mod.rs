@@ -19,7 +19,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, Method, Request};
 use http_body_util::Full;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 
@@ -32,7 +31,7 @@ use translate::{translate, Settings};
 
 pub struct PrwSender {
     id: Arc<str>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: crate::exporters::HttpClient,
     url: http::Uri,
     headers: HeaderMap,
     tenant_header: Option<HeaderName>,
@@ -48,7 +47,7 @@ impl PrwSender {
         cfg: &PrwExporterConfig,
         registry: &Registry,
     ) -> Result<Arc<Self>, String> {
-        let client = crate::exporters::http_client();
+        let client = crate::exporters::http_client(cfg.proxy_url.as_deref())?;
         let url = cfg
             .endpoint
             .parse()
