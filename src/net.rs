@@ -13,7 +13,6 @@ use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -113,6 +112,15 @@ pub struct ConnTimeouts {
     pub max_connections: Option<usize>,
     /// Keep HTTP/1 connections open between requests (false: one request per connection).
     pub keep_alive: bool,
+    /// HTTP/2 streams per connection (default 1024).
+    pub max_concurrent_streams: Option<u32>,
+    /// HTTP/2 pings: sent after this long without traffic, the connection closed when one is
+    /// not answered within the second duration (gRPC keepalive `time` and `timeout`).
+    pub ping: Option<(Duration, Duration)>,
+    /// Connections are asked to go away (HTTP/2 GOAWAY, HTTP/1 close after the current
+    /// request) after this long, and closed after the second duration more (gRPC
+    /// `max_connection_age` and `max_connection_age_grace`).
+    pub max_age: Option<(Duration, Option<Duration>)>,
 }
 
 impl Default for ConnTimeouts {
@@ -123,6 +131,9 @@ impl Default for ConnTimeouts {
             write: None,
             max_connections: None,
             keep_alive: true,
+            max_concurrent_streams: None,
+            ping: None,
+            max_age: None,
         }
     }
 }
@@ -298,9 +309,16 @@ where
         }
         builder
             .http2()
-            .max_concurrent_streams(1024)
+            .max_concurrent_streams(timeouts.max_concurrent_streams.unwrap_or(1024))
             .initial_stream_window_size(1 << 20)
             .initial_connection_window_size(4 << 20);
+        if let Some((interval, timeout)) = timeouts.ping {
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(interval)
+                .keep_alive_timeout(timeout);
+        }
         if let Some(t) = timeouts.read_header {
             builder
                 .http1()
@@ -310,11 +328,11 @@ where
         if !timeouts.keep_alive {
             builder.http1().keep_alive(false);
         }
-        let watched = timeouts.idle.is_some() || timeouts.write.is_some();
         let slots = timeouts
             .max_connections
             .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
-        let graceful = GracefulShutdown::new();
+        // Every connection task holds a clone; when all are gone, all connections are.
+        let (alive, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
         loop {
             let slot = match &slots {
                 Some(s) => tokio::select! {
@@ -342,26 +360,91 @@ where
                     let conn = builder
                         .serve_connection(TokioIo::new(io), svc.clone())
                         .into_owned();
-                    let conn = graceful.watch(conn);
+                    let (alive, stop) = (alive.clone(), shutdown.clone());
                     tokio::spawn(async move {
                         let _slot = slot;
-                        if watched {
-                            // Dropping the connection closes the socket.
-                            tokio::select! {
-                                _ = conn => {}
-                                _ = watchdog(act, opened, timeouts) => {}
-                            }
-                        } else {
-                            let _ = conn.await;
-                        }
+                        let _alive = alive;
+                        run_connection(conn, stop, act, opened, timeouts).await;
                     });
                 }
                 _ = until_true(&mut shutdown) => break,
             }
         }
         drop(listener);
-        let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+        drop(alive);
+        // Connections were told to finish (GOAWAY / close after the current request); wait
+        // for them, at most `grace`. Dropping what is left closes it.
+        let _ = tokio::time::timeout(grace, all_closed.recv()).await;
     })
+}
+
+/// Serves one connection until it ends: on shutdown or at `max_age` it is asked to finish
+/// gracefully (its requests in flight complete); the watchdog, or the age grace running out,
+/// closes it at once.
+async fn run_connection<C>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+    act: Arc<Activity>,
+    opened: std::time::Instant,
+    t: ConnTimeouts,
+) where
+    C: std::future::Future + GracefulConn,
+{
+    let mut conn = std::pin::pin!(conn);
+    let dog = watchdog(act, opened, t);
+    tokio::pin!(dog);
+    let age = async {
+        match t.max_age {
+            Some((age, _)) => tokio::time::sleep(age).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(age);
+    let mut finishing = false;
+    let mut hard_stop: Option<tokio::time::Instant> = None;
+    loop {
+        let until_hard = async {
+            match hard_stop {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = &mut dog => return,
+            _ = until_hard => return,
+            _ = until_true(&mut stop), if !finishing => {
+                finishing = true;
+                conn.as_mut().begin_graceful_shutdown();
+            }
+            _ = &mut age, if !finishing => {
+                finishing = true;
+                conn.as_mut().begin_graceful_shutdown();
+                if let Some((_, Some(grace))) = t.max_age {
+                    hard_stop = Some(tokio::time::Instant::now() + grace);
+                }
+            }
+        }
+    }
+}
+
+/// A connection that can be asked to finish what it is doing and close.
+pub trait GracefulConn {
+    fn begin_graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, E, B> GracefulConn for auto::Connection<'static, I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    E: auto::HttpServerConnExec<S::Future, B>,
+{
+    fn begin_graceful_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
 }
 
 /// Resolves once `rx` holds `true` (or its sender is gone).

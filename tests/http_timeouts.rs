@@ -177,3 +177,71 @@ service:
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(weir.stop().success());
 }
+
+#[test]
+fn grpc_connections_are_aged_out_with_goaway() {
+    let grpc = free_port();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: "127.0.0.1:{grpc}"
+        max_concurrent_streams: 16
+        keepalive:
+          server_parameters: {{max_connection_age: 500ms, max_connection_age_grace: 500ms, time: 1h, timeout: 5s}}
+exporters:
+  debug: {{}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+"#
+    );
+    let weir = Weir::start(&yaml, grpc);
+    let mut s = TcpStream::connect(("127.0.0.1", grpc)).expect("connect");
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .expect("preface");
+    // Read raw bytes until the server closes: it must, within the age and its grace.
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the connection was never aged out"
+        );
+    }
+    // Walk the frames: SETTINGS first, then a GOAWAY (type 7).
+    let mut types = Vec::new();
+    let mut i = 0;
+    while i + 9 <= got.len() {
+        let len =
+            (usize::from(got[i]) << 16) | (usize::from(got[i + 1]) << 8) | usize::from(got[i + 2]);
+        types.push(got[i + 3]);
+        i += 9 + len;
+    }
+    assert_eq!(types.first(), Some(&4), "frames {types:?}");
+    assert!(types.contains(&7), "a GOAWAY among {types:?}");
+    // SETTINGS carries max_concurrent_streams = 16 (id 3).
+    let settings_len = (usize::from(got[1]) << 8) | usize::from(got[2]);
+    let settings = &got[9..9 + settings_len];
+    assert!(
+        settings.chunks(6).any(|c| c == [0, 3, 0, 0, 0, 16]),
+        "SETTINGS {settings:02x?}"
+    );
+    assert!(weir.stop().success());
+}

@@ -24,6 +24,9 @@ pub struct OtlpHttpExporterConfig {
     pub traces_endpoint: Option<String>,
     pub metrics_endpoint: Option<String>,
     pub logs_endpoint: Option<String>,
+    /// Where profiles would go: weir has no profiles signal, so nothing is ever sent there
+    /// (accepted so Collector configs load; weir warns when it is set).
+    pub profiles_endpoint: Option<String>,
     pub tls: TlsClientConfig,
     pub headers: Headers,
     /// An `http://host:port` proxy the requests go through (absolute-form requests).
@@ -48,6 +51,7 @@ impl Default for OtlpHttpExporterConfig {
             traces_endpoint: None,
             metrics_endpoint: None,
             logs_endpoint: None,
+            profiles_endpoint: None,
             tls: TlsClientConfig::default(),
             headers: Headers::new(),
             proxy_url: None,

@@ -49,6 +49,11 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 impl OtlpHttpSender {
     pub fn new(cfg: &OtlpHttpExporterConfig) -> Result<Arc<Self>, String> {
         let client = crate::exporters::http_client(cfg.proxy_url.as_deref())?;
+        if let Some(p) = &cfg.profiles_endpoint {
+            tracing::warn!(
+                "otlphttp: profiles_endpoint {p:?} has no effect: weir has no profiles signal"
+            );
+        }
         let mut urls: [Option<http::Uri>; 3] = [None, None, None];
         for s in Signal::ALL {
             if let Some(u) = cfg.url(s) {

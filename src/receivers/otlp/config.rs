@@ -46,6 +46,43 @@ pub struct GrpcConfig {
     /// Carry request metadata into the batch context (for `batch.metadata_keys`, tenant
     /// headers). Default false.
     pub include_metadata: bool,
+    /// gRPC keepalive, the Collector's keys.
+    pub keepalive: Option<GrpcKeepalive>,
+    /// grpc-go's transport buffer sizes: weir's HTTP/2 stack sizes its buffers itself, so
+    /// these are accepted with a warning and have no effect.
+    pub read_buffer_size: Option<u64>,
+    pub write_buffer_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcKeepalive {
+    pub server_parameters: Option<ServerParameters>,
+    pub enforcement_policy: Option<EnforcementPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerParameters {
+    /// A connection without traffic for this long is closed.
+    pub max_connection_idle: Option<DurationValue>,
+    /// A connection is asked to go away (GOAWAY) after this long, so clients spread over
+    /// replicas; it is closed `max_connection_age_grace` later.
+    pub max_connection_age: Option<DurationValue>,
+    pub max_connection_age_grace: Option<DurationValue>,
+    /// Pings after this long without traffic (default 2h when `timeout` is set)...
+    pub time: Option<DurationValue>,
+    /// ...and the connection is closed when one is not answered within this (default 20s).
+    pub timeout: Option<DurationValue>,
+}
+
+/// How often clients may ping: grpc-go enforces it; weir's HTTP/2 stack has no such check,
+/// so it is accepted with a warning and has no effect.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnforcementPolicy {
+    pub min_time: Option<DurationValue>,
+    pub permit_without_stream: Option<bool>,
 }
 
 impl Default for GrpcConfig {
@@ -56,7 +93,59 @@ impl Default for GrpcConfig {
             max_recv_msg_size_mib: 4,
             max_concurrent_streams: 0,
             include_metadata: false,
+            keepalive: None,
+            read_buffer_size: None,
+            write_buffer_size: None,
         }
+    }
+}
+
+impl GrpcConfig {
+    /// Connection limits for the gRPC server.
+    pub fn timeouts(&self) -> crate::net::ConnTimeouts {
+        let sp = self
+            .keepalive
+            .as_ref()
+            .and_then(|k| k.server_parameters.as_ref());
+        let d = |v: &Option<DurationValue>| v.as_ref().map(|d| d.0).filter(|d| !d.is_zero());
+        let ping = sp.and_then(|p| {
+            let (time, timeout) = (d(&p.time), d(&p.timeout));
+            (time.is_some() || timeout.is_some()).then(|| {
+                (
+                    time.unwrap_or(Duration::from_secs(7200)),
+                    timeout.unwrap_or(Duration::from_secs(20)),
+                )
+            })
+        });
+        crate::net::ConnTimeouts {
+            idle: sp.and_then(|p| d(&p.max_connection_idle)),
+            max_age: sp.and_then(|p| {
+                d(&p.max_connection_age).map(|age| (age, d(&p.max_connection_age_grace)))
+            }),
+            ping,
+            max_concurrent_streams: (self.max_concurrent_streams > 0)
+                .then_some(self.max_concurrent_streams),
+            ..Default::default()
+        }
+    }
+
+    /// Keys accepted without effect, to warn about at start.
+    pub fn without_effect(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.read_buffer_size.is_some() {
+            v.push("read_buffer_size");
+        }
+        if self.write_buffer_size.is_some() {
+            v.push("write_buffer_size");
+        }
+        if self
+            .keepalive
+            .as_ref()
+            .is_some_and(|k| k.enforcement_policy.is_some())
+        {
+            v.push("keepalive.enforcement_policy");
+        }
+        v
     }
 }
 
@@ -170,6 +259,7 @@ impl HttpConfig {
             write: some(&self.write_timeout),
             max_connections: Some(crate::net::MAX_HTTP_CONNECTIONS),
             keep_alive,
+            ..Default::default()
         }
     }
 }

@@ -101,10 +101,14 @@ pub async fn start(
             shared,
             max_message_size: (g.max_recv_msg_size_mib as usize) << 20,
         };
-        tasks.push(net::serve(
+        for k in g.without_effect() {
+            tracing::warn!(receiver = %id, "protocols.grpc.{k} has no effect in weir (its HTTP/2 stack has no such setting)");
+        }
+        tasks.push(net::serve_with(
             listener,
             svc,
             Protocol::Http2Only,
+            g.timeouts(),
             shutdown.clone(),
             grace,
         ));
