@@ -25,6 +25,34 @@ pub struct OtlpExporterConfig {
     pub timeout: DurationValue,
     pub sending_queue: QueueConfig,
     pub retry_on_failure: RetryConfig,
+    /// HTTP/2 pings to the backend: after `time` without traffic, closing the connection
+    /// when one is not answered within `timeout`; `permit_without_stream` pings even with no
+    /// request in flight.
+    pub keepalive: Option<ClientKeepalive>,
+    /// `pick_first` (what weir does: one connection to the first address that answers) or
+    /// `round_robin`, accepted with a warning: weir does not spread requests over addresses.
+    pub balancer_name: Option<String>,
+    /// grpc-go's transport buffer sizes: accepted with a warning, no effect here.
+    pub read_buffer_size: Option<u64>,
+    pub write_buffer_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientKeepalive {
+    pub time: DurationValue,
+    pub timeout: DurationValue,
+    pub permit_without_stream: bool,
+}
+
+impl Default for ClientKeepalive {
+    fn default() -> Self {
+        ClientKeepalive {
+            time: Duration::ZERO.into(),
+            timeout: Duration::from_secs(20).into(),
+            permit_without_stream: false,
+        }
+    }
 }
 
 impl Default for OtlpExporterConfig {
@@ -38,6 +66,10 @@ impl Default for OtlpExporterConfig {
             timeout: Duration::from_secs(5).into(),
             sending_queue: QueueConfig::default(),
             retry_on_failure: RetryConfig::default(),
+            keepalive: None,
+            balancer_name: None,
+            read_buffer_size: None,
+            write_buffer_size: None,
         }
     }
 }
@@ -52,8 +84,31 @@ impl OtlpExporterConfig {
         }
     }
 
+    /// Keys accepted without effect, to warn about at start.
+    pub fn without_effect(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.balancer_name.as_deref() == Some("round_robin") {
+            v.push("balancer_name: round_robin (weir keeps one connection, as pick_first)");
+        }
+        if self.read_buffer_size.is_some() {
+            v.push("read_buffer_size");
+        }
+        if self.write_buffer_size.is_some() {
+            v.push("write_buffer_size");
+        }
+        v
+    }
+
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
+        if let Some(b) = &self.balancer_name {
+            if b != "pick_first" && b != "round_robin" {
+                errs.push((
+                    "balancer_name".into(),
+                    format!("unknown balancer {b:?}; expected pick_first or round_robin"),
+                ));
+            }
+        }
         if self.endpoint.is_empty() {
             errs.push((
                 "endpoint".into(),
@@ -88,5 +143,37 @@ impl OtlpExporterConfig {
             errs.push((format!("retry_on_failure.{k}"), m));
         }
         errs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_collectors_grpc_client_keys() {
+        let c: OtlpExporterConfig = serde_yaml::from_str(
+            "endpoint: tempo:4317\ntls: {insecure: true}\nkeepalive: {time: 10s, timeout: 5s, permit_without_stream: true}\nbalancer_name: round_robin\nread_buffer_size: 524288\nwrite_buffer_size: 524288",
+        )
+        .expect("yaml");
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        assert_eq!(
+            c.keepalive
+                .as_ref()
+                .map(|k| (k.time.0, k.timeout.0, k.permit_without_stream)),
+            Some((Duration::from_secs(10), Duration::from_secs(5), true))
+        );
+        assert_eq!(c.without_effect().len(), 3);
+        let bad: OtlpExporterConfig = serde_yaml::from_str(
+            "endpoint: tempo:4317\ntls: {insecure: true}\nbalancer_name: random",
+        )
+        .expect("yaml");
+        assert_eq!(
+            bad.validate(),
+            vec![(
+                "balancer_name".to_string(),
+                "unknown balancer \"random\"; expected pick_first or round_robin".to_string()
+            )]
+        );
     }
 }

@@ -38,6 +38,16 @@ impl OtlpGrpcSender {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_adaptive_window(true);
+        let endpoint = match &cfg.keepalive {
+            Some(k) if !k.time.0.is_zero() => endpoint
+                .http2_keep_alive_interval(k.time.0)
+                .keep_alive_timeout(k.timeout.0)
+                .keep_alive_while_idle(k.permit_without_stream),
+            _ => endpoint,
+        };
+        for k in cfg.without_effect() {
+            tracing::warn!("otlp exporter: {k} has no effect in weir");
+        }
         let mut metadata = MetadataMap::new();
         for (k, v) in &cfg.headers {
             let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
