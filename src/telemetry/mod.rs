@@ -98,22 +98,7 @@ pub struct IncludeExclude {
 }
 
 /// A resource attribute key as a Prometheus label name (`service.name` → `service_name`).
-fn label_name(key: &str) -> String {
-    let mut s: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.starts_with(|c: char| c.is_ascii_digit()) {
-        s.insert(0, '_');
-    }
-    s
-}
+use crate::exporters::prometheusremotewrite::names::label_name;
 
 /// This process's instance id: stable for its life, different for the next.
 fn instance_id() -> String {
