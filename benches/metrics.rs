@@ -142,6 +142,7 @@ fn main() {
         items: points as usize,
         payload: Payload::Metrics(req.clone()),
         context: Arc::new(Context::default()),
+        held: None,
     };
     // Steady state: 50 of 90 series per metric admitted, the rest folded into overflow.
     g.bench_function("process", |b| {

@@ -426,3 +426,97 @@ service:
     assert!(out.contains("5 error(s)"), "{out}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Published OpenTelemetry Collector configs (tests/conformance/published, sources in its
+/// SOURCES.md), cut only of components weir lacks: which load unchanged, and why the others
+/// do not. A config that starts loading, or fails for another reason, fails this test: update
+/// the table and the README's figure with it.
+#[test]
+fn published_collector_configs() {
+    let expected: &[(&str, Option<&str>)] = &[
+        ("01-otelcol-core-default.yaml", None),
+        // An empty memory_limiter: upstream's Validate refuses check_interval 0 too.
+        (
+            "02-otelcol-k8s-default.yaml",
+            Some("processors.memory_limiter.check_interval: 'check_interval' must be greater than zero"),
+        ),
+        ("03-otelcol-gateway-default.yaml", None),
+        // Unset environment (the demo sets it) and the periodic (push) metrics reader.
+        (
+            "04-otel-demo-collector.yaml",
+            Some("service.telemetry.metrics.readers[0].periodic: unknown field `periodic`"),
+        ),
+        // ballast_size_mib: removed upstream as well.
+        (
+            "05-collector-k8s-example-gateway.yaml",
+            Some("processors.memory_limiter.ballast_size_mib: unknown field"),
+        ),
+        ("06-contrib-demo-collector.yaml", None),
+        // A template placeholder where a URL goes.
+        (
+            "07-contrib-gateway-template.yaml",
+            Some("exporters.otlphttp.traces_endpoint: invalid URL \"ENDPOINT_URL\""),
+        ),
+        ("08-helm-deployment-otlp-traces.yaml", None),
+        ("09-helm-statefulset-only.yaml", None),
+        ("10-tempo-otel-collector.yaml", None),
+        ("11-tempo-multitenant.yaml", None),
+        ("12-jaeger-monitor-spanmetrics-processor.yaml", None),
+        ("13-mimir-otelcol-remote-write.yaml", None),
+        ("14-mimir-otelcol-otlp-push.yaml", None),
+        ("15-otel-lgtm-loki-prw.yaml", None),
+        // Authenticator extensions (issue: TLS and authentication).
+        (
+            "16-otel-lgtm-grafana-cloud.yaml",
+            Some("exporters.otlphttp/grafana-cloud.auth: unknown field `auth`"),
+        ),
+        ("17-intro-to-mltp.yaml", None),
+        ("18-openshift-routing-connector.yaml", None),
+        ("19-openshift-tail-sampling.yaml", None),
+        // TLS, auth, the persistent queue, Loki's default_labels_enabled.
+        (
+            "20-openshift-loki-exporter.yaml",
+            Some("exporters.loki.tls.ca_file: unknown field `ca_file`"),
+        ),
+        (
+            "21-openshift-prometheusremotewrite.yaml",
+            Some("exporters.prometheusremotewrite.tls.ca_file: unknown field `ca_file`"),
+        ),
+        // Its endpoint comes from an environment variable that is not set here.
+        (
+            "22-otel-lgtm-export-http.yaml",
+            Some("exporters.otlphttp/external.endpoint: is required"),
+        ),
+    ];
+    let dir = repo("tests/conformance/published");
+    let files = yaml_files("tests/conformance/published");
+    assert_eq!(files.len(), expected.len(), "{files:?}");
+    let mut loaded = 0;
+    for (name, want) in expected {
+        let f = dir.join(name);
+        // A clean environment, so `${env:...}` references are unset everywhere alike.
+        let out = std::process::Command::new(common::weir_bin())
+            .arg("validate")
+            .arg("--config")
+            .arg(&f)
+            .env_clear()
+            .output()
+            .expect("run weir validate");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match want {
+            None => {
+                assert!(out.status.success(), "{name} should load:\n{text}");
+                loaded += 1;
+            }
+            Some(err) => {
+                assert!(!out.status.success(), "{name} now loads: update the table");
+                assert!(text.contains(err), "{name}: expected {err:?} in:\n{text}");
+            }
+        }
+    }
+    assert_eq!(loaded, 14);
+}

@@ -625,10 +625,10 @@ impl Ctx<'_> {
         let raw: RawService = if svc_value.is_null() {
             RawService::default()
         } else {
-            match self.loaded.decode::<RawService>("service", svc_value) {
+            match self.loaded.decode_all::<RawService>("service", svc_value) {
                 Ok(r) => r,
                 Err(e) => {
-                    self.errors.push(e);
+                    self.errors.extend(e);
                     return None;
                 }
             }
@@ -638,14 +638,14 @@ impl Ctx<'_> {
         } else {
             match self
                 .loaded
-                .decode::<TelemetryConfig>("service.telemetry", &raw.telemetry)
+                .decode_all::<TelemetryConfig>("service.telemetry", &raw.telemetry)
             {
                 Ok(t) => {
                     self.problems("service.telemetry", t.validate());
                     t
                 }
                 Err(e) => {
-                    self.errors.push(e);
+                    self.errors.extend(e);
                     TelemetryConfig::default()
                 }
             }
@@ -690,10 +690,10 @@ impl Ctx<'_> {
                     exporters: vec![],
                 }
             } else {
-                match self.loaded.decode::<RawPipeline>(&path, body) {
+                match self.loaded.decode_all::<RawPipeline>(&path, body) {
                     Ok(p) => p,
                     Err(e) => {
-                        self.errors.push(e);
+                        self.errors.extend(e);
                         continue;
                     }
                 }

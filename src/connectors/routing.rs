@@ -181,6 +181,7 @@ impl Router {
             }
         }
         let ctx = batch.context.clone();
+        let held = batch.held.clone();
         let headers: Option<&[(String, String)]> = ctx.metadata.as_deref().map(|v| v.as_slice());
         let signal = batch.signal;
         // route (as pipeline list) -> payload
@@ -214,6 +215,7 @@ impl Router {
                 items: 0,
                 payload,
                 context: ctx.clone(),
+                held: held.clone(),
             };
             b.recount();
             if to.is_empty() {

@@ -125,7 +125,15 @@ pub struct Batch {
     pub items: usize,
     pub payload: Payload,
     pub context: Arc<Context>,
+    /// What the decoded form holds against the memory budget beyond the context's charge
+    /// (a decoded request takes several times its encoded size). Shared by the batches split
+    /// from it.
+    pub held: Option<Arc<crate::pipeline::budget::Charge>>,
 }
+
+/// A decoded request holds about this many times its encoded size more (prost's structs, one
+/// allocation per string, id and list): what decoding charges to the memory budget.
+pub const DECODED_EXTRA_FACTOR: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot decode {signal} payload ({lost} items lost, {kept} kept): {source}")]
@@ -147,6 +155,7 @@ impl Batch {
             items,
             payload: Payload::Encoded(bytes),
             context,
+            held: None,
         }
     }
 
@@ -180,6 +189,13 @@ impl Batch {
         let Payload::Encoded(b) = &self.payload else {
             return Ok(());
         };
+        // The decoded form is charged to the memory budget the data came in under.
+        if let Some(c) = &self.context.charge {
+            self.held = Some(Arc::new(
+                c.budget()
+                    .force(b.len().saturating_mul(DECODED_EXTRA_FACTOR)),
+            ));
+        }
         let signal = self.signal;
         let whole = match signal {
             Signal::Traces => ExportTraceServiceRequest::decode(b.clone()).map(Payload::Traces),

@@ -217,6 +217,36 @@ mod tests {
     }
 
     #[test]
+    fn a_decoded_batch_holds_its_decoded_size_until_it_is_gone() {
+        use crate::pdata::{Batch, Context, Signal, DECODED_EXTRA_FACTOR};
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use prost::Message;
+        let reg = Registry::new();
+        let b = Budget::new(1 << 30, &reg);
+        let bytes = ExportLogsServiceRequest::default().encode_to_vec();
+        let body = [bytes.as_slice(), &[0x0a, 0x00]].concat(); // one empty ResourceLogs
+        let charge = b.try_charge(body.len()).expect("room");
+        let ctx = Context {
+            charge: Some(std::sync::Arc::new(charge)),
+            ..Default::default()
+        };
+        let mut batch = Batch::encoded(
+            Signal::Logs,
+            bytes::Bytes::from(body.clone()),
+            0,
+            std::sync::Arc::new(ctx),
+        );
+        assert_eq!(b.used(), body.len());
+        batch.decode().expect("decodes");
+        assert_eq!(b.used(), body.len() * (1 + DECODED_EXTRA_FACTOR));
+        let split = batch.clone();
+        drop(batch);
+        assert_eq!(b.used(), body.len() * (1 + DECODED_EXTRA_FACTOR));
+        drop(split);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
     fn the_budget_is_half_the_soft_limit_of_a_memory_limiter_in_use() {
         let base = "receivers: {otlp: {protocols: {grpc: {endpoint: '127.0.0.1:0'}}}}\nexporters: {debug: {}}\nprocessors:\n  memory_limiter: {check_interval: 1s, limit_mib: 1000, spike_limit_mib: 200}\n";
         let used = format!("{base}service: {{pipelines: {{traces: {{receivers: [otlp], processors: [memory_limiter], exporters: [debug]}}}}}}");

@@ -124,12 +124,12 @@ impl BatchProcessor {
     }
 }
 
-/// The memory budget `parts` are charged to and the bytes of their charges (each counted
-/// once: parts split from one request share its charge).
+/// The memory budget `parts` are charged to and the bytes of their charges, the decoded
+/// forms' included (each counted once: parts split from one request share its charges).
 fn held(parts: &[Batch]) -> Option<(Arc<crate::pipeline::budget::Budget>, usize)> {
     let mut charges: Vec<&Arc<crate::pipeline::budget::Charge>> = parts
         .iter()
-        .filter_map(|b| b.context.charge.as_ref())
+        .flat_map(|b| b.context.charge.iter().chain(b.held.iter()))
         .collect();
     let budget = Arc::clone(charges.first()?.budget());
     charges.sort_by_key(|c| Arc::as_ptr(c));
@@ -179,6 +179,7 @@ fn merge(mut parts: Vec<Batch>, context: Arc<Context>) -> Option<Batch> {
         items,
         payload,
         context,
+        held: None,
     })
 }
 

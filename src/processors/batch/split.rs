@@ -30,6 +30,7 @@ pub fn split_off_front(batch: &mut Batch, n: usize) -> Batch {
         items: 0,
         payload,
         context: batch.context.clone(),
+        held: batch.held.clone(),
     };
     front.recount();
     batch.recount();

@@ -364,6 +364,7 @@ macro_rules! split_by_tenant {
                 items,
                 payload: Payload::$variant(r),
                 context: Arc::new(c),
+                held: $batch.held.clone(),
             });
         }
     }};

@@ -417,6 +417,7 @@ impl HttpService {
                     tenant: None,
                     charge: Some(Arc::new(charge)),
                 }),
+                held: None,
             };
             if let Err(r) = self
                 .shared
