@@ -37,6 +37,9 @@ impl LineFormat {
     }
 }
 
+/// Upstream's default labels.
+pub const DEFAULT_LABELS: [&str; 4] = ["exporter", "job", "instance", "level"];
+
 /// Attribute key -> Loki label name.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -64,6 +67,10 @@ pub struct LokiExporterConfig {
     /// Requests are split to stay under this many (uncompressed) bytes (default 1MiB).
     pub max_batch_size_bytes: usize,
     pub headers: Headers,
+    /// Upstream's default labels, each on unless set false: `exporter` ("OTLP"), `job`
+    /// (`service.namespace/service.name`), `instance` (`service.instance.id`), `level` (from
+    /// the severity).
+    pub default_labels_enabled: BTreeMap<String, bool>,
     /// An `http://host:port` proxy the requests go through (absolute-form requests).
     pub proxy_url: Option<String>,
     /// `gzip` for JSON bodies (protobuf is always snappy); default `none`.
@@ -86,6 +93,7 @@ impl Default for LokiExporterConfig {
             max_labels: 15,
             max_batch_size_bytes: 1 << 20,
             headers: Headers::new(),
+            default_labels_enabled: BTreeMap::new(),
             proxy_url: None,
             compression: Compression::None,
             timeout: Duration::from_secs(30).into(),
@@ -97,6 +105,14 @@ impl Default for LokiExporterConfig {
 }
 
 impl LokiExporterConfig {
+    /// Whether default label `name` is on (upstream: unless set false).
+    pub fn default_label(&self, name: &str) -> bool {
+        self.default_labels_enabled
+            .get(name)
+            .copied()
+            .unwrap_or(true)
+    }
+
     /// Applies upstream's value rules before validation: a label mapped to `""` takes the
     /// attribute's own name, made a valid label name (`http.status` → `http_status`).
     pub fn normalize(&mut self) {
@@ -140,16 +156,30 @@ impl LokiExporterConfig {
                 }
             }
         }
-        // `level` may be added from the severity.
-        let configured = self.labels.resource.len() + self.labels.attributes.len() + 1;
+        for k in self.default_labels_enabled.keys() {
+            if !DEFAULT_LABELS.contains(&k.as_str()) {
+                errs.push((
+                    format!("default_labels_enabled.{k}"),
+                    format!(
+                        "unknown default label {k:?}; expected exporter, job, instance or level"
+                    ),
+                ));
+            }
+        }
+        // The default labels that are on may be added too.
+        let defaults = DEFAULT_LABELS
+            .iter()
+            .filter(|l| self.default_label(l))
+            .count();
+        let configured = self.labels.resource.len() + self.labels.attributes.len() + defaults;
         if self.max_labels == 0 {
             errs.push(("max_labels".into(), "must be greater than 0".into()));
         } else if configured > self.max_labels {
             errs.push((
                 "labels".into(),
                 format!(
-                    "maps {} attributes to labels (plus level), more than max_labels ({}): Loki rejects streams with too many labels",
-                    configured - 1,
+                    "maps {} attributes to labels (plus {defaults} default labels), more than max_labels ({}): Loki rejects streams with too many labels",
+                    configured - defaults,
                     self.max_labels
                 ),
             ));

@@ -202,6 +202,11 @@ pub struct Encoder {
     pub line_format: LineFormat,
     pub structured_metadata: bool,
     pub max_labels: usize,
+    /// Upstream's default labels that are on: exporter, job, instance, level.
+    pub exporter_label: bool,
+    pub job_label: bool,
+    pub instance_label: bool,
+    pub level_label: bool,
 }
 
 /// One tenant's streams, ready to send.
@@ -219,6 +224,10 @@ impl Encoder {
             line_format: cfg.line_format,
             structured_metadata: cfg.structured_metadata,
             max_labels: cfg.max_labels,
+            exporter_label: cfg.default_label("exporter"),
+            job_label: cfg.default_label("job"),
+            instance_label: cfg.default_label("instance"),
+            level_label: cfg.default_label("level"),
         }
     }
 
@@ -242,6 +251,28 @@ impl Encoder {
                 .map(|r| r.attributes.as_slice())
                 .unwrap_or(&[]);
             let mut base: BTreeMap<String, String> = BTreeMap::new();
+            // Upstream's default labels, then the configured ones (which win).
+            if self.exporter_label {
+                base.insert("exporter".into(), "OTLP".into());
+            }
+            if self.job_label {
+                let name = find(rattrs, "service.name").map(value_text);
+                let ns = find(rattrs, "service.namespace").map(value_text);
+                match (ns, name) {
+                    (Some(ns), Some(name)) if !ns.is_empty() => {
+                        base.insert("job".into(), format!("{ns}/{name}"));
+                    }
+                    (_, Some(name)) => {
+                        base.insert("job".into(), name);
+                    }
+                    _ => {}
+                }
+            }
+            if self.instance_label {
+                if let Some(i) = find(rattrs, "service.instance.id") {
+                    base.insert("instance".into(), value_text(i));
+                }
+            }
             for (key, label) in &self.labels.resource {
                 if let Some(v) = find(rattrs, key) {
                     base.insert(label.clone(), value_text(v));
@@ -277,12 +308,14 @@ impl Encoder {
                             promoted.push(key);
                         }
                     }
-                    if let Some(l) = level(r) {
-                        labels.entry("level".into()).or_insert(l);
+                    if self.level_label {
+                        if let Some(l) = level(r) {
+                            labels.entry("level".into()).or_insert(l);
+                        }
                     }
                     if labels.is_empty() {
                         // Loki needs at least one label per stream.
-                        labels.insert("exporter".into(), "weir".into());
+                        labels.insert("exporter".into(), "OTLP".into());
                     }
                     while labels.len() > self.max_labels {
                         // Over the cap (only hints can do this; configured maps are checked at

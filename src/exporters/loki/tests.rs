@@ -61,7 +61,7 @@ fn encoder(yaml: &str) -> Encoder {
 #[test]
 fn labels_from_maps_level_and_hints_streams_by_tenant_entries_in_time_order() {
     let e = encoder(
-        "labels:\n  resource: {service.name: service_name, deployment.environment: env}\n  attributes: {http.method: method}",
+        "labels:\n  resource: {service.name: service_name, deployment.environment: env}\n  attributes: {http.method: method}\ndefault_labels_enabled: {exporter: false, job: false, instance: false}",
     );
     let r = req(vec![
         (
@@ -158,7 +158,7 @@ fn line_formats_and_structured_metadata() {
     );
     let entry = &g[0].streams[0].entries[0];
     assert_eq!(
-        g[0].streams[0].labels, r#"{exporter="weir"}"#,
+        g[0].streams[0].labels, r#"{exporter="OTLP"}"#,
         "a stream always has a label"
     );
     let md: Vec<(String, String)> = entry
@@ -263,6 +263,27 @@ fn rejection_reasons() {
 }
 
 #[test]
+fn upstreams_default_labels_unless_turned_off() {
+    let r = req(vec![(
+        vec![
+            kv("service.name", "checkout"),
+            kv("service.namespace", "shop"),
+            kv("service.instance.id", "pod-7"),
+        ],
+        vec![rec(1, "x", "ERROR", vec![])],
+    )]);
+    let labels = |yaml: &str| encoder(yaml).group(&r, None)[0].streams[0].labels.clone();
+    assert_eq!(
+        labels("{}"),
+        r#"{exporter="OTLP", instance="pod-7", job="shop/checkout", level="error"}"#
+    );
+    assert_eq!(
+        labels("default_labels_enabled: {exporter: false, instance: false, level: false}"),
+        r#"{job="shop/checkout"}"#
+    );
+}
+
+#[test]
 fn config_validation() {
     let c: LokiExporterConfig = serde_yaml::from_str(
         "endpoint: http://l:3100/loki/api/v1/push\nmax_labels: 2\nlabels: {resource: {a: x, b: y}, attributes: {c: 1bad}}\ncompression: gzip",
@@ -273,7 +294,18 @@ fn config_validation() {
     assert_eq!(keys, vec!["labels.attributes.c", "labels", "compression"]);
     assert_eq!(
         errs[1].1,
-        "maps 3 attributes to labels (plus level), more than max_labels (2): Loki rejects streams with too many labels"
+        "maps 3 attributes to labels (plus 4 default labels), more than max_labels (2): Loki rejects streams with too many labels"
+    );
+    let bad: LokiExporterConfig = serde_yaml::from_str(
+        "endpoint: http://l:3100/loki/api/v1/push\ndefault_labels_enabled: {host: true}",
+    )
+    .expect("yaml");
+    assert_eq!(
+        bad.validate(),
+        vec![(
+            "default_labels_enabled.host".to_string(),
+            "unknown default label \"host\"; expected exporter, job, instance or level".to_string()
+        )]
     );
     let none: LokiExporterConfig = serde_yaml::from_str("{}").expect("yaml");
     assert_eq!(none.validate()[0].0, "endpoint");
