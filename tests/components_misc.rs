@@ -225,3 +225,52 @@ service:
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_reader_pushes_weirs_own_metrics_over_otlp() {
+    let sink = common::sink::Sink::start().await;
+    for (protocol, endpoint) in [
+        (
+            "http/protobuf",
+            format!("http://127.0.0.1:{}", sink.http_port),
+        ),
+        ("grpc", format!("http://127.0.0.1:{}", sink.grpc_port)),
+    ] {
+        let http = free_port();
+        let yaml = format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+exporters:
+  debug: {{}}
+service:
+  telemetry:
+    resource: {{service.name: gw-push}}
+    metrics:
+      readers:
+        - periodic:
+            interval: 200
+            exporter:
+              otlp: {{protocol: {protocol}, endpoint: "{endpoint}"}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+"#
+        );
+        let before = sink.state.points();
+        let weir = Weir::start(&yaml, http);
+        common::wait_until_async("weir's own metrics pushed", Duration::from_secs(10), || {
+            sink.state.points() > before
+        })
+        .await;
+        assert!(weir.stop().success());
+        let pushed = sink.state.requests();
+        let last = pushed
+            .iter()
+            .rev()
+            .find(|r| r.signal == "metrics")
+            .expect("a metrics push");
+        assert!(last.items > 0, "{protocol}: {last:?}");
+    }
+}

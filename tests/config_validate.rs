@@ -441,10 +441,10 @@ fn published_collector_configs() {
             Some("processors.memory_limiter.check_interval: 'check_interval' must be greater than zero"),
         ),
         ("03-otelcol-gateway-default.yaml", None),
-        // Unset environment (the demo sets it) and the periodic (push) metrics reader.
+        // Unset environment (the demo sets it) and OTLP export of weir's own logs.
         (
             "04-otel-demo-collector.yaml",
-            Some("service.telemetry.metrics.readers[0].periodic: unknown field `periodic`"),
+            Some("service.telemetry.logs.processors: unknown field `processors`"),
         ),
         // ballast_size_mib: removed upstream as well.
         (

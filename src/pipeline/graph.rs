@@ -254,6 +254,8 @@ pub struct Engine {
         ),
     >,
     servers: BTreeMap<String, RunningServer>,
+    /// `periodic` metrics readers pushing weir's own metrics.
+    pushers: BTreeMap<String, RunningServer>,
     /// The memory budget every receiver reserves against.
     pub budget: Arc<super::budget::Budget>,
 }
@@ -293,6 +295,7 @@ impl Engine {
             exporters: BTreeMap::new(),
             routers: BTreeMap::new(),
             servers: BTreeMap::new(),
+            pushers: BTreeMap::new(),
             budget: super::budget::Budget::new(super::budget::budget_for(cfg), &registry),
         };
         registry.gauge_fn(
@@ -808,6 +811,55 @@ impl Engine {
             }
             self.servers.insert(key, RunningServer { spec, stop, task });
         }
+        self.apply_pushers(cfg, report).await
+    }
+
+    /// Starts, restarts or stops the `periodic` readers that push weir's own metrics.
+    async fn apply_pushers(
+        &mut self,
+        cfg: &Config,
+        report: &mut ReloadReport,
+    ) -> Result<(), StartError> {
+        let resource = cfg.service.telemetry.resource();
+        let wanted: BTreeMap<String, (String, &crate::telemetry::PeriodicReader)> = cfg
+            .service
+            .telemetry
+            .periodic()
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    format!("telemetry.metrics.readers.periodic[{i}]"),
+                    (format!("{r:?} {resource:?}"), r),
+                )
+            })
+            .collect();
+        let stale: Vec<String> = self
+            .pushers
+            .iter()
+            .filter(|(k, p)| wanted.get(*k).is_none_or(|(spec, _)| *spec != p.spec))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            if let Some(p) = self.pushers.remove(&k) {
+                let _ = p.stop.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(2), p.task).await;
+            }
+        }
+        for (key, (spec, r)) in wanted {
+            if self.pushers.contains_key(&key) {
+                continue;
+            }
+            let (stop, stop_rx) = watch::channel(false);
+            let task =
+                crate::telemetry::push::start(r, self.registry.clone(), resource.clone(), stop_rx)
+                    .map_err(|e| StartError::Exporter {
+                        id: key.clone(),
+                        message: e,
+                    })?;
+            report.added.push(key.clone());
+            self.pushers.insert(key, RunningServer { spec, stop, task });
+        }
         Ok(())
     }
 
@@ -840,7 +892,7 @@ impl Engine {
             drop(e.handle);
             e.task.drain(deadline).await;
         }
-        for (_, s) in self.servers {
+        for (_, s) in self.servers.into_iter().chain(self.pushers) {
             let _ = s.stop.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(2), s.task).await;
         }

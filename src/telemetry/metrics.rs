@@ -341,6 +341,133 @@ fn escape(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// weir's own metrics as an OTLP request (for the `periodic` reader): counters as cumulative
+/// monotonic sums (named without `_total`, as the Collector names them in OTLP), gauges as
+/// gauges, histograms with their buckets; `resource` becomes the resource's attributes.
+pub fn to_otlp(
+    registry: &Registry,
+    resource: &[(String, String)],
+    now_ns: u64,
+    start_ns: u64,
+) -> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{
+        any_value, AnyValue, InstrumentationScope, KeyValue,
+    };
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric::Data, number_data_point, AggregationTemporality, Gauge as OGauge,
+        Histogram as OHistogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+        ScopeMetrics, Sum,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.to_string(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.to_string())),
+        }),
+        ..Default::default()
+    };
+    let attrs = |labels: &[(&'static str, String)]| -> Vec<KeyValue> {
+        labels.iter().map(|(k, v)| kv(k, v)).collect()
+    };
+    let families = registry.families.lock().unwrap_or_else(|p| p.into_inner());
+    let mut metrics = Vec::new();
+    for (name, fam) in families.iter() {
+        if fam.series.is_empty() {
+            continue;
+        }
+        let number = |labels: &[(&'static str, String)], v: f64| NumberDataPoint {
+            attributes: attrs(labels),
+            start_time_unix_nano: start_ns,
+            time_unix_nano: now_ns,
+            value: Some(number_data_point::Value::AsDouble(v)),
+            ..Default::default()
+        };
+        let data = match fam.kind {
+            "counter" => Data::Sum(Sum {
+                data_points: fam
+                    .series
+                    .iter()
+                    .map(|(l, v)| number(l, scalar(v)))
+                    .collect(),
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                is_monotonic: true,
+            }),
+            "histogram" => Data::Histogram(OHistogram {
+                data_points: fam
+                    .series
+                    .iter()
+                    .filter_map(|(l, v)| match v {
+                        Value::Histogram(h) => Some(HistogramDataPoint {
+                            attributes: attrs(l),
+                            start_time_unix_nano: start_ns,
+                            time_unix_nano: now_ns,
+                            count: h.count(),
+                            sum: Some(h.sum()),
+                            bucket_counts: h
+                                .0
+                                .counts
+                                .iter()
+                                .map(|c| c.load(Ordering::Relaxed))
+                                .collect(),
+                            explicit_bounds: h.0.bounds.to_vec(),
+                            ..Default::default()
+                        }),
+                        _ => None,
+                    })
+                    .collect(),
+                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            }),
+            _ => Data::Gauge(OGauge {
+                data_points: fam
+                    .series
+                    .iter()
+                    .map(|(l, v)| number(l, scalar(v)))
+                    .collect(),
+            }),
+        };
+        let otlp_name = if fam.kind == "counter" {
+            name.strip_suffix("_total").unwrap_or(name)
+        } else {
+            name
+        };
+        metrics.push(Metric {
+            name: otlp_name.to_string(),
+            description: fam.help.to_string(),
+            data: Some(data),
+            ..Default::default()
+        });
+    }
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: resource.iter().map(|(k, v)| kv(k, v)).collect(),
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "weir".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ..Default::default()
+                }),
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// A counter's or gauge's current value (0 for a histogram).
+fn scalar(v: &Value) -> f64 {
+    match v {
+        Value::Counter(c) => c.get() as f64,
+        Value::Gauge(g) => g.get(),
+        Value::GaugeFn(f) => f(),
+        Value::Histogram(_) => 0.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,5 +524,35 @@ mod tests {
         assert!(text.contains("lat_sum{policy=\"p\"} 55.5\n"), "{text}");
         assert!(text.contains("lat_count{policy=\"p\"} 3\n"), "{text}");
         assert_eq!(r.value("lat", &[("policy", "p")]), Some(3.0));
+    }
+
+    #[test]
+    fn to_otlp_carries_counters_gauges_histograms_and_the_resource() {
+        use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+        let r = Registry::new();
+        r.counter("a_total", "A.", &[("k", "v")]).add(3);
+        r.gauge("g", "G.", &[]).set(1.5);
+        r.histogram("h", "H.", &[], &[1.0, 2.0]).observe(1.5);
+        let req = to_otlp(&r, &[("service.name".into(), "weir".into())], 10, 1);
+        let rm = &req.resource_metrics[0];
+        let res = rm.resource.as_ref().expect("resource");
+        assert_eq!(res.attributes[0].key, "service.name");
+        let ms = &rm.scope_metrics[0].metrics;
+        let names: Vec<&str> = ms.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "g", "h"]);
+        match ms[0].data.as_ref() {
+            Some(Data::Sum(s)) => {
+                assert!(s.is_monotonic);
+                assert_eq!(s.data_points[0].attributes[0].key, "k");
+            }
+            other => panic!("a sum, got {other:?}"),
+        }
+        match ms[2].data.as_ref() {
+            Some(Data::Histogram(h)) => {
+                assert_eq!(h.data_points[0].bucket_counts, vec![0, 1, 0]);
+                assert_eq!(h.data_points[0].count, 1);
+            }
+            other => panic!("a histogram, got {other:?}"),
+        }
     }
 }

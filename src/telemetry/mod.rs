@@ -1,6 +1,7 @@
 //! weir's own telemetry: self-metrics on `/metrics` (Prometheus text, the Collector's metric
 //! names), process metrics, and the log format. Configured under `service.telemetry`.
 pub mod metrics;
+pub mod push;
 pub mod server;
 
 use serde::Deserialize;
@@ -50,10 +51,75 @@ pub struct MetricsTelemetry {
     pub readers: Vec<Reader>,
 }
 
+/// One of `readers`: `pull` (a Prometheus endpoint to scrape) or `periodic` (push over OTLP).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reader {
-    pub pull: PullReader,
+    pub pull: Option<PullReader>,
+    pub periodic: Option<PeriodicReader>,
+}
+
+/// `periodic`: weir's own metrics pushed over OTLP every `interval` milliseconds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodicReader {
+    /// Milliseconds between pushes (default 60000).
+    #[serde(default = "default_interval")]
+    pub interval: u64,
+    /// Milliseconds a push may take (default 30000).
+    #[serde(default = "default_push_timeout")]
+    pub timeout: u64,
+    pub exporter: PushExporter,
+}
+
+fn default_interval() -> u64 {
+    60_000
+}
+
+fn default_push_timeout() -> u64 {
+    30_000
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushExporter {
+    pub otlp: OtlpPush,
+}
+
+/// The OTLP exporter of a `periodic` reader (the OpenTelemetry configuration schema's keys).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpPush {
+    /// `grpc`, `http/protobuf` or `http/json`.
+    pub protocol: String,
+    /// gRPC: `host:port` or `http://host:port`; HTTP: a base URL (`/v1/metrics` is appended
+    /// when it has no path) or the full URL.
+    pub endpoint: String,
+    #[serde(default)]
+    pub headers: Vec<NameValue>,
+    /// `gzip` or `none` (default).
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// Milliseconds per request (default 10000).
+    #[serde(default = "default_request_timeout")]
+    pub timeout: u64,
+    /// Plaintext gRPC without an `http://` scheme.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Only `cumulative`: weir's counters are cumulative.
+    #[serde(default)]
+    pub temporality_preference: Option<String>,
+}
+
+fn default_request_timeout() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameValue {
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -202,11 +268,7 @@ impl TelemetryConfig {
     /// What `/metrics` shows besides the metrics.
     pub fn exposition(&self) -> Exposition {
         let resource = self.resource();
-        let pull = self
-            .metrics
-            .readers
-            .first()
-            .map(|r| &r.pull.exporter.prometheus);
+        let pull = self.pull().map(|p| &p.exporter.prometheus);
         let constant_labels = pull
             .and_then(|p| p.with_resource_constant_labels.as_ref())
             .map(|f| {
@@ -234,9 +296,12 @@ impl TelemetryConfig {
         if self.metrics.level == MetricsLevel::None {
             return None;
         }
-        if let Some(r) = self.metrics.readers.first() {
-            let p = &r.pull.exporter.prometheus;
-            return Some(format!("{}:{}", p.host, p.port));
+        if !self.metrics.readers.is_empty() {
+            // With readers, only a pull reader serves /metrics.
+            return self.pull().map(|r| {
+                let p = &r.exporter.prometheus;
+                format!("{}:{}", p.host, p.port)
+            });
         }
         Some(
             self.metrics
@@ -246,18 +311,84 @@ impl TelemetryConfig {
         )
     }
 
+    /// The pull (Prometheus) reader, if any.
+    pub fn pull(&self) -> Option<&PullReader> {
+        self.metrics.readers.iter().find_map(|r| r.pull.as_ref())
+    }
+
+    /// The periodic (OTLP push) readers.
+    pub fn periodic(&self) -> Vec<&PeriodicReader> {
+        self.metrics
+            .readers
+            .iter()
+            .filter_map(|r| r.periodic.as_ref())
+            .collect()
+    }
+
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
+        for (i, r) in self.metrics.readers.iter().enumerate() {
+            if r.pull.is_some() == r.periodic.is_some() {
+                errs.push((
+                    format!("metrics.readers[{i}]"),
+                    "must be one of pull or periodic".into(),
+                ));
+            }
+            if let Some(p) = &r.periodic {
+                let base = format!("metrics.readers[{i}].periodic");
+                let o = &p.exporter.otlp;
+                if !["grpc", "http/protobuf", "http/json"].contains(&o.protocol.as_str()) {
+                    errs.push((
+                        format!("{base}.exporter.otlp.protocol"),
+                        format!(
+                            "unknown protocol {:?}; expected grpc, http/protobuf or http/json",
+                            o.protocol
+                        ),
+                    ));
+                }
+                if o.endpoint.is_empty() {
+                    errs.push((
+                        format!("{base}.exporter.otlp.endpoint"),
+                        "is required".into(),
+                    ));
+                }
+                if !matches!(o.compression.as_deref(), None | Some("gzip") | Some("none")) {
+                    errs.push((
+                        format!("{base}.exporter.otlp.compression"),
+                        "expected gzip or none".into(),
+                    ));
+                }
+                if !matches!(
+                    o.temporality_preference.as_deref(),
+                    None | Some("cumulative")
+                ) {
+                    errs.push((
+                        format!("{base}.exporter.otlp.temporality_preference"),
+                        "weir pushes cumulative values; only cumulative is supported".into(),
+                    ));
+                }
+                if p.interval == 0 {
+                    errs.push((format!("{base}.interval"), "must be greater than 0".into()));
+                }
+            }
+        }
+        if self
+            .metrics
+            .readers
+            .iter()
+            .filter(|r| r.pull.is_some())
+            .count()
+            > 1
+        {
+            errs.push((
+                "metrics.readers".into(),
+                "weir serves one Prometheus pull endpoint; list one pull reader".into(),
+            ));
+        }
         if let Some(a) = &self.metrics.address {
             if let Err(e) = crate::net::check_endpoint(a) {
                 errs.push(("metrics.address".into(), e));
             }
-        }
-        if self.metrics.readers.len() > 1 {
-            errs.push((
-                "metrics.readers".into(),
-                "weir serves one Prometheus pull endpoint; list one reader".into(),
-            ));
         }
         if self.metrics.address.is_some() && !self.metrics.readers.is_empty() {
             errs.push((
