@@ -274,3 +274,57 @@ service:
         assert!(last.items > 0, "{protocol}: {last:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_processors_export_weirs_own_logs_over_otlp() {
+    let sink = common::sink::Sink::start().await;
+    let http = free_port();
+    // An exporter no pipeline uses: weir warns about it at start, and the warning is exported.
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+exporters:
+  debug: {{}}
+  debug/unused: {{}}
+service:
+  telemetry:
+    logs:
+      level: info
+      processors:
+        - batch:
+            schedule_delay: 100
+            exporter:
+              otlp: {{protocol: http/protobuf, endpoint: "http://127.0.0.1:{sink}"}}
+    metrics: {{level: none}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+"#,
+        sink = sink.http_port
+    );
+    let weir = Weir::start(&yaml, http);
+    common::wait_until_async("weir's own logs exported", Duration::from_secs(10), || {
+        sink.state.logs() > 0
+    })
+    .await;
+    assert!(weir.stop().success());
+    assert!(
+        weir_log_has(&weir_log_text(&sink), "debug/unused"),
+        "the start-up warning among the exported records"
+    );
+}
+
+/// The bodies of the log records the sink received.
+fn weir_log_text(sink: &common::sink::Sink) -> Vec<String> {
+    sink.state
+        .log_bodies
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default()
+}
+
+fn weir_log_has(bodies: &[String], needle: &str) -> bool {
+    bodies.iter().any(|b| b.contains(needle))
+}

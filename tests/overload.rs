@@ -79,10 +79,10 @@ fn tail_sampling_holding_30s_of_unique_traces_stays_bounded_too() {
 /// `extra` processor definitions) to a backend that answers a second late.
 fn overload(extra: &str, processors: &str, limit_mib: u64) {
     let (grpc, sink_port) = (free_port(), free_port());
-    // A backend that answers each request a second late: at most 10 requests (the exporter's
-    // consumers) a second get through, far below what the senders offer.
+    // A backend that answers each request 2 s late, with 4 requests in flight: about 16,000
+    // spans a second get through, a fraction of what the senders offer even on a slow day.
     // The sink stops 5 s after the last request it answered, so it outlives the drain.
-    let sink = start_sink_with(sink_port, &["--delay", "1s", "--idle", "5s"]);
+    let sink = start_sink_with(sink_port, &["--delay", "2s", "--idle", "5s"]);
     let yaml = format!(
         r#"
 receivers:
@@ -98,7 +98,10 @@ exporters:
     endpoint: 127.0.0.1:{sink_port}
     tls: {{insecure: true}}
     compression: none
+    sending_queue: {{num_consumers: 4}}
 service:
+  # Long enough to deliver everything the budget holds at ~16,000 spans a second.
+  shutdown_timeout: 60s
   telemetry: {{metrics: {{level: none}}}}
   pipelines:
     traces: {{receivers: [otlp], processors: [{processors}], exporters: [otlp]}}
@@ -106,13 +109,13 @@ service:
     );
     let weir = Weir::start(&yaml, grpc);
     let sampler = Sampler::start(weir.pid());
-    // ~800-byte spans from 8 connections for 6 seconds.
+    // ~800-byte spans from 8 connections for 8 seconds.
     let sent = run(&[
         "send",
         "--endpoint",
         &format!("127.0.0.1:{grpc}"),
         "--duration",
-        "6s",
+        "8s",
         "--conns",
         "8",
         "--batch",

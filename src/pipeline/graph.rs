@@ -254,7 +254,8 @@ pub struct Engine {
         ),
     >,
     servers: BTreeMap<String, RunningServer>,
-    /// `periodic` metrics readers pushing weir's own metrics.
+    /// `periodic` metrics readers pushing weir's own metrics, and the log processors
+    /// exporting its logs.
     pushers: BTreeMap<String, RunningServer>,
     /// The memory budget every receiver reserves against.
     pub budget: Arc<super::budget::Budget>,
@@ -821,6 +822,8 @@ impl Engine {
         report: &mut ReloadReport,
     ) -> Result<(), StartError> {
         let resource = cfg.service.telemetry.resource();
+        let logs = &cfg.service.telemetry.logs.processors;
+        let log_spec = format!("{logs:?} {resource:?}");
         let wanted: BTreeMap<String, (String, &crate::telemetry::PeriodicReader)> = cfg
             .service
             .telemetry
@@ -837,9 +840,24 @@ impl Engine {
         let stale: Vec<String> = self
             .pushers
             .iter()
-            .filter(|(k, p)| wanted.get(*k).is_none_or(|(spec, _)| *spec != p.spec))
+            .filter(|(k, p)| {
+                if k.starts_with("telemetry.logs.") {
+                    p.spec != log_spec
+                } else {
+                    wanted.get(*k).is_none_or(|(spec, _)| *spec != p.spec)
+                }
+            })
             .map(|(k, _)| k.clone())
             .collect();
+        let restart_logs = stale.iter().any(|k| k.starts_with("telemetry.logs."))
+            || (!logs.is_empty()
+                && !self
+                    .pushers
+                    .keys()
+                    .any(|k| k.starts_with("telemetry.logs.")));
+        if restart_logs {
+            crate::telemetry::logs_export::set_queues(Vec::new());
+        }
         for k in stale {
             if let Some(p) = self.pushers.remove(&k) {
                 let _ = p.stop.send(true);
@@ -859,6 +877,32 @@ impl Engine {
                     })?;
             report.added.push(key.clone());
             self.pushers.insert(key, RunningServer { spec, stop, task });
+        }
+        if restart_logs {
+            let mut queues = Vec::new();
+            for (i, p) in logs.iter().enumerate() {
+                let Some(b) = p.as_batch() else { continue };
+                let key = format!("telemetry.logs.processors[{i}]");
+                let (stop, stop_rx) = watch::channel(false);
+                let (tx, task) =
+                    crate::telemetry::logs_export::start(&b, resource.clone(), stop_rx).map_err(
+                        |e| StartError::Exporter {
+                            id: key.clone(),
+                            message: e,
+                        },
+                    )?;
+                queues.push(tx);
+                report.added.push(key.clone());
+                self.pushers.insert(
+                    key,
+                    RunningServer {
+                        spec: log_spec.clone(),
+                        stop,
+                        task,
+                    },
+                );
+            }
+            crate::telemetry::logs_export::set_queues(queues);
         }
         Ok(())
     }

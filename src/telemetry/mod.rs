@@ -1,5 +1,6 @@
 //! weir's own telemetry: self-metrics on `/metrics` (Prometheus text, the Collector's metric
 //! names), process metrics, and the log format. Configured under `service.telemetry`.
+pub mod logs_export;
 pub mod metrics;
 pub mod push;
 pub mod server;
@@ -243,6 +244,70 @@ pub enum LogEncoding {
 pub struct LogsTelemetry {
     pub level: LogLevel,
     pub encoding: LogEncoding,
+    /// weir's own logs exported over OTLP too (`batch` or `simple` processors with an `otlp`
+    /// exporter, the configuration schema's keys).
+    pub processors: Vec<LogProcessor>,
+}
+
+/// One of `logs.processors`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogProcessor {
+    pub batch: Option<BatchLogProcessor>,
+    pub simple: Option<SimpleLogProcessor>,
+}
+
+/// `batch`: records are sent in batches of `max_export_batch_size`, at least every
+/// `schedule_delay` milliseconds; past `max_queue_size` waiting records, new ones are dropped
+/// (and counted).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchLogProcessor {
+    #[serde(default = "default_schedule_delay")]
+    pub schedule_delay: u64,
+    #[serde(default = "default_push_timeout")]
+    pub export_timeout: u64,
+    #[serde(default = "default_max_queue")]
+    pub max_queue_size: usize,
+    #[serde(default = "default_max_batch")]
+    pub max_export_batch_size: usize,
+    pub exporter: PushExporter,
+}
+
+/// `simple`: each record is sent as it is logged.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimpleLogProcessor {
+    pub exporter: PushExporter,
+}
+
+fn default_schedule_delay() -> u64 {
+    1_000
+}
+
+fn default_max_queue() -> usize {
+    2_048
+}
+
+fn default_max_batch() -> usize {
+    512
+}
+
+impl LogProcessor {
+    /// As a batch processor (`simple` is one record at a time, at once).
+    pub fn as_batch(&self) -> Option<BatchLogProcessor> {
+        match (&self.batch, &self.simple) {
+            (Some(b), None) => Some(b.clone()),
+            (None, Some(s)) => Some(BatchLogProcessor {
+                schedule_delay: 0,
+                export_timeout: default_push_timeout(),
+                max_queue_size: default_max_queue(),
+                max_export_batch_size: 1,
+                exporter: s.exporter.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl TelemetryConfig {
@@ -402,20 +467,40 @@ impl TelemetryConfig {
 
 /// Installs the global log subscriber (once per process; later calls are ignored).
 pub fn init_logging(cfg: &LogsTelemetry) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = match cfg.level {
         LogLevel::Debug => tracing::Level::DEBUG,
         LogLevel::Info => tracing::Level::INFO,
         LogLevel::Warn => tracing::Level::WARN,
         LogLevel::Error => tracing::Level::ERROR,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let _ = match cfg.encoding {
-        LogEncoding::Json => builder.json().try_init(),
-        LogEncoding::Console => builder.with_ansi(false).try_init(),
+    let (json, console) = match cfg.encoding {
+        LogEncoding::Json => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr)
+                    .with_target(false),
+            ),
+            None,
+        ),
+        LogEncoding::Console => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .with_ansi(false),
+            ),
+        ),
     };
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::from_level(level))
+        .with(json)
+        .with(console)
+        .with(logs_export::OtlpLogLayer)
+        .try_init();
 }
 
 /// Resident set size of this process in bytes (Linux), for `otelcol_process_memory_rss`.

@@ -21,18 +21,18 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// The URL metrics are posted to: the endpoint as given when it has a path, else with
-/// `/v1/metrics` appended (the configuration schema's rule).
-pub fn metrics_url(endpoint: &str) -> String {
+/// The URL `signal` is posted to: the endpoint as given when it has a path, else with
+/// `/v1/<signal>` appended (the configuration schema's rule).
+pub fn signal_url(endpoint: &str, signal: Signal) -> String {
     let after_scheme = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
     match after_scheme.find('/') {
         Some(i) if after_scheme.len() > i + 1 => endpoint.to_string(),
-        _ => format!("{}/v1/metrics", endpoint.trim_end_matches('/')),
+        _ => format!("{}{}", endpoint.trim_end_matches('/'), signal.http_path()),
     }
 }
 
-fn sender(r: &PeriodicReader) -> Result<Arc<dyn Sender>, String> {
-    let o = &r.exporter.otlp;
+/// The exporter of a push reader or log processor.
+pub fn otlp_sender(o: &super::OtlpPush, signal: Signal) -> Result<Arc<dyn Sender>, String> {
     let compression = match o.compression.as_deref() {
         Some("gzip") => Compression::Gzip,
         _ => Compression::None,
@@ -53,8 +53,14 @@ fn sender(r: &PeriodicReader) -> Result<Arc<dyn Sender>, String> {
         };
         crate::exporters::otlp::OtlpGrpcSender::new(&cfg)? as Arc<dyn Sender>
     } else {
+        let url = Some(signal_url(&o.endpoint, signal));
+        let (metrics_endpoint, logs_endpoint) = match signal {
+            Signal::Logs => (None, url),
+            _ => (url, None),
+        };
         let cfg = crate::exporters::otlphttp::config::OtlpHttpExporterConfig {
-            metrics_endpoint: Some(metrics_url(&o.endpoint)),
+            metrics_endpoint,
+            logs_endpoint,
             headers,
             compression,
             encoding: if o.protocol == "http/json" {
@@ -76,7 +82,7 @@ pub fn start(
     resource: Vec<(String, String)>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, String> {
-    let sender = sender(r)?;
+    let sender = otlp_sender(&r.exporter.otlp, Signal::Metrics)?;
     let interval = Duration::from_millis(r.interval.max(1));
     let push_timeout = Duration::from_millis(r.timeout.max(1));
     let start_ns = now_ns();
@@ -116,13 +122,19 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     #[test]
-    fn metrics_url_appends_the_path_only_when_there_is_none() {
-        use super::metrics_url;
-        assert_eq!(metrics_url("http://c:4318"), "http://c:4318/v1/metrics");
-        assert_eq!(metrics_url("http://c:4318/"), "http://c:4318/v1/metrics");
+    fn signal_url_appends_the_path_only_when_there_is_none() {
+        use super::signal_url;
+        use crate::pdata::Signal;
+        let m = |e| signal_url(e, Signal::Metrics);
+        assert_eq!(m("http://c:4318"), "http://c:4318/v1/metrics");
+        assert_eq!(m("http://c:4318/"), "http://c:4318/v1/metrics");
         assert_eq!(
-            metrics_url("http://c:4318/otlp/v1/metrics"),
+            m("http://c:4318/otlp/v1/metrics"),
             "http://c:4318/otlp/v1/metrics"
+        );
+        assert_eq!(
+            signal_url("http://c:4318", Signal::Logs),
+            "http://c:4318/v1/logs"
         );
     }
 }

@@ -62,6 +62,8 @@ pub struct State {
     pub span_names: Mutex<Vec<String>>,
     pub span_attrs: Mutex<Vec<BTreeMap<String, String>>>,
     pub resource_attrs: Mutex<Vec<BTreeMap<String, String>>>,
+    /// The body of every log record, as text.
+    pub log_bodies: Mutex<Vec<String>>,
     mode: watch::Sender<Mode>,
 }
 
@@ -209,6 +211,17 @@ impl State {
             .map(|sl| sl.log_records.len())
             .sum();
         self.logs.fetch_add(n, Ordering::SeqCst);
+        {
+            let mut bodies = self.log_bodies.lock().unwrap();
+            for lr in r
+                .resource_logs
+                .iter()
+                .flat_map(|rl| &rl.scope_logs)
+                .flat_map(|sl| &sl.log_records)
+            {
+                bodies.push(any_to_string(&lr.body));
+            }
+        }
         self.requests.lock().unwrap().push(Received {
             signal: "logs",
             items: n,
@@ -370,6 +383,7 @@ impl Sink {
             span_names: Mutex::new(Vec::new()),
             span_attrs: Mutex::new(Vec::new()),
             resource_attrs: Mutex::new(Vec::new()),
+            log_bodies: Mutex::new(Vec::new()),
             mode,
         });
         let grpc_l = TcpListener::bind("127.0.0.1:0")
