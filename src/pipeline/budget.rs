@@ -17,27 +17,50 @@ use crate::telemetry::metrics::{Counter, Registry};
 pub const DEFAULT_BUDGET: usize = 128 << 20;
 
 /// The budget a config sets: half of the lowest soft limit of the `memory_limiter`s its
-/// pipelines use (the other half
+/// pipelines use, less twice what tail sampling may buffer (the other half
 /// is room for decoded copies, compression buffers and the stages' own state), else
 /// [`DEFAULT_BUDGET`].
 pub fn budget_for(cfg: &crate::config::model::Config) -> usize {
-    let mut total = None;
-    cfg.service
+    use crate::config::model::ProcessorConfig;
+    let used: Vec<&ProcessorConfig> = cfg
+        .service
         .pipelines
         .values()
         .flat_map(|p| &p.processors)
-        .filter_map(|id| match cfg.processors.get(id) {
-            Some(crate::config::model::ProcessorConfig::MemoryLimiter(m)) => Some(m),
+        .filter_map(|id| cfg.processors.get(id))
+        .collect();
+    // Stages that buffer on their own budget (tail sampling's max_buffered_bytes) take their
+    // share of the memory_limiter's half first, twice: what they hold, and as much again
+    // decided and waiting to be delivered.
+    let buffered: usize = used
+        .iter()
+        .filter_map(|p| match p {
+            ProcessorConfig::TailSampling(t) => Some(if t.max_buffered_bytes.0 == 0 {
+                crate::processors::tail_sampling::DEFAULT_BUFFER_BYTES as usize
+            } else {
+                t.max_buffered_bytes.0 as usize
+            }),
+            _ => None,
+        })
+        .sum();
+    let mut total = None;
+    used.iter()
+        .filter_map(|p| match p {
+            ProcessorConfig::MemoryLimiter(m) => Some(m),
             _ => None,
         })
         .map(|m| {
             let total = *total.get_or_insert_with(crate::processors::memory_limiter::total_memory);
-            (m.limits(total).soft / 2) as usize
+            ((m.limits(total).soft / 2) as usize)
+                .saturating_sub(2 * buffered)
+                .max(MIN_BUDGET)
         })
         .min()
-        .filter(|b| *b > 0)
         .unwrap_or(DEFAULT_BUDGET)
 }
+
+/// The least budget a `memory_limiter` leaves (one large request at a time still passes).
+pub const MIN_BUDGET: usize = 16 << 20;
 
 pub struct Budget {
     used: AtomicUsize,
@@ -255,6 +278,11 @@ mod tests {
             "{base}service: {{pipelines: {{traces: {{receivers: [otlp], exporters: [debug]}}}}}}"
         );
         assert_eq!(budget_for(&cfg(&unused)), DEFAULT_BUDGET);
+        // Tail sampling's buffer takes its share twice (held, and decided awaiting delivery).
+        let ts = format!(
+            "{base}  tail_sampling: {{max_buffered_bytes: 100MiB, policies: [{{name: all, type: always_sample}}]}}\nservice: {{pipelines: {{traces: {{receivers: [otlp], processors: [memory_limiter, tail_sampling], exporters: [debug]}}}}}}"
+        );
+        assert_eq!(budget_for(&cfg(&ts)), 200 << 20);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 pub mod config;
 pub mod policy;
 mod shard;
+pub use shard::DEFAULT_BUFFER_BYTES;
 mod split;
 #[cfg(test)]
 mod tests;

@@ -527,8 +527,13 @@ impl Shard {
                 None => by_ctx.push(vec![c]),
             }
         }
-        for v in by_ctx {
-            for part in v.chunks(OUT_BATCH_SPANS) {
+        for mut v in by_ctx {
+            // Each part's spans are freed as soon as the part is joined, so a flush of the
+            // whole buffer never holds the spans and their requests at once.
+            while !v.is_empty() {
+                let n = v.len().min(OUT_BATCH_SPANS);
+                let part: Vec<Chunk> = v.drain(..n).collect();
+                let part = part.as_slice();
                 let bytes = join(part);
                 // Sent on: charged to the budget so receivers wait while it is delivered.
                 let context = match &part[0].group.budget {
