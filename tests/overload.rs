@@ -2,7 +2,7 @@
 //! are told to retry (never silently dropped), and everything acknowledged is delivered.
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,19 +21,21 @@ fn rss(pid: u32) -> u64 {
 /// Samples the RSS of `pid` every 100 ms until dropped; keeps the peak.
 struct Sampler {
     peak: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
+    stop: std::sync::mpsc::Sender<()>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Sampler {
     fn start(pid: u32) -> Sampler {
         let peak = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (peak.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                p.fetch_max(rss(pid), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(100));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let p = peak.clone();
+        let thread = std::thread::spawn(move || loop {
+            p.fetch_max(rss(pid), Ordering::Relaxed);
+            // The next sample in 100 ms, or the end when asked to stop.
+            match stopped.recv_timeout(Duration::from_millis(100)) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                _ => break,
             }
         });
         Sampler {
@@ -44,7 +46,7 @@ impl Sampler {
     }
 
     fn peak(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.stop.send(());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
