@@ -40,6 +40,12 @@ macro_rules! messages {
 
         /// The fast walker of each message.
         static FAST: [FastWalker; ALL.len()] = [$(fast::<{ Msg::$m as usize }>),*];
+
+        /// The fast walk's operation for each one-byte key of each message.
+        static TABLES: [[u8; 128]; ALL.len()] = [$(table(Msg::$m)),*];
+
+        /// Whether each message is an item (span, log record, data point).
+        static ITEM: [bool; ALL.len()] = [$(Msg::$m.is_item()),*];
     };
 }
 
@@ -287,7 +293,7 @@ impl Msg {
     }
 
     /// Whether one of these is an item (span, log record, data point).
-    fn is_item(self) -> bool {
+    const fn is_item(self) -> bool {
         matches!(
             self,
             Span | LogRecord | NumberPoint | HistogramPoint | ExpHistogramPoint | SummaryPoint
@@ -318,6 +324,64 @@ pub fn check_request(signal: Signal, buf: &[u8]) -> Result<usize, WireError> {
 /// "not valid" (`None`), so the common case carries no error bookkeeping.
 type FastWalker = fn(&[u8], u32) -> Option<u64>;
 
+// What the fast walk does with a field, decided once per (message, key) by [`op_for`] and
+// looked up in [`TABLES`] for one-byte keys (fields 1 to 15, nearly all of them).
+/// Refused: field 0, wire types 6 and 7, or a known field with another wire type.
+const OP_BAD: u8 = 0;
+/// An unknown field: skipped as the decoder skips it (groups and depth included).
+const OP_SKIP: u8 = 1;
+const OP_VARINT: u8 = 2;
+const OP_FIXED64: u8 = 3;
+const OP_FIXED32: u8 = 4;
+const OP_BYTES: u8 = 5;
+const OP_STR: u8 = 6;
+const OP_PACKED_VARINT: u8 = 7;
+const OP_PACKED_FIXED64: u8 = 8;
+/// A message field: `OP_MESSAGE + Msg as u8`.
+const OP_MESSAGE: u8 = 16;
+
+/// The fast walk's operation for field `number` of `msg` sent with wire type `wt`.
+const fn op_for(msg: Msg, number: u64, wt: u8) -> u8 {
+    if number == 0 || wt > 5 {
+        return OP_BAD;
+    }
+    match (msg.field(number).0, wt) {
+        (Unknown, _) => OP_SKIP,
+        (Varint | RepeatedVarint, 0) => OP_VARINT,
+        (Fixed64 | RepeatedFixed64, 1) => OP_FIXED64,
+        (Fixed32, 5) => OP_FIXED32,
+        (Bytes, 2) => OP_BYTES,
+        (Str, 2) => OP_STR,
+        (RepeatedVarint, 2) => OP_PACKED_VARINT,
+        (RepeatedFixed64, 2) => OP_PACKED_FIXED64,
+        (Message(m), 2) => OP_MESSAGE + m as u8,
+        _ => OP_BAD,
+    }
+}
+
+/// The operations of `msg`'s one-byte keys.
+const fn table(msg: Msg) -> [u8; 128] {
+    let mut t = [OP_BAD; 128];
+    let mut k = 0;
+    while k < 128 {
+        t[k] = op_for(msg, (k >> 3) as u64, (k & 7) as u8);
+        k += 1;
+    }
+    t
+}
+
+/// Whether message `m`'s fast walk is compiled into its parent `parent`'s: the attributes of
+/// the common messages and their values, walked in line instead of called.
+const fn in_line(parent: Msg, m: u8) -> bool {
+    match parent {
+        KeyValue => m == AnyValue as u8,
+        Span | Resource | Scope | LogRecord | NumberPoint | Event | Link => {
+            m == KeyValue as u8 || m == Status as u8
+        }
+        _ => false,
+    }
+}
+
 /// A varint at `*pos`, advancing it; `None` when it is truncated or overflows.
 #[inline(always)]
 fn fast_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
@@ -345,78 +409,102 @@ fn fast_varint_slow(buf: &[u8], pos: &mut usize) -> Option<u64> {
 
 /// Message `ALL[M]` in `buf` with depth budget `left`: its items, or `None` if invalid.
 fn fast<const M: usize>(buf: &[u8], left: u32) -> Option<u64> {
-    let msg = ALL[M];
+    fast_body::<M>(buf, left)
+}
+
+/// Message `m`'s fast walk from inside message `ALL[P]`: in line where [`in_line`] says so.
+#[inline(always)]
+fn fast_child<const P: usize>(m: u8, data: &[u8], left: u32) -> Option<u64> {
+    if in_line(ALL[P], m) {
+        if m == AnyValue as u8 {
+            return fast_body::<{ AnyValue as usize }>(data, left);
+        }
+        if m == KeyValue as u8 {
+            return fast_body::<{ KeyValue as usize }>(data, left);
+        }
+        if m == Status as u8 {
+            return fast_body::<{ Status as usize }>(data, left);
+        }
+    }
+    FAST[m as usize](data, left)
+}
+
+#[inline(always)]
+fn fast_body<const M: usize>(buf: &[u8], left: u32) -> Option<u64> {
     let len = buf.len();
     let mut pos = 0usize;
     let mut items = 0u64;
     let mut data_kind = 0u64;
     while pos < len {
-        // One-byte keys (fields 1 to 15) are nearly all of them.
         let b = buf[pos];
-        let key = if b < 0x80 {
+        let (op, key) = if b < 0x80 {
             pos += 1;
-            u64::from(b)
+            (TABLES[M][b as usize], u64::from(b))
         } else {
             let k = fast_varint_slow(buf, &mut pos)?;
             if k > u64::from(u32::MAX) {
                 return None;
             }
-            k
+            (op_for(ALL[M], k >> 3, (k & 7) as u8), k)
         };
-        // Field 0, wire types 6 and 7: as `Cursor::key`.
-        if key < 8 || key & 7 > 5 {
-            return None;
-        }
-        let number = key >> 3;
-        let wt = (key & 7) as u8;
-        match msg.field(number).0 {
-            Varint if wt == 0 => {
+        match op {
+            OP_VARINT => {
                 fast_varint(buf, &mut pos)?;
             }
-            Fixed64 if wt == 1 => {
+            OP_FIXED64 => {
                 pos += 8;
                 if pos > len {
                     return None;
                 }
             }
-            Fixed32 if wt == 5 => {
+            OP_FIXED32 => {
                 pos += 4;
                 if pos > len {
                     return None;
                 }
             }
-            RepeatedVarint if wt == 0 => {
-                fast_varint(buf, &mut pos)?;
-            }
-            RepeatedFixed64 if wt == 1 => {
-                pos += 8;
-                if pos > len {
-                    return None;
-                }
-            }
-            Unknown => {
+            OP_BAD => return None,
+            OP_SKIP => {
                 let mut c = Cursor { buf, pos, base: 0 };
-                c.skip(number, wt, left, 0).ok()?;
+                c.skip(key >> 3, (key & 7) as u8, left, 0).ok()?;
                 pos = c.pos;
             }
-            kind @ (Bytes | Str | Message(_) | RepeatedVarint | RepeatedFixed64) if wt == 2 => {
+            _ => {
                 let n = fast_varint(buf, &mut pos)?;
                 if n > (len - pos) as u64 {
                     return None;
                 }
                 let data = &buf[pos..pos + n as usize];
                 pos += n as usize;
-                match kind {
-                    Str if !is_utf8(data) => return None,
-                    Message(m) => {
+                match op {
+                    OP_BYTES => {}
+                    OP_STR => {
+                        if !is_utf8(data) {
+                            return None;
+                        }
+                    }
+                    OP_PACKED_VARINT => {
+                        let mut p = 0;
+                        while p < data.len() {
+                            fast_varint(data, &mut p)?;
+                        }
+                    }
+                    OP_PACKED_FIXED64 => {
+                        if data.len() % 8 != 0 {
+                            return None;
+                        }
+                    }
+                    _ => {
                         if left == 0 {
                             return None;
                         }
-                        let n = FAST[m as usize](data, left - 1)?;
-                        if m.is_item() {
+                        let m = op - OP_MESSAGE;
+                        let n = fast_child::<M>(m, data, left - 1)?;
+                        if ITEM[m as usize] {
                             items += 1;
-                        } else if M == Metric as usize && matches!(number, 5 | 7 | 9 | 10 | 11) {
-                            if number != data_kind {
+                        } else if M == Metric as usize {
+                            let number = key >> 3;
+                            if matches!(number, 5 | 7 | 9 | 10 | 11) && number != data_kind {
                                 data_kind = number;
                                 items = 0;
                             }
@@ -425,17 +513,8 @@ fn fast<const M: usize>(buf: &[u8], left: u32) -> Option<u64> {
                             items += n;
                         }
                     }
-                    RepeatedVarint => {
-                        let mut p = 0;
-                        while p < data.len() {
-                            fast_varint(data, &mut p)?;
-                        }
-                    }
-                    RepeatedFixed64 if data.len() % 8 != 0 => return None,
-                    _ => {}
                 }
             }
-            _ => return None,
         }
     }
     Some(items)
