@@ -16,3 +16,4 @@ pub mod pipeline;
 pub mod processors;
 pub mod receivers;
 pub mod telemetry;
+pub mod tls;

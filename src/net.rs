@@ -16,6 +16,8 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::tls::Stream;
 use tokio::task::JoinHandle;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -121,6 +123,8 @@ pub struct ConnTimeouts {
     /// request) after this long, and closed after the second duration more (gRPC
     /// `max_connection_age` and `max_connection_age_grace`).
     pub max_age: Option<(Duration, Option<Duration>)>,
+    /// A TLS handshake must finish within this (default [`TLS_HANDSHAKE_TIMEOUT`]).
+    pub handshake: Option<Duration>,
 }
 
 impl Default for ConnTimeouts {
@@ -134,6 +138,7 @@ impl Default for ConnTimeouts {
             max_concurrent_streams: None,
             ping: None,
             max_age: None,
+            handshake: None,
         }
     }
 }
@@ -276,9 +281,41 @@ where
         svc,
         protocol,
         ConnTimeouts::default(),
+        None,
         shutdown,
         grace,
     )
+}
+
+/// How long a client may take to finish its TLS handshake, unless the server says otherwise.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS handshakes in progress at once per server; past it, new connections wait in the
+/// listen backlog (so slow handshakes cannot pile up).
+pub const MAX_TLS_HANDSHAKES: usize = 256;
+
+/// The TLS handshake of a new connection, bounded by [`TLS_HANDSHAKE_TIMEOUT`]; a failure is
+/// logged at debug and counted.
+async fn handshake(
+    tls: &crate::tls::ServerTls,
+    stream: tokio::net::TcpStream,
+    limit: Duration,
+) -> Option<Stream> {
+    let peer = stream.peer_addr().ok();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(Stream::Tls(Box::new(s.into()))),
+        Ok(Err(e)) => {
+            tls.failures.inc();
+            tracing::debug!(?peer, "TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tls.failures.inc();
+            tracing::debug!(?peer, "TLS handshake not finished within {limit:?}");
+            None
+        }
+    }
 }
 
 /// [`serve`], closing connections that outstay `timeouts`.
@@ -287,6 +324,7 @@ pub fn serve_with<S, B>(
     svc: S,
     protocol: Protocol,
     timeouts: ConnTimeouts,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) -> JoinHandle<()>
@@ -328,15 +366,40 @@ where
         if !timeouts.keep_alive {
             builder.http1().keep_alive(false);
         }
+        let builder = Arc::new(builder);
         let slots = timeouts
             .max_connections
             .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
         // Every connection task holds a clone; when all are gone, all connections are.
         let (alive, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_TLS_HANDSHAKES));
+        if let Some(poll) = tls.as_ref().and_then(|t| t.poll_interval()) {
+            // Certificate files re-read while serving; ends with the server.
+            let (tls, mut stop) = (tls.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let Some(tls) = tls else { return };
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(poll) => {
+                            let t = tls.clone();
+                            let _ = tokio::task::spawn_blocking(move || t.refresh()).await;
+                        }
+                        _ = until_true(&mut stop) => return,
+                    }
+                }
+            });
+        }
         loop {
             let slot = match &slots {
                 Some(s) => tokio::select! {
                     p = Arc::clone(s).acquire_owned() => p.ok(),
+                    _ = until_true(&mut shutdown) => break,
+                },
+                None => None,
+            };
+            let handshake_slot = match &tls {
+                Some(_) => tokio::select! {
+                    p = Arc::clone(&handshakes).acquire_owned() => p.ok(),
                     _ = until_true(&mut shutdown) => break,
                 },
                 None => None,
@@ -353,17 +416,30 @@ where
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let opened = std::time::Instant::now();
-                    let act = Arc::new(Activity::default());
-                    act.last.store(1, Ordering::Relaxed);
-                    let io = Tracked { inner: stream, act: act.clone(), opened };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(io), svc.clone())
-                        .into_owned();
                     let (alive, stop) = (alive.clone(), shutdown.clone());
+                    let (builder, svc, tls) = (builder.clone(), svc.clone(), tls.clone());
                     tokio::spawn(async move {
                         let _slot = slot;
                         let _alive = alive;
+                        let stream = match &tls {
+                            Some(tls) => {
+                                let limit = timeouts.handshake.unwrap_or(TLS_HANDSHAKE_TIMEOUT);
+                                let conn = handshake(tls, stream, limit).await;
+                                drop(handshake_slot);
+                                match conn {
+                                    Some(c) => c,
+                                    None => return,
+                                }
+                            }
+                            None => Stream::Plain(stream),
+                        };
+                        let opened = std::time::Instant::now();
+                        let act = Arc::new(Activity::default());
+                        act.last.store(0, Ordering::Relaxed);
+                        let io = Tracked { inner: stream, act: act.clone(), opened };
+                        let conn = builder
+                            .serve_connection(TokioIo::new(io), svc)
+                            .into_owned();
                         run_connection(conn, stop, act, opened, timeouts).await;
                     });
                 }
@@ -391,7 +467,7 @@ async fn run_connection<C>(
     C: std::future::Future + GracefulConn,
 {
     let mut conn = std::pin::pin!(conn);
-    let dog = watchdog(act, opened, t);
+    let dog = watchdog(act.clone(), opened, t);
     tokio::pin!(dog);
     let age = async {
         match t.max_age {
@@ -402,6 +478,9 @@ async fn run_connection<C>(
     tokio::pin!(age);
     let mut finishing = false;
     let mut hard_stop: Option<tokio::time::Instant> = None;
+    // Stopping while the client has not sent a byte yet (a connection accepted just before a
+    // reload): its first request is still served, if it comes within this.
+    let mut first_request_until: Option<tokio::time::Instant> = None;
     loop {
         let until_hard = async {
             match hard_stop {
@@ -409,13 +488,34 @@ async fn run_connection<C>(
                 None => std::future::pending().await,
             }
         };
+        let first_request = async {
+            match first_request_until {
+                Some(until) => {
+                    while act.last.load(Ordering::Relaxed) == 0
+                        && tokio::time::Instant::now() < until
+                    {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = conn.as_mut() => return,
             _ = &mut dog => return,
             _ = until_hard => return,
+            _ = first_request => {
+                first_request_until = None;
+                conn.as_mut().begin_graceful_shutdown();
+            }
             _ = until_true(&mut stop), if !finishing => {
                 finishing = true;
-                conn.as_mut().begin_graceful_shutdown();
+                if act.last.load(Ordering::Relaxed) == 0 {
+                    first_request_until =
+                        Some(tokio::time::Instant::now() + FIRST_REQUEST_GRACE);
+                } else {
+                    conn.as_mut().begin_graceful_shutdown();
+                }
             }
             _ = &mut age, if !finishing => {
                 finishing = true;
@@ -427,6 +527,10 @@ async fn run_connection<C>(
         }
     }
 }
+
+/// How long a connection that has sent nothing yet when its server stops may still send its
+/// first request (which is then served).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// A connection that can be asked to finish what it is doing and close.
 pub trait GracefulConn {

@@ -22,13 +22,8 @@ pub enum Compression {
     None,
 }
 
-/// `tls` of the OTLP exporters. Only plaintext (`insecure: true`, or an `http://` endpoint)
-/// is supported so far; anything else is refused at validation rather than ignored.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsClientConfig {
-    pub insecure: bool,
-}
+/// `tls` of every exporter: the Collector's `configtls.ClientConfig`.
+pub type TlsClientConfig = crate::tls::TlsClientSetting;
 
 /// Header map as written in YAML.
 pub type Headers = BTreeMap<String, String>;
@@ -52,11 +47,9 @@ pub fn check_http_endpoint(key: &str, url: &str, example: &str) -> Option<(Strin
         return Some((key.into(), format!("is required (e.g. {example})")));
     }
     match url.parse::<http::Uri>() {
-        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => None,
-        Ok(u) if u.scheme_str() == Some("https") => Some((
-            key.into(),
-            "https is not supported yet: use an http:// URL".into(),
-        )),
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() => {
+            None
+        }
         _ => Some((
             key.into(),
             format!("invalid URL {url:?}: expected {}", example_shape(example)),
@@ -118,11 +111,17 @@ pub type HttpClient =
     hyper_util::client::legacy::Client<Connector, http_body_util::Full<bytes::Bytes>>;
 
 /// The HTTP client every HTTP exporter uses: keep-alive pool, no Nagle, 5 s connect timeout;
-/// through `proxy_url` when one is set (an `http://` proxy, sent absolute-form requests).
-pub fn http_client(proxy_url: Option<&str>) -> Result<HttpClient, String> {
+/// TLS with `tls` for `https://` URLs; through `proxy_url` when one is set (an `http://`
+/// proxy: plain requests in absolute form, `https://` ones through a CONNECT tunnel).
+pub fn http_client(proxy_url: Option<&str>, tls: &TlsClientConfig) -> Result<HttpClient, String> {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.set_nodelay(true);
+    http.enforce_http(false);
     http.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+    for w in tls.common.warnings() {
+        tracing::warn!("{w}");
+    }
+    let tls = crate::tls::ClientTls::new(tls, &[b"http/1.1"])?;
     let proxy = match proxy_url.filter(|p| !p.is_empty()) {
         Some(p) => Some(
             p.parse::<http::Uri>()
@@ -133,7 +132,7 @@ pub fn http_client(proxy_url: Option<&str>) -> Result<HttpClient, String> {
     Ok(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .build(Connector { http, proxy }),
+            .build(Connector { http, proxy, tls }),
     )
 }
 
@@ -155,6 +154,7 @@ pub fn check_proxy_url(proxy_url: Option<&str>) -> Option<(String, String)> {
 pub struct Connector {
     http: hyper_util::client::legacy::connect::HttpConnector,
     proxy: Option<http::Uri>,
+    tls: std::sync::Arc<crate::tls::ClientTls>,
 }
 
 type ConnectFuture = std::pin::Pin<
@@ -178,25 +178,85 @@ impl tower_service::Service<http::Uri> for Connector {
     }
 
     fn call(&mut self, dst: http::Uri) -> Self::Future {
+        let https = dst.scheme_str() == Some("https");
         let proxied = self.proxy.is_some();
-        let fut = self.http.call(self.proxy.clone().unwrap_or(dst));
+        let fut = self
+            .http
+            .call(self.proxy.clone().unwrap_or_else(|| dst.clone()));
+        let tls = self.tls.clone();
         Box::pin(async move {
-            let io = fut.await?;
-            Ok(ProxiedConn { io, proxied })
+            let tcp = fut.await?.into_inner();
+            if !https {
+                return Ok(ProxiedConn {
+                    io: hyper_util::rt::TokioIo::new(crate::tls::Stream::Plain(tcp)),
+                    proxied,
+                });
+            }
+            let host = dst.host().unwrap_or_default().to_string();
+            let mut tcp = tcp;
+            if proxied {
+                connect_tunnel(&mut tcp, &host, dst.port_u16().unwrap_or(443)).await?;
+            }
+            let tls = tls.connect(&host, tcp).await?;
+            Ok(ProxiedConn {
+                io: hyper_util::rt::TokioIo::new(crate::tls::Stream::Tls(Box::new(tls.into()))),
+                // Through a tunnel, requests go in origin form as to the server itself.
+                proxied: false,
+            })
         })
     }
+}
+
+/// Opens a CONNECT tunnel to `host:port` through the proxy at the other end of `tcp`.
+async fn connect_tunnel(
+    tcp: &mut tokio::net::TcpStream,
+    host: &str,
+    port: u16,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await?;
+    // The proxy's answer: a status line and headers, at most 8 KiB, read byte by byte so
+    // nothing of the tunnel is consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 8192 {
+            return Err(std::io::Error::other(
+                "proxy answered CONNECT with over 8 KiB of headers",
+            ));
+        }
+        let b = tcp.read_u8().await?;
+        head.push(b);
+    }
+    let status_line = String::from_utf8_lossy(&head);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    let ok = status_line
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|c| c == "200");
+    if !ok {
+        return Err(std::io::Error::other(format!(
+            "proxy refused CONNECT {target}: {status_line}"
+        )));
+    }
+    Ok(())
 }
 
 /// A connection that tells the client whether it goes through a proxy (so requests are sent
 /// in absolute form).
 pub struct ProxiedConn {
-    io: hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+    io: hyper_util::rt::TokioIo<crate::tls::Stream>,
     proxied: bool,
 }
 
 impl hyper_util::client::legacy::connect::Connection for ProxiedConn {
     fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        self.io.connected().proxy(self.proxied)
+        hyper_util::client::legacy::connect::Connected::new().proxy(self.proxied)
     }
 }
 

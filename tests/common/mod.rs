@@ -2,6 +2,7 @@
 //! ports, wait on conditions with deadlines, and an independent OTLP sink to count what
 //! arrives.
 #![allow(dead_code)]
+pub mod certs;
 pub mod loadgen;
 pub mod loki;
 pub mod prometheus;

@@ -11,6 +11,8 @@ pub struct Prometheus {
     pub port: u16,
     child: Child,
     dir: PathBuf,
+    /// Served over TLS: the CA that signed its certificate (queries go through curl).
+    tls_ca: Option<PathBuf>,
 }
 
 impl Prometheus {
@@ -20,11 +22,42 @@ impl Prometheus {
 
     /// Starts on a given port (a test that first runs weir against a backend that is down).
     pub fn start_on(port: u16) -> Prometheus {
+        Prometheus::start_with(port, None)
+    }
+
+    /// Serves over TLS (its `--web.config.file` with `tls_server_config`) with `cert` and
+    /// `key`, signed by `ca`.
+    pub fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> Prometheus {
+        Prometheus::start_with(free_port(), Some((cert, key, ca)))
+    }
+
+    fn start_with(
+        port: u16,
+        tls: Option<(&std::path::Path, &std::path::Path, &std::path::Path)>,
+    ) -> Prometheus {
         let bin = std::env::var("WEIR_TEST_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
         let dir = scratch_dir();
         let cfg = dir.join("prometheus.yml");
         std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").expect("write prometheus.yml");
-        let child = Command::new(&bin)
+        let mut cmd = Command::new(&bin);
+        if let Some((cert, key, _)) = tls {
+            let web = dir.join("web.yml");
+            std::fs::write(
+                &web,
+                format!(
+                    "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+                    cert.display(),
+                    key.display()
+                ),
+            )
+            .expect("write web.yml");
+            cmd.arg(format!("--web.config.file={}", web.display()));
+        }
+        let child = cmd
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
@@ -36,21 +69,50 @@ impl Prometheus {
             .unwrap_or_else(|e| {
                 panic!("cannot start {bin:?} ({e}): install it with `apt-get install -y prometheus` (.ci/run does)")
             });
-        let p = Prometheus { port, child, dir };
+        let p = Prometheus {
+            port,
+            child,
+            dir,
+            tls_ca: tls.map(|(_, _, ca)| ca.to_path_buf()),
+        };
         wait_until("prometheus ready", Duration::from_secs(30), || {
-            http_get(port, "/-/ready").is_some_and(|(s, _)| s == 200)
+            match &p.tls_ca {
+                None => http_get(port, "/-/ready").is_some_and(|(s, _)| s == 200),
+                Some(_) => p.get("/-/ready").is_some(),
+            }
         });
         p
     }
 
     pub fn write_url(&self) -> String {
-        format!("http://127.0.0.1:{}/api/v1/write", self.port)
+        let scheme = if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}/api/v1/write", self.port)
+    }
+
+    /// GET `path`: the body of a 200 answer.
+    fn get(&self, path: &str) -> Option<String> {
+        let Some(ca) = &self.tls_ca else {
+            return get_http10(self.port, path);
+        };
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "10", "--cacert"])
+            .arg(ca)
+            .arg(format!("https://127.0.0.1:{}{path}", self.port))
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Runs an instant query; returns the result vector as (labels, value) pairs.
     pub fn query(&self, q: &str) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
         let path = format!("/api/v1/query?query={}", urlencode(q));
-        let Some(body) = get_http10(self.port, &path) else {
+        let Some(body) = self.get(&path) else {
             return Vec::new();
         };
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();

@@ -645,7 +645,7 @@ impl LokiSender {
         cfg: &LokiExporterConfig,
         registry: &Arc<Registry>,
     ) -> Result<Arc<Self>, String> {
-        let client = crate::exporters::http_client(cfg.proxy_url.as_deref())?;
+        let client = crate::exporters::http_client(cfg.proxy_url.as_deref(), &cfg.tls)?;
         let url = cfg
             .endpoint
             .parse()

@@ -12,7 +12,8 @@ pub struct OtlpExporterConfig {
     /// `host:port` or `http://host:port` of the OTLP/gRPC backend (Tempo, Jaeger, another
     /// collector). Required.
     pub endpoint: String,
-    /// Plaintext only for now: `tls.insecure: true` or an `http://` endpoint.
+    /// TLS to the backend, on by default with the system's roots (as upstream);
+    /// `tls.insecure: true` or an `http://` endpoint means plaintext.
     pub tls: TlsClientConfig,
     /// Sent as gRPC metadata with every request (e.g. `X-Scope-OrgID`, auth tokens).
     pub headers: Headers,
@@ -75,13 +76,24 @@ impl Default for OtlpExporterConfig {
 }
 
 impl OtlpExporterConfig {
-    /// The URI tonic connects to.
+    /// The URI tonic connects to: always `http://host:port`, TLS being weir's own connector's
+    /// business (see [`uses_tls`](Self::uses_tls)).
     pub fn uri(&self) -> String {
-        if self.endpoint.contains("://") {
-            self.endpoint.clone()
-        } else {
-            format!("http://{}", self.endpoint)
+        let rest = self
+            .endpoint
+            .strip_prefix("http://")
+            .or_else(|| self.endpoint.strip_prefix("https://"))
+            .unwrap_or(&self.endpoint);
+        format!("http://{rest}")
+    }
+
+    /// TLS unless `tls.insecure: true` or an `http://` endpoint; an `https://` endpoint is
+    /// always TLS.
+    pub fn uses_tls(&self) -> bool {
+        if self.endpoint.starts_with("https://") {
+            return true;
         }
+        !(self.endpoint.starts_with("http://") || self.tls.insecure)
     }
 
     /// Keys accepted without effect, to warn about at start.
@@ -114,18 +126,14 @@ impl OtlpExporterConfig {
                 "endpoint".into(),
                 "is required (host:port of the OTLP/gRPC backend)".into(),
             ));
-        } else if self.endpoint.starts_with("https://")
-            || (!self.endpoint.starts_with("http://") && !self.tls.insecure)
-        {
-            errs.push((
-                "tls.insecure".into(),
-                "TLS is not supported yet: set tls.insecure: true (or use an http:// endpoint) for plaintext".into(),
-            ));
         } else if self.uri().parse::<http::Uri>().is_err() {
             errs.push((
                 "endpoint".into(),
                 format!("invalid endpoint {:?}", self.endpoint),
             ));
+        }
+        if self.uses_tls() {
+            errs.extend(self.tls.validate());
         }
         if self.timeout.0.is_zero() {
             errs.push(("timeout".into(), "must be greater than 0".into()));

@@ -36,8 +36,18 @@ impl OtlpGrpcSender {
         let endpoint = Endpoint::from_shared(cfg.uri())
             .map_err(|e| format!("invalid endpoint {:?}: {e}", cfg.endpoint))?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
             .http2_adaptive_window(true);
+        let tls = if cfg.uses_tls() {
+            for w in cfg.tls.common.warnings() {
+                tracing::warn!("otlp exporter: {w}");
+            }
+            Some(crate::tls::ClientTls::new(&cfg.tls, &[b"h2"])?)
+        } else {
+            None
+        };
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
         let endpoint = match &cfg.keepalive {
             Some(k) if !k.time.0.is_zero() => endpoint
                 .http2_keep_alive_interval(k.time.0)
@@ -64,7 +74,7 @@ impl OtlpGrpcSender {
             None => None,
         };
         Ok(Arc::new(OtlpGrpcSender {
-            channel: endpoint.connect_lazy(),
+            channel: endpoint.connect_with_connector_lazy(GrpcConnector { http, tls }),
             metadata,
             tenant_key,
             compression: match cfg.compression {
@@ -76,8 +86,64 @@ impl OtlpGrpcSender {
     }
 }
 
+/// Connects the gRPC channel: TCP, then TLS (ALPN `h2`) when configured.
+#[derive(Clone)]
+struct GrpcConnector {
+    http: hyper_util::client::legacy::connect::HttpConnector,
+    tls: Option<Arc<crate::tls::ClientTls>>,
+}
+
+type Io = hyper_util::rt::TokioIo<crate::tls::Stream>;
+
+impl tower_service::Service<http::Uri> for GrpcConnector {
+    type Response = Io;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = BoxFuture<'static, Result<Io, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: http::Uri) -> Self::Future {
+        let host = dst.host().unwrap_or_default().to_string();
+        let fut = self.http.call(dst);
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let tcp = fut.await?.into_inner();
+            let stream = match tls {
+                Some(tls) => {
+                    crate::tls::Stream::Tls(Box::new(tls.connect(&host, tcp).await?.into()))
+                }
+                None => crate::tls::Stream::Plain(tcp),
+            };
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        })
+    }
+}
+
 /// Sorts a gRPC failure into retryable or permanent, as the OTLP spec lists the codes.
 pub fn classify(status: &tonic::Status) -> ExportError {
+    // A status made here from a transport failure (connect, TLS handshake, reset), not one
+    // the server sent: the connection failed, which gRPC calls UNAVAILABLE; retried, and
+    // the cause named.
+    if let Some(mut cause) = std::error::Error::source(status) {
+        let mut message = format!("rpc error: code = Unavailable desc = {}", status.message());
+        loop {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            match cause.source() {
+                Some(next) => cause = next,
+                None => break,
+            }
+        }
+        return ExportError::Retryable {
+            message,
+            retry_after: None,
+        };
+    }
     let message = format!(
         "rpc error: code = {:?} desc = {}",
         status.code(),

@@ -89,6 +89,7 @@ impl OtlpHttpExporterConfig {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
         errs.extend(crate::exporters::check_proxy_url(self.proxy_url.as_deref()));
+        errs.extend(self.tls.validate());
         if self.endpoint.is_empty()
             && self.traces_endpoint.is_none()
             && self.metrics_endpoint.is_none()
@@ -107,14 +108,12 @@ impl OtlpHttpExporterConfig {
         ] {
             let Some(url) = url else { continue };
             match url.parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
-                Ok(u) if u.scheme_str() == Some("https") => errs.push((
-                    key.into(),
-                    "https is not supported yet: use an http:// URL".into(),
-                )),
+                Ok(u)
+                    if matches!(u.scheme_str(), Some("http" | "https"))
+                        && u.authority().is_some() => {}
                 _ => errs.push((
                     key.into(),
-                    format!("invalid URL {url:?}: expected http://host:port[/path]"),
+                    format!("invalid URL {url:?}: expected http(s)://host:port[/path]"),
                 )),
             }
         }

@@ -48,7 +48,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 impl OtlpHttpSender {
     pub fn new(cfg: &OtlpHttpExporterConfig) -> Result<Arc<Self>, String> {
-        let client = crate::exporters::http_client(cfg.proxy_url.as_deref())?;
+        let client = crate::exporters::http_client(cfg.proxy_url.as_deref(), &cfg.tls)?;
         if let Some(p) = &cfg.profiles_endpoint {
             tracing::warn!(
                 "otlphttp: profiles_endpoint {p:?} has no effect: weir has no profiles signal"

@@ -131,6 +131,7 @@ impl PrwExporterConfig {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
         errs.extend(crate::exporters::check_proxy_url(self.proxy_url.as_deref()));
+        errs.extend(self.tls.validate());
         errs.extend(crate::exporters::check_http_endpoint(
             "endpoint",
             &self.endpoint,

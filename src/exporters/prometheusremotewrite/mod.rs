@@ -47,7 +47,7 @@ impl PrwSender {
         cfg: &PrwExporterConfig,
         registry: &Registry,
     ) -> Result<Arc<Self>, String> {
-        let client = crate::exporters::http_client(cfg.proxy_url.as_deref())?;
+        let client = crate::exporters::http_client(cfg.proxy_url.as_deref(), &cfg.tls)?;
         let url = cfg
             .endpoint
             .parse()

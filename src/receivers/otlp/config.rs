@@ -52,6 +52,8 @@ pub struct GrpcConfig {
     /// these are accepted with a warning and have no effect.
     pub read_buffer_size: Option<u64>,
     pub write_buffer_size: Option<u64>,
+    /// TLS (and mTLS with `client_ca_file`); plaintext when absent.
+    pub tls: Option<crate::tls::TlsServerSetting>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -96,6 +98,7 @@ impl Default for GrpcConfig {
             keepalive: None,
             read_buffer_size: None,
             write_buffer_size: None,
+            tls: None,
         }
     }
 }
@@ -190,6 +193,8 @@ pub struct HttpConfig {
     /// Content-Encodings accepted (`""` = none). Upstream's default list; weir decodes all of
     /// them but `lz4`.
     pub compression_algorithms: Vec<String>,
+    /// TLS (and mTLS with `client_ca_file`); plaintext when absent.
+    pub tls: Option<crate::tls::TlsServerSetting>,
 }
 
 /// The Collector's default `compression_algorithms`.
@@ -258,6 +263,16 @@ impl HttpConfig {
             idle: (!idle.is_zero()).then_some(idle),
             write: some(&self.write_timeout),
             max_connections: Some(crate::net::MAX_HTTP_CONNECTIONS),
+            // As Go's HTTP server: the shortest of the read and write timeouts bounds the
+            // TLS handshake.
+            handshake: [
+                &self.read_header_timeout,
+                &self.read_timeout,
+                &self.write_timeout,
+            ]
+            .into_iter()
+            .filter_map(some)
+            .min(),
             keep_alive,
             ..Default::default()
         }
@@ -284,6 +299,7 @@ impl Default for HttpConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            tls: None,
         }
     }
 }
@@ -336,6 +352,11 @@ impl OtlpReceiverConfig {
             if let Err(e) = crate::net::check_endpoint(&g.endpoint) {
                 errs.push(("protocols.grpc.endpoint".into(), e));
             }
+            if let Some(t) = &g.tls {
+                for (k, e) in t.validate() {
+                    errs.push((format!("protocols.grpc.{k}"), e));
+                }
+            }
             if g.max_recv_msg_size_mib == 0 || g.max_recv_msg_size_mib > 4096 {
                 errs.push((
                     "protocols.grpc.max_recv_msg_size_mib".into(),
@@ -349,6 +370,11 @@ impl OtlpReceiverConfig {
         if let Some(h) = &self.protocols.http {
             if let Err(e) = crate::net::check_endpoint(&h.endpoint) {
                 errs.push(("protocols.http.endpoint".into(), e));
+            }
+            if let Some(t) = &h.tls {
+                for (k, e) in t.validate() {
+                    errs.push((format!("protocols.http.{k}"), e));
+                }
             }
             if h.keepalive.is_some() && !h.deprecations().is_empty() {
                 errs.push((

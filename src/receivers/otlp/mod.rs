@@ -80,6 +80,24 @@ pub async fn start(
     let mut tasks = Vec::new();
     let mut listeners = Vec::new();
     let registry = out.registry.clone();
+    // TLS settings read again here (the files may have changed since validation).
+    let server_tls = |t: &Option<crate::tls::TlsServerSetting>,
+                      transport: &'static str,
+                      endpoint: &str,
+                      alpn: &[&[u8]]| {
+        let Some(t) = t else { return Ok(None) };
+        for w in t.common.warnings() {
+            tracing::warn!(receiver = %id, "protocols.{transport}.{w}");
+        }
+        let failures = registry.counter(
+            "weir_receiver_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out (plaintext clients, bad or missing client certificates).",
+            &[("receiver", id.as_str()), ("transport", transport)],
+        );
+        crate::tls::ServerTls::new(t, alpn, failures)
+            .map(Some)
+            .map_err(|e| bind_err(endpoint, std::io::Error::other(format!("tls: {e}"))))
+    };
     if let Some(g) = &cfg.protocols.grpc {
         let (listener, kept) = listen("grpc", &g.endpoint, reuse)
             .await
@@ -109,6 +127,7 @@ pub async fn start(
             svc,
             Protocol::Http2Only,
             g.timeouts(),
+            server_tls(&g.tls, "grpc", &g.endpoint, &[b"h2"])?,
             shutdown.clone(),
             grace,
         ));
@@ -153,6 +172,7 @@ pub async fn start(
             svc,
             Protocol::Auto,
             h.timeouts(),
+            server_tls(&h.tls, "http", &h.endpoint, &[b"h2", b"http/1.1"])?,
             shutdown,
             grace,
         ));
