@@ -14,6 +14,7 @@ use crate::exporters::loki::config::LokiExporterConfig;
 use crate::exporters::otlp::config::OtlpExporterConfig;
 use crate::exporters::otlphttp::config::OtlpHttpExporterConfig;
 use crate::exporters::prometheusremotewrite::config::PrwExporterConfig;
+use crate::extensions::auth;
 use crate::extensions::health_check::HealthCheckConfig;
 use crate::pdata::Signal;
 use crate::processors::attributes::config::{AttributesConfig, ResourceConfig};
@@ -57,6 +58,8 @@ pub enum ConnectorConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExtensionConfig {
     HealthCheck(HealthCheckConfig),
+    /// `bearertokenauth`, `basicauth`, `headers_setter`: used through `auth:` references.
+    Auth(crate::extensions::auth::AuthConfig),
 }
 
 /// The kinds of component, as the config's sections name them.
@@ -202,6 +205,27 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         aliases: &[],
         signals: &[],
         description: "HTTP health endpoint (200 when ready)",
+    },
+    ComponentInfo {
+        kind: Kind::Extension,
+        type_name: "bearertokenauth",
+        aliases: &[],
+        signals: &[],
+        description: "bearer token authentication: receivers check it, exporters send it",
+    },
+    ComponentInfo {
+        kind: Kind::Extension,
+        type_name: "basicauth",
+        aliases: &[],
+        signals: &[],
+        description: "HTTP Basic authentication: receivers check htpasswd users, exporters send client_auth",
+    },
+    ComponentInfo {
+        kind: Kind::Extension,
+        type_name: "headers_setter",
+        aliases: &[],
+        signals: &[],
+        description: "exporter headers from the request's client metadata (e.g. forward X-Scope-OrgID)",
     },
 ];
 
@@ -558,6 +582,32 @@ impl Config {
                         }
                     }
                 }
+                "bearertokenauth" => {
+                    if let Some(c) = cx.decode::<auth::BearerTokenConfig>(&path, body) {
+                        if cx.problems(&path, c.validate()) {
+                            extensions
+                                .insert(id, ExtensionConfig::Auth(auth::AuthConfig::Bearer(c)));
+                        }
+                    }
+                }
+                "basicauth" => {
+                    if let Some(c) = cx.decode::<auth::BasicAuthConfig>(&path, body) {
+                        if cx.problems(&path, c.validate()) {
+                            extensions
+                                .insert(id, ExtensionConfig::Auth(auth::AuthConfig::Basic(c)));
+                        }
+                    }
+                }
+                "headers_setter" => {
+                    if let Some(c) = cx.decode::<auth::HeadersSetterConfig>(&path, body) {
+                        if cx.problems(&path, c.validate()) {
+                            extensions.insert(
+                                id,
+                                ExtensionConfig::Auth(auth::AuthConfig::HeadersSetter(c)),
+                            );
+                        }
+                    }
+                }
                 _ => cx.err(&path, unknown_type(Kind::Extension, &ty)),
             }
         }
@@ -573,6 +623,7 @@ impl Config {
 
         if let Some(service) = &service {
             cx.check_ports(&receivers, &extensions, service);
+            cx.resolve_auth(&mut receivers, &mut exporters, &extensions, service);
         }
 
         match service {
@@ -599,6 +650,79 @@ fn unknown_type(kind: Kind, ty: &str) -> String {
 }
 
 impl Ctx<'_> {
+    /// Points every `auth: {authenticator: id}` at its extension's settings, checking that the
+    /// extension exists, is enabled in `service.extensions`, and can serve that side.
+    fn resolve_auth(
+        &mut self,
+        receivers: &mut BTreeMap<String, ReceiverConfig>,
+        exporters: &mut BTreeMap<String, ExporterConfig>,
+        extensions: &BTreeMap<String, ExtensionConfig>,
+        service: &ServiceConfig,
+    ) {
+        let mut refs: Vec<(String, &mut auth::AuthRef, bool)> = Vec::new();
+        for (id, r) in receivers.iter_mut() {
+            let ReceiverConfig::Otlp(c) = r;
+            if let Some(a) = c.protocols.grpc.as_mut().and_then(|g| g.auth.as_mut()) {
+                refs.push((format!("receivers.{id}.protocols.grpc.auth"), a, true));
+            }
+            if let Some(a) = c.protocols.http.as_mut().and_then(|h| h.auth.as_mut()) {
+                refs.push((format!("receivers.{id}.protocols.http.auth"), a, true));
+            }
+        }
+        for (id, e) in exporters.iter_mut() {
+            let a = match e {
+                ExporterConfig::Otlp(c) => c.auth.as_mut(),
+                ExporterConfig::OtlpHttp(c) => c.auth.as_mut(),
+                ExporterConfig::Loki(c) => c.auth.as_mut(),
+                ExporterConfig::PrometheusRemoteWrite(c) => c.auth.as_mut(),
+                ExporterConfig::Debug(_) => None,
+            };
+            if let Some(a) = a {
+                refs.push((format!("exporters.{id}.auth"), a, false));
+            }
+        }
+        for (path, a, server) in refs {
+            let path = format!("{path}.authenticator");
+            let name = a.authenticator.clone();
+            let Some(ext) = extensions.get(&name) else {
+                self.err(
+                    &path,
+                    format!(
+                        "references extension {name:?}, which is not configured under extensions"
+                    ),
+                );
+                continue;
+            };
+            if !service.extensions.contains(&name) {
+                self.err(
+                    &path,
+                    format!("extension {name:?} is not enabled: add it to service.extensions"),
+                );
+                continue;
+            }
+            let ExtensionConfig::Auth(cfg) = ext else {
+                self.err(&path, format!("extension {name:?} is not an authenticator"));
+                continue;
+            };
+            let problem = match (cfg, server) {
+                (auth::AuthConfig::HeadersSetter(_), true) => Some(
+                    "headers_setter sets an exporter's headers; a receiver needs bearertokenauth or basicauth",
+                ),
+                (auth::AuthConfig::Basic(b), true) if b.htpasswd.is_none() => {
+                    Some("this basicauth has no htpasswd to check clients against")
+                }
+                (auth::AuthConfig::Basic(b), false) if b.client_auth.is_none() => {
+                    Some("this basicauth has no client_auth to send")
+                }
+                _ => None,
+            };
+            match problem {
+                Some(p) => self.err(&path, format!("extension {name:?}: {p}")),
+                None => a.resolved = Some(cfg.clone()),
+            }
+        }
+    }
+
     fn service(
         &mut self,
         root: &Mapping,
@@ -888,7 +1012,9 @@ impl Ctx<'_> {
             if !service.extensions.contains(id) {
                 continue;
             }
-            let ExtensionConfig::HealthCheck(c) = e;
+            let ExtensionConfig::HealthCheck(c) = e else {
+                continue;
+            };
             check(self, format!("extensions.{id}.endpoint"), &c.endpoint);
         }
         if let Some(addr) = service.telemetry.metrics_address() {

@@ -1,2 +1,3 @@
 //! Extensions: components outside pipelines.
+pub mod auth;
 pub mod health_check;

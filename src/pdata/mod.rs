@@ -92,6 +92,8 @@ pub struct Context {
     pub metadata: Option<Arc<Vec<(String, String)>>>,
     /// The tenant, once a stage has decided it.
     pub tenant: Option<Arc<str>>,
+    /// Who the client authenticated as (an `auth` authenticator or an mTLS certificate).
+    pub auth: Option<Arc<crate::extensions::auth::Identity>>,
     /// The bytes this data holds against the memory budget: given back when the last batch
     /// made from it is delivered or dropped.
     pub charge: Option<Arc<crate::pipeline::budget::Charge>>,

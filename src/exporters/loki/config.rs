@@ -77,6 +77,8 @@ pub struct LokiExporterConfig {
     pub compression: Compression,
     pub timeout: DurationValue,
     pub tls: TlsClientConfig,
+    /// `{authenticator: <extension id>}`: a client authenticator's headers on every request.
+    pub auth: Option<crate::extensions::auth::AuthRef>,
     pub sending_queue: QueueConfig,
     pub retry_on_failure: RetryConfig,
 }
@@ -98,6 +100,7 @@ impl Default for LokiExporterConfig {
             compression: Compression::None,
             timeout: Duration::from_secs(30).into(),
             tls: TlsClientConfig::default(),
+            auth: None,
             sending_queue: QueueConfig::default(),
             retry_on_failure: RetryConfig::default(),
         }

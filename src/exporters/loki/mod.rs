@@ -632,6 +632,8 @@ pub struct LokiSender {
     url: http::Uri,
     headers: HeaderMap,
     tenant_header: Option<HeaderName>,
+    /// The `auth` authenticator's headers, added to every request.
+    auth: Option<std::sync::Arc<crate::extensions::auth::ClientAuth>>,
     encoding: LokiEncoding,
     gzip: bool,
     max_bytes: usize,
@@ -658,6 +660,12 @@ impl LokiSender {
             url,
             headers,
             tenant_header,
+            auth: cfg
+                .auth
+                .as_ref()
+                .and_then(|a| a.resolved.as_ref())
+                .map(crate::extensions::auth::ClientAuth::build)
+                .transpose()?,
             encoding: cfg.encoding,
             gzip: cfg.compression == Compression::Gzip,
             max_bytes: cfg.max_batch_size_bytes,
@@ -679,6 +687,7 @@ impl LokiSender {
         req: &PushRequest,
         tenant: Option<&str>,
         records: usize,
+        ctx: &crate::pdata::Context,
     ) -> Result<(), ExportError> {
         let (body, ct, enc) = match self.encoding {
             LokiEncoding::Protobuf => {
@@ -722,6 +731,9 @@ impl LokiSender {
             r.headers_mut()
                 .insert(h.clone(), crate::exporters::tenant_value(t)?);
         }
+        if let Some(a) = &self.auth {
+            a.apply(ctx, r.headers_mut());
+        }
         let resp =
             self.client.request(r).await.map_err(|e| {
                 ExportError::retryable(format!("request to {} failed: {e}", self.url))
@@ -759,7 +771,7 @@ impl Sender for LokiSender {
                 let parts = split(t.streams, self.max_bytes);
                 for p in &parts {
                     let n: usize = p.streams.iter().map(|s| s.entries.len()).sum();
-                    self.post(p, t.tenant.as_deref(), n).await?;
+                    self.post(p, t.tenant.as_deref(), n, &batch.context).await?;
                 }
             }
             Ok(Sent::default())

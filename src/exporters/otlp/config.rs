@@ -15,6 +15,8 @@ pub struct OtlpExporterConfig {
     /// TLS to the backend, on by default with the system's roots (as upstream);
     /// `tls.insecure: true` or an `http://` endpoint means plaintext.
     pub tls: TlsClientConfig,
+    /// `{authenticator: <extension id>}`: a client authenticator's headers on every request.
+    pub auth: Option<crate::extensions::auth::AuthRef>,
     /// Sent as gRPC metadata with every request (e.g. `X-Scope-OrgID`, auth tokens).
     pub headers: Headers,
     /// A header carrying each request's tenant (set by the `tenant` processor), e.g.
@@ -61,6 +63,7 @@ impl Default for OtlpExporterConfig {
         OtlpExporterConfig {
             endpoint: String::new(),
             tls: TlsClientConfig::default(),
+            auth: None,
             headers: Headers::new(),
             tenant_header: None,
             compression: Compression::Gzip,

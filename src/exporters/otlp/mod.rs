@@ -27,6 +27,8 @@ pub struct OtlpGrpcSender {
     metadata: MetadataMap,
     tenant_key: Option<MetadataKey<tonic::metadata::Ascii>>,
     compression: Option<CompressionEncoding>,
+    /// The `auth` authenticator's headers, added to every request.
+    auth: Option<Arc<crate::extensions::auth::ClientAuth>>,
 }
 
 impl OtlpGrpcSender {
@@ -77,6 +79,12 @@ impl OtlpGrpcSender {
             channel: endpoint.connect_with_connector_lazy(GrpcConnector { http, tls }),
             metadata,
             tenant_key,
+            auth: cfg
+                .auth
+                .as_ref()
+                .and_then(|a| a.resolved.as_ref())
+                .map(crate::extensions::auth::ClientAuth::build)
+                .transpose()?,
             compression: match cfg.compression {
                 Compression::Gzip => Some(CompressionEncoding::Gzip),
                 Compression::Zstd => Some(CompressionEncoding::Zstd),
@@ -211,6 +219,11 @@ impl Sender for OtlpGrpcSender {
                     ExportError::permanent(format!("tenant {t:?} cannot be sent in a header"))
                 })?;
                 req.metadata_mut().insert(k.clone(), v);
+            }
+            if let Some(a) = &self.auth {
+                let mut headers = std::mem::take(req.metadata_mut()).into_headers();
+                a.apply(&batch.context, &mut headers);
+                *req.metadata_mut() = MetadataMap::from_headers(headers);
             }
             let path = PathAndQuery::from_static(batch.signal.grpc_path());
             match grpc.unary(req, path, BytesCodec).await {

@@ -28,6 +28,8 @@ pub struct OtlpHttpExporterConfig {
     /// (accepted so Collector configs load; weir warns when it is set).
     pub profiles_endpoint: Option<String>,
     pub tls: TlsClientConfig,
+    /// `{authenticator: <extension id>}`: a client authenticator's headers on every request.
+    pub auth: Option<crate::extensions::auth::AuthRef>,
     pub headers: Headers,
     /// An `http://host:port` proxy the requests go through (absolute-form requests).
     pub proxy_url: Option<String>,
@@ -53,6 +55,7 @@ impl Default for OtlpHttpExporterConfig {
             logs_endpoint: None,
             profiles_endpoint: None,
             tls: TlsClientConfig::default(),
+            auth: None,
             headers: Headers::new(),
             proxy_url: None,
             tenant_header: None,

@@ -22,6 +22,8 @@ pub struct OtlpHttpSender {
     urls: [Option<http::Uri>; 3],
     headers: HeaderMap,
     tenant_header: Option<HeaderName>,
+    /// The `auth` authenticator's headers, added to every request.
+    auth: Option<std::sync::Arc<crate::extensions::auth::ClientAuth>>,
     compression: Compression,
     encoding: Encoding,
 }
@@ -67,6 +69,12 @@ impl OtlpHttpSender {
             urls,
             headers,
             tenant_header,
+            auth: cfg
+                .auth
+                .as_ref()
+                .and_then(|a| a.resolved.as_ref())
+                .map(crate::extensions::auth::ClientAuth::build)
+                .transpose()?,
             compression: cfg.compression,
             encoding: cfg.encoding,
         }))
@@ -178,6 +186,9 @@ impl Sender for OtlpHttpSender {
             if let (Some(h), Some(t)) = (&self.tenant_header, &batch.context.tenant) {
                 req.headers_mut()
                     .insert(h.clone(), crate::exporters::tenant_value(t)?);
+            }
+            if let Some(a) = &self.auth {
+                a.apply(&batch.context, req.headers_mut());
             }
             let resp = self
                 .client

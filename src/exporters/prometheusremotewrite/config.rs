@@ -22,6 +22,8 @@ pub struct PrwExporterConfig {
     /// Per-request deadline (default 5s, as upstream).
     pub timeout: DurationValue,
     pub tls: TlsClientConfig,
+    /// `{authenticator: <extension id>}`: a client authenticator's headers on every request.
+    pub auth: Option<crate::extensions::auth::AuthRef>,
     /// Prefix for every metric name (`<namespace>_<name>`).
     pub namespace: String,
     /// Labels added to every series (a series' own label of the same name wins).
@@ -90,6 +92,7 @@ impl Default for PrwExporterConfig {
             tenant_header: None,
             timeout: Duration::from_secs(5).into(),
             tls: TlsClientConfig::default(),
+            auth: None,
             namespace: String::new(),
             external_labels: BTreeMap::new(),
             resource_to_telemetry_conversion: Toggle::default(),

@@ -35,6 +35,8 @@ pub struct PrwSender {
     url: http::Uri,
     headers: HeaderMap,
     tenant_header: Option<HeaderName>,
+    /// The `auth` authenticator's headers, added to every request.
+    auth: Option<std::sync::Arc<crate::extensions::auth::ClientAuth>>,
     settings: Settings,
     max_bytes: usize,
     dropped_delta: Counter,
@@ -76,6 +78,12 @@ impl PrwSender {
             url,
             headers,
             tenant_header,
+            auth: cfg
+                .auth
+                .as_ref()
+                .and_then(|a| a.resolved.as_ref())
+                .map(crate::extensions::auth::ClientAuth::build)
+                .transpose()?,
             settings: Settings {
                 namespace: cfg.namespace.clone(),
                 external_labels: external,
@@ -164,7 +172,8 @@ impl Sender for PrwSender {
                 }
             };
             for body in self.requests(req) {
-                self.post(body, batch.context.tenant.as_deref()).await?;
+                self.post(body, batch.context.tenant.as_deref(), &batch.context)
+                    .await?;
             }
             Ok(Sent::default())
         })
@@ -172,7 +181,12 @@ impl Sender for PrwSender {
 }
 
 impl PrwSender {
-    async fn post(&self, body: Vec<u8>, tenant: Option<&str>) -> Result<(), ExportError> {
+    async fn post(
+        &self,
+        body: Vec<u8>,
+        tenant: Option<&str>,
+        ctx: &crate::pdata::Context,
+    ) -> Result<(), ExportError> {
         let compressed = snap::raw::Encoder::new()
             .compress_vec(&body)
             .map_err(|e| ExportError::permanent(format!("snappy: {e}")))?;
@@ -194,6 +208,9 @@ impl PrwSender {
         if let (Some(h), Some(t)) = (&self.tenant_header, tenant) {
             req.headers_mut()
                 .insert(h.clone(), crate::exporters::tenant_value(t)?);
+        }
+        if let Some(a) = &self.auth {
+            a.apply(ctx, req.headers_mut());
         }
         let resp =
             self.client.request(req).await.map_err(|e| {

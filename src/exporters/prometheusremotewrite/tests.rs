@@ -726,6 +726,7 @@ async fn each_tenant_is_sent_under_its_own_header() {
         let mut b = one_gauge_batch();
         b.context = Arc::new(crate::pdata::Context {
             tenant: Some(Arc::from(t)),
+            auth: None,
             ..Default::default()
         });
         s.send(&b).await.expect("sent");

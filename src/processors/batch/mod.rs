@@ -79,6 +79,7 @@ impl BatchProcessor {
             transport: ctx.transport,
             metadata,
             tenant: ctx.tenant.clone(),
+            auth: None,
             charge: None,
         })
     }

@@ -133,6 +133,7 @@ fn metadata_keys_and_tenants_never_mix() {
     assert_eq!(out[0].context.metadata_value("other"), None);
     let tenant = |t: &str| Context {
         tenant: Some(Arc::from(t)),
+        auth: None,
         ..ctx("b")
     };
     p.process(encoded(2, tenant("t1")), &mut out);

@@ -85,6 +85,7 @@ fn run(
 ) -> ExportMetricsServiceRequest {
     let ctx = Context {
         tenant: tenant.map(Arc::from),
+        auth: None,
         ..Default::default()
     };
     let b = Batch::encoded(

@@ -54,6 +54,9 @@ pub struct TenantConfig {
     /// Bearer token -> tenant, from a file of `token tenant` lines (`#` comments). Re-read
     /// on reload.
     pub tokens_file: Option<PathBuf>,
+    /// Authenticated identity -> tenant, for the `auth` source: the user name a `basicauth`
+    /// authenticator accepted, or the token a `bearertokenauth` one accepted.
+    pub identities: BTreeMap<String, String>,
     /// Per-tenant rates, enforced by the receivers before they accept (429 /
     /// RESOURCE_EXHAUSTED with Retry-After to the tenant over its budget, and no one else).
     pub rate_limits: Option<RateLimits>,
@@ -89,6 +92,7 @@ impl Default for TenantConfig {
             trust_client_header: true,
             tokens: BTreeMap::new(),
             tokens_file: None,
+            identities: BTreeMap::new(),
             rate_limits: None,
         }
     }

@@ -50,6 +50,7 @@ pub struct TenantGate {
     default_tenant: Arc<str>,
     trust_header: bool,
     tokens: HashMap<String, Arc<str>>,
+    identities: HashMap<String, Arc<str>>,
     limits: Option<(Limits, HashMap<String, Limits>)>,
     buckets: Mutex<HashMap<(Arc<str>, u8), Bucket>>,
     refused: [Counter; 3],
@@ -83,6 +84,11 @@ impl TenantGate {
             trust_header: cfg.trust_client_header,
             tokens: cfg
                 .tokens
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::from(v.as_str())))
+                .collect(),
+            identities: cfg
+                .identities
                 .iter()
                 .map(|(k, v)| (k.clone(), Arc::from(v.as_str())))
                 .collect(),
@@ -139,7 +145,7 @@ impl Gate for TenantGate {
         items: usize,
         bytes: usize,
     ) -> Result<(), Refused> {
-        let auth = super::authenticated(ctx, &self.tokens);
+        let auth = super::authenticated(ctx, &self.tokens, &self.identities);
         if self.has_auth && auth.is_none() {
             let why = match super::credential(ctx) {
                 super::Credential::Absent => None,

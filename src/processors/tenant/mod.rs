@@ -98,10 +98,10 @@ pub fn prepare(cfg: &mut TenantConfig) -> Vec<(String, String)> {
             Err(e) => errs.push(("tokens_file".into(), e)),
         }
     }
-    if needs_tokens && cfg.tokens.is_empty() && errs.is_empty() {
+    if needs_tokens && cfg.tokens.is_empty() && cfg.identities.is_empty() && errs.is_empty() {
         errs.push((
             "tokens".into(),
-            "source auth needs tokens (inline) or tokens_file".into(),
+            "source auth needs tokens (inline), tokens_file or identities".into(),
         ));
     }
     let has_header = cfg
@@ -155,8 +155,24 @@ pub(crate) fn credential(ctx: &Context) -> Credential<'_> {
     }
 }
 
-/// The tenant a request's credential proves, if any.
-pub(crate) fn authenticated(ctx: &Context, tokens: &HashMap<String, Arc<str>>) -> Option<Arc<str>> {
+/// The tenant a request's credential proves, if any: the identity an authenticator accepted
+/// (through `identities`, or `tokens` for a bearer token), else a bearer token in the client's
+/// metadata.
+pub(crate) fn authenticated(
+    ctx: &Context,
+    tokens: &HashMap<String, Arc<str>>,
+    identities: &HashMap<String, Arc<str>>,
+) -> Option<Arc<str>> {
+    if let Some(id) = &ctx.auth {
+        if let Some(t) = identities.get(&*id.subject) {
+            return Some(t.clone());
+        }
+        if id.method == "bearertokenauth" {
+            if let Some(t) = tokens.get(&*id.subject) {
+                return Some(t.clone());
+            }
+        }
+    }
     match credential(ctx) {
         Credential::Bearer(t) => tokens.get(t).cloned(),
         Credential::Absent | Credential::Empty => None,
@@ -188,6 +204,7 @@ pub struct TenantProcessor {
     attribute: String,
     trust_header: bool,
     tokens: HashMap<String, Arc<str>>,
+    identities: HashMap<String, Arc<str>>,
     dropped_missing: Counter,
     dropped_spoofed: Counter,
     dropped_undecodable: Counter,
@@ -262,6 +279,11 @@ impl TenantProcessor {
                 .iter()
                 .map(|(k, v)| (k.clone(), Arc::from(v.as_str())))
                 .collect(),
+            identities: cfg
+                .identities
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::from(v.as_str())))
+                .collect(),
             dropped_missing: dropped("missing"),
             dropped_spoofed: dropped("header_mismatch"),
             dropped_undecodable: dropped("undecodable"),
@@ -269,7 +291,7 @@ impl TenantProcessor {
     }
 
     fn tenant(&self, ctx: &Context, resource: Option<&Resource>) -> Result<Arc<str>, NoTenant> {
-        let auth = authenticated(ctx, &self.tokens);
+        let auth = authenticated(ctx, &self.tokens, &self.identities);
         // Untrusted claims (a header, a resource attribute the client wrote) are honoured only
         // for a client that authenticated; otherwise anyone could write as any tenant.
         let claims_count = self.trust_header || auth.is_some();

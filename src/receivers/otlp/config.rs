@@ -54,6 +54,8 @@ pub struct GrpcConfig {
     pub write_buffer_size: Option<u64>,
     /// TLS (and mTLS with `client_ca_file`); plaintext when absent.
     pub tls: Option<crate::tls::TlsServerSetting>,
+    /// `{authenticator: <extension id>}`: requests must pass it (401 / UNAUTHENTICATED).
+    pub auth: Option<crate::extensions::auth::AuthRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -99,6 +101,7 @@ impl Default for GrpcConfig {
             read_buffer_size: None,
             write_buffer_size: None,
             tls: None,
+            auth: None,
         }
     }
 }
@@ -195,6 +198,8 @@ pub struct HttpConfig {
     pub compression_algorithms: Vec<String>,
     /// TLS (and mTLS with `client_ca_file`); plaintext when absent.
     pub tls: Option<crate::tls::TlsServerSetting>,
+    /// `{authenticator: <extension id>}`: requests must pass it (401 / UNAUTHENTICATED).
+    pub auth: Option<crate::extensions::auth::AuthRef>,
 }
 
 /// The Collector's default `compression_algorithms`.
@@ -300,6 +305,7 @@ impl Default for HttpConfig {
                 .map(|s| s.to_string())
                 .collect(),
             tls: None,
+            auth: None,
         }
     }
 }

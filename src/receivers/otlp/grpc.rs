@@ -35,9 +35,17 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
     type Error = Infallible;
     type Future = BoxFut<Result<Self::Response, Infallible>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
+            // Authentication first: a client that fails it learns nothing else.
+            match this.shared.authenticate(req.headers()) {
+                Ok(Some(id)) => {
+                    req.extensions_mut().insert(id);
+                }
+                Ok(None) => {}
+                Err(e) => return Ok(Status::unauthenticated(e).into_http()),
+            }
             let path = req.uri().path();
             let Some(signal) = Signal::ALL.into_iter().find(|s| s.grpc_path() == path) else {
                 return Ok(unimplemented(&format!("unknown method {path}")));
@@ -107,6 +115,10 @@ impl tonic::server::UnaryService<Bytes> for ExportSvc {
             } else {
                 None
             };
+            let auth = request
+                .extensions()
+                .get::<Arc<crate::extensions::auth::Identity>>()
+                .cloned();
             let body = request.into_inner();
             let items = check::check_request(signal, &body).map_err(|e| {
                 Status::invalid_argument(format!("malformed OTLP {signal} request: {e}"))
@@ -124,6 +136,7 @@ impl tonic::server::UnaryService<Bytes> for ExportSvc {
                 transport: "grpc",
                 metadata,
                 tenant: None,
+                auth,
                 charge: Some(Arc::new(charge)),
             });
             let batch = Batch::encoded(signal, body, items, ctx);

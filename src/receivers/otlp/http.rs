@@ -200,6 +200,7 @@ impl HttpService {
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return r;
         }
+
         let ct = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -215,6 +216,15 @@ impl HttpService {
                         "415 unsupported media type {ct:?}, supported: [application/json, application/x-protobuf]"
                     ),
                 )
+            }
+        };
+        let auth = match self.shared.authenticate(req.headers()) {
+            Ok(id) => id,
+            Err(e) => {
+                // Read what the client is still sending (bounded), so it reads the 401.
+                drain_body(req.into_body(), LINGER_MAX_BYTES).await;
+                let (code, grpc_code, msg, _) = refusal(Refused::Unauthenticated(e));
+                return status(code, grpc_code, &msg, enc);
             }
         };
         // The body's encoding: one the config accepts and weir decodes.
@@ -415,6 +425,7 @@ impl HttpService {
                     transport: "http",
                     metadata,
                     tenant: None,
+                    auth,
                     charge: Some(Arc::new(charge)),
                 }),
                 held: None,

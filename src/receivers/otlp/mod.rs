@@ -27,6 +27,57 @@ pub struct Shared {
     pub include_metadata: bool,
     pub grpc_counters: ReceiverCounters,
     pub http_counters: ReceiverCounters,
+    /// The `auth` authenticator every request must pass, if any.
+    pub auth: Option<crate::extensions::auth::ServerAuth>,
+    /// Requests it refused.
+    pub auth_failures: crate::telemetry::metrics::Counter,
+}
+
+impl Shared {
+    /// Runs the authenticator on a request's headers: who the client is, or why it is
+    /// refused (counted).
+    pub fn authenticate(
+        &self,
+        headers: &::http::HeaderMap,
+    ) -> Result<Option<Arc<crate::extensions::auth::Identity>>, String> {
+        let Some(a) = &self.auth else {
+            return Ok(None);
+        };
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        a.check(&get)
+            .map(|id| Some(Arc::new(id)))
+            .inspect_err(|_| self.auth_failures.inc())
+    }
+}
+
+/// A protocol's `auth` as its authenticator, and the counter of its refusals.
+fn server_auth(
+    registry: &crate::telemetry::metrics::Registry,
+    id: &str,
+    transport: &'static str,
+    auth: &Option<crate::extensions::auth::AuthRef>,
+) -> Result<
+    (
+        Option<crate::extensions::auth::ServerAuth>,
+        crate::telemetry::metrics::Counter,
+    ),
+    String,
+> {
+    let failures = registry.counter(
+        "weir_receiver_auth_failures_total",
+        "Requests refused by the receiver's authenticator (401 / UNAUTHENTICATED).",
+        &[("receiver", id), ("transport", transport)],
+    );
+    let auth = match auth.as_ref().and_then(|a| a.resolved.as_ref()) {
+        Some(cfg) => Some(crate::extensions::auth::ServerAuth::build(cfg)?),
+        None => None,
+    };
+    Ok((auth, failures))
 }
 
 /// A started receiver: its bound addresses, server tasks, and a duplicate of each listening
@@ -109,11 +160,15 @@ pub async fn start(
                 .local_addr()
                 .map_err(|e| bind_err(&g.endpoint, e))?,
         ));
+        let (auth, auth_failures) = server_auth(&registry, &id, "grpc", &g.auth)
+            .map_err(|e| bind_err(&g.endpoint, std::io::Error::other(format!("auth: {e}"))))?;
         let shared = Arc::new(Shared {
             out: out.clone(),
             include_metadata: g.include_metadata,
             grpc_counters: ReceiverCounters::new(&registry, &id, "grpc"),
             http_counters: ReceiverCounters::new(&registry, &id, "http"),
+            auth,
+            auth_failures,
         });
         let svc = grpc::GrpcService {
             shared,
@@ -149,11 +204,15 @@ pub async fn start(
                 .local_addr()
                 .map_err(|e| bind_err(&h.endpoint, e))?,
         ));
+        let (auth, auth_failures) = server_auth(&registry, &id, "http", &h.auth)
+            .map_err(|e| bind_err(&h.endpoint, std::io::Error::other(format!("auth: {e}"))))?;
         let shared = Arc::new(Shared {
             out: out.clone(),
             include_metadata: h.include_metadata,
             grpc_counters: ReceiverCounters::new(&registry, &id, "grpc"),
             http_counters: ReceiverCounters::new(&registry, &id, "http"),
+            auth,
+            auth_failures,
         });
         let svc = http::HttpService {
             shared,
