@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::extensions::auth::Identity;
 use crate::tls::Stream;
 use tokio::task::JoinHandle;
 
@@ -300,11 +301,26 @@ async fn handshake(
     tls: &crate::tls::ServerTls,
     stream: tokio::net::TcpStream,
     limit: Duration,
-) -> Option<Stream> {
+) -> Option<(Stream, Option<Arc<Identity>>)> {
     let peer = stream.peer_addr().ok();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
     match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => Some(Stream::Tls(Box::new(s.into()))),
+        Ok(Ok(s)) => {
+            // A verified client certificate (mTLS) names the client.
+            let id = s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| crate::tls::peer_common_name(c))
+                .map(|cn| {
+                    Arc::new(Identity {
+                        method: "mtls",
+                        subject: Arc::from(cn.as_str()),
+                    })
+                });
+            Some((Stream::Tls(Box::new(s.into())), id))
+        }
         Ok(Err(e)) => {
             tls.failures.inc();
             tracing::debug!(?peer, "TLS handshake failed: {e}");
@@ -421,7 +437,7 @@ where
                     tokio::spawn(async move {
                         let _slot = slot;
                         let _alive = alive;
-                        let stream = match &tls {
+                        let (stream, peer) = match &tls {
                             Some(tls) => {
                                 let limit = timeouts.handshake.unwrap_or(TLS_HANDSHAKE_TIMEOUT);
                                 let conn = handshake(tls, stream, limit).await;
@@ -431,8 +447,9 @@ where
                                     None => return,
                                 }
                             }
-                            None => Stream::Plain(stream),
+                            None => (Stream::Plain(stream), None),
                         };
+                        let svc = WithPeer { inner: svc, peer };
                         let opened = std::time::Instant::now();
                         let act = Arc::new(Activity::default());
                         act.last.store(0, Ordering::Relaxed);
@@ -525,6 +542,30 @@ async fn run_connection<C>(
                 }
             }
         }
+    }
+}
+
+/// A connection's service: every request carries the client's certificate identity (mTLS)
+/// in its extensions, as an `Arc<Identity>`.
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: Option<Arc<Identity>>,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for WithPeer<S>
+where
+    S: hyper::service::Service<Request<Incoming>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        if let Some(p) = &self.peer {
+            req.extensions_mut().insert(p.clone());
+        }
+        self.inner.call(req)
     }
 }
 

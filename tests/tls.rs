@@ -95,12 +95,15 @@ receivers:
       http:
         endpoint: "127.0.0.1:{http}"
         tls: {{cert_file: "{sc}", key_file: "{sk}", min_version: "1.2"}}
+processors:
+  # The mTLS client certificate's common name is the client's identity.
+  tenant: {{sources: [auth], identities: {{agent-1: team-mtls}}, default_tenant: anonymous}}
 exporters:
-  otlp: {{endpoint: "127.0.0.1:{sg}", tls: {{insecure: true}}, compression: none}}
+  otlp: {{endpoint: "127.0.0.1:{sg}", tls: {{insecure: true}}, compression: none, tenant_header: X-Scope-OrgID}}
 service:
   telemetry: {{metrics: {{address: "127.0.0.1:{tel}"}}}}
   pipelines:
-    traces: {{receivers: [otlp], exporters: [otlp]}}
+    traces: {{receivers: [otlp], processors: [tenant], exporters: [otlp]}}
 "#,
             sc = p(&scert),
             sk = p(&skey),

@@ -542,6 +542,56 @@ impl ServerTls {
     }
 }
 
+/// One DER element at the start of `d`: (tag, contents, rest).
+fn der(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, d) = d.split_first()?;
+    let (&first, mut d) = d.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || d.len() < n {
+            return None;
+        }
+        let len = d[..n]
+            .iter()
+            .fold(0usize, |a, &b| (a << 8) | usize::from(b));
+        d = &d[n..];
+        len
+    };
+    (d.len() >= len).then(|| (tag, &d[..len], &d[len..]))
+}
+
+/// The subject's common name (OID 2.5.4.3) of a DER certificate: who an mTLS client is.
+pub fn peer_common_name(cert: &[u8]) -> Option<String> {
+    let (_, certificate, _) = der(cert)?;
+    let (_, mut tbs, _) = der(certificate)?;
+    // version [0] is optional; then serial, signature algorithm, issuer, validity, subject.
+    if tbs.first() == Some(&0xa0) {
+        tbs = der(tbs)?.2;
+    }
+    for _ in 0..4 {
+        tbs = der(tbs)?.2;
+    }
+    let (_, mut subject, _) = der(tbs)?;
+    while !subject.is_empty() {
+        let (_, set, rest) = der(subject)?;
+        subject = rest;
+        let mut set = set;
+        while !set.is_empty() {
+            let (_, atv, rest) = der(set)?;
+            set = rest;
+            let (tag, oid, value) = der(atv)?;
+            let _ = tag;
+            if oid == [0x55, 0x04, 0x03] {
+                let (_, v, _) = der(value)?;
+                return String::from_utf8(v.to_vec()).ok();
+            }
+        }
+    }
+    None
+}
+
 /// Accepts any server certificate (`insecure_skip_verify`): signatures are still checked so
 /// the handshake is well-formed, the chain and name are not.
 #[derive(Debug)]

@@ -253,3 +253,19 @@ fn server_reloads_changed_files_and_keeps_old_on_error() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn the_common_name_of_a_client_certificate() {
+    let d = tmp("cn");
+    let pki = Pki::new(&d, "a");
+    let (cert, _) = pki.client("cli", "agent-42");
+    let der = CertificateDer::pem_file_iter(&cert)
+        .expect("pem")
+        .next()
+        .expect("one")
+        .expect("cert");
+    assert_eq!(peer_common_name(&der).as_deref(), Some("agent-42"));
+    assert_eq!(peer_common_name(b"\x30\x03\x02\x01"), None);
+    assert_eq!(peer_common_name(&[]), None);
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -274,7 +274,7 @@ fn tokens_file_and_config_errors() {
     let mut c: TenantConfig = serde_yaml::from_str("sources: [auth]").expect("yaml");
     assert_eq!(
         prepare(&mut c)[0].1,
-        "source auth needs tokens (inline) or tokens_file"
+        "source auth needs tokens (inline), tokens_file or identities"
     );
     let mut c: TenantConfig =
         serde_yaml::from_str("sources: [{header: X-Scope-OrgID}]\ntrust_client_header: false")
@@ -287,4 +287,43 @@ fn tokens_file_and_config_errors() {
         )]
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_authenticated_identity_names_the_tenant() {
+    use crate::extensions::auth::Identity;
+    let (mut p, _) = processor(
+        "sources: [auth, {header: X-Scope-OrgID}]\ntrust_client_header: false\nidentities: {alice: team-a, agent-7: team-c}\ntokens: {tokB: team-b}\nmissing: reject",
+    );
+    let mut with = |method: &'static str, subject: &str, md: &[(&str, &str)]| {
+        let ctx = Context {
+            metadata: Some(Arc::new(
+                md.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )),
+            auth: Some(Arc::new(Identity {
+                method,
+                subject: Arc::from(subject),
+            })),
+            ..Default::default()
+        };
+        let b = Batch::encoded(
+            Signal::Logs,
+            Bytes::from(logs(&["x"]).encode_to_vec()),
+            0,
+            Arc::new(ctx),
+        );
+        let mut out = Vec::new();
+        p.process(b, &mut out);
+        out.iter()
+            .map(|b| b.context.tenant.as_deref().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(with("basicauth", "alice", &[]), vec!["team-a"]);
+    assert_eq!(with("mtls", "agent-7", &[]), vec!["team-c"]);
+    // A bearertokenauth identity is its token: the tokens table maps it too.
+    assert_eq!(with("bearertokenauth", "tokB", &[]), vec!["team-b"]);
+    // An identity with no tenant, and a header claiming one: nothing (missing: reject).
+    assert!(with("basicauth", "mallory", &[("x-scope-orgid", "team-a")]).is_empty());
 }

@@ -219,7 +219,12 @@ impl HttpService {
             }
         };
         let auth = match self.shared.authenticate(req.headers()) {
-            Ok(id) => id,
+            // No authenticator: the mTLS client certificate, if any, says who the client is.
+            Ok(id) => id.or_else(|| {
+                req.extensions()
+                    .get::<Arc<crate::extensions::auth::Identity>>()
+                    .cloned()
+            }),
             Err(e) => {
                 // Read what the client is still sending (bounded), so it reads the 401.
                 drain_body(req.into_body(), LINGER_MAX_BYTES).await;
