@@ -26,16 +26,34 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
 json() { python3 -c 'import json,sys; d=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(d'"$1"')'; }
 
+# Certificates for the TLS rows: one CA, a certificate for 127.0.0.1 used by weir and the sink.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench-ca \
+  -keyout "$WORK/ca-key.pem" -out "$WORK/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 \
+  -keyout "$WORK/key.pem" -out "$WORK/csr.pem" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' > "$WORK/san.cnf"
+openssl x509 -req -in "$WORK/csr.pem" -CA "$WORK/ca.pem" -CAkey "$WORK/ca-key.pem" -CAcreateserial \
+  -days 2 -extfile "$WORK/san.cnf" -out "$WORK/cert.pem" 2>/dev/null
+
 ROWS=()
 # run NAME SIGNAL PROCESSORS EXPORTER_KIND [LOADGEN ARGS...]
+# TLS_IN=1: the client speaks TLS to weir; TLS_OUT=1: weir speaks TLS to the sink.
 run() {
   local name="$1" signal="$2" procs="$3" exporter="$4"; shift 4
   local grpc sinkp; grpc=$(port); sinkp=$(port)
-  local exp
+  local exp rtls="" etls="tls: {insecure: true}" send_tls=() sink_tls=()
+  if [ "${TLS_IN:-0}" = 1 ]; then
+    rtls=", tls: {cert_file: \"$WORK/cert.pem\", key_file: \"$WORK/key.pem\"}"
+    send_tls=(--tls-ca "$WORK/ca.pem")
+  fi
+  if [ "${TLS_OUT:-0}" = 1 ]; then
+    etls="tls: {ca_file: \"$WORK/ca.pem\"}"
+    sink_tls=(--tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
+  fi
   case "$exporter" in
     otlp) exp="otlp:
     endpoint: 127.0.0.1:$sinkp
-    tls: {insecure: true}
+    $etls
     compression: none" ;;
     prw) exp="prometheusremotewrite:
     endpoint: http://127.0.0.1:$sinkp/api/v1/write" ;;
@@ -48,7 +66,7 @@ run() {
 receivers:
   otlp:
     protocols:
-      grpc: {endpoint: "127.0.0.1:$grpc", max_recv_msg_size_mib: 64}
+      grpc: {endpoint: "127.0.0.1:$grpc", max_recv_msg_size_mib: 64$rtls}
 processors:
   batch: {timeout: 200ms}
   tenant: {sources: [{static: team-a}]}
@@ -67,7 +85,7 @@ service:
     $signal: {receivers: [otlp], processors: [$procs], exporters: [$expid]}
 EOF
   # shellcheck disable=SC2086 # SINK_EXTRA is a list of arguments
-  taskset -c "$LOAD_CPU" "$LOADGEN" sink --listen "127.0.0.1:$sinkp" --idle 3s ${SINK_EXTRA:-} > "$WORK/sink.json" 2>/dev/null &
+  taskset -c "$LOAD_CPU" "$LOADGEN" sink --listen "127.0.0.1:$sinkp" --idle 3s "${sink_tls[@]}" ${SINK_EXTRA:-} > "$WORK/sink.json" 2>/dev/null &
   local sinkpid=$!
   wait_port "$sinkp"
   taskset -c "$WEIR_CPU" "$WEIR" --config "$WORK/cfg.yaml" 2> "$WORK/weir.log" &
@@ -77,7 +95,7 @@ EOF
   local idle; idle=$(rss_kib $weirpid)
   ( peak=0; while kill -0 $weirpid 2>/dev/null; do r=$(rss_kib $weirpid); [ "${r:-0}" -gt "$peak" ] && peak=$r && echo $peak > "$WORK/peak"; sleep 0.2; done ) &
   local sampler=$!
-  taskset -c "$LOAD_CPU" "$LOADGEN" send --endpoint "127.0.0.1:$grpc" --signal "$signal" --duration "${SECS}s" --conns "$CONNS" --batch "$BATCH" "$@" > "$WORK/send.json"
+  taskset -c "$LOAD_CPU" "$LOADGEN" send --endpoint "127.0.0.1:$grpc" --signal "$signal" --duration "${SECS}s" --conns "$CONNS" --batch "$BATCH" "${send_tls[@]}" "$@" > "$WORK/send.json"
   sleep 1.5   # batch timeouts, tail-sampling decisions
   kill -TERM $weirpid; wait $weirpid 2>/dev/null || true
   kill $sampler 2>/dev/null || true
@@ -100,6 +118,8 @@ EOF
 
 run "traces pass-through, small spans" traces "" otlp
 SAT=$LAST_RATE
+TLS_IN=1 TLS_OUT=1 run "traces pass-through, small spans, TLS in and out" traces "" otlp
+TLS_IN=1 run "traces pass-through, small spans, TLS in only" traces "" otlp
 run "traces pass-through, large spans" traces "" otlp --shape large
 run "traces pass-through, small, client gzip" traces "" otlp --gzip
 run "traces pass-through, small, client zstd" traces "" otlp --zstd

@@ -3,8 +3,9 @@
 //! ```text
 //! weir-loadgen send --endpoint 127.0.0.1:4317 [--protocol grpc|http] [--signal traces|metrics|logs]
 //!                   [--batch 512] [--conns 4] [--duration 10s] [--rate 0] [--gzip]
-//!                   [--shape small|large] [--header K=V]...
+//!                   [--shape small|large] [--header K=V]... [--tls-ca FILE]
 //! weir-loadgen sink --listen 127.0.0.1:5317 [--idle 2s] [--duration 0] [--delay 0]
+//!                   [--tls-cert FILE --tls-key FILE]
 //! ```
 //!
 //! `send` pre-encodes one request and patches fresh trace and span ids into a copy for every
@@ -49,7 +50,9 @@ weir-loadgen: OTLP load generator and counting sink
   weir-loadgen send --endpoint HOST:PORT [--protocol grpc|http] [--signal traces|metrics|logs]
                     [--batch 512] [--conns 4] [--duration 10s] [--rate 0] [--gzip | --zstd]
                     [--shape small|large] [--header K=V]...
-  weir-loadgen sink --listen HOST:PORT [--idle 2s] [--duration 0] [--delay 0]";
+  weir-loadgen sink --listen HOST:PORT [--idle 2s] [--duration 0] [--delay 0]
+                    [--tls-cert FILE --tls-key FILE]
+  (send over TLS: --tls-ca FILE, gRPC only)";
 
 fn kv(k: &str, v: &str) -> KeyValue {
     KeyValue {
@@ -346,6 +349,15 @@ async fn send(args: Args) -> Result<String, String> {
     let gzip = args.flag("--gzip");
     let zstd = args.flag("--zstd");
     let shape = args.get("--shape").unwrap_or("small").to_owned();
+    // gRPC over TLS, trusting this CA.
+    let tls = match args.get("--tls-ca") {
+        Some(ca) => {
+            let mut s = weir::tls::TlsClientSetting::default();
+            s.common.ca_file = ca.to_owned();
+            Some(weir::tls::ClientTls::new(&s, &[b"h2"])?)
+        }
+        None => None,
+    };
     let headers: Vec<(String, String)> = args
         .all("--header")
         .into_iter()
@@ -360,12 +372,13 @@ async fn send(args: Args) -> Result<String, String> {
         (rate > 0).then(|| Duration::from_secs_f64(batch as f64 * conns as f64 / rate as f64));
     let mut tasks = Vec::new();
     for c in 0..conns {
-        let (tpl, totals, endpoint, protocol, headers) = (
+        let (tpl, totals, endpoint, protocol, headers, tls) = (
             tpl.clone(),
             totals.clone(),
             endpoint.clone(),
             protocol.clone(),
             headers.clone(),
+            tls.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut local = Totals::default();
@@ -385,6 +398,7 @@ async fn send(args: Args) -> Result<String, String> {
             } else {
                 send_grpc(
                     &endpoint,
+                    tls,
                     signal,
                     &tpl,
                     c,
@@ -445,6 +459,7 @@ async fn send(args: Args) -> Result<String, String> {
 #[allow(clippy::too_many_arguments)]
 async fn send_grpc(
     endpoint: &str,
+    tls: Option<Arc<weir::tls::ClientTls>>,
     signal: Signal,
     tpl: &Template,
     conn: u64,
@@ -459,12 +474,16 @@ async fn send_grpc(
     } else {
         format!("http://{endpoint}")
     };
-    let channel = tonic::transport::Endpoint::from_shared(uri)
+    let endpoint = tonic::transport::Endpoint::from_shared(uri)
         .map_err(|e| e.to_string())?
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+        .tcp_nodelay(true);
+    let channel = match tls {
+        Some(tls) => endpoint
+            .connect_with_connector(weir::exporters::otlp::GrpcConnector::new(Some(tls)))
+            .await
+            .map_err(|e| e.to_string())?,
+        None => endpoint.connect().await.map_err(|e| e.to_string())?,
+    };
     let mut grpc = tonic::client::Grpc::new(channel);
     if gzip {
         grpc = grpc.send_compressed(CompressionEncoding::Gzip);
@@ -751,10 +770,25 @@ async fn sink(args: Args) -> Result<String, String> {
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let counts = Arc::new(SinkCounts::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = weir::net::serve(
+    // TLS with this certificate and key.
+    let tls = match (args.get("--tls-cert"), args.get("--tls-key")) {
+        (Some(cert), Some(key)) => {
+            let mut s = weir::tls::TlsServerSetting::default();
+            s.common.cert_file = cert.to_owned();
+            s.common.key_file = key.to_owned();
+            let registry = weir::telemetry::metrics::Registry::new();
+            let failures = registry.counter("tls_failures", "TLS handshakes that failed.", &[]);
+            Some(weir::tls::ServerTls::new(&s, &[b"h2", b"http/1.1"], failures)?)
+        }
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    let server = weir::net::serve_with(
         listener,
         SinkService(counts.clone(), delay),
         weir::net::Protocol::Auto,
+        weir::net::ConnTimeouts::default(),
+        tls,
         stop_rx,
         Duration::from_secs(1),
     );

@@ -47,9 +47,6 @@ impl OtlpGrpcSender {
         } else {
             None
         };
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
         let endpoint = match &cfg.keepalive {
             Some(k) if !k.time.0.is_zero() => endpoint
                 .http2_keep_alive_interval(k.time.0)
@@ -76,7 +73,7 @@ impl OtlpGrpcSender {
             None => None,
         };
         Ok(Arc::new(OtlpGrpcSender {
-            channel: endpoint.connect_with_connector_lazy(GrpcConnector { http, tls }),
+            channel: endpoint.connect_with_connector_lazy(GrpcConnector::new(tls)),
             metadata,
             tenant_key,
             auth: cfg
@@ -96,12 +93,23 @@ impl OtlpGrpcSender {
 
 /// Connects the gRPC channel: TCP, then TLS (ALPN `h2`) when configured.
 #[derive(Clone)]
-struct GrpcConnector {
+pub struct GrpcConnector {
     http: hyper_util::client::legacy::connect::HttpConnector,
     tls: Option<Arc<crate::tls::ClientTls>>,
 }
 
-type Io = hyper_util::rt::TokioIo<crate::tls::Stream>;
+impl GrpcConnector {
+    /// No Nagle; TLS with `tls` when given. Give tonic an `http://` URI either way.
+    pub fn new(tls: Option<Arc<crate::tls::ClientTls>>) -> GrpcConnector {
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        GrpcConnector { http, tls }
+    }
+}
+
+/// The connection a [`GrpcConnector`] makes.
+pub type Io = hyper_util::rt::TokioIo<crate::tls::Stream>;
 
 impl tower_service::Service<http::Uri> for GrpcConnector {
     type Response = Io;
