@@ -310,6 +310,37 @@ service:
         handshake_failures(tel) > before
     });
     weir.stop();
+
+    // The other way round: weir's otlp exporter speaks TLS by default, here to a plaintext
+    // sink. The handshake fails, the export is retried as UNAVAILABLE, nothing arrives.
+    let http = free_port();
+    let weir = Weir::start(
+        &format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+exporters:
+  otlp: {{endpoint: "127.0.0.1:{}", tls: {{ca_file: "{}"}}}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp]}}
+"#,
+            sink.grpc_port,
+            p(&pki.ca())
+        ),
+        http,
+    );
+    let url = format!("http://127.0.0.1:{http}/v1/traces");
+    assert_eq!(curl(&url, &traces_json(2, "plain-sink"), &[]), (0, 200));
+    wait_until("the TLS failure logged and retried", Duration::from_secs(15), || {
+        let log = weir.log();
+        log.contains("code = Unavailable") && log.contains("retry")
+    });
+    assert_eq!(sink.state.spans(), 0);
+    weir.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
