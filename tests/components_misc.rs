@@ -207,6 +207,35 @@ service:
     )
     .await;
     assert!(weir.stop().success());
+
+    // Without proxy_url, the environment's HTTP_PROXY, as the Collector (Go) reads it; a host
+    // NO_PROXY lists goes direct (and, not resolving, never arrives).
+    let direct = yaml.replace(
+        &format!("    proxy_url: http://127.0.0.1:{}\n", sink.http_port),
+        "",
+    );
+    assert!(!direct.contains("proxy_url"));
+    let proxy_env = format!("127.0.0.1:{}", sink.http_port);
+    let weir = Weir::start_with_env(
+        &direct,
+        http,
+        &[],
+        &[
+            ("HTTP_PROXY", proxy_env.as_str()),
+            ("NO_PROXY", "example.com,.svc"),
+        ],
+    );
+    tokio::task::spawn_blocking(move || post_span(http))
+        .await
+        .expect("post");
+    common::wait_until_async(
+        "the span through HTTP_PROXY",
+        Duration::from_secs(10),
+        || sink.state.spans() == 2,
+    )
+    .await;
+    assert!(weir.stop().success());
+
     // A proxy weir cannot use is refused at validation.
     let dir = common::scratch_dir();
     let f = dir.join("proxy.yaml");

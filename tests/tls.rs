@@ -335,10 +335,14 @@ service:
     );
     let url = format!("http://127.0.0.1:{http}/v1/traces");
     assert_eq!(curl(&url, &traces_json(2, "plain-sink"), &[]), (0, 200));
-    wait_until("the TLS failure logged and retried", Duration::from_secs(15), || {
-        let log = weir.log();
-        log.contains("code = Unavailable") && log.contains("retry")
-    });
+    wait_until(
+        "the TLS failure logged and retried",
+        Duration::from_secs(15),
+        || {
+            let log = weir.log();
+            log.contains("code = Unavailable") && log.contains("retry")
+        },
+    );
     assert_eq!(sink.state.spans(), 0);
     weir.stop();
     let _ = std::fs::remove_dir_all(&dir);

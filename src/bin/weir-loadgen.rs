@@ -778,7 +778,11 @@ async fn sink(args: Args) -> Result<String, String> {
             s.common.key_file = key.to_owned();
             let registry = weir::telemetry::metrics::Registry::new();
             let failures = registry.counter("tls_failures", "TLS handshakes that failed.", &[]);
-            Some(weir::tls::ServerTls::new(&s, &[b"h2", b"http/1.1"], failures)?)
+            Some(weir::tls::ServerTls::new(
+                &s,
+                &[b"h2", b"http/1.1"],
+                failures,
+            )?)
         }
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),

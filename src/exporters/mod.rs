@@ -123,11 +123,13 @@ pub fn http_client(proxy_url: Option<&str>, tls: &TlsClientConfig) -> Result<Htt
     }
     let tls = crate::tls::ClientTls::new(tls, &[b"http/1.1"])?;
     let proxy = match proxy_url.filter(|p| !p.is_empty()) {
-        Some(p) => Some(
+        Some(p) => Proxy::Fixed(
             p.parse::<http::Uri>()
                 .map_err(|e| format!("invalid proxy_url {p:?}: {e}"))?,
         ),
-        None => None,
+        None => Proxy::Env(std::sync::Arc::new(EnvProxy::from_env(|k| {
+            std::env::var(k).ok()
+        }))),
     };
     Ok(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -149,11 +151,131 @@ pub fn check_proxy_url(proxy_url: Option<&str>) -> Option<(String, String)> {
     }
 }
 
+/// Where an HTTP exporter's requests go through.
+#[derive(Clone)]
+enum Proxy {
+    /// `proxy_url`.
+    Fixed(http::Uri),
+    /// No `proxy_url`: the environment's, as Go's `ProxyFromEnvironment` reads it.
+    Env(std::sync::Arc<EnvProxy>),
+}
+
+impl Proxy {
+    fn for_dst(&self, dst: &http::Uri) -> Option<http::Uri> {
+        match self {
+            Proxy::Fixed(p) => Some(p.clone()),
+            Proxy::Env(e) => e.for_dst(dst),
+        }
+    }
+}
+
+/// `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` (upper case first, then lower case), read once.
+#[derive(Debug, Default, PartialEq)]
+pub struct EnvProxy {
+    http: Option<http::Uri>,
+    https: Option<http::Uri>,
+    no_proxy: Vec<String>,
+}
+
+impl EnvProxy {
+    /// From the variables `get` returns. A proxy weir cannot use (not `http://`) is skipped
+    /// with a warning.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> EnvProxy {
+        let any = |names: [&str; 2]| {
+            names
+                .into_iter()
+                .find_map(|n| get(n).filter(|v| !v.is_empty()))
+        };
+        let proxy = |names: [&str; 2]| {
+            let v = any(names)?;
+            // Go reads a proxy without a scheme as http://.
+            let v = if v.contains("://") {
+                v
+            } else {
+                format!("http://{v}")
+            };
+            match v.parse::<http::Uri>() {
+                Ok(u) if u.scheme_str() == Some("http") && u.host().is_some() => Some(u),
+                _ => {
+                    tracing::warn!(
+                        "{}={v:?} is not an http:// proxy weir can use; requests go direct",
+                        names[0]
+                    );
+                    None
+                }
+            }
+        };
+        EnvProxy {
+            http: proxy(["HTTP_PROXY", "http_proxy"]),
+            https: proxy(["HTTPS_PROXY", "https_proxy"]),
+            no_proxy: any(["NO_PROXY", "no_proxy"])
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_ascii_lowercase())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The proxy for `dst`, if any: never for localhost or a loopback address (as Go), nor
+    /// for a host `NO_PROXY` lists (`*`, a name and its subdomains, `.suffix`, `host:port`,
+    /// an IP address).
+    pub fn for_dst(&self, dst: &http::Uri) -> Option<http::Uri> {
+        let proxy = if dst.scheme_str() == Some("https") {
+            self.https.as_ref()
+        } else {
+            self.http.as_ref()
+        }?;
+        let host = dst
+            .host()?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        if host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+        {
+            return None;
+        }
+        let port = dst
+            .port_u16()
+            .unwrap_or(if dst.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        for entry in &self.no_proxy {
+            if entry == "*" {
+                return None;
+            }
+            let (name, entry_port) = match entry.rsplit_once(':') {
+                Some((n, p)) if !n.contains(':') || n.ends_with(']') => (
+                    n.trim_start_matches('[').trim_end_matches(']'),
+                    p.parse::<u16>().ok(),
+                ),
+                _ => (entry.as_str(), None),
+            };
+            if entry_port.is_some_and(|p| p != port) {
+                continue;
+            }
+            let name = name.trim_start_matches('*');
+            let bare = name.trim_start_matches('.');
+            if host == bare || host.ends_with(&format!(".{bare}")) {
+                return None;
+            }
+        }
+        Some(proxy.clone())
+    }
+}
+
 /// Connects HTTP exporters to their backend, or to their proxy.
 #[derive(Clone)]
 pub struct Connector {
     http: hyper_util::client::legacy::connect::HttpConnector,
-    proxy: Option<http::Uri>,
+    proxy: Proxy,
     tls: std::sync::Arc<crate::tls::ClientTls>,
 }
 
@@ -179,10 +301,9 @@ impl tower_service::Service<http::Uri> for Connector {
 
     fn call(&mut self, dst: http::Uri) -> Self::Future {
         let https = dst.scheme_str() == Some("https");
-        let proxied = self.proxy.is_some();
-        let fut = self
-            .http
-            .call(self.proxy.clone().unwrap_or_else(|| dst.clone()));
+        let proxy = self.proxy.for_dst(&dst);
+        let proxied = proxy.is_some();
+        let fut = self.http.call(proxy.unwrap_or_else(|| dst.clone()));
         let tls = self.tls.clone();
         Box::pin(async move {
             let tcp = fut.await?.into_inner();
@@ -323,4 +444,72 @@ pub fn tenant_header_name(h: Option<&str>) -> Result<Option<http::HeaderName>, S
                 .map_err(|_| format!("invalid tenant_header {h:?}"))
         })
         .transpose()
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::EnvProxy;
+
+    fn env(pairs: &[(&str, &str)]) -> EnvProxy {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        EnvProxy::from_env(|k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    fn via(e: &EnvProxy, url: &str) -> Option<String> {
+        e.for_dst(&url.parse().expect("uri")).map(|u| u.to_string())
+    }
+
+    #[test]
+    fn the_environment_proxies_as_go_reads_them() {
+        let e = env(&[
+            ("HTTP_PROXY", "proxy:3128"),
+            ("https_proxy", "http://secure-proxy:3129"),
+            (
+                "NO_PROXY",
+                "internal.example, .svc, *.cluster.local, 10.0.0.7, mimir:9009",
+            ),
+        ]);
+        assert_eq!(
+            via(&e, "http://tempo.example.com:4318/v1/traces").as_deref(),
+            Some("http://proxy:3128/")
+        );
+        assert_eq!(
+            via(&e, "https://otlp.grafana.net/otlp").as_deref(),
+            Some("http://secure-proxy:3129/")
+        );
+        for direct in [
+            "http://localhost:4318/",
+            "http://127.0.0.1:4318/",
+            "http://[::1]:4318/",
+            "http://internal.example/",
+            "http://api.internal.example/",
+            "http://loki.monitoring.svc:3100/",
+            "http://a.b.cluster.local/",
+            "http://10.0.0.7:9009/",
+            "http://mimir:9009/",
+        ] {
+            assert_eq!(via(&e, direct), None, "{direct}");
+        }
+        assert!(
+            via(&e, "http://mimir:9090/").is_some(),
+            "NO_PROXY's port must match"
+        );
+        assert!(via(&e, "http://notinternal.example/").is_some());
+        assert_eq!(
+            via(
+                &env(&[("HTTP_PROXY", "p:1"), ("NO_PROXY", "*")]),
+                "http://x/"
+            ),
+            None
+        );
+        // Only http:// proxies: anything else goes direct (with a warning).
+        assert_eq!(
+            via(&env(&[("HTTP_PROXY", "socks5://p:1")]), "http://x/"),
+            None
+        );
+        assert_eq!(env(&[]), EnvProxy::default());
+    }
 }

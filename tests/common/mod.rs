@@ -81,6 +81,16 @@ impl Weir {
 
     /// [`Weir::start`] with extra command-line arguments (e.g. `--watch-config`).
     pub fn start_with(yaml: &str, ready_port: u16, args: &[&str]) -> Weir {
+        Weir::start_with_env(yaml, ready_port, args, &[])
+    }
+
+    /// [`Weir::start_with`] with extra environment variables.
+    pub fn start_with_env(
+        yaml: &str,
+        ready_port: u16,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Weir {
         let dir = scratch_dir();
         let config = dir.join("config.yaml");
         std::fs::write(&config, yaml).expect("write config");
@@ -88,6 +98,7 @@ impl Weir {
             .arg("--config")
             .arg(&config)
             .args(args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
