@@ -21,7 +21,9 @@ fn kv(k: &str, v: &str) -> KeyValue {
 fn request() -> Vec<u8> {
     let spans = (0..512u64)
         .map(|i| Span {
-            trace_id: (u128::from(i) * 0x9e37_79b9_7f4a_7c15).to_be_bytes().to_vec(),
+            trace_id: (u128::from(i) * 0x9e37_79b9_7f4a_7c15)
+                .to_be_bytes()
+                .to_vec(),
             span_id: (i * 0x2545_f491 + 1).to_be_bytes().to_vec(),
             name: "GET /api/cart".into(),
             start_time_unix_nano: 1_700_000_000_000_000_000 + i * 1_000,
@@ -48,11 +50,15 @@ fn bench(c: &mut Criterion) {
     let zs = weir::compression::zstd(&raw);
     let mut g = c.benchmark_group("codec_512_spans");
     g.throughput(Throughput::Bytes(raw.len() as u64));
-    g.bench_function("gzip_deflate", |b| b.iter(|| weir::compression::gzip(&raw).len()));
+    g.bench_function("gzip_deflate", |b| {
+        b.iter(|| weir::compression::gzip(&raw).len())
+    });
     g.bench_function("gzip_inflate", |b| {
         b.iter(|| weir::compression::gunzip_capped(&gz, 1 << 24).map(|v| v.len()))
     });
-    g.bench_function("zstd_deflate", |b| b.iter(|| weir::compression::zstd(&raw).len()));
+    g.bench_function("zstd_deflate", |b| {
+        b.iter(|| weir::compression::zstd(&raw).len())
+    });
     g.bench_function("zstd_inflate", |b| {
         b.iter(|| weir::compression::unzstd_capped(&zs, 1 << 24).map(|v| v.len()))
     });

@@ -295,3 +295,94 @@ service:
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Each authenticator over the other transport too: basicauth on gRPC, bearertokenauth on
+/// HTTP (servers and weir clients), and curl with a bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_authenticator_works_over_both_transports() {
+    let sink = Sink::start().await;
+    let (grpc, http) = (free_port(), free_port());
+    let x = Weir::start(
+        &format!(
+            r#"
+extensions:
+  basicauth: {{htpasswd: {{inline: "carol:pw-carol"}}}}
+  bearertokenauth: {{token: tok-http}}
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}", auth: {{authenticator: basicauth}}}}
+      http: {{endpoint: "127.0.0.1:{http}", auth: {{authenticator: bearertokenauth}}}}
+exporters:
+  otlp: {{endpoint: "127.0.0.1:{}", tls: {{insecure: true}}}}
+service:
+  extensions: [basicauth, bearertokenauth]
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp]}}
+"#,
+            sink.grpc_port
+        ),
+        http,
+    );
+    let url = format!("http://127.0.0.1:{http}/v1/traces");
+    assert_eq!(
+        post(
+            &url,
+            &traces_json(2, "b"),
+            &["-H", "Authorization: Bearer tok-http"]
+        ),
+        200
+    );
+    assert_eq!(
+        post(
+            &url,
+            &traces_json(1, "b"),
+            &["-H", "Authorization: Bearer nope"]
+        ),
+        401
+    );
+    assert_eq!(
+        post(&url, &traces_json(1, "b"), &["-u", "carol:pw-carol"]),
+        401
+    );
+
+    let y_http = free_port();
+    let y = Weir::start(
+        &format!(
+            r#"
+extensions:
+  basicauth/c: {{client_auth: {{username: carol, password: pw-carol}}}}
+  bearertokenauth/c: {{token: tok-http}}
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{y_http}"}}
+exporters:
+  otlp: {{endpoint: "127.0.0.1:{grpc}", tls: {{insecure: true}}, auth: {{authenticator: basicauth/c}}}}
+  otlphttp: {{endpoint: "http://127.0.0.1:{http}", auth: {{authenticator: bearertokenauth/c}}}}
+service:
+  extensions: [basicauth/c, bearertokenauth/c]
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp, otlphttp]}}
+"#
+        ),
+        y_http,
+    );
+    assert_eq!(
+        post(
+            &format!("http://127.0.0.1:{y_http}/v1/traces"),
+            &traces_json(3, "y"),
+            &[]
+        ),
+        200
+    );
+    wait_until_async("2 + 3 + 3 spans", Duration::from_secs(15), || {
+        sink.state.spans() >= 8
+    })
+    .await;
+    assert_eq!(sink.state.spans(), 8);
+    y.stop();
+    x.stop();
+}

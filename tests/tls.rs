@@ -535,3 +535,109 @@ service:
     assert_eq!(sink.state.spans(), total);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The OpenTelemetry SDKs over mTLS: the Rust SDK (opentelemetry-otlp, tonic with rustls) to
+/// the gRPC port and the Python SDK to the HTTP port, each with a client certificate whose
+/// common name becomes the tenant; the Python SDK without a certificate is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_and_python_sdks_send_over_mtls() {
+    use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+    use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
+
+    let dir = scratch_dir();
+    let pki = Pki::new(&dir, "main");
+    let (scert, skey) = pki.server("server", &["127.0.0.1"]);
+    let (rcert, rkey) = pki.client("rust-sdk", "rust-sdk");
+    let (pcert, pkey) = pki.client("python-sdk", "python-sdk");
+    let sink = Sink::start().await;
+    let (grpc, http) = (free_port(), free_port());
+    let tls = format!(
+        "{{cert_file: \"{}\", key_file: \"{}\", client_ca_file: \"{}\"}}",
+        p(&scert),
+        p(&skey),
+        p(&pki.ca())
+    );
+    let weir = Weir::start(
+        &format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}", tls: {tls}}}
+      http: {{endpoint: "127.0.0.1:{http}", tls: {tls}}}
+processors:
+  tenant: {{sources: [auth], identities: {{rust-sdk: team-rust, python-sdk: team-python}}, missing: reject}}
+exporters:
+  otlp: {{endpoint: "127.0.0.1:{}", tls: {{insecure: true}}, tenant_header: X-Scope-OrgID}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [tenant], exporters: [otlp]}}
+"#,
+            sink.grpc_port
+        ),
+        grpc,
+    );
+
+    let read = |f: &Path| std::fs::read(f).expect("read pem");
+    let client_tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(&pki.ca())))
+        .identity(tonic::transport::Identity::from_pem(
+            read(&rcert),
+            read(&rkey),
+        ))
+        .domain_name("127.0.0.1");
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("https://127.0.0.1:{grpc}"))
+        .with_tls_config(client_tls)
+        .build()
+        .expect("exporter");
+    let tp = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .build();
+    let tracer = tp.tracer("weir-mtls-test");
+    for i in 0..10 {
+        tracer.in_span(format!("rust-{i}"), |_| {});
+    }
+    tp.force_flush().expect("flush over mTLS");
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/send_tls.py");
+    let url = format!("https://127.0.0.1:{http}/v1/traces");
+    let python = move |args: Vec<String>| {
+        let out = Command::new("python3")
+            .arg(script)
+            .args(args)
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE")
+            .output()
+            .expect("run python client");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (u, ca, c, k) = (url.clone(), p(&pki.ca()), p(&pcert), p(&pkey));
+    let with_cert = tokio::task::spawn_blocking(move || python(vec![u, "6".into(), ca, c, k]))
+        .await
+        .unwrap();
+    assert_eq!(with_cert, "SUCCESS");
+    let (u, ca) = (url.clone(), p(&pki.ca()));
+    let without = tokio::task::spawn_blocking(move || python(vec![u, "3".into(), ca]))
+        .await
+        .unwrap();
+    assert_eq!(without, "FAILURE", "no client certificate, no entry");
+
+    wait_until_async("10 + 6 spans", Duration::from_secs(15), || {
+        sink.state.spans() >= 16
+    })
+    .await;
+    assert_eq!(sink.state.spans(), 16);
+    let mut tenants = std::collections::BTreeMap::new();
+    for r in sink.state.requests() {
+        let t = r.headers.get("x-scope-orgid").cloned().unwrap_or_default();
+        *tenants.entry(t).or_insert(0) += r.items;
+    }
+    assert_eq!(tenants.get("team-rust"), Some(&10), "{tenants:?}");
+    assert_eq!(tenants.get("team-python"), Some(&6), "{tenants:?}");
+    let _ = tp.shutdown();
+    weir.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
