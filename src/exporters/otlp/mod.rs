@@ -5,28 +5,28 @@ pub mod config;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::PathAndQuery;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceResponse, metrics::v1::ExportMetricsServiceResponse,
     trace::v1::ExportTraceServiceResponse,
 };
 use prost::Message;
-use tonic::codec::CompressionEncoding;
-use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::exporters::helper::{BoxFuture, ExportError, Sender, Sent};
 use crate::exporters::Compression;
-use crate::grpc::BytesCodec;
 use crate::pdata::{Batch, Signal};
 use config::OtlpExporterConfig;
 
 pub struct OtlpGrpcSender {
     channel: Channel,
-    metadata: MetadataMap,
-    tenant_key: Option<MetadataKey<tonic::metadata::Ascii>>,
-    compression: Option<CompressionEncoding>,
+    /// `headers:`, sent as gRPC metadata.
+    headers: http::HeaderMap,
+    tenant_key: Option<HeaderName>,
+    compression: Compression,
     /// The `auth` authenticator's headers, added to every request.
     auth: Option<Arc<crate::extensions::auth::ClientAuth>>,
 }
@@ -57,24 +57,11 @@ impl OtlpGrpcSender {
         for k in cfg.without_effect() {
             tracing::warn!("otlp exporter: {k} has no effect in weir");
         }
-        let mut metadata = MetadataMap::new();
-        for (k, v) in &cfg.headers {
-            let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-                .map_err(|_| format!("invalid header name {k:?}"))?;
-            let val = MetadataValue::try_from(v.as_str())
-                .map_err(|_| format!("invalid value for header {k:?}"))?;
-            metadata.insert(key, val);
-        }
-        let tenant_key = match &cfg.tenant_header {
-            Some(h) => Some(
-                MetadataKey::from_bytes(h.to_ascii_lowercase().as_bytes())
-                    .map_err(|_| format!("invalid tenant_header {h:?}"))?,
-            ),
-            None => None,
-        };
+        let headers = crate::exporters::header_map(&cfg.headers)?;
+        let tenant_key = crate::exporters::tenant_header_name(cfg.tenant_header.as_deref())?;
         Ok(Arc::new(OtlpGrpcSender {
             channel: endpoint.connect_with_connector_lazy(GrpcConnector::new(tls)),
-            metadata,
+            headers,
             tenant_key,
             auth: cfg
                 .auth
@@ -82,11 +69,7 @@ impl OtlpGrpcSender {
                 .and_then(|a| a.resolved.as_ref())
                 .map(crate::extensions::auth::ClientAuth::build)
                 .transpose()?,
-            compression: match cfg.compression {
-                Compression::Gzip => Some(CompressionEncoding::Gzip),
-                Compression::Zstd => Some(CompressionEncoding::Zstd),
-                Compression::None => None,
-            },
+            compression: cfg.compression,
         }))
     }
 }
@@ -208,36 +191,244 @@ pub fn partial_success(signal: Signal, body: &[u8]) -> Sent {
     }
 }
 
+/// A request body of a few ready chunks (the gRPC frame header, then the message), sent
+/// without copying them together.
+struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
+    }
+}
+
+/// The largest response weir reads from a backend (an Export*ServiceResponse is tiny).
+const MAX_RESPONSE: usize = 4 << 20;
+
+/// A transport failure (connect, TLS, reset): retryable, the cause named.
+fn transport_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ExportError {
+    let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+    let mut message = format!("rpc error: code = Unavailable desc = {e}");
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    ExportError::Retryable {
+        message,
+        retry_after: None,
+    }
+}
+
+/// The gRPC status in `headers` (trailers, or the headers of a trailers-only answer). A
+/// `grpc-status-details-bin` that is not base64 is dropped first (tonic would panic on it).
+fn grpc_status(headers: &http::HeaderMap) -> Option<tonic::Status> {
+    use base64::Engine;
+    headers.get(tonic::Status::GRPC_STATUS)?;
+    const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_encode_padding(false)
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    match headers.get(tonic::Status::GRPC_STATUS_DETAILS) {
+        Some(d) if B64.decode(d.as_bytes()).is_err() => {
+            let mut h = headers.clone();
+            h.remove(tonic::Status::GRPC_STATUS_DETAILS);
+            tonic::Status::from_header_map(&h)
+        }
+        _ => tonic::Status::from_header_map(headers),
+    }
+}
+
+/// The gRPC code for an HTTP status that came without one (the gRPC spec's mapping).
+fn code_for_http(status: http::StatusCode) -> Code {
+    match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
+/// The message of a unary gRPC response body: one length-prefixed frame, inflated if its
+/// flag says so (with the answer's `grpc-encoding`), capped.
+fn response_message(data: &[u8], encoding: Option<&HeaderValue>) -> Result<Bytes, String> {
+    if data.is_empty() {
+        return Ok(Bytes::new());
+    }
+    if data.len() < 5 {
+        return Err("truncated gRPC frame".into());
+    }
+    let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+    let msg = data
+        .get(5..5 + len)
+        .ok_or_else(|| "truncated gRPC message".to_string())?;
+    if data[0] == 0 {
+        return Ok(Bytes::copy_from_slice(msg));
+    }
+    let inflated = match encoding.and_then(|e| e.to_str().ok()) {
+        Some("gzip") => crate::compression::gunzip_capped(msg, MAX_RESPONSE),
+        Some("zstd") => crate::compression::unzstd_capped(msg, MAX_RESPONSE),
+        other => return Err(format!("compressed response with grpc-encoding {other:?}")),
+    };
+    inflated.map(Bytes::from).map_err(|e| e.to_string())
+}
+
 impl Sender for OtlpGrpcSender {
     fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Sent, ExportError>> {
         Box::pin(async move {
-            let mut grpc = tonic::client::Grpc::new(self.channel.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd);
-            if let Some(c) = self.compression {
-                grpc = grpc.send_compressed(c);
+            // The request as one gRPC frame, compressed here (weir's level, not tonic's fixed
+            // level 6), its header and body sent as they are: no copy into a frame buffer.
+            let payload = batch.to_bytes();
+            let (flag, body, encoding) = match self.compression {
+                Compression::Gzip => (1u8, Bytes::from(crate::compression::gzip(&payload)), "gzip"),
+                Compression::Zstd => (1u8, Bytes::from(crate::compression::zstd(&payload)), "zstd"),
+                Compression::None => (0u8, payload, ""),
+            };
+            let len = u32::try_from(body.len())
+                .map_err(|_| ExportError::permanent("request over 4 GiB"))?;
+            let mut prefix = [flag, 0, 0, 0, 0];
+            prefix[1..].copy_from_slice(&len.to_be_bytes());
+            let frame = Chunks(
+                [Bytes::copy_from_slice(&prefix), body]
+                    .into_iter()
+                    .collect(),
+            );
+            let mut req = http::Request::builder()
+                .method(http::Method::POST)
+                .uri(batch.signal.grpc_path())
+                .body(tonic::body::Body::new(frame))
+                .map_err(|e| ExportError::permanent(format!("cannot build request: {e}")))?;
+            let h = req.headers_mut();
+            h.extend(self.headers.clone());
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            h.insert(http::header::TE, HeaderValue::from_static("trailers"));
+            h.insert(
+                http::header::USER_AGENT,
+                HeaderValue::from_static(concat!("weir/", env!("CARGO_PKG_VERSION"), " grpc")),
+            );
+            h.insert(
+                "grpc-accept-encoding",
+                HeaderValue::from_static("gzip,zstd"),
+            );
+            if !encoding.is_empty() {
+                h.insert("grpc-encoding", HeaderValue::from_static(encoding));
             }
-            grpc.ready()
-                .await
-                .map_err(|e| ExportError::retryable(format!("connection not ready: {e}")))?;
-            let mut req = tonic::Request::new(batch.to_bytes());
-            *req.metadata_mut() = self.metadata.clone();
             if let (Some(k), Some(t)) = (&self.tenant_key, &batch.context.tenant) {
-                let v = MetadataValue::try_from(&**t).map_err(|_| {
-                    ExportError::permanent(format!("tenant {t:?} cannot be sent in a header"))
-                })?;
-                req.metadata_mut().insert(k.clone(), v);
+                h.insert(k.clone(), crate::exporters::tenant_value(t)?);
             }
             if let Some(a) = &self.auth {
-                let mut headers = std::mem::take(req.metadata_mut()).into_headers();
-                a.apply(&batch.context, &mut headers);
-                *req.metadata_mut() = MetadataMap::from_headers(headers);
+                a.apply(&batch.context, h);
             }
-            let path = PathAndQuery::from_static(batch.signal.grpc_path());
-            match grpc.unary(req, path, BytesCodec).await {
-                Ok(resp) => Ok(partial_success(batch.signal, resp.get_ref())),
-                Err(status) => Err(classify(&status)),
+            let mut channel = self.channel.clone();
+            std::future::poll_fn(|cx| tower_service::Service::poll_ready(&mut channel, cx))
+                .await
+                .map_err(transport_error)?;
+            let resp = tower_service::Service::call(&mut channel, req)
+                .await
+                .map_err(transport_error)?;
+            let (parts, body) = resp.into_parts();
+            // A trailers-only answer carries its status in the headers.
+            if let Some(status) = grpc_status(&parts.headers) {
+                if status.code() != Code::Ok {
+                    return Err(classify(&status));
+                }
             }
+            if parts.status != http::StatusCode::OK {
+                let status = tonic::Status::new(
+                    code_for_http(parts.status),
+                    format!("HTTP {} from a gRPC backend", parts.status),
+                );
+                return Err(classify(&status));
+            }
+            let collected = http_body_util::Limited::new(body, MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(transport_error)?;
+            let trailers = collected.trailers().cloned();
+            let data = collected.to_bytes();
+            let status = trailers
+                .as_ref()
+                .and_then(grpc_status)
+                .or_else(|| grpc_status(&parts.headers));
+            match status {
+                Some(s) if s.code() == Code::Ok => {}
+                Some(s) => return Err(classify(&s)),
+                // The stream ended without a status: the answer was cut; retried.
+                None => {
+                    return Err(ExportError::retryable(
+                        "rpc error: code = Unavailable desc = response ended without grpc-status"
+                            .to_string(),
+                    ))
+                }
+            }
+            let msg = response_message(&data, parts.headers.get("grpc-encoding"))
+                .map_err(|e| ExportError::permanent(format!("unreadable response: {e}")))?;
+            Ok(partial_success(batch.signal, &msg))
         })
+    }
+}
+
+#[cfg(test)]
+mod send_tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_status_detail_does_not_panic() {
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-status", HeaderValue::from_static("14"));
+        h.insert("grpc-status-details-bin", HeaderValue::from_static("AB%%"));
+        let s = grpc_status(&h).expect("status");
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.details().is_empty());
+        h.insert("grpc-status-details-bin", HeaderValue::from_static("AB"));
+        assert_eq!(grpc_status(&h).map(|s| s.code()), Some(Code::Unavailable));
+    }
+
+    #[test]
+    fn response_frames() {
+        assert_eq!(response_message(&[], None).as_deref(), Ok(&b""[..]));
+        assert_eq!(
+            response_message(&[0, 0, 0, 0, 2, 8, 1], None).as_deref(),
+            Ok(&[8u8, 1][..])
+        );
+        assert!(response_message(&[0, 0, 0, 0, 9, 8], None).is_err());
+        assert!(response_message(&[0, 0], None).is_err());
+        let gz = crate::compression::gzip(&[8, 1]);
+        let mut framed = vec![1, 0, 0, 0, gz.len() as u8];
+        framed.extend_from_slice(&gz);
+        assert_eq!(
+            response_message(&framed, Some(&HeaderValue::from_static("gzip"))).as_deref(),
+            Ok(&[8u8, 1][..])
+        );
+        assert!(response_message(&framed, None).is_err());
+        assert_eq!(
+            code_for_http(http::StatusCode::SERVICE_UNAVAILABLE),
+            Code::Unavailable
+        );
+        assert_eq!(
+            code_for_http(http::StatusCode::UNAUTHORIZED),
+            Code::Unauthenticated
+        );
     }
 }
