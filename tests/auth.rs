@@ -5,64 +5,14 @@
 //! accepted).
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::sink::Sink;
-use common::{free_port, http_get, metric, wait_until, wait_until_async, Weir};
-
-fn traces_json(n: usize, tag: &str) -> String {
-    let spans: Vec<_> = (0..n)
-        .map(|i| {
-            serde_json::json!({
-                "traceId": format!("{:032x}", i + 1),
-                "spanId": format!("{:016x}", i + 1),
-                "name": format!("{tag}-{i}"),
-                "startTimeUnixNano": "1700000000000000000",
-                "endTimeUnixNano": "1700000000001000000"
-            })
-        })
-        .collect();
-    serde_json::json!({"resourceSpans": [{"resource": {}, "scopeSpans": [{"spans": spans}]}]})
-        .to_string()
-}
+use common::{free_port, http_get, metric, traces_json, wait_until, wait_until_async, Weir};
 
 /// POSTs OTLP/JSON with curl: the HTTP status (0 when there is none).
 fn post(url: &str, body: &str, extra: &[&str]) -> u16 {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            body,
-        ])
-        .args(extra)
-        .arg(url)
-        .output()
-        .expect("run curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
-/// Spans the sink received per `x-scope-orgid` header value.
-fn per_tenant(sink: &Sink) -> std::collections::BTreeMap<String, usize> {
-    let mut m = std::collections::BTreeMap::new();
-    for r in sink.state.requests() {
-        let t = r.headers.get("x-scope-orgid").cloned().unwrap_or_default();
-        *m.entry(t).or_insert(0) += r.items;
-    }
-    m
+    common::curl_json(url, body, extra).1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +146,7 @@ service:
         "5 HTTP and at least 1 gRPC refusal counted: {auth_failures}"
     );
     assert_eq!(sink.state.spans(), 13, "nothing refused was accepted");
-    let tenants = per_tenant(&sink);
+    let tenants = sink.state.items_per_header("x-scope-orgid");
     assert_eq!(tenants.get("team-a"), Some(&7), "{tenants:?}");
     assert_eq!(tenants.get("team-b"), Some(&6), "{tenants:?}");
     c.stop();
@@ -242,7 +192,7 @@ service:
         sink.state.spans() >= 3
     })
     .await;
-    let tenants = per_tenant(&sink);
+    let tenants = sink.state.items_per_header("x-scope-orgid");
     assert_eq!(tenants.get("acme"), Some(&2), "{tenants:?}");
     assert_eq!(tenants.get("nobody"), Some(&1), "{tenants:?}");
     assert!(sink

@@ -12,55 +12,9 @@ use std::time::{Duration, Instant};
 
 use common::certs::Pki;
 use common::sink::Sink;
-use common::{free_port, http_get, metric, scratch_dir, wait_until, wait_until_async, Weir};
-
-/// An OTLP/JSON traces request with `n` spans.
-fn traces_json(n: usize, tag: &str) -> String {
-    let spans: Vec<_> = (0..n)
-        .map(|i| {
-            serde_json::json!({
-                "traceId": format!("{:032x}", i + 1),
-                "spanId": format!("{:016x}", i + 1),
-                "name": format!("{tag}-{i}"),
-                "startTimeUnixNano": "1700000000000000000",
-                "endTimeUnixNano": "1700000000001000000"
-            })
-        })
-        .collect();
-    serde_json::json!({"resourceSpans": [{"resource": {"attributes": [
-        {"key": "service.name", "value": {"stringValue": "tls-test"}}]},
-        "scopeSpans": [{"spans": spans}]}]})
-    .to_string()
-}
-
-/// curl over HTTPS: the exit code and the HTTP status (0 when there is none).
-fn curl(url: &str, body: &str, extra: &[&str]) -> (i32, u16) {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            body,
-        ])
-        .args(extra)
-        .arg(url)
-        .output()
-        .expect("run curl");
-    let code = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    (out.status.code().unwrap_or(-1), code)
-}
+use common::{
+    free_port, http_get, metric, scratch_dir, traces_json, wait_until, wait_until_async, Weir,
+};
 
 fn p(path: &Path) -> String {
     path.display().to_string()
@@ -117,18 +71,18 @@ service:
 
     // curl with the CA: accepted.
     assert_eq!(
-        curl(&url, &traces_json(3, "curl"), &["--cacert", &ca]),
+        common::curl_json(&url, &traces_json(3, "curl"), &["--cacert", &ca]),
         (0, 200)
     );
     // Plaintext to the TLS port: no HTTP answer, the handshake fails.
-    let plain = curl(
+    let plain = common::curl_json(
         &format!("http://127.0.0.1:{http}/v1/traces"),
         &traces_json(1, "x"),
         &[],
     );
     assert_ne!(plain.1, 200, "plaintext must not be served: {plain:?}");
     // A CA that did not sign weir's certificate: curl refuses it (60: peer certificate).
-    let wrong = curl(&url, &traces_json(1, "x"), &["--cacert", &p(&other.ca())]);
+    let wrong = common::curl_json(&url, &traces_json(1, "x"), &["--cacert", &p(&other.ca())]);
     assert_eq!(wrong, (60, 0));
     wait_until(
         "two failed handshakes counted",
@@ -181,7 +135,10 @@ service:
         b_http,
     );
     let b_url = format!("http://127.0.0.1:{b_http}/v1/traces");
-    assert_eq!(curl(&b_url, &traces_json(4, "mtls"), &[]), (0, 200));
+    assert_eq!(
+        common::curl_json(&b_url, &traces_json(4, "mtls"), &[]),
+        (0, 200)
+    );
     wait_until_async("3 + 25 + 4 spans", Duration::from_secs(15), || {
         sink.state.spans() >= 32
     })
@@ -217,7 +174,10 @@ service:
             port,
         );
         let url = format!("http://127.0.0.1:{port}/v1/traces");
-        assert_eq!(curl(&url, &traces_json(5, name), &[]), (0, 200));
+        assert_eq!(
+            common::curl_json(&url, &traces_json(5, name), &[]),
+            (0, 200)
+        );
         refused.push(w);
     }
     wait_until(
@@ -240,7 +200,7 @@ service:
 
     // Weir still serves everyone else.
     assert_eq!(
-        curl(&url, &traces_json(2, "after"), &["--cacert", &ca]),
+        common::curl_json(&url, &traces_json(2, "after"), &["--cacert", &ca]),
         (0, 200)
     );
     wait_until_async("34 spans", Duration::from_secs(15), || {
@@ -334,7 +294,10 @@ service:
         http,
     );
     let url = format!("http://127.0.0.1:{http}/v1/traces");
-    assert_eq!(curl(&url, &traces_json(2, "plain-sink"), &[]), (0, 200));
+    assert_eq!(
+        common::curl_json(&url, &traces_json(2, "plain-sink"), &[]),
+        (0, 200)
+    );
     wait_until(
         "the TLS failure logged and retried",
         Duration::from_secs(15),
@@ -386,7 +349,7 @@ service:
             {"asDouble": 42.0, "timeUnixNano": now.to_string()}]}}]}]}]})
     .to_string();
     let url = format!("http://127.0.0.1:{http}/v1/metrics");
-    assert_eq!(curl(&url, &body, &[]), (0, 200));
+    assert_eq!(common::curl_json(&url, &body, &[]), (0, 200));
     let got = prom.wait_for("tls_probe");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].1, 42.0);
@@ -630,11 +593,7 @@ service:
     })
     .await;
     assert_eq!(sink.state.spans(), 16);
-    let mut tenants = std::collections::BTreeMap::new();
-    for r in sink.state.requests() {
-        let t = r.headers.get("x-scope-orgid").cloned().unwrap_or_default();
-        *tenants.entry(t).or_insert(0) += r.items;
-    }
+    let tenants = sink.state.items_per_header("x-scope-orgid");
     assert_eq!(tenants.get("team-rust"), Some(&10), "{tenants:?}");
     assert_eq!(tenants.get("team-python"), Some(&6), "{tenants:?}");
     let _ = tp.shutdown();

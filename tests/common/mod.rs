@@ -263,3 +263,52 @@ pub fn metric(text: &str, name: &str, must: &[&str]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// An OTLP/JSON traces request with `n` spans named `<tag>-<i>`.
+pub fn traces_json(n: usize, tag: &str) -> String {
+    let spans: Vec<_> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "traceId": format!("{:032x}", i + 1),
+                "spanId": format!("{:016x}", i + 1),
+                "name": format!("{tag}-{i}"),
+                "startTimeUnixNano": "1700000000000000000",
+                "endTimeUnixNano": "1700000000001000000"
+            })
+        })
+        .collect();
+    serde_json::json!({"resourceSpans": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "weir-test"}}]},
+        "scopeSpans": [{"spans": spans}]}]})
+    .to_string()
+}
+
+/// POSTs an OTLP/JSON body with curl: its exit code and the HTTP status (0 when there is
+/// none). `extra`: more curl arguments (`-u`, `-H`, `--cacert`, ...).
+pub fn curl_json(url: &str, body: &str, extra: &[&str]) -> (i32, u16) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let code = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (out.status.code().unwrap_or(-1), code)
+}

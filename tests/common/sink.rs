@@ -120,6 +120,16 @@ impl State {
         self.requests.lock().unwrap().clone()
     }
 
+    /// Items received per value of request header `name` (lower case; "" when absent).
+    pub fn items_per_header(&self, name: &str) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for r in self.requests() {
+            let v = r.headers.get(name).cloned().unwrap_or_default();
+            *m.entry(v).or_insert(0) += r.items;
+        }
+        m
+    }
+
     /// Waits while stalled; returns the failure to answer with, if any.
     async fn gate(&self) -> Option<tonic::Code> {
         self.attempts.fetch_add(1, Ordering::SeqCst);

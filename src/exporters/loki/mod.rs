@@ -660,12 +660,7 @@ impl LokiSender {
             url,
             headers,
             tenant_header,
-            auth: cfg
-                .auth
-                .as_ref()
-                .and_then(|a| a.resolved.as_ref())
-                .map(crate::extensions::auth::ClientAuth::build)
-                .transpose()?,
+            auth: crate::extensions::auth::ClientAuth::for_ref(&cfg.auth)?,
             encoding: cfg.encoding,
             gzip: cfg.compression == Compression::Gzip,
             max_bytes: cfg.max_batch_size_bytes,

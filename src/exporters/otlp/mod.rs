@@ -63,12 +63,7 @@ impl OtlpGrpcSender {
             channel: endpoint.connect_with_connector_lazy(GrpcConnector::new(tls)),
             headers,
             tenant_key,
-            auth: cfg
-                .auth
-                .as_ref()
-                .and_then(|a| a.resolved.as_ref())
-                .map(crate::extensions::auth::ClientAuth::build)
-                .transpose()?,
+            auth: crate::extensions::auth::ClientAuth::for_ref(&cfg.auth)?,
             compression: cfg.compression,
         }))
     }

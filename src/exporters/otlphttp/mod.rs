@@ -69,12 +69,7 @@ impl OtlpHttpSender {
             urls,
             headers,
             tenant_header,
-            auth: cfg
-                .auth
-                .as_ref()
-                .and_then(|a| a.resolved.as_ref())
-                .map(crate::extensions::auth::ClientAuth::build)
-                .transpose()?,
+            auth: crate::extensions::auth::ClientAuth::for_ref(&cfg.auth)?,
             compression: cfg.compression,
             encoding: cfg.encoding,
         }))

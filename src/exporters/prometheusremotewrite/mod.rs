@@ -78,12 +78,7 @@ impl PrwSender {
             url,
             headers,
             tenant_header,
-            auth: cfg
-                .auth
-                .as_ref()
-                .and_then(|a| a.resolved.as_ref())
-                .map(crate::extensions::auth::ClientAuth::build)
-                .transpose()?,
+            auth: crate::extensions::auth::ClientAuth::for_ref(&cfg.auth)?,
             settings: Settings {
                 namespace: cfg.namespace.clone(),
                 external_labels: external,

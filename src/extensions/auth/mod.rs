@@ -421,6 +421,14 @@ pub enum ClientAuth {
 }
 
 impl ClientAuth {
+    /// An exporter's `auth:` (resolved at validation) as its authenticator, if any.
+    pub fn for_ref(r: &Option<AuthRef>) -> Result<Option<Arc<ClientAuth>>, String> {
+        r.as_ref()
+            .and_then(|a| a.resolved.as_ref())
+            .map(ClientAuth::build)
+            .transpose()
+    }
+
     pub fn build(cfg: &AuthConfig) -> Result<Arc<ClientAuth>, String> {
         let auth = match cfg {
             AuthConfig::Bearer(b) => ClientAuth::Bearer {
