@@ -14,6 +14,8 @@ pub enum DecompressError {
     InvalidZlib(String),
     #[error("invalid snappy data: {0}")]
     InvalidSnappy(String),
+    #[error("invalid lz4 data: {0}")]
+    InvalidLz4(String),
 }
 
 /// Inflates zlib-wrapped deflate (HTTP's `deflate` and `zlib` encodings, read as the Collector
@@ -42,6 +44,21 @@ pub fn unsnappy_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, Decompress
     snap::raw::Decoder::new()
         .decompress_vec(input)
         .map_err(|e| DecompressError::InvalidSnappy(e.to_string()))
+}
+
+/// Decodes an LZ4 frame (HTTP's `lz4` encoding, as the Collector reads it), failing as soon
+/// as the output would pass `limit` bytes.
+pub fn unlz4_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+    let decoder = lz4_flex::frame::FrameDecoder::new(input);
+    let mut limited = decoder.take(limit as u64 + 1);
+    let mut out = Vec::with_capacity((input.len() * 4).min(limit).min(1 << 20));
+    limited
+        .read_to_end(&mut out)
+        .map_err(|e| DecompressError::InvalidLz4(e.to_string()))?;
+    if out.len() > limit {
+        return Err(DecompressError::TooLarge { limit });
+    }
+    Ok(out)
 }
 
 /// Gunzips `input`, failing as soon as the output would pass `limit` bytes.
@@ -96,6 +113,23 @@ pub fn gzip(input: &[u8]) -> Vec<u8> {
 mod zlib_snappy_tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn lz4_frames_decode_and_are_capped() {
+        let data = vec![9u8; 10_000];
+        let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        enc.write_all(&data).expect("write");
+        let lz = enc.finish().expect("finish");
+        assert_eq!(unlz4_capped(&lz, 10_000).as_deref(), Ok(&data[..]));
+        assert_eq!(
+            unlz4_capped(&lz, 9_999),
+            Err(DecompressError::TooLarge { limit: 9_999 })
+        );
+        assert!(matches!(
+            unlz4_capped(b"not lz4 at all", 100),
+            Err(DecompressError::InvalidLz4(_))
+        ));
+    }
 
     #[test]
     fn zlib_and_snappy_round_trip_and_are_capped() {

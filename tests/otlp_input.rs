@@ -189,7 +189,8 @@ async fn json_and_gzip_requests_are_accepted_and_forwarded() {
     assert_eq!(h["content-type"], "application/x-protobuf");
     assert!(body.is_empty());
 
-    // zlib, deflate (zlib-wrapped, as the Collector reads it) and snappy (block) protobuf.
+    // zlib, deflate (zlib-wrapped, as the Collector reads it), snappy (block) and lz4 (frame)
+    // protobuf.
     let raw = spans(2, 8).encode_to_vec();
     let zl = {
         use std::io::Write;
@@ -200,7 +201,18 @@ async fn json_and_gzip_requests_are_accepted_and_forwarded() {
     let sn = snap::raw::Encoder::new()
         .compress_vec(&raw)
         .expect("snappy");
-    for (coding, bytes) in [("zlib", zl.clone()), ("deflate", zl), ("snappy", sn)] {
+    let lz = {
+        use std::io::Write;
+        let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        e.write_all(&raw).expect("lz4");
+        e.finish().expect("lz4")
+    };
+    for (coding, bytes) in [
+        ("zlib", zl.clone()),
+        ("deflate", zl),
+        ("snappy", sn),
+        ("lz4", lz),
+    ] {
         let (st, _, body) = c
             .send(
                 "POST",
@@ -215,11 +227,11 @@ async fn json_and_gzip_requests_are_accepted_and_forwarded() {
         assert_eq!(st, StatusCode::OK, "{coding}: {}", rpc_message(&body));
     }
 
-    wait_until_async("20 spans at the sink", Duration::from_secs(10), || {
-        sink.state.spans() >= 20
+    wait_until_async("22 spans at the sink", Duration::from_secs(10), || {
+        sink.state.spans() >= 22
     })
     .await;
-    assert_eq!(sink.state.spans(), 20);
+    assert_eq!(sink.state.spans(), 22);
     let names = sink.state.span_names.lock().unwrap().clone();
     assert!(names.contains(&"json-span-1".to_string()));
     let attrs = sink.state.span_attrs.lock().unwrap().clone();
@@ -317,7 +329,7 @@ async fn http_bad_input_gets_clear_errors() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_eq!(
         rpc_message(&body),
-        "unsupported Content-Encoding \"br\", supported: gzip, zstd, zlib, snappy, deflate"
+        "unsupported Content-Encoding \"br\", supported: gzip, zstd, zlib, snappy, deflate, lz4"
     );
 
     // Corrupt gzip.

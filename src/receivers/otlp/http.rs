@@ -20,7 +20,7 @@ use prost::Message;
 use super::config::CorsConfig;
 use super::Shared;
 use crate::compression::{
-    gunzip_capped, unsnappy_capped, unzlib_capped, unzstd_capped, DecompressError,
+    gunzip_capped, unlz4_capped, unsnappy_capped, unzlib_capped, unzstd_capped, DecompressError,
 };
 use crate::grpc::RpcStatus;
 use crate::pdata::{check, Batch, Context, Payload, Signal};
@@ -245,14 +245,14 @@ impl HttpService {
         };
         let decodable = matches!(
             coding.as_str(),
-            "" | "gzip" | "zstd" | "zlib" | "deflate" | "snappy"
+            "" | "gzip" | "zstd" | "zlib" | "deflate" | "snappy" | "lz4"
         );
         if !decodable || !self.codings.contains(&coding) {
             let supported: Vec<&str> = self
                 .codings
                 .iter()
                 .map(String::as_str)
-                .filter(|c| !c.is_empty() && *c != "lz4")
+                .filter(|c| !c.is_empty())
                 .collect();
             return status(
                 StatusCode::BAD_REQUEST,
@@ -383,6 +383,7 @@ impl HttpService {
                 "gzip" => gunzip_capped(&body, self.max_body),
                 "zstd" => unzstd_capped(&body, self.max_body),
                 "snappy" => unsnappy_capped(&body, self.max_body),
+                "lz4" => unlz4_capped(&body, self.max_body),
                 // zlib and deflate: zlib-wrapped, as the Collector reads both.
                 _ => unzlib_capped(&body, self.max_body),
             };
