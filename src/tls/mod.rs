@@ -351,7 +351,7 @@ impl TlsCommon {
             }
         }
         if !own || self.include_system_ca_certs_pool {
-            for c in system_roots()? {
+            for c in system_roots() {
                 // Some system certificates do not parse for webpki; skip them as Go does.
                 let _ = roots.add(c);
             }
@@ -394,7 +394,7 @@ impl TlsCommon {
 }
 
 /// The system's trusted roots (the platform store, read once).
-fn system_roots() -> Result<Vec<CertificateDer<'static>>, String> {
+fn system_roots() -> Vec<CertificateDer<'static>> {
     static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
     let roots = ROOTS.get_or_init(|| {
         let r = rustls_native_certs::load_native_certs();
@@ -403,7 +403,7 @@ fn system_roots() -> Result<Vec<CertificateDer<'static>>, String> {
         }
         r.certs
     });
-    Ok(roots.clone())
+    roots.clone()
 }
 
 fn name_errors(e: rustls::Error) -> String {

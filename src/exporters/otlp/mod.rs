@@ -119,25 +119,8 @@ impl tower_service::Service<http::Uri> for GrpcConnector {
 }
 
 /// Sorts a gRPC failure into retryable or permanent, as the OTLP spec lists the codes.
+/// (Transport failures never become a status: see [`transport_error`].)
 pub fn classify(status: &tonic::Status) -> ExportError {
-    // A status made here from a transport failure (connect, TLS handshake, reset), not one
-    // the server sent: the connection failed, which gRPC calls UNAVAILABLE; retried, and
-    // the cause named.
-    if let Some(mut cause) = std::error::Error::source(status) {
-        let mut message = format!("rpc error: code = Unavailable desc = {}", status.message());
-        loop {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            match cause.source() {
-                Some(next) => cause = next,
-                None => break,
-            }
-        }
-        return ExportError::Retryable {
-            message,
-            retry_after: None,
-        };
-    }
     let message = format!(
         "rpc error: code = {:?} desc = {}",
         status.code(),
