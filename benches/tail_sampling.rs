@@ -81,7 +81,7 @@ fn request(seed: u64) -> Bytes {
                 end_time_unix_nano: 1_700_000_000_050_000_000 + i,
                 attributes: vec![kv("http.method", "GET"), kv("http.route", "/api/cart")],
                 status: Some(Status {
-                    code: if trace % 50 == 0 { 2 } else { 1 },
+                    code: if trace.is_multiple_of(50) { 2 } else { 1 },
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -60,6 +60,8 @@ pub enum ExtensionConfig {
     HealthCheck(HealthCheckConfig),
     /// `bearertokenauth`, `basicauth`, `headers_setter`: used through `auth:` references.
     Auth(crate::extensions::auth::AuthConfig),
+    /// `file_storage`: used through exporters' `sending_queue.storage`.
+    FileStorage(crate::extensions::file_storage::FileStorageConfig),
 }
 
 /// The kinds of component, as the config's sections name them.
@@ -205,6 +207,13 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         aliases: &[],
         signals: &[],
         description: "HTTP health endpoint (200 when ready)",
+    },
+    ComponentInfo {
+        kind: Kind::Extension,
+        type_name: "file_storage",
+        aliases: &[],
+        signals: &[],
+        description: "a directory for persistent sending queues (write-ahead log before the client's OK, replayed after a crash)",
     },
     ComponentInfo {
         kind: Kind::Extension,
@@ -582,6 +591,15 @@ impl Config {
                         }
                     }
                 }
+                "file_storage" => {
+                    if let Some(c) =
+                        cx.decode::<crate::extensions::file_storage::FileStorageConfig>(&path, body)
+                    {
+                        if cx.problems(&path, c.validate()) {
+                            extensions.insert(id, ExtensionConfig::FileStorage(c));
+                        }
+                    }
+                }
                 "bearertokenauth" => {
                     if let Some(c) = cx.decode::<auth::BearerTokenConfig>(&path, body) {
                         if cx.problems(&path, c.validate()) {
@@ -624,6 +642,7 @@ impl Config {
         if let Some(service) = &service {
             cx.check_ports(&receivers, &extensions, service);
             cx.resolve_auth(&mut receivers, &mut exporters, &extensions, service);
+            cx.check_storage(&exporters, &extensions, service);
         }
 
         match service {
@@ -649,7 +668,59 @@ fn unknown_type(kind: Kind, ty: &str) -> String {
     )
 }
 
+impl ExporterConfig {
+    /// The `sending_queue` of this exporter, when it has one.
+    pub fn sending_queue(&self) -> Option<&crate::exporters::helper::config::QueueConfig> {
+        match self {
+            ExporterConfig::Otlp(c) => Some(&c.sending_queue),
+            ExporterConfig::OtlpHttp(c) => Some(&c.sending_queue),
+            ExporterConfig::Loki(c) => Some(&c.sending_queue),
+            ExporterConfig::PrometheusRemoteWrite(_) | ExporterConfig::Debug(_) => None,
+        }
+    }
+
+    /// The `file_storage` extension its sending queue persists to.
+    pub fn storage(&self) -> Option<&str> {
+        self.sending_queue()
+            .filter(|q| q.enabled)
+            .and_then(|q| q.storage.as_deref())
+    }
+}
+
 impl Ctx<'_> {
+    /// Every `sending_queue.storage` names a `file_storage` extension enabled in
+    /// `service.extensions` (upstream fails at start otherwise; weir says so at load).
+    fn check_storage(
+        &mut self,
+        exporters: &BTreeMap<String, ExporterConfig>,
+        extensions: &BTreeMap<String, ExtensionConfig>,
+        service: &ServiceConfig,
+    ) {
+        for (id, e) in exporters {
+            let Some(name) = e.sending_queue().and_then(|q| q.storage.as_deref()) else {
+                continue;
+            };
+            let path = format!("exporters.{id}.sending_queue.storage");
+            match extensions.get(name) {
+                None => self.err(
+                    &path,
+                    format!("no storage client extension found: {name:?} is not configured under extensions"),
+                ),
+                Some(ExtensionConfig::FileStorage(_)) if !service.extensions.iter().any(|x| x == name) => {
+                    self.err(
+                        &path,
+                        format!("no storage client extension found: {name:?} is not enabled; add it to service.extensions"),
+                    )
+                }
+                Some(ExtensionConfig::FileStorage(_)) => {}
+                Some(_) => self.err(
+                    &path,
+                    format!("requested extension is not a storage extension: {name:?}"),
+                ),
+            }
+        }
+    }
+
     /// Points every `auth: {authenticator: id}` at its extension's settings, checking that the
     /// extension exists, is enabled in `service.extensions`, and can serve that side.
     fn resolve_auth(

@@ -1,3 +1,4 @@
 //! Extensions: components outside pipelines.
 pub mod auth;
+pub mod file_storage;
 pub mod health_check;

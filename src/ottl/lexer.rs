@@ -95,7 +95,7 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, ParseError> {
                     j += 1;
                 }
                 let hex = &src[i + 2..j];
-                if hex.is_empty() || hex.len() % 2 != 0 {
+                if hex.is_empty() || !hex.len().is_multiple_of(2) {
                     return Err(err(
                         src,
                         i,

@@ -90,17 +90,42 @@ messages!(
 /// line; the rest go to the standard validator.
 #[inline(always)]
 fn is_utf8(data: &[u8]) -> bool {
-    let mut high = 0u64;
-    let mut words = data.chunks_exact(8);
-    for w in &mut words {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(w);
-        high |= u64::from_le_bytes(b);
-    }
-    for &b in words.remainder() {
-        high |= u64::from(b);
-    }
+    let n = data.len();
+    // OR of every byte (some more than once): its high bit is set when one byte is not ASCII.
+    // Words that overlap at the end instead of a byte-by-byte tail: short strings cost two
+    // loads.
+    let high = if n >= 8 {
+        let mut h = 0u64;
+        let mut i = 0;
+        while i + 8 < n {
+            h |= word8(data, i);
+            i += 8;
+        }
+        h | word8(data, n - 8)
+    } else if n >= 4 {
+        u64::from(word4(data, 0) | word4(data, n - 4))
+    } else {
+        let mut h = 0u64;
+        for &b in data {
+            h |= u64::from(b);
+        }
+        h
+    };
     high & 0x8080_8080_8080_8080 == 0 || std::str::from_utf8(data).is_ok()
+}
+
+#[inline(always)]
+fn word8(d: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+#[inline(always)]
+fn word4(d: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&d[at..at + 4]);
+    u32::from_le_bytes(b)
 }
 
 /// What a field holds, as the decoder reads it.
@@ -447,6 +472,18 @@ fn fast_body<const M: usize>(buf: &[u8], left: u32) -> Option<u64> {
             }
             (op_for(ALL[M], k >> 3, (k & 7) as u8), k)
         };
+        // One dispatch per field: each length-delimited kind reads its own length.
+        macro_rules! field_bytes {
+            () => {{
+                let n = fast_varint(buf, &mut pos)?;
+                if n > (len - pos) as u64 {
+                    return None;
+                }
+                let data = &buf[pos..pos + n as usize];
+                pos += n as usize;
+                data
+            }};
+        }
         match op {
             OP_VARINT => {
                 fast_varint(buf, &mut pos)?;
@@ -463,57 +500,47 @@ fn fast_body<const M: usize>(buf: &[u8], left: u32) -> Option<u64> {
                     return None;
                 }
             }
+            OP_BYTES => {
+                field_bytes!();
+            }
+            OP_STR => {
+                if !is_utf8(field_bytes!()) {
+                    return None;
+                }
+            }
             OP_BAD => return None,
             OP_SKIP => {
                 let mut c = Cursor { buf, pos, base: 0 };
                 c.skip(key >> 3, (key & 7) as u8, left, 0).ok()?;
                 pos = c.pos;
             }
-            _ => {
-                let n = fast_varint(buf, &mut pos)?;
-                if n > (len - pos) as u64 {
+            OP_PACKED_VARINT => {
+                let data = field_bytes!();
+                let mut p = 0;
+                while p < data.len() {
+                    fast_varint(data, &mut p)?;
+                }
+            }
+            OP_PACKED_FIXED64 => {
+                if field_bytes!().len() % 8 != 0 {
                     return None;
                 }
-                let data = &buf[pos..pos + n as usize];
-                pos += n as usize;
-                match op {
-                    OP_BYTES => {}
-                    OP_STR => {
-                        if !is_utf8(data) {
-                            return None;
-                        }
-                    }
-                    OP_PACKED_VARINT => {
-                        let mut p = 0;
-                        while p < data.len() {
-                            fast_varint(data, &mut p)?;
-                        }
-                    }
-                    OP_PACKED_FIXED64 => {
-                        if data.len() % 8 != 0 {
-                            return None;
-                        }
-                    }
-                    _ => {
-                        if left == 0 {
-                            return None;
-                        }
-                        let m = op - OP_MESSAGE;
-                        let n = fast_child::<M>(m, data, left - 1)?;
-                        if ITEM[m as usize] {
-                            items += 1;
-                        } else if M == Metric as usize {
-                            let number = key >> 3;
-                            if matches!(number, 5 | 7 | 9 | 10 | 11) && number != data_kind {
-                                data_kind = number;
-                                items = 0;
-                            }
-                            items += n;
-                        } else {
-                            items += n;
-                        }
+            }
+            _ => {
+                let data = field_bytes!();
+                if left == 0 {
+                    return None;
+                }
+                let m = op - OP_MESSAGE;
+                let n = fast_child::<M>(m, data, left - 1)?;
+                if M == Metric as usize && !ITEM[m as usize] {
+                    let number = key >> 3;
+                    if matches!(number, 5 | 7 | 9 | 10 | 11) && number != data_kind {
+                        data_kind = number;
+                        items = 0;
                     }
                 }
+                items += if ITEM[m as usize] { 1 } else { n };
             }
         }
     }

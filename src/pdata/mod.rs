@@ -5,6 +5,7 @@
 //! that speak OTLP ask for the encoded form and get the received bytes back untouched when no
 //! stage decoded them: the gateway fast path. This module must never copy a payload it does
 //! not have to.
+pub mod ack;
 pub mod check;
 pub mod wire;
 
@@ -97,6 +98,9 @@ pub struct Context {
     /// The bytes this data holds against the memory budget: given back when the last batch
     /// made from it is delivered or dropped.
     pub charge: Option<Arc<crate::pipeline::budget::Charge>>,
+    /// The write-ahead-log records this data came from (durable pipelines): released when the
+    /// last batch made from them is delivered or dropped.
+    pub ack: Option<Arc<ack::Ack>>,
 }
 
 impl Context {

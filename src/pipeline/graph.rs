@@ -38,6 +38,12 @@ pub enum StartError {
     },
     #[error("exporter {id}: {message}")]
     Exporter { id: String, message: String },
+    #[error("pipeline {pipeline}: {source}")]
+    Storage {
+        pipeline: String,
+        #[source]
+        source: crate::extensions::file_storage::StorageError,
+    },
 }
 
 fn build_sender(
@@ -214,6 +220,9 @@ struct RunningPipeline {
     /// Checks receivers make before accepting for this pipeline (from its tenant stages).
     gates: Vec<Arc<dyn super::inbox::Gate>>,
     exporters: Vec<String>,
+    /// The write-ahead logs receivers write to before they accept for this pipeline (one per
+    /// `file_storage` its exporters persist to).
+    wals: Vec<Arc<crate::extensions::file_storage::wal::Wal>>,
     tx: Option<mpsc::Sender<Batch>>,
     ctl: mpsc::Sender<Ctl>,
     task: JoinHandle<()>,
@@ -510,6 +519,18 @@ impl Engine {
                     _ => None,
                 })
                 .collect();
+            let wals = match self.open_logs(cfg, pid) {
+                Ok(w) => w,
+                Err(e) if starting => return Err(e),
+                Err(e) => {
+                    tracing::error!("{e}; this pipeline runs without its persistent queue until the next reload or start that can open it");
+                    report.failed.push(e.to_string());
+                    Vec::new()
+                }
+            };
+            for w in &wals {
+                self.replay(w, &tx);
+            }
             let task = tokio::spawn(run_pipeline(PipelineRun {
                 id: pid.clone(),
                 inbox: rx,
@@ -528,6 +549,7 @@ impl Engine {
                     stages,
                     gates,
                     exporters: p.exporters.clone(),
+                    wals,
                     tx: Some(tx),
                     ctl: ctl_tx,
                     task,
@@ -574,6 +596,7 @@ impl Engine {
             for r in &p.receivers {
                 let c = consumers.entry(r.clone()).or_default().get_mut(p.signal);
                 c.inboxes.push(tx.clone());
+                c.wals.push(running.wals.clone());
                 c.gates.extend(running.gates.iter().cloned());
             }
         }
@@ -699,6 +722,117 @@ impl Engine {
             e.task.drain(deadline).await;
         }
         Ok(report)
+    }
+
+    /// The write-ahead logs of pipeline `pid`: one per `file_storage` that an exporter it
+    /// reaches (directly or through connectors) persists its queue to. Opening a storage takes
+    /// its directory's lock; the first open of a log reads what a previous run left.
+    fn open_logs(
+        &self,
+        cfg: &Config,
+        pid: &str,
+    ) -> Result<Vec<Arc<crate::extensions::file_storage::wal::Wal>>, StartError> {
+        use crate::extensions::file_storage::{wal::Options, Storage};
+        let mut wanted: Vec<(String, helper::config::QueueConfig)> = Vec::new();
+        let mut seen = vec![pid.to_string()];
+        let mut todo = vec![pid.to_string()];
+        while let Some(p) = todo.pop() {
+            let Some(pc) = cfg.service.pipelines.get(&p) else {
+                continue;
+            };
+            for e in &pc.exporters {
+                if let Some(ec) = cfg.exporters.get(e) {
+                    if let (Some(st), Some(q)) = (ec.storage(), ec.sending_queue()) {
+                        if !wanted.iter().any(|(w, _)| w == st) {
+                            wanted.push((st.to_string(), q.clone()));
+                        }
+                    }
+                } else if cfg.connectors.contains_key(e) {
+                    for (next, npc) in &cfg.service.pipelines {
+                        if npc.receivers.contains(e) && !seen.contains(next) {
+                            seen.push(next.clone());
+                            todo.push(next.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (st, q) in wanted {
+            let Some(ExtensionConfig::FileStorage(fs)) = cfg.extensions.get(&st) else {
+                continue;
+            };
+            let err = |source| StartError::Storage {
+                pipeline: pid.to_string(),
+                source,
+            };
+            let storage = Storage::open(&st, fs).map_err(err)?;
+            let opts = Options {
+                fsync: fs.fsync,
+                recreate: fs.recreate,
+                sizer: q.sizer,
+                capacity: q.queue_size.max(1),
+            };
+            out.push(storage.log(pid, opts, &self.registry).map_err(err)?);
+        }
+        Ok(out)
+    }
+
+    /// Sends what a previous run left in `wal` through its pipeline again, in the background:
+    /// each record waits for room in the memory budget and the inbox like a new request.
+    fn replay(
+        &self,
+        wal: &Arc<crate::extensions::file_storage::wal::Wal>,
+        tx: &mpsc::Sender<Batch>,
+    ) {
+        let it = wal.take_replay();
+        if it.is_empty() {
+            return;
+        }
+        let tx = tx.clone();
+        let budget = self.budget.clone();
+        let mut drain = self.drain.subscribe();
+        tokio::spawn(async move {
+            let mut it = it;
+            loop {
+                let Ok((next, back)) = tokio::task::spawn_blocking(move || {
+                    let b = it.next_batch();
+                    (b, it)
+                })
+                .await
+                else {
+                    return;
+                };
+                it = back;
+                let Some(mut batch) = next else { return };
+                let bytes = batch.encoded_len();
+                let charge = loop {
+                    if *drain.borrow() {
+                        // Stopping: the rest stays in the log (this record too: abandoned).
+                        if let Some(a) = &batch.context.ack {
+                            a.abandon();
+                        }
+                        return;
+                    }
+                    if let Some(c) = budget.try_charge(bytes) {
+                        break c;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                        _ = drain.changed() => {}
+                    }
+                };
+                let mut ctx = (*batch.context).clone();
+                ctx.charge = Some(Arc::new(charge));
+                batch.context = Arc::new(ctx);
+                if let Err(e) = tx.send(batch).await {
+                    if let Some(a) = &e.0.context.ack {
+                        a.abandon();
+                    }
+                    return;
+                }
+            }
+        });
     }
 
     /// Telemetry endpoint and extensions: restarted only when their settings change.
@@ -911,6 +1045,7 @@ impl Engine {
     /// whatever could not be delivered.
     pub async fn shutdown(self) {
         let deadline = Instant::now() + self.shutdown_timeout;
+        crate::extensions::file_storage::set_stopping();
         self.ready.store(false, Ordering::Relaxed);
         let mut receiver_tasks = Vec::new();
         for (_, r) in self.receivers {
@@ -935,6 +1070,11 @@ impl Engine {
         for (_, e) in self.exporters {
             drop(e.handle);
             e.task.drain(deadline).await;
+        }
+        // What is still held now stays in the write-ahead logs: close them before anything
+        // left over is dropped (which would release it).
+        for w in crate::extensions::file_storage::open_logs() {
+            w.close();
         }
         for (_, s) in self.servers.into_iter().chain(self.pushers) {
             let _ = s.stop.send(true);

@@ -28,6 +28,8 @@ pub enum Refused {
     /// The client could not be identified (no tenant, unknown token): HTTP 401 /
     /// UNAUTHENTICATED.
     Unauthenticated(String),
+    /// A persistent queue cannot take the request (full, or its disk failed): retry later.
+    Storage(String),
     /// The client is known but may not do this (a tenant header that is not its own): HTTP
     /// 401 / PERMISSION_DENIED.
     PermissionDenied(String),
@@ -55,6 +57,9 @@ pub trait Gate: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Consumers {
     pub inboxes: Vec<mpsc::Sender<Batch>>,
+    /// For each inbox, the write-ahead logs the request is written to before it is accepted
+    /// (empty for pipelines without a persistent queue).
+    pub wals: Vec<Vec<Arc<crate::extensions::file_storage::wal::Wal>>>,
     /// Checks the pipelines' stages ask for, made before anything is queued.
     pub gates: Vec<Arc<dyn Gate>>,
 }
@@ -87,13 +92,43 @@ impl Consumers {
             };
             permits.push(permit);
         }
-        let n = permits.len();
-        for (i, p) in permits.into_iter().enumerate() {
-            if i + 1 == n {
-                p.send(batch);
-                break;
+        // Durable pipelines: on disk before the client hears OK. A request refused here
+        // releases what it already wrote (its acks are dropped).
+        let mut acks: Vec<Option<Arc<crate::pdata::ack::Ack>>> = Vec::new();
+        if self.wals.iter().any(|w| !w.is_empty()) {
+            for logs in &self.wals {
+                let mut leaves = Vec::with_capacity(logs.len());
+                for w in logs {
+                    leaves.push(
+                        w.append(&batch)
+                            .await
+                            .map_err(|e| Refused::Storage(e.to_string()))?,
+                    );
+                }
+                acks.push(crate::pdata::ack::Ack::merge(&leaves));
             }
-            p.send(batch.clone());
+        }
+        let n = permits.len();
+        let mut batch = Some(batch);
+        for (i, p) in permits.into_iter().enumerate() {
+            let Some(b) = (if i + 1 == n {
+                batch.take()
+            } else {
+                batch.clone()
+            }) else {
+                break;
+            };
+            match acks.get_mut(i).and_then(Option::take) {
+                Some(ack) => {
+                    let mut b = b;
+                    b.context = Arc::new(crate::pdata::Context {
+                        ack: Some(ack),
+                        ..(*b.context).clone()
+                    });
+                    p.send(b);
+                }
+                None => p.send(b),
+            }
         }
         Ok(())
     }

@@ -74,7 +74,7 @@ impl DebugSender {
         };
         self.window.store(now << 32 | n, Ordering::Relaxed);
         n <= self.cfg.sampling_initial
-            || (n - self.cfg.sampling_initial) % self.cfg.sampling_thereafter.max(1) == 0
+            || (n - self.cfg.sampling_initial).is_multiple_of(self.cfg.sampling_thereafter.max(1))
     }
 }
 

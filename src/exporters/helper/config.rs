@@ -27,6 +27,10 @@ pub struct QueueConfig {
     /// Exporter-side batching (the Collector's replacement for the batch processor): requests
     /// are merged before they are queued.
     pub batch: Option<QueueBatchConfig>,
+    /// A `file_storage` extension id: the queue is persistent. Every pipeline that reaches this
+    /// exporter keeps a write-ahead log there, written before the client is answered, and
+    /// replayed after a crash. `queue_size` (in `sizer` units) bounds what the log holds.
+    pub storage: Option<String>,
 }
 
 /// `sending_queue.batch`.
@@ -91,6 +95,7 @@ impl Default for QueueConfig {
             block_on_overflow: true,
             sizer: Sizer::Requests,
             batch: None,
+            storage: None,
         }
     }
 }

@@ -128,7 +128,8 @@ impl ExporterHandle {
     pub async fn push(&self, batch: Batch) {
         if let Some(b) = &self.batcher {
             let (items, signal) = (batch.items, batch.signal);
-            if b.send(batch).await.is_err() {
+            if let Err(e) = b.send(batch).await {
+                abandon(&e.0);
                 self.enqueue_failed.add(signal, items);
                 tracing::error!(exporter = %self.id, "exporter stopped; dropped {items} {}", signal.item_noun());
             }
@@ -155,6 +156,7 @@ impl ExporterHandle {
         let Some(permit) = permit else {
             self.enqueue_failed.add(signal, items);
             if self.room.is_closed() {
+                abandon(&batch);
                 tracing::error!(exporter = %self.id, "exporter stopped; dropped {items} {}", signal.item_noun());
             } else {
                 tracing::warn!(exporter = %self.id, "sending queue is full; dropped {items} {}", signal.item_noun());
@@ -165,8 +167,18 @@ impl ExporterHandle {
         if let Err(e) = self.tx.send((batch, permit)) {
             self.queued.fetch_sub(size, Ordering::Relaxed);
             self.enqueue_failed.add(signal, items);
-            drop(e);
+            abandon(&(e.0).0);
             tracing::error!(exporter = %self.id, "exporter stopped; dropped {items} {}", signal.item_noun());
+        }
+    }
+}
+
+/// A batch this exporter could not take because it is stopping: a durable pipeline keeps it
+/// in its write-ahead log for the next start.
+fn abandon(batch: &Batch) {
+    if let Some(ack) = &batch.context.ack {
+        if crate::extensions::file_storage::is_stopping() {
+            ack.abandon();
         }
     }
 }
@@ -213,11 +225,24 @@ impl ExporterTask {
         rx.close();
         self.room.close();
         let mut lost = 0usize;
+        let mut kept = 0usize;
         while let Ok((b, permit)) = rx.try_recv() {
             self.queued
                 .fetch_sub(permit.num_permits(), Ordering::Relaxed);
+            if let (Some(ack), true) = (
+                &b.context.ack,
+                crate::extensions::file_storage::is_stopping(),
+            ) {
+                // Durable: replayed at the next start.
+                ack.abandon();
+                kept += b.items;
+                continue;
+            }
             self.send_failed.add(b.signal, b.items);
             lost += b.items;
+        }
+        if kept > 0 {
+            tracing::warn!(exporter = %self.id, "shutdown deadline passed; {kept} queued items stay in the persistent queue for the next start");
         }
         if lost > 0 {
             tracing::error!(exporter = %self.id, "shutdown deadline passed; {lost} queued items were not delivered");
@@ -379,6 +404,23 @@ struct Worker {
 }
 
 impl Worker {
+    /// Stops delivering `batch` because weir is stopping: data from a durable pipeline stays
+    /// in its write-ahead log for the next start; other data is given up on.
+    fn stopping(&self, batch: &Batch, why: &str) {
+        match &batch.context.ack {
+            Some(ack) if crate::extensions::file_storage::is_stopping() => {
+                ack.abandon();
+                tracing::warn!(
+                    exporter = %self.id,
+                    "{} {} not delivered ({why}); kept in the persistent queue for the next start",
+                    batch.items,
+                    batch.signal.item_noun()
+                );
+            }
+            _ => self.give_up(batch, why),
+        }
+    }
+
     fn give_up(&self, batch: &Batch, why: &str) {
         self.send_failed.add(batch.signal, batch.items);
         tracing::error!(
@@ -404,7 +446,7 @@ impl Worker {
                     ))),
                 },
                 _ = crate::net::until_true(&mut cancel) => {
-                    self.give_up(&batch, "shutdown deadline passed while sending");
+                    self.stopping(&batch, "shutdown deadline passed while sending");
                     return;
                 }
             };
@@ -448,14 +490,14 @@ impl Worker {
                 return;
             }
             if *cancel.borrow() {
-                self.give_up(&batch, &format!("{message} (shutting down)"));
+                self.stopping(&batch, &format!("{message} (shutting down)"));
                 return;
             }
             tracing::warn!(exporter = %self.id, "send failed, retrying in {wait:?}: {message}");
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = crate::net::until_true(&mut cancel) => {
-                    self.give_up(&batch, &format!("{message} (shutting down)"));
+                    self.stopping(&batch, &format!("{message} (shutting down)"));
                     return;
                 }
             }

@@ -150,6 +150,7 @@ fn clients_add_their_headers() {
         tenant: None,
         auth: None,
         charge: None,
+        ack: None,
     };
     let mut h = http::HeaderMap::new();
     let bearer = ClientAuth::build(&AuthConfig::Bearer(BearerTokenConfig {

@@ -81,6 +81,7 @@ impl BatchProcessor {
             tenant: ctx.tenant.clone(),
             auth: None,
             charge: None,
+            ack: None,
         })
     }
 
@@ -90,12 +91,16 @@ impl BatchProcessor {
         }
         let max = self.cfg.send_batch_max_size;
         let held = held(&p.parts);
+        // The merged batch holds its parts' write-ahead-log records.
+        let ack =
+            crate::pdata::ack::Ack::merge(p.parts.iter().filter_map(|b| b.context.ack.as_ref()));
         let merged = merge(std::mem::take(&mut p.parts), p.context.clone());
         let Some(mut merged) = merged else { return };
         // The merged batch holds what its parts held against the memory budget.
-        if let Some((budget, bytes)) = held {
+        if held.is_some() || ack.is_some() {
             merged.context = Arc::new(Context {
-                charge: Some(Arc::new(budget.force(bytes))),
+                charge: held.map(|(budget, bytes)| Arc::new(budget.force(bytes))),
+                ack,
                 ..(*merged.context).clone()
             });
         }

@@ -536,12 +536,23 @@ impl Shard {
                 let part = part.as_slice();
                 let bytes = join(part);
                 // Sent on: charged to the budget so receivers wait while it is delivered.
-                let context = match &part[0].group.budget {
-                    Some(b) => Arc::new(crate::pdata::Context {
-                        charge: Some(Arc::new(b.force(bytes.len()))),
+                // It holds the write-ahead-log records of every request its spans came from.
+                let ack = crate::pdata::ack::Ack::merge(
+                    part.iter().filter_map(|c| c.group.context.ack.as_ref()),
+                );
+                let charge = part[0]
+                    .group
+                    .budget
+                    .as_ref()
+                    .map(|b| Arc::new(b.force(bytes.len())));
+                let context = if charge.is_none() && ack.is_none() {
+                    Arc::clone(&part[0].group.context)
+                } else {
+                    Arc::new(crate::pdata::Context {
+                        charge,
+                        ack,
                         ..(*part[0].group.context).clone()
-                    }),
-                    None => Arc::clone(&part[0].group.context),
+                    })
                 };
                 let batch = Batch::encoded(Signal::Traces, bytes, part.len(), context);
                 if self.out.send(batch).is_err() {

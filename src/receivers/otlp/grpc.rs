@@ -138,6 +138,7 @@ impl tonic::server::UnaryService<Bytes> for ExportSvc {
                 tenant: None,
                 auth,
                 charge: Some(Arc::new(charge)),
+                ack: None,
             });
             let batch = Batch::encoded(signal, body, items, ctx);
             match shared
@@ -174,7 +175,7 @@ fn refusal(r: Refused) -> Status {
             "weir is over its memory budget; retry later",
             std::time::Duration::from_secs(1),
         ),
-        Refused::MemoryLimited(m) => {
+        Refused::MemoryLimited(m) | Refused::Storage(m) => {
             crate::grpc::status_with_retry(Code::Unavailable, &m, std::time::Duration::from_secs(1))
         }
         Refused::Closed => Status::unavailable("weir is shutting down; retry later"),

@@ -433,6 +433,7 @@ impl HttpService {
                     tenant: None,
                     auth,
                     charge: Some(Arc::new(charge)),
+                    ack: None,
                 }),
                 held: None,
             };
@@ -478,7 +479,7 @@ fn refusal(r: Refused) -> (StatusCode, tonic::Code, String, Option<u64>) {
             "weir is over its memory budget; retry later".to_string(),
             Some(1),
         ),
-        Refused::MemoryLimited(m) => (
+        Refused::MemoryLimited(m) | Refused::Storage(m) => (
             StatusCode::SERVICE_UNAVAILABLE,
             tonic::Code::Unavailable,
             m,
