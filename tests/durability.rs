@@ -258,8 +258,12 @@ async fn a_full_persistent_queue_refuses_with_a_retryable_error() {
         || sink.state.spans() == 3,
     )
     .await;
-    // Room again once delivered.
-    client.export(request("after", 1)).await.unwrap();
+    // Room again once delivered (released when the backend's answer reaches weir).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = client.export(request("after", 1)).await {
+        assert!(Instant::now() < deadline, "no room after delivery: {e:?}");
+        tokio::task::yield_now().await;
+    }
     weir.stop();
 }
 
@@ -355,4 +359,92 @@ service:
             }
         }
     }
+}
+
+/// A tmpfs mounted for one test (the tests run as root, as CI does), unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = scratch_dir().join("disk");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs to fill a disk and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_backpressure_and_recovers_when_delivered() {
+    let disk = SmallDisk::mount("1m");
+    let sink = Sink::start().await;
+    sink.state.set_mode(Mode::Stall);
+    let grpc = free_port();
+    let cfg = config(
+        grpc,
+        sink.grpc_port,
+        &disk.0.join("q").display().to_string(),
+        "",
+        "1s",
+    );
+    let weir = Weir::start(&cfg, grpc);
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+        .await
+        .unwrap();
+    // ~40 KB requests until the disk is full.
+    let mut accepted = 0usize;
+    let mut refusal = None;
+    for r in 0..200 {
+        match client.export(request(&format!("r{r}"), 500)).await {
+            Ok(_) => accepted += 1,
+            Err(s) => {
+                refusal = Some(s);
+                break;
+            }
+        }
+    }
+    let s = refusal.expect("a full disk refuses");
+    assert!(accepted > 0);
+    assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+    assert!(
+        s.message().starts_with(
+            "the persistent queue of pipeline traces cannot write: No space left on device"
+        ) && s.message().ends_with("retry later"),
+        "{}",
+        s.message()
+    );
+    // Still serving; once the backend takes the data, the space comes back.
+    sink.state.set_mode(Mode::Accept);
+    wait_until_async(
+        "the accepted spans delivered",
+        Duration::from_secs(30),
+        || sink.state.spans() == accepted * 500,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client.export(request("after", 500)).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline && e.code() == tonic::Code::Unavailable => {
+                tokio::task::yield_now().await
+            }
+            Err(e) => panic!("the disk never recovered: {e:?}"),
+        }
+    }
+    assert!(weir.stop().success());
+    drop(disk);
 }

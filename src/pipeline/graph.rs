@@ -363,6 +363,13 @@ impl Engine {
 
         // Telemetry first, so a failing start can still be observed.
         self.apply_servers(cfg, starting, &mut report).await?;
+        if starting {
+            for (id, e) in &cfg.extensions {
+                if let ExtensionConfig::FileStorage(f) = e {
+                    f.warn_ignored(id);
+                }
+            }
+        }
 
         // 1. Exporters some pipeline uses: start the new and the changed ones.
         let used_exporters: BTreeMap<&String, &ExporterConfig> = cfg

@@ -839,9 +839,7 @@ impl Writer {
             for seq in releases.drain(..) {
                 self.release(seq);
             }
-            if self.active_len >= SEGMENT_BYTES && self.active_outstanding == 0 {
-                self.rotate();
-            }
+            self.reclaim();
         }
         if !buf.is_empty() {
             self.write(&mut buf, &mut replies);
@@ -922,6 +920,33 @@ impl Writer {
                 .used
                 .fetch_sub(seg.len, Ordering::Relaxed);
             retire(&seg.path, seg.damaged && self.recreate);
+        }
+    }
+
+    /// Gives back the space of released records: when nothing older is kept and every record
+    /// of the active segment is released, the segment is cut back to its header (so a log that
+    /// keeps up stays small, and a full disk recovers once its data is delivered); a full
+    /// segment with records still out is closed and a new one started.
+    fn reclaim(&mut self) {
+        let header = SEGMENT_MAGIC.len() as u64;
+        if self.active_outstanding == 0 && self.segs.is_empty() && self.active_len > header {
+            use std::io::Seek;
+            let cut = self
+                .active
+                .set_len(header)
+                .and_then(|_| self.active.seek(std::io::SeekFrom::Start(header)));
+            if cut.is_ok() {
+                self.inner
+                    .storage
+                    .used
+                    .fetch_sub(self.active_len - header, Ordering::Relaxed);
+                self.active_len = header;
+                self.active_first = self.next_seq;
+                return;
+            }
+        }
+        if self.active_len >= SEGMENT_BYTES {
+            self.rotate();
         }
     }
 
