@@ -131,27 +131,33 @@ fn what_is_not_released_is_replayed_with_its_context() {
     w.close();
 }
 
-#[test]
-fn a_damaged_record_costs_only_itself() {
-    let dir = scratch("damage");
+/// Writes one record per tag (never released) and returns the segment holding them, its
+/// bytes, and where `payload-b` starts in them.
+fn written_segment(dir: &Path, tags: &[&str]) -> (PathBuf, Vec<u8>, usize) {
     let rt = rt();
     {
-        let (_s, w) = open(&dir);
-        for t in ["a", "b", "c"] {
+        let (_s, w) = open(dir);
+        for t in tags {
             std::mem::forget(rt.block_on(w.append(&batch(t))).unwrap());
         }
         w.close();
     }
-    // Flip a byte inside the second record's payload.
-    let log = dir.join("weir_pipeline_traces");
-    let seg = std::fs::read_dir(&log)
+    let seg = std::fs::read_dir(dir.join("weir_pipeline_traces"))
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .find(|p| std::fs::metadata(p).unwrap().len() > 8)
         .unwrap();
-    let mut bytes = std::fs::read(&seg).unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
     let at = bytes.windows(9).position(|w| w == b"payload-b").unwrap();
+    (seg, bytes, at)
+}
+
+#[test]
+fn a_damaged_record_costs_only_itself() {
+    let dir = scratch("damage");
+    // Flip a byte inside the second record's payload.
+    let (seg, mut bytes, at) = written_segment(&dir, &["a", "b", "c"]);
     bytes[at + 8] ^= 0xff;
     // And cut the file short inside the last record, as a crash mid-write would.
     bytes.truncate(bytes.len() - 3);
@@ -173,23 +179,7 @@ fn a_damaged_record_costs_only_itself() {
 #[test]
 fn records_after_a_damaged_one_are_recovered() {
     let dir = scratch("resync");
-    let rt = rt();
-    {
-        let (_s, w) = open(&dir);
-        for t in ["a", "b", "c", "d"] {
-            std::mem::forget(rt.block_on(w.append(&batch(t))).unwrap());
-        }
-        w.close();
-    }
-    let log = dir.join("weir_pipeline_traces");
-    let seg = std::fs::read_dir(&log)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| std::fs::metadata(p).unwrap().len() > 8)
-        .unwrap();
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let at = bytes.windows(9).position(|w| w == b"payload-b").unwrap();
+    let (seg, mut bytes, at) = written_segment(&dir, &["a", "b", "c", "d"]);
     bytes[at] ^= 0x55;
     std::fs::write(&seg, &bytes).unwrap();
     let (_s, w) = open(&dir);
