@@ -5,6 +5,7 @@
 # path is run again at half its saturated rate to measure added latency (p99).
 #
 #   benches/e2e.sh [SECONDS]      (default 10 seconds per path)
+#   ONLY="persistent queue" benches/e2e.sh 6     (only the rows whose name contains ONLY)
 #
 # Prints a Markdown table (also written to target/e2e-results.md). Needs taskset (util-linux).
 set -euo pipefail
@@ -40,6 +41,7 @@ ROWS=()
 # TLS_IN=1: the client speaks TLS to weir; TLS_OUT=1: weir speaks TLS to the sink.
 run() {
   local name="$1" signal="$2" procs="$3" exporter="$4"; shift 4
+  if [ -n "${ONLY:-}" ] && [[ "$name" != *"$ONLY"* ]]; then return 0; fi
   local grpc sinkp; grpc=$(port); sinkp=$(port)
   local exp rtls="" etls="tls: {insecure: true}" send_tls=() sink_tls=()
   if [ "${TLS_IN:-0}" = 1 ]; then
@@ -55,6 +57,11 @@ run() {
     endpoint: 127.0.0.1:$sinkp
     $etls
     compression: none" ;;
+    otlp-wal) exp="otlp:
+    endpoint: 127.0.0.1:$sinkp
+    $etls
+    compression: none
+    sending_queue: {storage: file_storage/q}" ;;
     prw) exp="prometheusremotewrite:
     endpoint: http://127.0.0.1:$sinkp/api/v1/write" ;;
     loki) exp="loki:
@@ -62,6 +69,14 @@ run() {
     labels: {resource: {service.name: service_name}}" ;;
   esac
   local expid="${exporter/prw/prometheusremotewrite}"
+  expid="${expid/otlp-wal/otlp}"
+  # The persistent queue's rows: a file_storage directory of their own (WAL_FSYNC=true syncs).
+  local ext="" svcext=""
+  if [ "$exporter" = otlp-wal ]; then
+    ext="extensions:
+  file_storage/q: {directory: \"$WORK/wal-$grpc\", create_directory: true, fsync: ${WAL_FSYNC:-false}}"
+    svcext="extensions: [file_storage/q]"
+  fi
   cat > "$WORK/cfg.yaml" <<EOF
 receivers:
   otlp:
@@ -77,9 +92,11 @@ processors:
       - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
       - {name: slow, type: latency, latency: {threshold_ms: 500}}
       - {name: some, type: probabilistic, probabilistic: {sampling_percentage: 10}}
+$ext
 exporters:
   $exp
 service:
+  $svcext
   telemetry: {metrics: {level: none}}
   pipelines:
     $signal: {receivers: [otlp], processors: [$procs], exporters: [$expid]}
@@ -106,7 +123,7 @@ EOF
   p50=$(json '["p50_ms"]' < "$WORK/send.json")
   p99=$(json '["p99_ms"]' < "$WORK/send.json")
   case "$exporter" in
-    otlp) got=$(json "[\"$signal\"]" < "$WORK/sink.json") ;;
+    otlp|otlp-wal) got=$(json "[\"$signal\"]" < "$WORK/sink.json") ;;
     prw) got=$(json '["remote_write_samples"]' < "$WORK/sink.json") ;;
     loki) got=$(json '["loki_entries"]' < "$WORK/sink.json") ;;
   esac
@@ -117,7 +134,7 @@ EOF
 }
 
 run "traces pass-through, small spans" traces "" otlp
-SAT=$LAST_RATE
+SAT=${LAST_RATE:-0}
 TLS_IN=1 TLS_OUT=1 run "traces pass-through, small spans, TLS in and out" traces "" otlp
 TLS_IN=1 run "traces pass-through, small spans, TLS in only" traces "" otlp
 run "traces pass-through, large spans" traces "" otlp --shape large
@@ -125,6 +142,8 @@ run "traces pass-through, small, client gzip" traces "" otlp --gzip
 run "traces pass-through, small, client zstd" traces "" otlp --zstd
 run "traces + batch" traces "batch" otlp
 run "traces + tenant tagging + batch" traces "tenant, batch" otlp
+run "traces + batch, persistent queue (file_storage, fsync off)" traces "batch" otlp-wal
+WAL_FSYNC=true run "traces + batch, persistent queue (file_storage, fsync on)" traces "batch" otlp-wal
 run "traces + tail sampling (3 policies, 1 s) + batch" traces "tail_sampling, batch" otlp
 run "metrics → remote write (data points)" metrics "batch" prw
 run "logs → Loki, protobuf+snappy (records)" logs "batch" loki

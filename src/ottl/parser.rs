@@ -134,6 +134,7 @@ pub(crate) fn parse(src: &str, ctx: ContextKind) -> Result<Expr, ParseError> {
         toks,
         pos: 0,
         ctx,
+        depth: 0,
     };
     let e = p.expr()?;
     if let Some(t) = p.peek() {
@@ -153,7 +154,13 @@ struct Parser<'s> {
     toks: Vec<Token>,
     pos: usize,
     ctx: ContextKind,
+    /// Parentheses and converter calls open now: bounded, so a hostile condition cannot
+    /// exhaust the stack of this recursive parser.
+    depth: usize,
 }
+
+/// How deep parentheses and converter calls may nest.
+pub(crate) const MAX_NESTING: usize = 64;
 
 fn describe(src: &str, t: &Token) -> String {
     format!("{:?}", src.get(t.start..t.end).unwrap_or(""))
@@ -236,10 +243,25 @@ impl<'s> Parser<'s> {
         self.bvalue_inner()
     }
 
+    /// Enters one level of nesting at the token at `at`, or refuses past [`MAX_NESTING`].
+    fn nest(&mut self, at: usize) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(self.error_at(
+                at,
+                format!("the condition nests parentheses and calls more than {MAX_NESTING} deep"),
+            ));
+        }
+        Ok(())
+    }
+
     fn bvalue_inner(&mut self) -> Result<Expr, ParseError> {
         if self.peek_tok() == Some(&Tok::LParen) {
+            let at = self.peek().map_or(0, |t| t.start);
+            self.nest(at)?;
             self.pos += 1;
             let e = self.expr()?;
+            self.depth -= 1;
             if self.peek_tok() != Some(&Tok::RParen) {
                 return Err(self.expected("\")\""));
             }
@@ -423,6 +445,7 @@ impl<'s> Parser<'s> {
         if self.peek_tok() != Some(&Tok::LParen) {
             return Err(self.expected(&format!("\"(\" after {name:?}")));
         }
+        self.nest(name_tok.start)?;
         self.pos += 1;
         let mut args: Vec<(Operand, usize)> = Vec::new();
         if self.peek_tok() != Some(&Tok::RParen) {
@@ -442,6 +465,7 @@ impl<'s> Parser<'s> {
             }
         }
         self.pos += 1; // the ")"
+        self.depth -= 1;
         if args.len() != arity {
             return Err(self.error_at(
                 name_tok.start,

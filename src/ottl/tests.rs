@@ -810,3 +810,26 @@ fn request_headers_in_the_resource_context() {
     assert!(!c.eval_resource(None));
     assert!(Condition::parse(r#"request["X-Team"] == "blue""#, ContextKind::Span).is_err());
 }
+
+/// A hostile nesting is refused with its column, not a stack overflow; 64 levels still parse.
+#[test]
+fn deep_nesting_is_refused_not_a_stack_overflow() {
+    let deep = |n: usize| format!("{}name == \"x\"{}", "(".repeat(n), ")".repeat(n));
+    assert!(Condition::parse(&deep(64), ContextKind::Span).is_ok());
+    let e = err(&deep(100_000), ContextKind::Span);
+    assert_eq!(e.column, 65);
+    assert_eq!(
+        e.message,
+        "the condition nests parentheses and calls more than 64 deep"
+    );
+    let calls = format!(
+        "{}\"x\"{}",
+        "IsString(".repeat(100_000),
+        ")".repeat(100_000)
+    );
+    let e = err(&calls, ContextKind::Span);
+    assert_eq!(e.column, 64 * 9 + 1);
+    // Sequences are not nesting: a long flat condition parses.
+    let flat = vec!["name == \"x\""; 10_000].join(" or ");
+    assert!(Condition::parse(&flat, ContextKind::Span).is_ok());
+}

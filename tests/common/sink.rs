@@ -41,6 +41,8 @@ pub enum Mode {
     Fail(tonic::Code),
     /// Hold every request until the mode changes.
     Stall,
+    /// A slow backend: answer each request this long after it arrives.
+    Delay(std::time::Duration),
 }
 
 /// One request the sink accepted.
@@ -143,6 +145,10 @@ impl State {
                     if rx.changed().await.is_err() {
                         return Some(tonic::Code::Unavailable);
                     }
+                }
+                Mode::Delay(d) => {
+                    tokio::time::sleep(d).await;
+                    return None;
                 }
             }
         }

@@ -109,7 +109,7 @@ impl PrwSender {
             self.dropped_invalid.add(t.dropped_invalid as u64);
             tracing::warn!(
                 exporter = %self.id,
-                "dropped {} exponential histogram points with a scale below -4 (Prometheus' coarsest schema)",
+                "dropped {} data points Prometheus cannot represent: exponential histograms with a scale below -4 (Prometheus' coarsest schema), or metrics whose name has no character a Prometheus name can hold",
                 t.dropped_invalid
             );
         }

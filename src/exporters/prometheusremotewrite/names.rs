@@ -106,8 +106,9 @@ pub fn metric_name(
             .collect::<Vec<_>>()
             .join("_");
         if !namespace.is_empty() {
-            return format!("{namespace}_{out}");
+            out = format!("{namespace}_{out}");
         }
+        // A namespace can start with a digit too (`namespace: 9x`).
         if out.starts_with(|c: char| c.is_ascii_digit()) {
             out.insert(0, '_');
         }

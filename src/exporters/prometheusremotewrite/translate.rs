@@ -383,7 +383,8 @@ pub fn translate(req: &ExportMetricsServiceRequest, s: &Settings) -> Translated 
                             let mut bounds: Vec<(f64, u64)> =
                                 Vec::with_capacity(p.explicit_bounds.len() + 1);
                             for (i, bound) in p.explicit_bounds.iter().enumerate() {
-                                cum += p.bucket_counts.get(i).copied().unwrap_or(0);
+                                let c = p.bucket_counts.get(i).copied().unwrap_or(0);
+                                cum = cum.saturating_add(c);
                                 bounds.push((*bound, cum));
                             }
                             bounds.push((f64::INFINITY, p.count));
@@ -492,6 +493,8 @@ pub fn translate(req: &ExportMetricsServiceRequest, s: &Settings) -> Translated 
             if !others.is_empty() {
                 let name = if s.namespace.is_empty() {
                     "target_info".to_owned()
+                } else if s.namespace.starts_with(|c: char| c.is_ascii_digit()) {
+                    format!("_{}_target_info", s.namespace)
                 } else {
                     format!("{}_target_info", s.namespace)
                 };
@@ -510,6 +513,22 @@ pub fn translate(req: &ExportMetricsServiceRequest, s: &Settings) -> Translated 
                 b.sample(l.finish(), 1.0, latest);
             }
         }
+    }
+    // A metric whose name has nothing Prometheus can hold (empty, or only characters that are
+    // not name characters, without a namespace) has no name: Prometheus would refuse the
+    // whole request for it, so it is dropped and counted instead.
+    let before = b.out.series.len();
+    let mut unnamed = 0;
+    b.out.series.retain(|ts| {
+        let named = ts.labels.iter().any(|l| l.name == "__name__");
+        if !named {
+            unnamed += ts.samples.len() + ts.histograms.len();
+        }
+        named
+    });
+    b.out.dropped_invalid += unnamed;
+    if b.out.series.len() != before {
+        b.out.metadata.retain(|m| !m.metric_family_name.is_empty());
     }
     for ts in &mut b.out.series {
         ts.samples.sort_by_key(|x| x.timestamp);
@@ -577,9 +596,10 @@ fn buckets(offset: i32, counts: &[u64], shift: u32) -> (Vec<BucketSpan>, Vec<i64
     // Merge for downscaling: new index = floor(old index / 2^shift).
     let mut merged: Vec<(i64, u64)> = Vec::new();
     for (i, c) in counts.iter().enumerate() {
-        let idx = (i64::from(offset) + i as i64) >> shift;
+        // Shifts past 63 (a scale far above OTLP's 20) keep the sign, as Go's shift does.
+        let idx = (i64::from(offset) + i as i64) >> shift.min(63);
         match merged.last_mut() {
-            Some((last, n)) if *last == idx => *n += c,
+            Some((last, n)) if *last == idx => *n = n.saturating_add(*c),
             _ => merged.push((idx, *c)),
         }
     }
@@ -607,14 +627,15 @@ fn buckets(offset: i32, counts: &[u64], shift: u32) -> (Vec<BucketSpan>, Vec<i64
                 if let Some(s) = spans.last_mut() {
                     s.length += 1;
                 }
-                deltas.push(-prev);
+                deltas.push(prev.wrapping_neg());
                 prev = 0;
             }
         }
         if let Some(s) = spans.last_mut() {
             s.length += 1;
         }
-        deltas.push(count as i64 - prev);
+        // Counts past i64::MAX wrap, as the Go translator's int64 conversion does.
+        deltas.push((count as i64).wrapping_sub(prev));
         prev = count as i64;
         next_idx = prom_idx + 1;
     }

@@ -186,17 +186,22 @@ pub struct Scan {
 pub fn scan(path: &Path) -> std::io::Result<Scan> {
     let mut buf = Vec::new();
     File::open(path)?.read_to_end(&mut buf)?;
+    Ok(scan_bytes(&buf))
+}
+
+/// [`scan`] of a segment already in memory (the fuzz target reads segments this way).
+pub fn scan_bytes(buf: &[u8]) -> Scan {
     let mut s = Scan {
         len: buf.len() as u64,
         ..Scan::default()
     };
     if buf.len() < SEGMENT_MAGIC.len() || &buf[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
         s.bad_bytes = buf.len() as u64;
-        return Ok(s);
+        return s;
     }
     let mut pos = SEGMENT_MAGIC.len();
     while pos < buf.len() {
-        match record_at(&buf, pos) {
+        match record_at(buf, pos) {
             Some((body, next)) => {
                 let seq = u64_at(body, 1);
                 match body[0] {
@@ -223,7 +228,7 @@ pub fn scan(path: &Path) -> std::io::Result<Scan> {
             }
         }
     }
-    Ok(s)
+    s
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -401,19 +406,40 @@ fn read_record(path: &Path, offset: u64) -> std::io::Result<Replayed> {
     }
     let mut body = vec![0u8; len as usize];
     f.read_exact_at(&mut body, offset + 8)?;
-    if crc32fast::hash(&body) != u32_at(&head, 4) || body[0] != KIND_DATA {
-        return Err(bad("checksum mismatch"));
+    parse_record(&head, body).map_err(bad)
+}
+
+/// The data record at `offset` of a segment in memory, read as [`read_record`] reads it from
+/// the file (the fuzz target's entry).
+pub fn record_in(segment: &[u8], offset: u64) -> Result<Replayed, &'static str> {
+    let at = usize::try_from(offset).map_err(|_| "bad offset")?;
+    let head: [u8; 8] = segment
+        .get(at..at.saturating_add(8))
+        .and_then(|h| h.try_into().ok())
+        .ok_or("cut short")?;
+    let len = u32_at(&head, 0);
+    if !(18..=MAX_RECORD).contains(&len) {
+        return Err("bad length");
     }
-    let signal = *Signal::ALL
-        .get(body[9] as usize)
-        .ok_or_else(|| bad("unknown signal"))?;
+    let body = segment
+        .get(at + 8..(at + 8).saturating_add(len as usize))
+        .ok_or("cut short")?;
+    parse_record(&head, body.to_vec())
+}
+
+/// A data record's body, checked against its head's checksum.
+fn parse_record(head: &[u8; 8], body: Vec<u8>) -> Result<Replayed, &'static str> {
+    if crc32fast::hash(&body) != u32_at(head, 4) || body[0] != KIND_DATA {
+        return Err("checksum mismatch");
+    }
+    let signal = *Signal::ALL.get(body[9] as usize).ok_or("unknown signal")?;
     let items = u32_at(&body, 10) as usize;
     let ctx_len = u32_at(&body, 14) as usize;
     let ctx_end = 18usize
         .checked_add(ctx_len)
         .filter(|e| *e <= body.len())
-        .ok_or_else(|| bad("context longer than the record"))?;
-    let context = decode_context(&body[18..ctx_end]).ok_or_else(|| bad("unreadable context"))?;
+        .ok_or("context longer than the record")?;
+    let context = decode_context(&body[18..ctx_end]).ok_or("unreadable context")?;
     let payload = Bytes::from(body).slice(ctx_end..);
     Ok(Replayed {
         signal,
@@ -421,6 +447,42 @@ fn read_record(path: &Path, offset: u64) -> std::io::Result<Replayed> {
         context,
         payload,
     })
+}
+
+/// The head of a batch's data record (kind, seq 0, signal, items, context).
+fn data_head(batch: &Batch) -> Vec<u8> {
+    let mut head = Vec::with_capacity(64);
+    head.push(KIND_DATA);
+    head.extend_from_slice(&[0u8; 8]); // seq, set by the writer
+    head.push(signal_code(batch.signal));
+    head.extend_from_slice(&(batch.items as u32).to_le_bytes());
+    head.extend_from_slice(&[0u8; 4]);
+    encode_context(&batch.context, &mut head);
+    let ctx_len = (head.len() - 18) as u32;
+    head[14..18].copy_from_slice(&ctx_len.to_le_bytes());
+    head
+}
+
+/// Frames a record: length, CRC-32 of head and payload, head, payload.
+fn frame(head: &[u8], payload: &[u8], out: &mut Vec<u8>) {
+    let len = (head.len() + payload.len()) as u32;
+    let mut h = crc32fast::Hasher::new();
+    h.update(head);
+    h.update(payload);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&h.finalize().to_le_bytes());
+    out.extend_from_slice(head);
+    out.extend_from_slice(payload);
+}
+
+/// A batch's data record as the writer frames it, with `seq` (the fuzz target builds valid
+/// segments with it).
+pub fn encode_record(seq: u64, batch: &Batch) -> Vec<u8> {
+    let mut head = data_head(batch);
+    head[1..9].copy_from_slice(&seq.to_le_bytes());
+    let mut out = Vec::new();
+    frame(&head, &batch.to_bytes(), &mut out);
+    out
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -609,15 +671,7 @@ impl Wal {
             return Err(WalError::Closed(inner.pipeline.clone()));
         }
         let payload = batch.to_bytes();
-        let mut head = Vec::with_capacity(64);
-        head.push(KIND_DATA);
-        head.extend_from_slice(&[0u8; 8]); // seq, set by the writer
-        head.push(signal_code(batch.signal));
-        head.extend_from_slice(&(batch.items as u32).to_le_bytes());
-        head.extend_from_slice(&[0u8; 4]);
-        encode_context(&batch.context, &mut head);
-        let ctx_len = (head.len() - 18) as u32;
-        head[14..18].copy_from_slice(&ctx_len.to_le_bytes());
+        let head = data_head(batch);
         let record = (8 + head.len() + payload.len()) as u64;
         if record > u64::from(MAX_RECORD) {
             return Err(WalError::Io {
@@ -805,14 +859,7 @@ impl Writer {
                         let seq = self.next_seq;
                         self.next_seq += 1;
                         head[1..9].copy_from_slice(&seq.to_le_bytes());
-                        let len = (head.len() + payload.len()) as u32;
-                        let mut h = crc32fast::Hasher::new();
-                        h.update(&head);
-                        h.update(&payload);
-                        buf.extend_from_slice(&len.to_le_bytes());
-                        buf.extend_from_slice(&h.finalize().to_le_bytes());
-                        buf.extend_from_slice(&head);
-                        buf.extend_from_slice(&payload);
+                        frame(&head, &payload, &mut buf);
                         replies.push((reply, seq, items, payload.len()));
                     }
                     Cmd::Release(seq) => releases.push(seq),
@@ -828,9 +875,7 @@ impl Writer {
                     for s in chunk {
                         body.extend_from_slice(&s.to_le_bytes());
                     }
-                    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-                    buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-                    buf.extend_from_slice(&body);
+                    frame(&body, &[], &mut buf);
                 }
             }
             self.write(&mut buf, &mut replies);

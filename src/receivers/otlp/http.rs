@@ -518,7 +518,7 @@ fn refusal(r: Refused) -> (StatusCode, tonic::Code, String, Option<u64>) {
 /// Decodes an OTLP/JSON body and hands it on as protobuf: checked like a protobuf body (the
 /// JSON decoder has no nesting limit as low as the protobuf decoder's), and from here on it
 /// takes the same fast path.
-fn decode_json(signal: Signal, body: &[u8]) -> Result<(Payload, usize), String> {
+pub fn decode_json(signal: Signal, body: &[u8]) -> Result<(Payload, usize), String> {
     let e = |e: serde_json::Error| e.to_string();
     let bytes = match signal {
         Signal::Traces => serde_json::from_slice::<ExportTraceServiceRequest>(body)
