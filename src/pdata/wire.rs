@@ -93,6 +93,49 @@ impl<'a> Reader<'a> {
         Ok(&self.buf[start..self.pos])
     }
 
+    /// Skips the rest of group `number` (its start tag read), nested groups included, up to
+    /// the decoder's depth limit.
+    fn skip_group(&mut self, number: u64, depth: u32) -> Result<(), WireError> {
+        if depth > super::check::MAX_DEPTH {
+            return Err(WireError::Depth {
+                offset: self.base + self.pos,
+            });
+        }
+        loop {
+            let at = self.base + self.pos;
+            let key = self.varint()?;
+            let (n, wire_type) = (key >> 3, (key & 7) as u8);
+            if n == 0 {
+                return Err(WireError::FieldZero(at));
+            }
+            match wire_type {
+                0 => {
+                    self.varint()?;
+                }
+                1 => {
+                    self.skip(8)?;
+                }
+                LEN => {
+                    let len = self.varint()?;
+                    self.skip(len)?;
+                }
+                3 => self.skip_group(n, depth + 1)?,
+                4 if n == number => return Ok(()),
+                4 => return Err(WireError::EndGroup { offset: at }),
+                5 => {
+                    self.skip(4)?;
+                }
+                _ => {
+                    return Err(WireError::WireType {
+                        field: n,
+                        wire_type,
+                        offset: at,
+                    })
+                }
+            }
+        }
+    }
+
     fn next(&mut self) -> Option<Result<(Field<'a>, usize), WireError>> {
         if self.pos >= self.buf.len() {
             return None;
@@ -125,6 +168,9 @@ impl<'a> Reader<'a> {
             5 => {
                 self.skip(4)?;
             }
+            // A group (in an unknown field: OTLP has none), skipped as the decoder skips it,
+            // so every walk accepts what the receiver's check accepted.
+            3 => self.skip_group(number, 1)?,
             _ => {
                 return Err(WireError::WireType {
                     field: number,
@@ -397,9 +443,11 @@ mod tests {
             count_items(Signal::Logs, &[0x00]),
             Err(WireError::FieldZero(0))
         );
+        // A group that never ends; a known field sent as a group.
+        assert!(count_items(Signal::Logs, &[0x0b]).is_err());
         assert!(matches!(
-            count_items(Signal::Logs, &[0x0b]),
-            Err(WireError::WireType { .. })
+            count_items(Signal::Logs, &[0x0b, 0x0c]),
+            Err(WireError::WireType { field: 1, .. })
         ));
         assert!(matches!(
             count_items(
@@ -413,6 +461,44 @@ mod tests {
             count_items(Signal::Traces, &[0x08, 0x01]),
             Err(WireError::WireType { field: 1, .. })
         ));
+    }
+
+    /// Groups in unknown fields are skipped as the decoder (and the receiver's check) skip
+    /// them, so stages that walk accepted requests (tail sampling's split) never refuse one.
+    /// The fuzz target `wire` found this walk refusing them.
+    #[test]
+    fn groups_in_unknown_fields_are_skipped_as_the_decoder_skips_them() {
+        use crate::pdata::check::check_request;
+        let span = Span {
+            name: "s".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        // Field 99 as a group holding a varint, a nested group and a fixed32.
+        let mut group = vec![0x9b, 0x06]; // 99 << 3 | 3
+        group.extend_from_slice(&[0x08, 0x01]); // field 1 varint
+        group.extend_from_slice(&[0x13, 0x15, 1, 2, 3, 4, 0x14]); // group 2 { fixed32 } end 2
+        group.extend_from_slice(&[0x9c, 0x06]); // end group 99
+        let with_group = [span.as_slice(), &group].concat();
+        // The request by hand: prost would drop the unknown field on re-encoding.
+        let scope = [vec![0x12, with_group.len() as u8], with_group.clone()].concat();
+        let resource = [vec![0x12, scope.len() as u8], scope].concat();
+        let bytes = [vec![0x0a, resource.len() as u8], resource].concat();
+        assert_eq!(check_request(Signal::Traces, &bytes), Ok(1));
+        assert_eq!(count_items(Signal::Traces, &bytes), Ok(1));
+        let mut fields = 0;
+        for_each_field(&with_group, |_, _, _, _| {
+            fields += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(fields, 2, "the name and the group");
+        // An end tag for another group, or none at all, is refused as the decoder refuses it.
+        let mut wrong_end = with_group.clone();
+        let n = wrong_end.len();
+        wrong_end[n - 2] = 0xa4; // end group 100
+        assert!(for_each_field(&wrong_end, |_, _, _, _| Ok(())).is_err());
+        assert!(for_each_field(&with_group[..n - 2], |_, _, _, _| Ok(())).is_err());
     }
 
     #[test]
