@@ -39,6 +39,7 @@ pub enum ProcessorConfig {
     CardinalityLimiter(CardinalityLimiterConfig),
     Tenant(TenantConfig),
     MemoryLimiter(crate::processors::memory_limiter::config::MemoryLimiterConfig),
+    Filter(Box<crate::processors::filter::config::FilterConfig>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +135,13 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         aliases: &[],
         signals: ALL,
         description: "inserts, updates, deletes or hashes resource attributes",
+    },
+    ComponentInfo {
+        kind: Kind::Processor,
+        type_name: "filter",
+        aliases: &[],
+        signals: ALL,
+        description: "drops spans, span events, metrics, data points and logs matching OTTL conditions",
     },
     ComponentInfo {
         kind: Kind::Processor,
@@ -505,6 +513,19 @@ impl Config {
                     if let Some(c) = cx.decode::<CardinalityLimiterConfig>(&path, body) {
                         if cx.problems(&path, c.validate()) {
                             processors.insert(id, ProcessorConfig::CardinalityLimiter(c));
+                        }
+                    }
+                }
+                "filter" => {
+                    if let Some(c) =
+                        cx.decode::<crate::processors::filter::config::FilterConfig>(&path, body)
+                    {
+                        let problems = match crate::processors::filter::Filter::new(&c) {
+                            Ok(_) => Vec::new(),
+                            Err(p) => p,
+                        };
+                        if cx.problems(&path, problems) {
+                            processors.insert(id, ProcessorConfig::Filter(Box::new(c)));
                         }
                     }
                 }

@@ -10,6 +10,10 @@ use std::cmp::Ordering;
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, ExponentialHistogramDataPoint, HistogramDataPoint, Metric,
+    NumberDataPoint, SummaryDataPoint,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, Span};
 
@@ -26,6 +30,122 @@ pub(crate) struct Ctx<'a> {
     pub log: Option<&'a LogRecord>,
     /// Request headers (lower-case names), for `request["..."]`.
     pub request: Option<&'a [(String, String)]>,
+    pub metric: Option<&'a Metric>,
+    pub point: Option<Point<'a>>,
+}
+
+/// A data point of any kind, as the datapoint context sees it.
+#[derive(Clone, Copy, Debug)]
+pub enum Point<'a> {
+    Number(&'a NumberDataPoint),
+    Histogram(&'a HistogramDataPoint),
+    ExpHistogram(&'a ExponentialHistogramDataPoint),
+    Summary(&'a SummaryDataPoint),
+}
+
+impl<'a> Point<'a> {
+    pub fn attributes(&self) -> &'a [KeyValue] {
+        match self {
+            Point::Number(p) => &p.attributes,
+            Point::Histogram(p) => &p.attributes,
+            Point::ExpHistogram(p) => &p.attributes,
+            Point::Summary(p) => &p.attributes,
+        }
+    }
+    fn times(&self) -> (u64, u64, u32) {
+        match self {
+            Point::Number(p) => (p.start_time_unix_nano, p.time_unix_nano, p.flags),
+            Point::Histogram(p) => (p.start_time_unix_nano, p.time_unix_nano, p.flags),
+            Point::ExpHistogram(p) => (p.start_time_unix_nano, p.time_unix_nano, p.flags),
+            Point::Summary(p) => (p.start_time_unix_nano, p.time_unix_nano, p.flags),
+        }
+    }
+}
+
+/// The metric's type as upstream numbers it (`METRIC_DATA_TYPE_*`).
+pub(crate) fn metric_type(m: &Metric) -> i64 {
+    match &m.data {
+        None => 0,
+        Some(metric::Data::Gauge(_)) => 1,
+        Some(metric::Data::Sum(_)) => 2,
+        Some(metric::Data::Histogram(_)) => 3,
+        Some(metric::Data::ExponentialHistogram(_)) => 4,
+        Some(metric::Data::Summary(_)) => 5,
+    }
+}
+
+/// Every point of a metric, in order.
+pub(crate) fn points(m: &Metric) -> Vec<Point<'_>> {
+    match &m.data {
+        None => Vec::new(),
+        Some(metric::Data::Gauge(g)) => g.data_points.iter().map(Point::Number).collect(),
+        Some(metric::Data::Sum(x)) => x.data_points.iter().map(Point::Number).collect(),
+        Some(metric::Data::Histogram(x)) => x.data_points.iter().map(Point::Histogram).collect(),
+        Some(metric::Data::ExponentialHistogram(x)) => {
+            x.data_points.iter().map(Point::ExpHistogram).collect()
+        }
+        Some(metric::Data::Summary(x)) => x.data_points.iter().map(Point::Summary).collect(),
+    }
+}
+
+fn metric_field(f: Field, m: &Metric) -> Option<Val<'_>> {
+    Some(match f {
+        Field::MetricName => Val::Str(&m.name),
+        Field::MetricDescription => Val::Str(&m.description),
+        Field::MetricUnit => Val::Str(&m.unit),
+        Field::MetricType => Val::Int(metric_type(m)),
+        Field::MetricTemporality => match &m.data {
+            Some(metric::Data::Sum(x)) => Val::Int(i64::from(x.aggregation_temporality)),
+            Some(metric::Data::Histogram(x)) => Val::Int(i64::from(x.aggregation_temporality)),
+            Some(metric::Data::ExponentialHistogram(x)) => {
+                Val::Int(i64::from(x.aggregation_temporality))
+            }
+            _ => Val::Nil,
+        },
+        Field::MetricMonotonic => match &m.data {
+            Some(metric::Data::Sum(x)) => Val::Bool(x.is_monotonic),
+            _ => Val::Nil,
+        },
+        _ => return None,
+    })
+}
+
+/// A point's field; fields another kind of point has read as nil (as upstream).
+fn point_field(f: Field, p: Point<'_>) -> Option<Val<'_>> {
+    let (start, time, flags) = p.times();
+    Some(match (f, p) {
+        (Field::PointAttrs, _) => Val::Map(p.attributes()),
+        (Field::PointStart, _) => ts(start),
+        (Field::PointTime, _) => ts(time),
+        (Field::PointFlags, _) => Val::Int(i64::from(flags)),
+        // pdata's DoubleValue()/IntValue(): the other kind of number reads as zero.
+        (Field::PointValueDouble, Point::Number(n)) => Val::Double(match n.value {
+            Some(number_data_point::Value::AsDouble(d)) => d,
+            _ => 0.0,
+        }),
+        (Field::PointValueInt, Point::Number(n)) => Val::Int(match n.value {
+            Some(number_data_point::Value::AsInt(i)) => i,
+            _ => 0,
+        }),
+        (Field::PointCount, Point::Histogram(h)) => Val::Int(h.count as i64),
+        (Field::PointCount, Point::ExpHistogram(h)) => Val::Int(h.count as i64),
+        (Field::PointCount, Point::Summary(h)) => Val::Int(h.count as i64),
+        (Field::PointSum, Point::Histogram(h)) => Val::Double(h.sum.unwrap_or(0.0)),
+        (Field::PointSum, Point::ExpHistogram(h)) => Val::Double(h.sum.unwrap_or(0.0)),
+        (Field::PointSum, Point::Summary(h)) => Val::Double(h.sum),
+        (Field::PointScale, Point::ExpHistogram(h)) => Val::Int(i64::from(h.scale)),
+        (Field::PointZeroCount, Point::ExpHistogram(h)) => Val::Int(h.zero_count as i64),
+        (
+            Field::PointValueDouble
+            | Field::PointValueInt
+            | Field::PointCount
+            | Field::PointSum
+            | Field::PointScale
+            | Field::PointZeroCount,
+            _,
+        ) => Val::Nil,
+        _ => return None,
+    })
 }
 
 /// A lowercase hex id held inline, so `trace_id.string` needs no allocation.
@@ -149,6 +269,16 @@ fn field<'a>(f: Field, c: &Ctx<'a>) -> Val<'a> {
             Val::Int(c.scope.map_or(0, |s| i64::from(s.dropped_attributes_count)))
         }
         _ => {
+            if let Some(p) = c.point {
+                if let Some(v) = point_field(f, p) {
+                    return v;
+                }
+            }
+            if let Some(m) = c.metric {
+                if let Some(v) = metric_field(f, m) {
+                    return v;
+                }
+            }
             if let Some(s) = c.span {
                 if let Some(v) = span_field(f, s) {
                     return v;
@@ -258,8 +388,29 @@ fn call(f: &Converter, c: &Ctx<'_>) -> bool {
         Converter::IsDouble(t) => matches!(operand(t, c), Val::Double(_)),
         Converter::IsMap(t) => matches!(operand(t, c), Val::Map(_) | Val::Headers(_)),
         Converter::IsList(t) => matches!(operand(t, c), Val::List(_)),
+        Converter::HasAttrKeyOnDatapoint(key) => first_with(c, key).is_some(),
+        Converter::HasAttrOnDatapoint(key, value) => first_with(c, key).is_some_and(|v| {
+            // A value that is not a string compares as "" (pdata's Str()).
+            match v.value.as_ref() {
+                Some(any_value::Value::StringValue(s)) => s.as_str() == &**value,
+                _ => value.is_empty(),
+            }
+        }),
     }
 }
+
+/// The value of `key` on the first data point of the metric that has it.
+fn first_with<'a>(c: &Ctx<'a>, key: &str) -> Option<&'a AnyValue> {
+    let m = c.metric?;
+    points(m).into_iter().find_map(|p| {
+        p.attributes()
+            .iter()
+            .find(|kv| kv.key == key)
+            .map(|kv| kv.value.as_ref().unwrap_or(&NIL))
+    })
+}
+
+static NIL: AnyValue = AnyValue { value: None };
 
 fn by_ord(o: Option<Ordering>, op: CmpOp) -> bool {
     let Some(o) = o else {

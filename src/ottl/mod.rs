@@ -13,10 +13,12 @@
 //! `IsMatch` on a non-string value formats one), or look a name up at evaluation time.
 //!
 //! Supported subset: literals (strings, ints, floats, `true`/`false`, `nil`, `0x..` bytes,
-//! the context's enum symbols), paths of the span, span event, log and resource contexts
-//! (see `parser::resolve`), `== != < <= > >=`, `not`/`and`/`or` with upstream precedence and
-//! parentheses, and the converters `IsMatch`, `IsString`, `IsInt`, `IsBool`, `IsDouble`,
-//! `IsMap`, `IsList`. Editors, math and other converters are parse errors.
+//! the context's enum symbols), paths of the span, span event, log, resource, scope, metric
+//! and data point contexts (see `parser::resolve`), `== != < <= > >=`, `not`/`and`/`or` with
+//! upstream precedence and parentheses, and the converters `IsMatch`, `IsString`, `IsInt`,
+//! `IsBool`, `IsDouble`, `IsMap`, `IsList` (and, in the metric context, the filter
+//! processor's `HasAttrKeyOnDatapoint`, `HasAttrOnDatapoint`). Editors, math and other
+//! converters are parse errors. Parentheses and calls nest at most 64 deep.
 
 mod eval;
 mod lexer;
@@ -31,7 +33,11 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, Span};
 
+use opentelemetry_proto::tonic::metrics::v1::Metric;
+
+pub(crate) use eval::points as points_of;
 use eval::Ctx;
+pub use eval::Point;
 
 /// The OTTL context a condition is written for; it decides which paths and enums exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +50,13 @@ pub enum ContextKind {
     Log,
     /// `ottlresource`: `attributes`, `dropped_attributes_count`.
     Resource,
+    /// `ottlscope`: `name`, `version`, `attributes`, `dropped_attributes_count`, `resource.*`.
+    Scope,
+    /// `ottlmetric`: the metric's `name`, `description`, `unit`, `type`,
+    /// `aggregation_temporality`, `is_monotonic`, `resource.*`, `instrumentation_scope.*`.
+    Metric,
+    /// `ottldatapoint`: the point's fields, `metric.*`, `resource.*`, `instrumentation_scope.*`.
+    DataPoint,
 }
 
 impl ContextKind {
@@ -54,6 +67,9 @@ impl ContextKind {
             ContextKind::SpanEvent => "spanevent",
             ContextKind::Log => "log",
             ContextKind::Resource => "resource",
+            ContextKind::Scope => "scope",
+            ContextKind::Metric => "metric",
+            ContextKind::DataPoint => "datapoint",
         }
     }
 }
@@ -168,9 +184,73 @@ impl Condition {
         })
     }
 
+    pub fn eval_scope(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+    ) -> bool {
+        self.eval(&Ctx {
+            resource,
+            scope,
+            ..Ctx::default()
+        })
+    }
+
+    pub fn eval_metric(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        metric: &Metric,
+    ) -> bool {
+        self.eval(&Ctx {
+            resource,
+            scope,
+            metric: Some(metric),
+            ..Ctx::default()
+        })
+    }
+
+    pub fn eval_datapoint(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        metric: &Metric,
+        point: Point<'_>,
+    ) -> bool {
+        self.eval(&Ctx {
+            resource,
+            scope,
+            metric: Some(metric),
+            point: Some(point),
+            ..Ctx::default()
+        })
+    }
+
     fn eval(&self, ctx: &Ctx<'_>) -> bool {
         eval::eval(&self.expr, ctx)
     }
+}
+
+/// Upstream's context inference (`trace_conditions` and the like): the most specific context
+/// whose name prefixes a path of the condition (`span.name` → span, `spanevent.name` →
+/// spanevent even beside `resource.attributes`), among `allowed` (most specific first).
+/// `None` when no path names one of them.
+pub fn infer_context(expr: &str, allowed: &[ContextKind]) -> Option<ContextKind> {
+    let toks = lexer::tokenize(expr).ok()?;
+    let mut found: Vec<&str> = Vec::new();
+    for (i, t) in toks.iter().enumerate() {
+        let starts_path = t.tok == lexer::Tok::Lower
+            && (i == 0 || toks[i - 1].tok != lexer::Tok::Dot)
+            && toks.get(i + 1).is_some_and(|n| n.tok == lexer::Tok::Dot);
+        if starts_path {
+            found.push(expr.get(t.start..t.end).unwrap_or(""));
+        }
+    }
+    allowed.iter().copied().find(|c| {
+        found
+            .iter()
+            .any(|p| *p == c.name() || (*c == ContextKind::Scope && *p == "instrumentation_scope"))
+    })
 }
 
 /// Several conditions ORed, as upstream lists them (`span: [..]` in `ottl_condition`, the
@@ -238,5 +318,43 @@ impl ConditionSet {
 
     pub fn eval_resource(&self, resource: Option<&Resource>) -> bool {
         self.conditions.iter().any(|c| c.eval_resource(resource))
+    }
+
+    pub fn eval_scope(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+    ) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.eval_scope(resource, scope))
+    }
+
+    pub fn eval_metric(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        metric: &Metric,
+    ) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.eval_metric(resource, scope, metric))
+    }
+
+    pub fn eval_datapoint(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        metric: &Metric,
+        point: Point<'_>,
+    ) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.eval_datapoint(resource, scope, metric, point))
+    }
+
+    /// Adds conditions parsed elsewhere (a filter group's conditions of one context).
+    pub fn push(&mut self, c: Condition) {
+        self.conditions.push(c);
     }
 }

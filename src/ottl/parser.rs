@@ -52,6 +52,12 @@ pub(crate) enum Converter {
     IsDouble(Operand),
     IsMap(Operand),
     IsList(Operand),
+    /// The filter processor's: whether the first data point with the key has it (metric
+    /// context).
+    HasAttrKeyOnDatapoint(Box<str>),
+    /// The filter processor's: whether the first data point with the key has it with this
+    /// string value (metric context).
+    HasAttrOnDatapoint(Box<str>, Box<str>),
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +113,22 @@ pub(crate) enum Field {
     LogAttrs,
     LogDroppedAttrs,
     LogEventName,
+    MetricName,
+    MetricDescription,
+    MetricUnit,
+    MetricType,
+    MetricTemporality,
+    MetricMonotonic,
+    PointAttrs,
+    PointStart,
+    PointTime,
+    PointValueDouble,
+    PointValueInt,
+    PointFlags,
+    PointCount,
+    PointSum,
+    PointScale,
+    PointZeroCount,
 }
 
 impl Field {
@@ -120,6 +142,7 @@ impl Field {
                 | Field::EventAttrs
                 | Field::LogAttrs
                 | Field::LogBody
+                | Field::PointAttrs
         )
     }
 }
@@ -438,6 +461,14 @@ impl<'s> Parser<'s> {
         let arity = match name {
             "IsMatch" => 2,
             "IsString" | "IsInt" | "IsBool" | "IsDouble" | "IsMap" | "IsList" => 1,
+            "HasAttrKeyOnDatapoint" | "HasAttrOnDatapoint" if self.ctx != ContextKind::Metric => {
+                return Err(self.error_at(
+                    name_tok.start,
+                    format!("{name} is only available in the metric context"),
+                ))
+            }
+            "HasAttrKeyOnDatapoint" => 1,
+            "HasAttrOnDatapoint" => 2,
             _ => {
                 return Err(self.error_at(name_tok.start, format!("unsupported function {name:?}")))
             }
@@ -475,6 +506,25 @@ impl<'s> Parser<'s> {
                     args.len()
                 ),
             ));
+        }
+        if name.starts_with("HasAttr") {
+            let mut lits = Vec::new();
+            for (a, at) in args {
+                match a {
+                    Operand::Lit(Lit::Str(s)) => lits.push(s),
+                    _ => {
+                        return Err(
+                            self.error_at(at, format!("the arguments of {name} must be strings"))
+                        )
+                    }
+                }
+            }
+            let mut lits = lits.into_iter();
+            let key = lits.next().unwrap_or_default();
+            return Ok(match lits.next() {
+                Some(value) => Converter::HasAttrOnDatapoint(key, value),
+                None => Converter::HasAttrKeyOnDatapoint(key),
+            });
         }
         let mut args = args.into_iter();
         let (target, _) = match args.next() {
@@ -515,14 +565,10 @@ impl<'s> Parser<'s> {
 /// a prefix (`span.name` in the span context) and `scope` for `instrumentation_scope`.
 fn resolve(ctx: ContextKind, segs: &[&str]) -> Option<Field> {
     use ContextKind as C;
-    let own_prefix = match ctx {
-        C::Span => "span",
-        C::SpanEvent => "spanevent",
-        C::Log => "log",
-        C::Resource => "resource",
-    };
+    let own_prefix = ctx.name();
     let segs = match segs {
         [p, rest @ ..] if *p == own_prefix && !rest.is_empty() => rest,
+        ["instrumentation_scope", rest @ ..] if ctx == C::Scope && !rest.is_empty() => rest,
         _ => segs,
     };
     if ctx == C::Resource {
@@ -533,15 +579,47 @@ fn resolve(ctx: ContextKind, segs: &[&str]) -> Option<Field> {
     }
     match segs {
         ["resource", rest @ ..] => resource_field(rest),
-        ["instrumentation_scope" | "scope", rest @ ..] => scope_field(rest),
+        ["instrumentation_scope" | "scope", rest @ ..] if ctx != C::Scope => scope_field(rest),
         ["span", rest @ ..] if ctx == C::SpanEvent => span_field(rest),
+        ["metric", rest @ ..] if ctx == C::DataPoint => metric_field(rest),
         _ => match ctx {
             C::Span => span_field(segs),
             C::SpanEvent => event_field(segs),
             C::Log => log_field(segs),
+            C::Scope => scope_field(segs),
+            C::Metric => metric_field(segs),
+            C::DataPoint => point_field(segs),
             C::Resource => None,
         },
     }
+}
+
+fn metric_field(segs: &[&str]) -> Option<Field> {
+    Some(match segs {
+        ["name"] => Field::MetricName,
+        ["description"] => Field::MetricDescription,
+        ["unit"] => Field::MetricUnit,
+        ["type"] => Field::MetricType,
+        ["aggregation_temporality"] => Field::MetricTemporality,
+        ["is_monotonic"] => Field::MetricMonotonic,
+        _ => return None,
+    })
+}
+
+fn point_field(segs: &[&str]) -> Option<Field> {
+    Some(match segs {
+        ["attributes"] => Field::PointAttrs,
+        ["start_time_unix_nano"] => Field::PointStart,
+        ["time_unix_nano"] => Field::PointTime,
+        ["value_double"] => Field::PointValueDouble,
+        ["value_int"] => Field::PointValueInt,
+        ["flags"] => Field::PointFlags,
+        ["count"] => Field::PointCount,
+        ["sum"] => Field::PointSum,
+        ["scale"] => Field::PointScale,
+        ["zero_count"] => Field::PointZeroCount,
+        _ => return None,
+    })
 }
 
 fn resource_field(segs: &[&str]) -> Option<Field> {
@@ -627,7 +705,21 @@ fn enum_value(ctx: ContextKind, name: &str) -> Option<i64> {
             _ => return None,
         }),
         ContextKind::Log => severity_number(name),
-        ContextKind::Resource => None,
+        ContextKind::Metric | ContextKind::DataPoint => match name {
+            "METRIC_DATA_TYPE_NONE" => Some(0),
+            "METRIC_DATA_TYPE_GAUGE" => Some(1),
+            "METRIC_DATA_TYPE_SUM" => Some(2),
+            "METRIC_DATA_TYPE_HISTOGRAM" => Some(3),
+            "METRIC_DATA_TYPE_EXPONENTIAL_HISTOGRAM" => Some(4),
+            "METRIC_DATA_TYPE_SUMMARY" => Some(5),
+            "AGGREGATION_TEMPORALITY_UNSPECIFIED" => Some(0),
+            "AGGREGATION_TEMPORALITY_DELTA" => Some(1),
+            "AGGREGATION_TEMPORALITY_CUMULATIVE" => Some(2),
+            "FLAG_NONE" if ctx == ContextKind::DataPoint => Some(0),
+            "FLAG_NO_RECORDED_VALUE" if ctx == ContextKind::DataPoint => Some(1),
+            _ => None,
+        },
+        ContextKind::Resource | ContextKind::Scope => None,
     }
 }
 

@@ -124,6 +124,9 @@ fn eval(expr: &str, ctx: ContextKind) -> bool {
         ContextKind::SpanEvent => c.eval_span_event(Some(&r), Some(&sc), &sp, &ev),
         ContextKind::Log => c.eval_log(Some(&r), Some(&sc), &lg),
         ContextKind::Resource => c.eval_resource(Some(&r)),
+        ContextKind::Scope => c.eval_scope(Some(&r), Some(&sc)),
+        // The metric contexts have their own tests (the filter processor's).
+        ContextKind::Metric | ContextKind::DataPoint => false,
     }
 }
 

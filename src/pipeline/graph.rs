@@ -129,6 +129,9 @@ fn build_processor(
         ProcessorConfig::Tenant(c) => Box::new(crate::processors::tenant::TenantProcessor::new(
             id, c, registry,
         )),
+        ProcessorConfig::Filter(c) => Box::new(crate::processors::filter::FilterProcessor::new(
+            id, c, registry,
+        )),
         ProcessorConfig::MemoryLimiter(_) => Box::new(
             crate::processors::memory_limiter::MemoryLimiter::new(id, registry),
         ),

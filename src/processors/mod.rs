@@ -2,6 +2,7 @@
 pub mod attributes;
 pub mod batch;
 pub mod cardinality_limiter;
+pub mod filter;
 pub mod memory_limiter;
 pub mod tail_sampling;
 pub mod tenant;

@@ -671,6 +671,9 @@ fn config() {
 // ottl: conditions.
 
 const OTTL_SEEDS: &[&str] = &[
+    r#"metric.type == METRIC_DATA_TYPE_SUMMARY and value_int == 4"#,
+    r#"HasAttrOnDatapoint("bad.metric", "true")"#,
+    r#"datapoint.count > 5 or scale < -4 or aggregation_temporality == AGGREGATION_TEMPORALITY_DELTA"#,
     r#"attributes["http.route"] == "/health""#,
     r#"name == "GET /ping" and kind == SPAN_KIND_SERVER"#,
     r#"status.code == STATUS_CODE_ERROR or attributes["error"] == true"#,
@@ -737,6 +740,9 @@ fn check_ottl(input: &[u8]) -> Result<String, String> {
         ContextKind::SpanEvent,
         ContextKind::Log,
         ContextKind::Resource,
+        ContextKind::Scope,
+        ContextKind::Metric,
+        ContextKind::DataPoint,
     ];
     let kind = kinds[tag as usize % kinds.len()];
     let text = String::from_utf8_lossy(text);
@@ -768,11 +774,52 @@ fn check_ottl(input: &[u8]) -> Result<String, String> {
                 attributes: gen::attrs(&mut rng, 2),
                 ..Default::default()
             };
+            let metrics = gen::metrics(&mut rng);
+            let metric = metrics
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .next()
+                .cloned()
+                .unwrap_or_default();
             let v = match kind {
                 ContextKind::Span => c.eval_span(Some(&resource), None, &span),
                 ContextKind::SpanEvent => c.eval_span_event(Some(&resource), None, &span, &event),
                 ContextKind::Log => c.eval_log(Some(&resource), None, &log),
                 ContextKind::Resource => c.eval_resource(Some(&resource)),
+                ContextKind::Scope => c.eval_scope(Some(&resource), None),
+                ContextKind::Metric => c.eval_metric(Some(&resource), None, &metric),
+                ContextKind::DataPoint => {
+                    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+                    use weir::ottl::Point;
+                    let mut any = false;
+                    match &metric.data {
+                        Some(Data::Gauge(g)) => {
+                            for p in &g.data_points {
+                                any |= c.eval_datapoint(None, None, &metric, Point::Number(p));
+                            }
+                        }
+                        Some(Data::Histogram(h)) => {
+                            for p in &h.data_points {
+                                any |= c.eval_datapoint(None, None, &metric, Point::Histogram(p));
+                            }
+                        }
+                        Some(Data::ExponentialHistogram(h)) => {
+                            for p in &h.data_points {
+                                any |=
+                                    c.eval_datapoint(None, None, &metric, Point::ExpHistogram(p));
+                            }
+                        }
+                        Some(Data::Summary(h)) => {
+                            for p in &h.data_points {
+                                any |= c.eval_datapoint(None, None, &metric, Point::Summary(p));
+                            }
+                        }
+                        _ => {}
+                    }
+                    any
+                }
             };
             Ok(format!("{} parsed, {v}", kind.name()))
         }
@@ -831,7 +878,7 @@ fn ottl() {
                     }
                 }
             }
-            tagged(rng.below(4) as u8, text.into_bytes())
+            tagged(rng.below(7) as u8, text.into_bytes())
         },
         &check_ottl,
     );

@@ -1,0 +1,481 @@
+//! The `filter` processor: drops spans, span events, metrics, data points and log records that
+//! match OTTL conditions, with the Collector's semantics (processor/filterprocessor):
+//!
+//! - conditions of a context are ORed: the first that is true drops the item;
+//! - contexts are checked from the top (resource → scope → span → span event; resource →
+//!   scope → metric → data point; resource → scope → log record): what a higher level drops
+//!   is not looked at below, a dropped span takes its events with it;
+//! - a scope or resource with nothing left is removed, and so is a metric whose data points
+//!   were all dropped (a metric without data is never dropped by data point conditions);
+//! - a batch with nothing left is not forwarded; what was dropped is counted in
+//!   `otelcol_processor_filter_{spans,datapoints,logs}_filtered_total{filter="<id>"}`.
+//!
+//! The data is decoded once per batch (a decoded batch stays decoded for the next stage).
+pub mod config;
+#[cfg(test)]
+mod tests;
+
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
+};
+use opentelemetry_proto::tonic::metrics::v1::{metric, Metric};
+
+use crate::ottl::{infer_context, points_of, Condition, ConditionSet, ContextKind};
+use crate::pdata::{Batch, Payload, Signal};
+use crate::pipeline::Processor;
+use crate::telemetry::metrics::{Counter, Registry};
+use config::{check_error_mode, ConditionEntry, FilterConfig};
+
+use ContextKind as C;
+
+/// The compiled conditions, one set per context.
+#[derive(Debug, Default)]
+pub struct Filter {
+    t_resource: ConditionSet,
+    t_scope: ConditionSet,
+    t_span: ConditionSet,
+    t_event: ConditionSet,
+    m_resource: ConditionSet,
+    m_scope: ConditionSet,
+    m_metric: ConditionSet,
+    m_point: ConditionSet,
+    l_resource: ConditionSet,
+    l_scope: ConditionSet,
+    l_log: ConditionSet,
+}
+
+/// The contexts each flat list may use, most specific first (for inference).
+const TRACE_CONTEXTS: &[ContextKind] = &[C::SpanEvent, C::Span, C::Scope, C::Resource];
+const METRIC_CONTEXTS: &[ContextKind] = &[C::DataPoint, C::Metric, C::Scope, C::Resource];
+const LOG_CONTEXTS: &[ContextKind] = &[C::Log, C::Scope, C::Resource];
+
+type Problems = Vec<(String, String)>;
+
+impl Filter {
+    /// Compiles `cfg`, reporting every problem with its path (relative to the processor).
+    pub fn new(cfg: &FilterConfig) -> Result<Filter, Problems> {
+        let mut problems: Problems = Vec::new();
+        let mut f = Filter::default();
+        if let Some(m) = &cfg.error_mode {
+            if let Err(e) = check_error_mode(m) {
+                problems.push(("error_mode".into(), e));
+            }
+        }
+        if cfg.profile_conditions.is_some() || cfg.profiles.is_some() {
+            problems.push((
+                if cfg.profiles.is_some() {
+                    "profiles"
+                } else {
+                    "profile_conditions"
+                }
+                .into(),
+                "weir has no profiles signal; remove the profile conditions".into(),
+            ));
+        }
+        let legacy = "the legacy include/exclude match form is not supported by weir; write OTTL conditions instead (see the README's filter section)";
+        if cfg.spans.is_some() {
+            problems.push(("spans".into(), legacy.into()));
+        }
+        for (section, inc, exc) in [
+            ("metrics", &cfg.metrics.include, &cfg.metrics.exclude),
+            ("logs", &cfg.logs.include, &cfg.logs.exclude),
+        ] {
+            if inc.is_some() {
+                problems.push((format!("{section}.include"), legacy.into()));
+            }
+            if exc.is_some() {
+                problems.push((format!("{section}.exclude"), legacy.into()));
+            }
+        }
+
+        // The nested form.
+        let t = &cfg.traces;
+        let m = &cfg.metrics;
+        let l = &cfg.logs;
+        let mut nested = |list: &[String], path: &str, ctx: ContextKind, set: &mut ConditionSet| {
+            for (i, c) in list.iter().enumerate() {
+                match Condition::parse(c, ctx) {
+                    Ok(c) => set.push(c),
+                    Err(e) => problems.push((format!("{path}[{i}]"), e.to_string())),
+                }
+            }
+        };
+        nested(
+            &t.resource,
+            "traces.resource",
+            C::Resource,
+            &mut f.t_resource,
+        );
+        nested(&t.span, "traces.span", C::Span, &mut f.t_span);
+        nested(
+            &t.spanevent,
+            "traces.spanevent",
+            C::SpanEvent,
+            &mut f.t_event,
+        );
+        nested(
+            &m.resource,
+            "metrics.resource",
+            C::Resource,
+            &mut f.m_resource,
+        );
+        nested(&m.metric, "metrics.metric", C::Metric, &mut f.m_metric);
+        nested(
+            &m.datapoint,
+            "metrics.datapoint",
+            C::DataPoint,
+            &mut f.m_point,
+        );
+        nested(&l.resource, "logs.resource", C::Resource, &mut f.l_resource);
+        nested(&l.log_record, "logs.log_record", C::Log, &mut f.l_log);
+
+        // Upstream's rule: the flat list of a signal excludes its nested settings.
+        let t_nested = !t.resource.is_empty() || !t.span.is_empty() || !t.spanevent.is_empty();
+        let m_nested = !m.resource.is_empty() || !m.metric.is_empty() || !m.datapoint.is_empty();
+        let l_nested = !l.resource.is_empty() || !l.log_record.is_empty();
+        let conflicts = [
+            (
+                !cfg.trace_conditions.is_empty() && t_nested,
+                "trace_conditions",
+                r#"cannot use context inferred trace conditions "trace_conditions" and the settings "traces.resource", "traces.span", "traces.spanevent" at the same time"#,
+            ),
+            (
+                !cfg.metric_conditions.is_empty() && m_nested,
+                "metric_conditions",
+                r#"cannot use context inferred metric conditions "metric_conditions" and the settings "metrics.resource", "metrics.metric", "metrics.datapoint", "metrics.include", "metrics.exclude" at the same time"#,
+            ),
+            (
+                !cfg.log_conditions.is_empty() && l_nested,
+                "log_conditions",
+                r#"cannot use context inferred log conditions "log_conditions" and the settings "logs.resource", "logs.log", "logs.include", "logs.exclude" at the same time"#,
+            ),
+        ];
+        for (bad, path, msg) in conflicts {
+            if bad {
+                problems.push((path.into(), msg.into()));
+            }
+        }
+
+        // The flat form.
+        flat(
+            &cfg.trace_conditions,
+            "trace_conditions",
+            TRACE_CONTEXTS,
+            &mut problems,
+            &mut |ctx, c| match ctx {
+                C::Resource => f.t_resource.push(c),
+                C::Scope => f.t_scope.push(c),
+                C::Span => f.t_span.push(c),
+                _ => f.t_event.push(c),
+            },
+        );
+        flat(
+            &cfg.metric_conditions,
+            "metric_conditions",
+            METRIC_CONTEXTS,
+            &mut problems,
+            &mut |ctx, c| match ctx {
+                C::Resource => f.m_resource.push(c),
+                C::Scope => f.m_scope.push(c),
+                C::Metric => f.m_metric.push(c),
+                _ => f.m_point.push(c),
+            },
+        );
+        flat(
+            &cfg.log_conditions,
+            "log_conditions",
+            LOG_CONTEXTS,
+            &mut problems,
+            &mut |ctx, c| match ctx {
+                C::Resource => f.l_resource.push(c),
+                C::Scope => f.l_scope.push(c),
+                _ => f.l_log.push(c),
+            },
+        );
+        if problems.is_empty() {
+            Ok(f)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Whether it drops anything of `signal` at all.
+    pub fn acts_on(&self, signal: Signal) -> bool {
+        match signal {
+            Signal::Traces => {
+                !(self.t_resource.is_empty()
+                    && self.t_scope.is_empty()
+                    && self.t_span.is_empty()
+                    && self.t_event.is_empty())
+            }
+            Signal::Metrics => {
+                !(self.m_resource.is_empty()
+                    && self.m_scope.is_empty()
+                    && self.m_metric.is_empty()
+                    && self.m_point.is_empty())
+            }
+            Signal::Logs => {
+                !(self.l_resource.is_empty() && self.l_scope.is_empty() && self.l_log.is_empty())
+            }
+        }
+    }
+
+    pub fn traces(&self, req: &mut ExportTraceServiceRequest) {
+        req.resource_spans.retain_mut(|rs| {
+            let res = rs.resource.as_ref();
+            if self.t_resource.eval_resource(res) {
+                return false;
+            }
+            rs.scope_spans.retain_mut(|ss| {
+                let scope = ss.scope.as_ref();
+                if self.t_scope.eval_scope(res, scope) {
+                    return false;
+                }
+                if self.t_span.is_empty() && self.t_event.is_empty() {
+                    return true;
+                }
+                ss.spans.retain_mut(|span| {
+                    if self.t_span.eval_span(res, scope, span) {
+                        return false;
+                    }
+                    if !self.t_event.is_empty() && !span.events.is_empty() {
+                        let mut events = std::mem::take(&mut span.events);
+                        events.retain(|e| !self.t_event.eval_span_event(res, scope, span, e));
+                        span.events = events;
+                    }
+                    true
+                });
+                !ss.spans.is_empty()
+            });
+            !rs.scope_spans.is_empty()
+        });
+    }
+
+    pub fn metrics(&self, req: &mut ExportMetricsServiceRequest) {
+        req.resource_metrics.retain_mut(|rm| {
+            let res = rm.resource.as_ref();
+            if self.m_resource.eval_resource(res) {
+                return false;
+            }
+            rm.scope_metrics.retain_mut(|sm| {
+                let scope = sm.scope.as_ref();
+                if self.m_scope.eval_scope(res, scope) {
+                    return false;
+                }
+                if self.m_metric.is_empty() && self.m_point.is_empty() {
+                    return true;
+                }
+                sm.metrics.retain_mut(|m| {
+                    if self.m_metric.eval_metric(res, scope, m) {
+                        return false;
+                    }
+                    if self.m_point.is_empty() || m.data.is_none() {
+                        return true;
+                    }
+                    let keep: Vec<bool> = points_of(m)
+                        .into_iter()
+                        .map(|p| !self.m_point.eval_datapoint(res, scope, m, p))
+                        .collect();
+                    if keep.iter().all(|k| *k) {
+                        return true;
+                    }
+                    retain_points(m, keep);
+                    !points_of(m).is_empty()
+                });
+                !sm.metrics.is_empty()
+            });
+            !rm.scope_metrics.is_empty()
+        });
+    }
+
+    pub fn logs(&self, req: &mut ExportLogsServiceRequest) {
+        req.resource_logs.retain_mut(|rl| {
+            let res = rl.resource.as_ref();
+            if self.l_resource.eval_resource(res) {
+                return false;
+            }
+            rl.scope_logs.retain_mut(|sl| {
+                let scope = sl.scope.as_ref();
+                if self.l_scope.eval_scope(res, scope) {
+                    return false;
+                }
+                if self.l_log.is_empty() {
+                    return true;
+                }
+                sl.log_records
+                    .retain(|r| !self.l_log.eval_log(res, scope, r));
+                !sl.log_records.is_empty()
+            });
+            !rl.scope_logs.is_empty()
+        });
+    }
+}
+
+/// Keeps the points of `m` whose flag in `keep` (in order) is true.
+fn retain_points(m: &mut Metric, keep: Vec<bool>) {
+    let mut it = keep.into_iter();
+    let mut next = || it.next().unwrap_or(true);
+    match &mut m.data {
+        Some(metric::Data::Gauge(g)) => g.data_points.retain(|_| next()),
+        Some(metric::Data::Sum(s)) => s.data_points.retain(|_| next()),
+        Some(metric::Data::Histogram(h)) => h.data_points.retain(|_| next()),
+        Some(metric::Data::ExponentialHistogram(h)) => h.data_points.retain(|_| next()),
+        Some(metric::Data::Summary(s)) => s.data_points.retain(|_| next()),
+        None => {}
+    }
+}
+
+/// Compiles a flat list: all strings (each condition's context inferred from its paths) or all
+/// groups (`context` given, or inferred per condition).
+fn flat(
+    list: &[ConditionEntry],
+    path: &str,
+    allowed: &[ContextKind],
+    problems: &mut Problems,
+    add: &mut dyn FnMut(ContextKind, Condition),
+) {
+    let basic = list
+        .iter()
+        .filter(|e| matches!(e, ConditionEntry::Basic(_)))
+        .count();
+    if basic != 0 && basic != list.len() {
+        problems.push((
+            path.into(),
+            "configuring multiple configuration styles is not supported, please use only Basic configuration or only Advanced configuration".into(),
+        ));
+        return;
+    }
+    let names: Vec<&str> = allowed.iter().map(|c| c.name()).collect();
+    let mut one = |problems: &mut Problems, cond: &str, at: String, ctx: Option<ContextKind>| {
+        let ctx = match ctx.or_else(|| infer_context(cond, allowed)) {
+            Some(c) => c,
+            None => {
+                problems.push((
+                    at,
+                    format!(
+                        "unable to infer a valid context ({}) from condition {cond:?}: prefix its paths with their context (e.g. {}.attributes[\"k\"]), or give the group a context",
+                        names.join(", "),
+                        names[0]
+                    ),
+                ));
+                return;
+            }
+        };
+        match Condition::parse(cond, ctx) {
+            Ok(c) => add(ctx, c),
+            Err(e) => problems.push((at, e.to_string())),
+        }
+    };
+    for (i, e) in list.iter().enumerate() {
+        match e {
+            ConditionEntry::Basic(c) => one(problems, c, format!("{path}[{i}]"), None),
+            ConditionEntry::Advanced(g) => {
+                if let Some(m) = &g.error_mode {
+                    if let Err(e) = check_error_mode(m) {
+                        problems.push((format!("{path}[{i}].error_mode"), e));
+                    }
+                }
+                let ctx = match g.context.as_deref() {
+                    None | Some("") => None,
+                    Some(name) => match allowed.iter().find(|c| c.name() == name) {
+                        Some(c) => Some(*c),
+                        None => {
+                            problems.push((
+                                format!("{path}[{i}].context"),
+                                format!("unknown context {name}"),
+                            ));
+                            continue;
+                        }
+                    },
+                };
+                for (j, c) in g.conditions.iter().enumerate() {
+                    one(problems, c, format!("{path}[{i}].conditions[{j}]"), ctx);
+                }
+            }
+        }
+    }
+}
+
+/// The processor as a pipeline stage.
+pub struct FilterProcessor {
+    id: String,
+    filter: Filter,
+    spans: Counter,
+    points: Counter,
+    logs: Counter,
+    dropped: Counter,
+}
+
+impl FilterProcessor {
+    pub fn new(id: &str, cfg: &FilterConfig, registry: &Registry) -> FilterProcessor {
+        let counter = |name: &'static str, help: &'static str| {
+            registry.counter(name, help, &[("filter", id)])
+        };
+        FilterProcessor {
+            id: id.to_string(),
+            // Validated at load; should it fail here, the stage filters nothing.
+            filter: Filter::new(cfg).unwrap_or_default(),
+            spans: counter(
+                "otelcol_processor_filter_spans_filtered_total",
+                "Number of spans dropped by the filter processor",
+            ),
+            points: counter(
+                "otelcol_processor_filter_datapoints_filtered_total",
+                "Number of metric data points dropped by the filter processor",
+            ),
+            logs: counter(
+                "otelcol_processor_filter_logs_filtered_total",
+                "Number of logs dropped by the filter processor",
+            ),
+            dropped: registry.counter(
+                "weir_processor_dropped_items_total",
+                "Items a processor could not handle and dropped.",
+                &[("processor", id)],
+            ),
+        }
+    }
+}
+
+impl Processor for FilterProcessor {
+    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
+        if !self.filter.acts_on(batch.signal) {
+            out.push(batch);
+            return;
+        }
+        if let Err(e) = batch.decode() {
+            self.dropped.add(e.lost as u64);
+            tracing::error!(processor = %self.id, "dropping {} items: {e}", e.lost);
+            if batch.items == 0 {
+                return;
+            }
+        }
+        let before = batch.items;
+        match &mut batch.payload {
+            Payload::Traces(r) => self.filter.traces(r),
+            Payload::Metrics(r) => self.filter.metrics(r),
+            Payload::Logs(r) => self.filter.logs(r),
+            Payload::Encoded(_) => {}
+        }
+        batch.recount();
+        let filtered = before.saturating_sub(batch.items) as u64;
+        if filtered > 0 {
+            match batch.signal {
+                Signal::Traces => self.spans.add(filtered),
+                Signal::Metrics => self.points.add(filtered),
+                Signal::Logs => self.logs.add(filtered),
+            }
+        }
+        // Nothing left: nothing to forward (its memory charge and any write-ahead-log record
+        // are released as the batch is dropped).
+        let empty = match &batch.payload {
+            Payload::Traces(r) => r.resource_spans.is_empty(),
+            Payload::Metrics(r) => r.resource_metrics.is_empty(),
+            Payload::Logs(r) => r.resource_logs.is_empty(),
+            Payload::Encoded(b) => b.is_empty(),
+        };
+        if !empty {
+            out.push(batch);
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! The filter processor against the Collector's documented examples (processor/filterprocessor
+//! README and the v0.146 context-inference examples): input, conditions, what is left.
+use super::config::FilterConfig;
+use super::*;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    number_data_point, Gauge, Histogram, HistogramDataPoint, NumberDataPoint, ResourceMetrics,
+    ScopeMetrics, Sum, Summary, SummaryDataPoint,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
+
+fn kv(k: &str, v: Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value::StringValue(v.into())
+}
+
+fn filter(yaml: &str) -> Filter {
+    let cfg: FilterConfig = serde_yaml::from_str(yaml).expect("yaml");
+    Filter::new(&cfg).unwrap_or_else(|p| panic!("{yaml}: {p:?}"))
+}
+
+fn problems(yaml: &str) -> Vec<(String, String)> {
+    let cfg: FilterConfig = serde_yaml::from_str(yaml).expect("yaml");
+    match Filter::new(&cfg) {
+        Ok(_) => panic!("{yaml} compiled"),
+        Err(p) => p,
+    }
+}
+
+/// One resource (`host.name`, `k8s.pod.name`) with spans of the given names and attributes.
+fn traces(host: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("host.name", s(host)),
+                    kv("k8s.pod.name", s("my-pod-name-7")),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn span(name: &str, attrs: Vec<KeyValue>) -> Span {
+    Span {
+        name: name.into(),
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+fn names(r: &ExportTraceServiceRequest) -> Vec<String> {
+    r.resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+#[test]
+fn spans_the_combined_readme_example() {
+    let f = filter(
+        r#"
+traces:
+  span:
+    - 'attributes["container.name"] == "app_container_1"'
+    - 'resource.attributes["host.name"] == "localhost"'
+    - 'name == "app_3"'
+  spanevent:
+    - 'attributes["grpc"] == true'
+    - 'IsMatch(name, ".*grpc.*")'
+"#,
+    );
+    let mut keep_me = span("keep", vec![]);
+    keep_me.events = vec![
+        span::Event {
+            name: "grpc.call".into(),
+            ..Default::default()
+        },
+        span::Event {
+            name: "flagged".into(),
+            attributes: vec![kv("grpc", Value::BoolValue(true))],
+            ..Default::default()
+        },
+        span::Event {
+            name: "kept event".into(),
+            ..Default::default()
+        },
+    ];
+    let mut r = traces(
+        "web-1",
+        vec![
+            span("a", vec![kv("container.name", s("app_container_1"))]),
+            span("app_3", vec![]),
+            keep_me,
+            span("other", vec![kv("container.name", s("app_container_2"))]),
+        ],
+    );
+    f.traces(&mut r);
+    assert_eq!(names(&r), ["keep", "other"]);
+    let events: Vec<&str> = r.resource_spans[0].scope_spans[0].spans[0]
+        .events
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(events, ["kept event"]);
+    // A resource attribute drops every span of the resource, and the empty resource goes.
+    let mut r = traces("localhost", vec![span("x", vec![]), span("y", vec![])]);
+    f.traces(&mut r);
+    assert!(r.resource_spans.is_empty());
+}
+
+#[test]
+fn spans_by_resource_pattern_and_http_presence() {
+    // "Dropping data based on a resource attribute".
+    let f = filter(
+        r#"traces: {span: ['IsMatch(resource.attributes["k8s.pod.name"], "my-pod-name.*")']}"#,
+    );
+    let mut r = traces("h", vec![span("a", vec![])]);
+    f.traces(&mut r);
+    assert!(names(&r).is_empty());
+    // "Dropping non-HTTP spans" and "Dropping HTTP spans".
+    let http = || {
+        traces(
+            "h",
+            vec![
+                span("GET /", vec![kv("http.request.method", s("GET"))]),
+                span("internal", vec![]),
+            ],
+        )
+    };
+    let mut r = http();
+    filter(r#"traces: {span: ['attributes["http.request.method"] == nil']}"#).traces(&mut r);
+    assert_eq!(names(&r), ["GET /"]);
+    let mut r = http();
+    filter(r#"traces: {span: ['attributes["http.request.method"] != nil']}"#).traces(&mut r);
+    assert_eq!(names(&r), ["internal"]);
+}
+
+#[test]
+fn context_inferred_trace_conditions_as_the_v0_146_example() {
+    let f = filter(
+        r#"
+trace_conditions:
+  - resource.attributes["host.name"] == "localhost"
+  - span.attributes["container.name"] == "app_container_1"
+  - span.name == "app_3"
+  - spanevent.attributes["grpc"] == true
+  - IsMatch(spanevent.name, ".*grpc.*")
+"#,
+    );
+    let mut keep = span("keep", vec![]);
+    keep.events = vec![
+        span::Event {
+            name: "grpc.x".into(),
+            ..Default::default()
+        },
+        span::Event {
+            name: "y".into(),
+            ..Default::default()
+        },
+    ];
+    let mut r = traces(
+        "web",
+        vec![
+            span("app_3", vec![]),
+            span("c", vec![kv("container.name", s("app_container_1"))]),
+            keep,
+        ],
+    );
+    f.traces(&mut r);
+    assert_eq!(names(&r), ["keep"]);
+    assert_eq!(r.resource_spans[0].scope_spans[0].spans[0].events.len(), 1);
+    // A condition that mixes contexts runs in the lower one: it drops span events, never
+    // their spans.
+    let f = filter(
+        r#"trace_conditions: ['resource.attributes["host.name"] == "localhost" or spanevent.name == "grpc.timeout"']"#,
+    );
+    let mut with_events = span("s", vec![]);
+    with_events.events = vec![span::Event {
+        name: "other".into(),
+        ..Default::default()
+    }];
+    let mut r = traces("localhost", vec![with_events]);
+    f.traces(&mut r);
+    assert_eq!(names(&r), ["s"]);
+    assert!(r.resource_spans[0].scope_spans[0].spans[0]
+        .events
+        .is_empty());
+}
+
+#[test]
+fn status_and_kind_enums_in_span_conditions() {
+    let f = filter(
+        r#"trace_conditions: ['span.status.code != STATUS_CODE_ERROR and span.kind == SPAN_KIND_INTERNAL']"#,
+    );
+    let mut err = span("err", vec![]);
+    err.kind = 1;
+    err.status = Some(Status {
+        code: 2,
+        ..Default::default()
+    });
+    let mut ok = span("ok", vec![]);
+    ok.kind = 1;
+    let mut server = span("server", vec![]);
+    server.kind = 2;
+    let mut r = traces("h", vec![err, ok, server]);
+    f.traces(&mut r);
+    assert_eq!(names(&r), ["err", "server"]);
+}
+
+fn gauge(name: &str, points: Vec<(i64, Vec<KeyValue>)>) -> Metric {
+    Metric {
+        name: name.into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: points
+                .into_iter()
+                .map(|(v, a)| NumberDataPoint {
+                    attributes: a,
+                    value: Some(number_data_point::Value::AsInt(v)),
+                    ..Default::default()
+                })
+                .collect(),
+        })),
+        ..Default::default()
+    }
+}
+
+fn metrics(service: &str, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", s(service)), kv("my_label", s("abc123"))],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn metric_names(r: &ExportMetricsServiceRequest) -> Vec<String> {
+    r.resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .map(|m| format!("{}:{}", m.name, points_of(m).len()))
+        .collect()
+}
+
+fn summary(name: &str) -> Metric {
+    Metric {
+        name: name.into(),
+        data: Some(metric::Data::Summary(Summary {
+            data_points: vec![SummaryDataPoint::default()],
+        })),
+        ..Default::default()
+    }
+}
+
+fn histogram(name: &str) -> Metric {
+    Metric {
+        name: name.into(),
+        data: Some(metric::Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint::default(), HistogramDataPoint::default()],
+            aggregation_temporality: 2,
+        })),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn metrics_the_combined_readme_example() {
+    let f = filter(
+        r#"
+metrics:
+  metric:
+    - 'name == "my.metric" and resource.attributes["my_label"] == "abc123"'
+    - 'type == METRIC_DATA_TYPE_HISTOGRAM'
+  datapoint:
+    - 'metric.type == METRIC_DATA_TYPE_SUMMARY'
+    - 'resource.attributes["service.name"] == "my_service_name"'
+"#,
+    );
+    let mut r = metrics(
+        "svc",
+        vec![
+            gauge("my.metric", vec![(1, vec![])]),
+            histogram("latency"),
+            summary("sizes"),
+            gauge("kept", vec![(1, vec![]), (2, vec![])]),
+        ],
+    );
+    f.metrics(&mut r);
+    assert_eq!(metric_names(&r), ["kept:2"]);
+    // Every point of the service dropped: its metrics, scope and resource go too.
+    let mut r = metrics("my_service_name", vec![gauge("a", vec![(1, vec![])])]);
+    f.metrics(&mut r);
+    assert!(r.resource_metrics.is_empty());
+}
+
+#[test]
+fn metric_type_value_and_datapoint_attribute_examples() {
+    // "Dropping metrics with invalid type": a metric without data.
+    let f = filter("metrics: {metric: ['type == METRIC_DATA_TYPE_NONE']}");
+    let mut r = metrics(
+        "s",
+        vec![
+            Metric {
+                name: "empty".into(),
+                ..Default::default()
+            },
+            gauge("g", vec![(1, vec![])]),
+        ],
+    );
+    f.metrics(&mut r);
+    assert_eq!(metric_names(&r), ["g:1"]);
+    // "Dropping specific metric and value".
+    let f =
+        filter(r#"metrics: {datapoint: ['metric.name == "k8s.pod.phase" and value_int == 4']}"#);
+    let mut r = metrics(
+        "s",
+        vec![
+            gauge("k8s.pod.phase", vec![(4, vec![]), (2, vec![])]),
+            gauge("other", vec![(4, vec![])]),
+            Metric {
+                name: "k8s.pod.phase".into(),
+                ..Default::default()
+            },
+        ],
+    );
+    f.metrics(&mut r);
+    // The metric without data is never dropped by data point conditions.
+    assert_eq!(
+        metric_names(&r),
+        ["k8s.pod.phase:1", "other:1", "k8s.pod.phase:0"]
+    );
+    // HasAttrKeyOnDatapoint / HasAttrOnDatapoint: the first point with the key decides.
+    let bad = || {
+        metrics(
+            "s",
+            vec![
+                gauge(
+                    "with",
+                    vec![(1, vec![]), (2, vec![kv("bad.metric", s("true"))])],
+                ),
+                gauge("other value", vec![(1, vec![kv("bad.metric", s("false"))])]),
+                gauge("without", vec![(1, vec![kv("ok", s("x"))])]),
+            ],
+        )
+    };
+    let mut r = bad();
+    filter(r#"metrics: {metric: ['HasAttrKeyOnDatapoint("bad.metric")']}"#).metrics(&mut r);
+    assert_eq!(metric_names(&r), ["without:1"]);
+    let mut r = bad();
+    filter(r#"metrics: {metric: ['HasAttrOnDatapoint("bad.metric", "true")']}"#).metrics(&mut r);
+    assert_eq!(metric_names(&r), ["other value:1", "without:1"]);
+}
+
+#[test]
+fn datapoint_fields_of_another_kind_read_as_nil() {
+    let f = filter(
+        r#"metric_conditions: ['datapoint.count > 5', 'metric.is_monotonic == true', 'datapoint.value_double == 0.5']"#,
+    );
+    let mut hist = histogram("h");
+    if let Some(metric::Data::Histogram(h)) = &mut hist.data {
+        h.data_points[0].count = 10;
+    }
+    let sum = Metric {
+        name: "mono".into(),
+        data: Some(metric::Data::Sum(Sum {
+            data_points: vec![NumberDataPoint::default()],
+            is_monotonic: true,
+            aggregation_temporality: 2,
+        })),
+        ..Default::default()
+    };
+    let half = Metric {
+        name: "half".into(),
+        data: Some(metric::Data::Gauge(Gauge {
+            data_points: vec![
+                NumberDataPoint {
+                    value: Some(number_data_point::Value::AsDouble(0.5)),
+                    ..Default::default()
+                },
+                // value_double of an int point reads 0, not nil (pdata's DoubleValue()).
+                NumberDataPoint {
+                    value: Some(number_data_point::Value::AsInt(7)),
+                    ..Default::default()
+                },
+            ],
+        })),
+        ..Default::default()
+    };
+    let mut r = metrics("s", vec![hist, sum, half, gauge("g", vec![(9, vec![])])]);
+    f.metrics(&mut r);
+    assert_eq!(metric_names(&r), ["h:1", "half:1", "g:1"]);
+}
+
+fn logs(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", s("noisy-service"))],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn rec(body: &str, severity: i32) -> LogRecord {
+    LogRecord {
+        body: Some(AnyValue {
+            value: Some(s(body)),
+        }),
+        severity_number: severity,
+        ..Default::default()
+    }
+}
+
+fn bodies(r: &ExportLogsServiceRequest) -> Vec<String> {
+    r.resource_logs
+        .iter()
+        .flat_map(|rl| &rl.scope_logs)
+        .flat_map(|sl| &sl.log_records)
+        .map(|l| match l.body.as_ref().and_then(|b| b.value.as_ref()) {
+            Some(Value::StringValue(s)) => s.clone(),
+            _ => String::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn logs_the_combined_readme_example() {
+    let f = filter(
+        r#"
+logs:
+  log_record:
+    - 'IsMatch(body, ".*password.*")'
+    - 'severity_number < SEVERITY_NUMBER_WARN'
+"#,
+    );
+    let mut r = logs(vec![
+        rec("user password=hunter2", 17),
+        rec("debug noise", 5),
+        rec("disk almost full", 13),
+        rec("failed", 17),
+    ]);
+    f.logs(&mut r);
+    assert_eq!(bodies(&r), ["disk almost full", "failed"]);
+}
+
+#[test]
+fn advanced_log_groups_with_their_own_error_modes() {
+    let f = filter(
+        r#"
+error_mode: ignore
+log_conditions:
+  - error_mode: propagate
+    conditions: [log.severity_number < SEVERITY_NUMBER_WARN]
+  - error_mode: silent
+    context: resource
+    conditions: ['attributes["service.name"] == "other"']
+"#,
+    );
+    let mut r = logs(vec![rec("info", 9), rec("warn", 13)]);
+    f.logs(&mut r);
+    assert_eq!(bodies(&r), ["warn"]);
+    let f = filter(r#"log_conditions: ['resource.attributes["service.name"] == "noisy-service"']"#);
+    let mut r = logs(vec![rec("x", 13)]);
+    f.logs(&mut r);
+    assert!(r.resource_logs.is_empty());
+}
+
+#[test]
+fn config_errors_are_upstreams_and_all_reported() {
+    let p = problems(
+        r#"
+error_mode: loud
+trace_conditions: ['span.name == "a"', {conditions: ['span.name == "b"']}]
+metric_conditions: [{context: span, conditions: ['name == "x"']}]
+log_conditions: ['severity_number < 9']
+traces: {span: ['name === "x"']}
+logs: {include: {match_type: strict}}
+"#,
+    );
+    let got: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("error_mode", "unknown error mode loud"),
+            (
+                "logs.include",
+                "the legacy include/exclude match form is not supported by weir; write OTTL conditions instead (see the README's filter section)"
+            ),
+            (
+                "traces.span[0]",
+                r#"invalid OTTL condition "name === \"x\"": column 8: expected a value, got "=""#
+            ),
+            (
+                "trace_conditions",
+                r#"cannot use context inferred trace conditions "trace_conditions" and the settings "traces.resource", "traces.span", "traces.spanevent" at the same time"#
+            ),
+            (
+                "trace_conditions",
+                "configuring multiple configuration styles is not supported, please use only Basic configuration or only Advanced configuration"
+            ),
+            ("metric_conditions[0].context", "unknown context span"),
+            (
+                "log_conditions[0]",
+                r#"unable to infer a valid context (log, scope, resource) from condition "severity_number < 9": prefix its paths with their context (e.g. log.attributes["k"]), or give the group a context"#
+            ),
+        ]
+    );
+    // Functions of another context, unknown paths.
+    let p = problems(r#"traces: {span: ['HasAttrKeyOnDatapoint("k")', 'value_int == 1']}"#);
+    assert_eq!(
+        p[0].1,
+        r#"invalid OTTL condition "HasAttrKeyOnDatapoint(\"k\")": column 1: HasAttrKeyOnDatapoint is only available in the metric context"#
+    );
+    assert!(
+        p[1].1
+            .contains(r#"unknown path "value_int" in the span context"#),
+        "{p:?}"
+    );
+    let p = problems("profile_conditions: ['x == 1']");
+    assert_eq!(p[0].0, "profile_conditions");
+}
+
+#[test]
+fn the_stage_counts_what_it_drops_and_forwards_nothing_empty() {
+    use crate::pdata::Context;
+    use std::sync::Arc;
+    let reg = Registry::default();
+    let cfg: FilterConfig =
+        serde_yaml::from_str(r#"trace_conditions: ['span.name == "/health"']"#).unwrap();
+    let mut stage = FilterProcessor::new("filter/health", &cfg, &reg);
+    let batch = |r: ExportTraceServiceRequest| {
+        let n = crate::pdata::count_spans(&r);
+        Batch::encoded(
+            Signal::Traces,
+            bytes::Bytes::from(prost::Message::encode_to_vec(&r)),
+            n,
+            Arc::new(Context::default()),
+        )
+    };
+    let mut out = Vec::new();
+    stage.process(
+        batch(traces(
+            "h",
+            vec![span("/health", vec![]), span("GET /a", vec![])],
+        )),
+        &mut out,
+    );
+    stage.process(batch(traces("h", vec![span("/health", vec![])])), &mut out);
+    assert_eq!(out.len(), 1, "the batch left empty is not forwarded");
+    assert_eq!(out[0].items, 1);
+    let text = reg.render();
+    assert!(
+        text.contains(r#"otelcol_processor_filter_spans_filtered_total{filter="filter/health"} 2"#),
+        "{text}"
+    );
+    // Logs pass a trace filter untouched, without being decoded.
+    let l = Batch::encoded(
+        Signal::Logs,
+        bytes::Bytes::from_static(b"\x0a\x00"),
+        0,
+        Arc::new(Context::default()),
+    );
+    stage.process(l, &mut out);
+    assert!(matches!(out[1].payload, Payload::Encoded(_)));
+}
