@@ -19,6 +19,8 @@ use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
     trace::v1::ExportTraceServiceRequest,
 };
+use std::cell::Cell;
+
 use opentelemetry_proto::tonic::metrics::v1::{metric, Metric};
 
 use crate::ottl::{infer_context, points_of, Condition, ConditionSet, ContextKind};
@@ -221,54 +223,73 @@ impl Filter {
         }
     }
 
-    pub fn traces(&self, req: &mut ExportTraceServiceRequest) {
+    /// Drops what matches; returns whether anything was dropped.
+    pub fn traces(&self, req: &mut ExportTraceServiceRequest) -> bool {
+        let changed = Cell::new(false);
+        let gone = |keep: bool| {
+            if !keep {
+                changed.set(true);
+            }
+            keep
+        };
         req.resource_spans.retain_mut(|rs| {
             let res = rs.resource.as_ref();
             if self.t_resource.eval_resource(res) {
-                return false;
+                return gone(false);
             }
             rs.scope_spans.retain_mut(|ss| {
                 let scope = ss.scope.as_ref();
                 if self.t_scope.eval_scope(res, scope) {
-                    return false;
+                    return gone(false);
                 }
                 if self.t_span.is_empty() && self.t_event.is_empty() {
                     return true;
                 }
                 ss.spans.retain_mut(|span| {
                     if self.t_span.eval_span(res, scope, span) {
-                        return false;
+                        return gone(false);
                     }
                     if !self.t_event.is_empty() && !span.events.is_empty() {
                         let mut events = std::mem::take(&mut span.events);
+                        let n = events.len();
                         events.retain(|e| !self.t_event.eval_span_event(res, scope, span, e));
+                        gone(events.len() == n);
                         span.events = events;
                     }
                     true
                 });
-                !ss.spans.is_empty()
+                gone(!ss.spans.is_empty())
             });
-            !rs.scope_spans.is_empty()
+            gone(!rs.scope_spans.is_empty())
         });
+        changed.get()
     }
 
-    pub fn metrics(&self, req: &mut ExportMetricsServiceRequest) {
+    /// Drops what matches; returns whether anything was dropped.
+    pub fn metrics(&self, req: &mut ExportMetricsServiceRequest) -> bool {
+        let changed = Cell::new(false);
+        let gone = |keep: bool| {
+            if !keep {
+                changed.set(true);
+            }
+            keep
+        };
         req.resource_metrics.retain_mut(|rm| {
             let res = rm.resource.as_ref();
             if self.m_resource.eval_resource(res) {
-                return false;
+                return gone(false);
             }
             rm.scope_metrics.retain_mut(|sm| {
                 let scope = sm.scope.as_ref();
                 if self.m_scope.eval_scope(res, scope) {
-                    return false;
+                    return gone(false);
                 }
                 if self.m_metric.is_empty() && self.m_point.is_empty() {
                     return true;
                 }
                 sm.metrics.retain_mut(|m| {
                     if self.m_metric.eval_metric(res, scope, m) {
-                        return false;
+                        return gone(false);
                     }
                     if self.m_point.is_empty() || m.data.is_none() {
                         return true;
@@ -281,34 +302,45 @@ impl Filter {
                         return true;
                     }
                     retain_points(m, keep);
+                    changed.set(true);
                     !points_of(m).is_empty()
                 });
-                !sm.metrics.is_empty()
+                gone(!sm.metrics.is_empty())
             });
-            !rm.scope_metrics.is_empty()
+            gone(!rm.scope_metrics.is_empty())
         });
+        changed.get()
     }
 
-    pub fn logs(&self, req: &mut ExportLogsServiceRequest) {
+    /// Drops what matches; returns whether anything was dropped.
+    pub fn logs(&self, req: &mut ExportLogsServiceRequest) -> bool {
+        let changed = Cell::new(false);
+        let gone = |keep: bool| {
+            if !keep {
+                changed.set(true);
+            }
+            keep
+        };
         req.resource_logs.retain_mut(|rl| {
             let res = rl.resource.as_ref();
             if self.l_resource.eval_resource(res) {
-                return false;
+                return gone(false);
             }
             rl.scope_logs.retain_mut(|sl| {
                 let scope = sl.scope.as_ref();
                 if self.l_scope.eval_scope(res, scope) {
-                    return false;
+                    return gone(false);
                 }
                 if self.l_log.is_empty() {
                     return true;
                 }
                 sl.log_records
-                    .retain(|r| !self.l_log.eval_log(res, scope, r));
-                !sl.log_records.is_empty()
+                    .retain(|r| gone(!self.l_log.eval_log(res, scope, r)));
+                gone(!sl.log_records.is_empty())
             });
-            !rl.scope_logs.is_empty()
+            gone(!rl.scope_logs.is_empty())
         });
+        changed.get()
     }
 }
 
@@ -443,7 +475,15 @@ impl Processor for FilterProcessor {
             out.push(batch);
             return;
         }
+        // The bytes as received: forwarded again when nothing is dropped, so the common case
+        // (nothing matches) pays no re-encoding.
+        let mut original = match &batch.payload {
+            Payload::Encoded(b) => Some(b.clone()),
+            _ => None,
+        };
         if let Err(e) = batch.decode() {
+            // Part of it did not decode: only what did goes on, re-encoded.
+            original = None;
             self.dropped.add(e.lost as u64);
             tracing::error!(processor = %self.id, "dropping {} items: {e}", e.lost);
             if batch.items == 0 {
@@ -451,11 +491,21 @@ impl Processor for FilterProcessor {
             }
         }
         let before = batch.items;
-        match &mut batch.payload {
+        let changed = match &mut batch.payload {
             Payload::Traces(r) => self.filter.traces(r),
             Payload::Metrics(r) => self.filter.metrics(r),
             Payload::Logs(r) => self.filter.logs(r),
-            Payload::Encoded(_) => {}
+            Payload::Encoded(_) => false,
+        };
+        if !changed {
+            if let Some(b) = original {
+                // Nothing dropped (and the request decoded whole): the original bytes, and the
+                // decoded copy's memory charge given back.
+                batch.payload = Payload::Encoded(b);
+                batch.held = None;
+                out.push(batch);
+                return;
+            }
         }
         batch.recount();
         let filtered = before.saturating_sub(batch.items) as u64;

@@ -584,6 +584,25 @@ fn the_stage_counts_what_it_drops_and_forwards_nothing_empty() {
         text.contains(r#"otelcol_processor_filter_spans_filtered_total{filter="filter/health"} 2"#),
         "{text}"
     );
+    // A batch it drops nothing from goes on as the bytes that came in (no re-encoding).
+    let bytes = prost::Message::encode_to_vec(&traces("h", vec![span("GET /b", vec![])]));
+    stage.process(
+        Batch::encoded(
+            Signal::Traces,
+            bytes::Bytes::from(bytes.clone()),
+            1,
+            Arc::new(Context::default()),
+        ),
+        &mut out,
+    );
+    match &out[1].payload {
+        Payload::Encoded(b) => assert_eq!(&b[..], &bytes[..]),
+        _ => panic!("re-encoded"),
+    }
+    assert!(
+        out[1].held.is_none(),
+        "the decoded copy's charge is given back"
+    );
     // Logs pass a trace filter untouched, without being decoded.
     let l = Batch::encoded(
         Signal::Logs,
@@ -592,5 +611,5 @@ fn the_stage_counts_what_it_drops_and_forwards_nothing_empty() {
         Arc::new(Context::default()),
     );
     stage.process(l, &mut out);
-    assert!(matches!(out[1].payload, Payload::Encoded(_)));
+    assert!(matches!(out[2].payload, Payload::Encoded(_)));
 }
