@@ -40,6 +40,7 @@ pub enum ProcessorConfig {
     Tenant(TenantConfig),
     MemoryLimiter(crate::processors::memory_limiter::config::MemoryLimiterConfig),
     Filter(Box<crate::processors::filter::config::FilterConfig>),
+    ProbabilisticSampler(crate::processors::probabilistic_sampler::ProbabilisticSamplerConfig),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +143,13 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         aliases: &[],
         signals: ALL,
         description: "drops spans, span events, metrics, data points and logs matching OTTL conditions",
+    },
+    ComponentInfo {
+        kind: Kind::Processor,
+        type_name: "probabilistic_sampler",
+        aliases: &[],
+        signals: &[Signal::Traces, Signal::Logs],
+        description: "keeps a percentage of traces and logs, consistently with the Collector (hash seed, OTEP 235 thresholds)",
     },
     ComponentInfo {
         kind: Kind::Processor,
@@ -526,6 +534,16 @@ impl Config {
                         };
                         if cx.problems(&path, problems) {
                             processors.insert(id, ProcessorConfig::Filter(Box::new(c)));
+                        }
+                    }
+                }
+                "probabilistic_sampler" => {
+                    if let Some(c) = cx.decode::<
+                        crate::processors::probabilistic_sampler::ProbabilisticSamplerConfig,
+                    >(&path, body)
+                    {
+                        if cx.problems(&path, c.validate()) {
+                            processors.insert(id, ProcessorConfig::ProbabilisticSampler(c));
                         }
                     }
                 }

@@ -132,6 +132,9 @@ fn build_processor(
         ProcessorConfig::Filter(c) => Box::new(crate::processors::filter::FilterProcessor::new(
             id, c, registry,
         )),
+        ProcessorConfig::ProbabilisticSampler(c) => Box::new(
+            crate::processors::probabilistic_sampler::ProbabilisticSampler::new(id, c, registry),
+        ),
         ProcessorConfig::MemoryLimiter(_) => Box::new(
             crate::processors::memory_limiter::MemoryLimiter::new(id, registry),
         ),

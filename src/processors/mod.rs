@@ -4,6 +4,7 @@ pub mod batch;
 pub mod cardinality_limiter;
 pub mod filter;
 pub mod memory_limiter;
+pub mod probabilistic_sampler;
 pub mod tail_sampling;
 pub mod tenant;
 

@@ -63,6 +63,8 @@ pub struct State {
     pub requests: Mutex<Vec<Received>>,
     pub span_names: Mutex<Vec<String>>,
     pub span_attrs: Mutex<Vec<BTreeMap<String, String>>>,
+    /// (trace id, tracestate) of every span.
+    pub span_trace_states: Mutex<Vec<(Vec<u8>, String)>>,
     pub resource_attrs: Mutex<Vec<BTreeMap<String, String>>>,
     /// The body of every log record, as text.
     pub log_bodies: Mutex<Vec<String>>,
@@ -173,6 +175,10 @@ impl State {
                     n += 1;
                     self.span_names.lock().unwrap().push(s.name.clone());
                     self.span_attrs.lock().unwrap().push(attrs(&s.attributes));
+                    self.span_trace_states
+                        .lock()
+                        .unwrap()
+                        .push((s.trace_id.clone(), s.trace_state.clone()));
                 }
             }
         }
@@ -398,6 +404,7 @@ impl Sink {
             requests: Mutex::new(Vec::new()),
             span_names: Mutex::new(Vec::new()),
             span_attrs: Mutex::new(Vec::new()),
+            span_trace_states: Mutex::new(Vec::new()),
             resource_attrs: Mutex::new(Vec::new()),
             log_bodies: Mutex::new(Vec::new()),
             mode,
