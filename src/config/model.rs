@@ -41,6 +41,7 @@ pub enum ProcessorConfig {
     MemoryLimiter(crate::processors::memory_limiter::config::MemoryLimiterConfig),
     Filter(Box<crate::processors::filter::config::FilterConfig>),
     ProbabilisticSampler(crate::processors::probabilistic_sampler::ProbabilisticSamplerConfig),
+    Transform(Box<crate::processors::transform::TransformConfig>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -150,6 +151,13 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         aliases: &[],
         signals: &[Signal::Traces, Signal::Logs],
         description: "keeps a percentage of traces and logs, consistently with the Collector (hash seed, OTEP 235 thresholds)",
+    },
+    ComponentInfo {
+        kind: Kind::Processor,
+        type_name: "transform",
+        aliases: &[],
+        signals: ALL,
+        description: "edits spans, events, metrics, data points and logs with OTTL statements (set, delete_key, replace_pattern, ...)",
     },
     ComponentInfo {
         kind: Kind::Processor,
@@ -544,6 +552,19 @@ impl Config {
                     {
                         if cx.problems(&path, c.validate()) {
                             processors.insert(id, ProcessorConfig::ProbabilisticSampler(c));
+                        }
+                    }
+                }
+                "transform" => {
+                    if let Some(c) =
+                        cx.decode::<crate::processors::transform::TransformConfig>(&path, body)
+                    {
+                        let problems = match crate::processors::transform::Transform::new(&c) {
+                            Ok(_) => Vec::new(),
+                            Err(p) => p,
+                        };
+                        if cx.problems(&path, problems) {
+                            processors.insert(id, ProcessorConfig::Transform(Box::new(c)));
                         }
                     }
                 }

@@ -174,7 +174,7 @@ impl HexId {
         })
     }
 
-    fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
     }
 }
@@ -351,7 +351,7 @@ fn lit(l: &Lit) -> Val<'_> {
     }
 }
 
-fn operand<'a>(o: &'a Operand, c: &Ctx<'a>) -> Val<'a> {
+pub(crate) fn operand<'a>(o: &'a Operand, c: &Ctx<'a>) -> Val<'a> {
     match o {
         Operand::Lit(l) => lit(l),
         Operand::Path(p) => path(p, c),

@@ -69,6 +69,7 @@ pub(crate) fn err(src: &str, byte: usize, message: impl Into<String>) -> ParseEr
         column: column(src, byte),
         message: message.into(),
         expression: src.to_string(),
+        statement: false,
     }
 }
 

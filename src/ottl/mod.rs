@@ -20,6 +20,7 @@
 //! processor's `HasAttrKeyOnDatapoint`, `HasAttrOnDatapoint`). Editors, math and other
 //! converters are parse errors. Parentheses and calls nest at most 64 deep.
 
+mod edit;
 mod eval;
 mod lexer;
 mod parser;
@@ -34,6 +35,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, Span};
 
 use opentelemetry_proto::tonic::metrics::v1::Metric;
+
+use edit::{Item, Plan};
 
 pub(crate) use eval::points as points_of;
 use eval::Ctx;
@@ -80,14 +83,23 @@ pub struct ParseError {
     pub column: usize,
     pub message: String,
     pub expression: String,
+    /// A statement (transform) rather than a condition.
+    pub statement: bool,
 }
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "invalid OTTL condition {:?}: column {}: {}",
-            self.expression, self.column, self.message
+            "invalid OTTL {} {:?}: column {}: {}",
+            if self.statement {
+                "statement"
+            } else {
+                "condition"
+            },
+            self.expression,
+            self.column,
+            self.message
         )
     }
 }
@@ -356,5 +368,209 @@ impl ConditionSet {
     /// Adds conditions parsed elsewhere (a filter group's conditions of one context).
     pub fn push(&mut self, c: Condition) {
         self.conditions.push(c);
+    }
+}
+
+/// One parsed statement (`editor(args) where condition`) of the transform processor.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    st: parser::Statement,
+    source: String,
+    context: ContextKind,
+}
+
+impl Statement {
+    pub fn parse(src: &str, ctx: ContextKind) -> Result<Statement, ParseError> {
+        Ok(Statement {
+            st: parser::parse_statement(src, ctx).map_err(|e| ParseError {
+                statement: true,
+                ..e
+            })?,
+            source: src.to_string(),
+            context: ctx,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn context(&self) -> ContextKind {
+        self.context
+    }
+
+    fn item<'a>(resource: &'a mut Option<Resource>) -> Item<'a> {
+        Item {
+            resource,
+            scope: None,
+            span: None,
+            event: None,
+            log: None,
+            metric: None,
+            point_attrs: None,
+        }
+    }
+
+    pub fn run_resource(&self, resource: &mut Option<Resource>) {
+        let plan = edit::plan(
+            &self.st,
+            &Ctx {
+                resource: resource.as_ref(),
+                ..Ctx::default()
+            },
+        );
+        if let Plan::Run(v) = plan {
+            edit::apply(&self.st, v, &mut Self::item(resource));
+        }
+    }
+
+    pub fn run_scope(
+        &self,
+        resource: &mut Option<Resource>,
+        scope: &mut Option<InstrumentationScope>,
+    ) {
+        let plan = edit::plan(
+            &self.st,
+            &Ctx {
+                resource: resource.as_ref(),
+                scope: scope.as_ref(),
+                ..Ctx::default()
+            },
+        );
+        if let Plan::Run(v) = plan {
+            let mut it = Self::item(resource);
+            it.scope = Some(scope);
+            edit::apply(&self.st, v, &mut it);
+        }
+    }
+
+    pub fn run_span(
+        &self,
+        resource: &mut Option<Resource>,
+        scope: &mut Option<InstrumentationScope>,
+        span: &mut Span,
+    ) {
+        let plan = edit::plan(
+            &self.st,
+            &Ctx {
+                resource: resource.as_ref(),
+                scope: scope.as_ref(),
+                span: Some(span),
+                ..Ctx::default()
+            },
+        );
+        if let Plan::Run(v) = plan {
+            let mut it = Self::item(resource);
+            it.scope = Some(scope);
+            it.span = Some(span);
+            edit::apply(&self.st, v, &mut it);
+        }
+    }
+
+    /// The `index`-th event of `span`.
+    pub fn run_span_event(
+        &self,
+        resource: &mut Option<Resource>,
+        scope: &mut Option<InstrumentationScope>,
+        span: &mut Span,
+        index: usize,
+    ) {
+        let Some(event) = span.events.get(index) else {
+            return;
+        };
+        let plan = edit::plan(
+            &self.st,
+            &Ctx {
+                resource: resource.as_ref(),
+                scope: scope.as_ref(),
+                span: Some(span),
+                event: Some(event),
+                ..Ctx::default()
+            },
+        );
+        if let Plan::Run(v) = plan {
+            let mut it = Self::item(resource);
+            it.scope = Some(scope);
+            it.event = span.events.get_mut(index);
+            edit::apply(&self.st, v, &mut it);
+        }
+    }
+
+    pub fn run_log(
+        &self,
+        resource: &mut Option<Resource>,
+        scope: &mut Option<InstrumentationScope>,
+        log: &mut LogRecord,
+    ) {
+        let plan = edit::plan(
+            &self.st,
+            &Ctx {
+                resource: resource.as_ref(),
+                scope: scope.as_ref(),
+                log: Some(log),
+                ..Ctx::default()
+            },
+        );
+        if let Plan::Run(v) = plan {
+            let mut it = Self::item(resource);
+            it.scope = Some(scope);
+            it.log = Some(log);
+            edit::apply(&self.st, v, &mut it);
+        }
+    }
+
+    pub fn run_metric(
+        &self,
+        resource: &mut Option<Resource>,
+        scope: &mut Option<InstrumentationScope>,
+        metric: &mut Metric,
+    ) {
+        let plan = edit::plan(
+            &self.st,
+            &Ctx {
+                resource: resource.as_ref(),
+                scope: scope.as_ref(),
+                metric: Some(metric),
+                ..Ctx::default()
+            },
+        );
+        if let Plan::Run(v) = plan {
+            let mut it = Self::item(resource);
+            it.scope = Some(scope);
+            it.metric = Some(metric);
+            edit::apply(&self.st, v, &mut it);
+        }
+    }
+
+    /// The `index`-th data point of `metric`.
+    pub fn run_datapoint(
+        &self,
+        resource: &mut Option<Resource>,
+        scope: &mut Option<InstrumentationScope>,
+        metric: &mut Metric,
+        index: usize,
+    ) {
+        let plan = {
+            let points = points_of(metric);
+            let Some(point) = points.get(index).copied() else {
+                return;
+            };
+            edit::plan(
+                &self.st,
+                &Ctx {
+                    resource: resource.as_ref(),
+                    scope: scope.as_ref(),
+                    metric: Some(metric),
+                    point: Some(point),
+                    ..Ctx::default()
+                },
+            )
+        };
+        if let Plan::Run(v) = plan {
+            let mut it = Self::item(resource);
+            it.scope = Some(scope);
+            it.point_attrs = edit::point_attrs_mut(metric, index);
+            edit::apply(&self.st, v, &mut it);
+        }
     }
 }

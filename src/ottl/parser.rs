@@ -751,3 +751,434 @@ fn severity_number(name: &str) -> Option<i64> {
     }
     None
 }
+
+/// A value argument of an editor: an operand, a list, or a converter that makes a value.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Op(Operand),
+    List(Vec<Arg>),
+    Sha256(Box<Arg>),
+    Concat(Vec<Arg>, Box<str>),
+    ConvertCase(Box<Arg>, Case),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Case {
+    Lower,
+    Upper,
+    Snake,
+    Camel,
+}
+
+/// An editor with its resolved arguments.
+#[derive(Debug, Clone)]
+pub(crate) enum Editor {
+    Set(Path, Arg),
+    DeleteKey(Field, Box<str>),
+    DeleteMatchingKeys(Field, regex::Regex),
+    KeepKeys(Field, Vec<Box<str>>),
+    KeepMatchingKeys(Field, regex::Regex),
+    ReplacePattern(Path, regex::Regex, Box<str>),
+    /// `true`: keys, `false`: values.
+    ReplaceAllPatterns(Field, bool, regex::Regex, Box<str>),
+    ReplaceMatch(Path, regex::Regex, Box<str>),
+    ReplaceAllMatches(Field, regex::Regex, Box<str>),
+    TruncateAll(Field, usize),
+    Limit(Field, usize, Vec<Box<str>>),
+}
+
+/// `editor(args) [where condition]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Statement {
+    pub editor: Editor,
+    pub cond: Option<Expr>,
+}
+
+/// The fields a statement can change, per context (what weir's transform supports).
+fn settable(ctx: ContextKind, f: Field) -> bool {
+    use ContextKind as C;
+    use Field as F;
+    match f {
+        F::ResourceAttrs => true,
+        F::ScopeName | F::ScopeVersion | F::ScopeAttrs => ctx != C::Resource,
+        F::SpanName | F::SpanAttrs | F::SpanStatusMessage => ctx == C::Span,
+        F::EventName | F::EventAttrs => ctx == C::SpanEvent,
+        F::LogBody | F::LogAttrs | F::LogSeverityText | F::LogSeverityNumber => ctx == C::Log,
+        F::MetricName | F::MetricDescription | F::MetricUnit => ctx == C::Metric,
+        F::PointAttrs => ctx == C::DataPoint,
+        _ => false,
+    }
+}
+
+fn is_map(f: Field) -> bool {
+    matches!(
+        f,
+        Field::ResourceAttrs
+            | Field::ScopeAttrs
+            | Field::SpanAttrs
+            | Field::EventAttrs
+            | Field::LogAttrs
+            | Field::PointAttrs
+    )
+}
+
+/// A glob of `replace_match` (`*` any run, `?` one character) as an anchored regex.
+fn glob_regex(g: &str) -> Result<regex::Regex, regex::Error> {
+    let mut re = String::from("^");
+    for c in g.chars() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re)
+}
+
+pub(crate) fn parse_statement(src: &str, ctx: ContextKind) -> Result<Statement, ParseError> {
+    let toks = tokenize(src)?;
+    if toks.is_empty() {
+        return Err(err(src, 0, "empty statement"));
+    }
+    let mut p = Parser {
+        src,
+        toks,
+        pos: 0,
+        ctx,
+        depth: 0,
+    };
+    let stmt = p.statement()?;
+    if let Some(t) = p.peek() {
+        return Err(p.error_at(
+            t.start,
+            format!(
+                "unexpected {} after the end of the statement",
+                describe(src, t)
+            ),
+        ));
+    }
+    Ok(stmt)
+}
+
+impl<'s> Parser<'s> {
+    fn statement(&mut self) -> Result<Statement, ParseError> {
+        let name_tok = match self.next() {
+            Some(t) if t.tok == Tok::Lower => t,
+            Some(t) => {
+                return Err(self.error_at(
+                    t.start,
+                    format!(
+                        "a statement starts with an editor (set, delete_key, ...), got {}",
+                        describe(self.src, &t)
+                    ),
+                ))
+            }
+            None => return Err(self.expected("an editor")),
+        };
+        let name = self.text(name_tok.start, name_tok.end);
+        if self.peek_tok() != Some(&Tok::LParen) {
+            return Err(self.expected(&format!("\"(\" after {name:?}")));
+        }
+        self.pos += 1;
+        let mut args: Vec<(Arg, usize)> = Vec::new();
+        if self.peek_tok() != Some(&Tok::RParen) {
+            loop {
+                let at = self.peek().map_or(self.end(), |t| t.start);
+                args.push((self.arg()?, at));
+                match self.peek_tok() {
+                    Some(Tok::Comma) => self.pos += 1,
+                    Some(Tok::RParen) => break,
+                    _ => return Err(self.expected("\",\" or \")\"")),
+                }
+            }
+        }
+        self.pos += 1;
+        let editor = self.editor(name, name_tok.start, args)?;
+        let cond = match self.peek() {
+            Some(t) if t.tok == Tok::Lower && self.text(t.start, t.end) == "where" => {
+                self.pos += 1;
+                Some(self.expr()?)
+            }
+            _ => None,
+        };
+        Ok(Statement { editor, cond })
+    }
+
+    fn arg(&mut self) -> Result<Arg, ParseError> {
+        match self.peek() {
+            Some(t) if t.tok == Tok::LBracket => {
+                let at = t.start;
+                self.nest(at)?;
+                self.pos += 1;
+                let mut items = Vec::new();
+                if self.peek_tok() != Some(&Tok::RBracket) {
+                    loop {
+                        items.push(self.arg()?);
+                        match self.peek_tok() {
+                            Some(Tok::Comma) => self.pos += 1,
+                            Some(Tok::RBracket) => break,
+                            _ => return Err(self.expected("\",\" or \"]\"")),
+                        }
+                    }
+                }
+                self.pos += 1;
+                self.depth -= 1;
+                Ok(Arg::List(items))
+            }
+            Some(t)
+                if (t.tok == Tok::Func || t.tok == Tok::Enum)
+                    && matches!(
+                        self.text(t.start, t.end),
+                        "SHA256" | "Concat" | "ConvertCase"
+                    ) =>
+            {
+                let t = t.clone();
+                let name = self.text(t.start, t.end);
+                self.pos += 1;
+                if self.peek_tok() != Some(&Tok::LParen) {
+                    return Err(self.expected(&format!("\"(\" after {name:?}")));
+                }
+                self.nest(t.start)?;
+                self.pos += 1;
+                let mut args = Vec::new();
+                if self.peek_tok() != Some(&Tok::RParen) {
+                    loop {
+                        let at = self.peek().map_or(self.end(), |t| t.start);
+                        args.push((self.arg()?, at));
+                        match self.peek_tok() {
+                            Some(Tok::Comma) => self.pos += 1,
+                            Some(Tok::RParen) => break,
+                            _ => return Err(self.expected("\",\" or \")\"")),
+                        }
+                    }
+                }
+                self.pos += 1;
+                self.depth -= 1;
+                let arity = if name == "SHA256" { 1 } else { 2 };
+                if args.len() != arity {
+                    return Err(self.error_at(
+                        t.start,
+                        format!(
+                            "{name} expects {arity} argument{}, got {}",
+                            if arity == 1 { "" } else { "s" },
+                            args.len()
+                        ),
+                    ));
+                }
+                let mut it = args.into_iter();
+                let (first, _) = it.next().unwrap_or((Arg::List(Vec::new()), t.start));
+                Ok(match name {
+                    "SHA256" => Arg::Sha256(Box::new(first)),
+                    "Concat" => {
+                        let Arg::List(items) = first else {
+                            return Err(self.error_at(t.start, "Concat takes a list of values"));
+                        };
+                        match it.next() {
+                            Some((Arg::Op(Operand::Lit(Lit::Str(d))), _)) => Arg::Concat(items, d),
+                            Some((_, at)) => {
+                                return Err(
+                                    self.error_at(at, "the delimiter of Concat must be a string")
+                                )
+                            }
+                            None => return Err(self.error_at(t.start, "missing argument")),
+                        }
+                    }
+                    _ => {
+                        let case = match it.next() {
+                            Some((Arg::Op(Operand::Lit(Lit::Str(c))), at)) => match &*c {
+                                "lower" => Case::Lower,
+                                "upper" => Case::Upper,
+                                "snake" => Case::Snake,
+                                "camel" => Case::Camel,
+                                other => {
+                                    return Err(self.error_at(
+                                        at,
+                                        format!("invalid case: {other}, allowed cases are: lower, upper, snake, camel"),
+                                    ))
+                                }
+                            },
+                            Some((_, at)) => {
+                                return Err(self.error_at(at, "the case of ConvertCase must be a string"))
+                            }
+                            None => return Err(self.error_at(t.start, "missing argument")),
+                        };
+                        Arg::ConvertCase(Box::new(first), case)
+                    }
+                })
+            }
+            _ => Ok(Arg::Op(self.operand()?)),
+        }
+    }
+
+    fn editor(&self, name: &str, at: usize, args: Vec<(Arg, usize)>) -> Result<Editor, ParseError> {
+        let arity = match name {
+            "set" | "delete_key" | "delete_matching_keys" | "keep_keys" | "keep_matching_keys"
+            | "truncate_all" => 2,
+            "replace_pattern" | "replace_match" | "replace_all_matches" | "limit" => 3,
+            "replace_all_patterns" => 4,
+            _ => {
+                return Err(self.error_at(
+                    at,
+                    format!("unsupported editor {name:?} (weir has set, delete_key, delete_matching_keys, keep_keys, keep_matching_keys, replace_pattern, replace_all_patterns, replace_match, replace_all_matches, truncate_all, limit)"),
+                ))
+            }
+        };
+        if args.len() != arity {
+            return Err(self.error_at(
+                at,
+                format!("{name} expects {arity} arguments, got {}", args.len()),
+            ));
+        }
+        let mut it = args.into_iter();
+        let (target, t_at) = it.next().unwrap_or((Arg::List(Vec::new()), at));
+        let path = match target {
+            Arg::Op(Operand::Path(p)) => p,
+            _ => {
+                return Err(
+                    self.error_at(t_at, format!("the first argument of {name} must be a path"))
+                )
+            }
+        };
+        if !settable(self.ctx, path.field) {
+            return Err(self.error_at(
+                t_at,
+                format!(
+                    "{name} cannot change this path in the {} context (weir sets attributes, names, bodies, severities, status messages, metric names, descriptions and units)",
+                    self.ctx.name()
+                ),
+            ));
+        }
+        let map = |p: &Path| -> Result<Field, ParseError> {
+            if is_map(p.field) && p.keys.is_empty() {
+                Ok(p.field)
+            } else {
+                Err(self.error_at(
+                    t_at,
+                    format!("the first argument of {name} must be a map (attributes)"),
+                ))
+            }
+        };
+        let string = |a: Option<(Arg, usize)>, what: &str| -> Result<Box<str>, ParseError> {
+            match a {
+                Some((Arg::Op(Operand::Lit(Lit::Str(s))), _)) => Ok(s),
+                Some((_, at2)) => {
+                    Err(self.error_at(at2, format!("the {what} of {name} must be a string")))
+                }
+                None => Err(self.error_at(at, "missing argument")),
+            }
+        };
+        let regex = |a: Option<(Arg, usize)>| -> Result<regex::Regex, ParseError> {
+            match a {
+                Some((Arg::Op(Operand::Lit(Lit::Str(s))), at2)) => {
+                    regex::Regex::new(&s).map_err(|e| {
+                        let detail = e.to_string();
+                        let last = detail
+                            .lines()
+                            .last()
+                            .unwrap_or("")
+                            .trim()
+                            .trim_start_matches("error: ")
+                            .to_string();
+                        self.error_at(at2, format!("invalid regex {s:?} in {name}: {last}"))
+                    })
+                }
+                Some((_, at2)) => {
+                    Err(self.error_at(at2, format!("the pattern of {name} must be a string")))
+                }
+                None => Err(self.error_at(at, "missing argument")),
+            }
+        };
+        let glob = |a: Option<(Arg, usize)>| -> Result<regex::Regex, ParseError> {
+            match a {
+                Some((Arg::Op(Operand::Lit(Lit::Str(s))), at2)) => glob_regex(&s)
+                    .map_err(|e| self.error_at(at2, format!("invalid pattern {s:?}: {e}"))),
+                Some((_, at2)) => {
+                    Err(self.error_at(at2, format!("the pattern of {name} must be a string")))
+                }
+                None => Err(self.error_at(at, "missing argument")),
+            }
+        };
+        let count = |a: Option<(Arg, usize)>| -> Result<usize, ParseError> {
+            match a {
+                Some((Arg::Op(Operand::Lit(Lit::Int(n))), at2)) => {
+                    usize::try_from(n).map_err(|_| {
+                        self.error_at(
+                            at2,
+                            format!("invalid limit for {name}: {n}, must be at least 0"),
+                        )
+                    })
+                }
+                Some((_, at2)) => {
+                    Err(self.error_at(at2, format!("the limit of {name} must be an integer")))
+                }
+                None => Err(self.error_at(at, "missing argument")),
+            }
+        };
+        let strings = |a: Option<(Arg, usize)>| -> Result<Vec<Box<str>>, ParseError> {
+            match a {
+                Some((Arg::List(items), at2)) => items
+                    .into_iter()
+                    .map(|i| match i {
+                        Arg::Op(Operand::Lit(Lit::Str(s))) => Ok(s),
+                        _ => Err(self.error_at(at2, format!("the keys of {name} must be strings"))),
+                    })
+                    .collect(),
+                Some((_, at2)) => {
+                    Err(self.error_at(at2, format!("the keys of {name} must be a list of strings")))
+                }
+                None => Err(self.error_at(at, "missing argument")),
+            }
+        };
+        Ok(match name {
+            "set" => {
+                if is_map(path.field) && path.keys.len() != 1 {
+                    return Err(self.error_at(
+                        t_at,
+                        "set on attributes takes one key (attributes[\"k\"]); setting a whole map is not supported by weir",
+                    ));
+                }
+                let (value, _) = it.next().unwrap_or((Arg::List(Vec::new()), at));
+                Editor::Set(path, value)
+            }
+            "delete_key" => Editor::DeleteKey(map(&path)?, string(it.next(), "key")?),
+            "delete_matching_keys" => Editor::DeleteMatchingKeys(map(&path)?, regex(it.next())?),
+            "keep_keys" => Editor::KeepKeys(map(&path)?, strings(it.next())?),
+            "keep_matching_keys" => Editor::KeepMatchingKeys(map(&path)?, regex(it.next())?),
+            "replace_pattern" => {
+                let re = regex(it.next())?;
+                Editor::ReplacePattern(path, re, string(it.next(), "replacement")?)
+            }
+            "replace_match" => {
+                let g = glob(it.next())?;
+                Editor::ReplaceMatch(path, g, string(it.next(), "replacement")?)
+            }
+            "replace_all_matches" => {
+                let f = map(&path)?;
+                let g = glob(it.next())?;
+                Editor::ReplaceAllMatches(f, g, string(it.next(), "replacement")?)
+            }
+            "replace_all_patterns" => {
+                let f = map(&path)?;
+                let keys = match &*string(it.next(), "mode")? {
+                    "key" => true,
+                    "value" => false,
+                    other => {
+                        return Err(self.error_at(
+                            at,
+                            format!("invalid mode {other}, must be either 'key' or 'value'"),
+                        ))
+                    }
+                };
+                let re = regex(it.next())?;
+                Editor::ReplaceAllPatterns(f, keys, re, string(it.next(), "replacement")?)
+            }
+            "truncate_all" => Editor::TruncateAll(map(&path)?, count(it.next())?),
+            _ => {
+                let f = map(&path)?;
+                let n = count(it.next())?;
+                Editor::Limit(f, n, strings(it.next())?)
+            }
+        })
+    }
+}

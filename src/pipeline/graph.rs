@@ -135,6 +135,9 @@ fn build_processor(
         ProcessorConfig::ProbabilisticSampler(c) => Box::new(
             crate::processors::probabilistic_sampler::ProbabilisticSampler::new(id, c, registry),
         ),
+        ProcessorConfig::Transform(c) => Box::new(
+            crate::processors::transform::TransformProcessor::new(id, c, registry),
+        ),
         ProcessorConfig::MemoryLimiter(_) => Box::new(
             crate::processors::memory_limiter::MemoryLimiter::new(id, registry),
         ),

@@ -7,6 +7,7 @@ pub mod memory_limiter;
 pub mod probabilistic_sampler;
 pub mod tail_sampling;
 pub mod tenant;
+pub mod transform;
 
 use std::sync::Arc;
 

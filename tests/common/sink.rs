@@ -63,6 +63,8 @@ pub struct State {
     pub requests: Mutex<Vec<Received>>,
     pub span_names: Mutex<Vec<String>>,
     pub span_attrs: Mutex<Vec<BTreeMap<String, String>>>,
+    /// The name of every metric received.
+    pub metric_names: Mutex<Vec<String>>,
     /// (trace id, tracestate) of every span.
     pub span_trace_states: Mutex<Vec<(Vec<u8>, String)>>,
     pub resource_attrs: Mutex<Vec<BTreeMap<String, String>>>,
@@ -212,6 +214,13 @@ impl State {
             })
             .sum();
         self.points.fetch_add(n, Ordering::SeqCst);
+        self.metric_names.lock().unwrap().extend(
+            r.resource_metrics
+                .iter()
+                .flat_map(|rm| &rm.scope_metrics)
+                .flat_map(|sm| &sm.metrics)
+                .map(|m| m.name.clone()),
+        );
         self.requests.lock().unwrap().push(Received {
             signal: "metrics",
             items: n,
@@ -405,6 +414,7 @@ impl Sink {
             span_names: Mutex::new(Vec::new()),
             span_attrs: Mutex::new(Vec::new()),
             span_trace_states: Mutex::new(Vec::new()),
+            metric_names: Mutex::new(Vec::new()),
             resource_attrs: Mutex::new(Vec::new()),
             log_bodies: Mutex::new(Vec::new()),
             mode,

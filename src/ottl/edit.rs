@@ -1,0 +1,419 @@
+//! Running OTTL statements (the transform processor's editors) on decoded OTLP data.
+//!
+//! A statement runs in two steps: first its `where` condition and its value argument are
+//! evaluated against the item as it is (borrowed), then the edit is applied (mutably). The
+//! semantics are upstream's (pkg/ottl/ottlfuncs): `set` with a nil value does nothing; a value
+//! of the wrong type for a field leaves it alone; editors on a value that is not a string
+//! (`replace_pattern` on an int) do nothing.
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::metrics::v1::{metric, Metric};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, Span, Status};
+use sha2::{Digest, Sha256};
+
+use super::eval::{self, Ctx, Val};
+use super::parser::{Arg, Case, Editor, Field, Key, Path, Statement};
+
+/// What the first step decided: not to run, or to run (with `set`'s value).
+pub(crate) enum Plan {
+    Skip,
+    Run(Option<AnyValue>),
+}
+
+pub(crate) fn plan(st: &Statement, c: &Ctx<'_>) -> Plan {
+    if let Some(cond) = &st.cond {
+        if !eval::eval(cond, c) {
+            return Plan::Skip;
+        }
+    }
+    match &st.editor {
+        Editor::Set(_, arg) => Plan::Run(value(arg, c)),
+        _ => Plan::Run(None),
+    }
+}
+
+/// The mutable parts of one item a statement may change.
+pub(crate) struct Item<'a> {
+    pub resource: &'a mut Option<Resource>,
+    pub scope: Option<&'a mut Option<InstrumentationScope>>,
+    pub span: Option<&'a mut Span>,
+    pub event: Option<&'a mut span::Event>,
+    pub log: Option<&'a mut LogRecord>,
+    pub metric: Option<&'a mut Metric>,
+    pub point_attrs: Option<&'a mut Vec<KeyValue>>,
+}
+
+fn to_any(v: Val<'_>) -> Option<AnyValue> {
+    use any_value::Value as V;
+    let value = match v {
+        Val::Nil | Val::Headers(_) => return None,
+        Val::Bool(b) => V::BoolValue(b),
+        Val::Int(i) => V::IntValue(i),
+        Val::Double(d) => V::DoubleValue(d),
+        Val::Str(s) => V::StringValue(s.to_string()),
+        Val::Hex(h) => V::StringValue(h.as_str().to_string()),
+        Val::Bytes(b) => V::BytesValue(b.to_vec()),
+        Val::Map(m) => V::KvlistValue(KeyValueList { values: m.to_vec() }),
+        Val::List(l) => V::ArrayValue(ArrayValue { values: l.to_vec() }),
+    };
+    Some(AnyValue { value: Some(value) })
+}
+
+fn as_str(v: &AnyValue) -> Option<&str> {
+    match v.value.as_ref() {
+        Some(any_value::Value::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn string(s: String) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::StringValue(s)),
+    }
+}
+
+/// A value's text for `Concat`: strings as they are, numbers and bools as Go prints them.
+fn text_of(v: &AnyValue) -> String {
+    match v.value.as_ref() {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::BytesValue(b)) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        _ => String::new(),
+    }
+}
+
+fn words(s: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for c in s.chars() {
+        if !c.is_alphanumeric() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && prev_lower && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn convert_case(s: &str, case: Case) -> String {
+    match case {
+        Case::Lower => s.to_lowercase(),
+        Case::Upper => s.to_uppercase(),
+        Case::Snake => words(s)
+            .iter()
+            .map(|w| w.to_lowercase())
+            .collect::<Vec<_>>()
+            .join("_"),
+        Case::Camel => words(s)
+            .iter()
+            .map(|w| {
+                let mut c = w.chars();
+                match c.next() {
+                    Some(f) => f
+                        .to_uppercase()
+                        .chain(c.flat_map(char::to_lowercase))
+                        .collect(),
+                    None => String::new(),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn value(arg: &Arg, c: &Ctx<'_>) -> Option<AnyValue> {
+    match arg {
+        Arg::Op(o) => to_any(eval::operand(o, c)),
+        Arg::List(items) => Some(AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue {
+                values: items
+                    .iter()
+                    .map(|i| value(i, c).unwrap_or_default())
+                    .collect(),
+            })),
+        }),
+        Arg::Sha256(a) => {
+            let v = value(a, c)?;
+            let s = as_str(&v)?;
+            let digest = Sha256::digest(s.as_bytes());
+            Some(string(digest.iter().map(|b| format!("{b:02x}")).collect()))
+        }
+        Arg::Concat(items, delim) => Some(string(
+            items
+                .iter()
+                .map(|i| value(i, c).map(|v| text_of(&v)).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(delim),
+        )),
+        Arg::ConvertCase(a, case) => {
+            let v = value(a, c)?;
+            Some(string(convert_case(as_str(&v)?, *case)))
+        }
+    }
+}
+
+fn map_mut<'m>(field: Field, it: &'m mut Item<'_>) -> Option<&'m mut Vec<KeyValue>> {
+    Some(match field {
+        Field::ResourceAttrs => &mut it.resource.get_or_insert_with(Resource::default).attributes,
+        Field::ScopeAttrs => {
+            &mut it
+                .scope
+                .as_deref_mut()?
+                .get_or_insert_with(InstrumentationScope::default)
+                .attributes
+        }
+        Field::SpanAttrs => &mut it.span.as_deref_mut()?.attributes,
+        Field::EventAttrs => &mut it.event.as_deref_mut()?.attributes,
+        Field::LogAttrs => &mut it.log.as_deref_mut()?.attributes,
+        Field::PointAttrs => it.point_attrs.as_deref_mut()?,
+        _ => return None,
+    })
+}
+
+fn key_of(p: &Path) -> Option<&str> {
+    match p.keys.first() {
+        Some(Key::Str(k)) => Some(k),
+        _ => None,
+    }
+}
+
+/// The string field a path names, for the string editors; `None` if it is not a string.
+fn string_mut<'m>(p: &Path, it: &'m mut Item<'_>) -> Option<&'m mut String> {
+    if let Some(k) = key_of(p) {
+        let map = map_mut(p.field, it)?;
+        let kv = map.iter_mut().find(|kv| kv.key == k)?;
+        return match kv.value.as_mut()?.value.as_mut()? {
+            any_value::Value::StringValue(s) => Some(s),
+            _ => None,
+        };
+    }
+    Some(match p.field {
+        Field::SpanName => &mut it.span.as_deref_mut()?.name,
+        Field::SpanStatusMessage => {
+            &mut it
+                .span
+                .as_deref_mut()?
+                .status
+                .get_or_insert_with(Status::default)
+                .message
+        }
+        Field::EventName => &mut it.event.as_deref_mut()?.name,
+        Field::LogSeverityText => &mut it.log.as_deref_mut()?.severity_text,
+        Field::LogBody => match it.log.as_deref_mut()?.body.as_mut()?.value.as_mut()? {
+            any_value::Value::StringValue(s) => s,
+            _ => return None,
+        },
+        Field::MetricName => &mut it.metric.as_deref_mut()?.name,
+        Field::MetricDescription => &mut it.metric.as_deref_mut()?.description,
+        Field::MetricUnit => &mut it.metric.as_deref_mut()?.unit,
+        Field::ScopeName => {
+            &mut it
+                .scope
+                .as_deref_mut()?
+                .get_or_insert_with(InstrumentationScope::default)
+                .name
+        }
+        Field::ScopeVersion => {
+            &mut it
+                .scope
+                .as_deref_mut()?
+                .get_or_insert_with(InstrumentationScope::default)
+                .version
+        }
+        _ => return None,
+    })
+}
+
+fn set(p: &Path, v: AnyValue, it: &mut Item<'_>) {
+    if let Some(k) = key_of(p) {
+        let Some(map) = map_mut(p.field, it) else {
+            return;
+        };
+        match map.iter_mut().find(|kv| kv.key == k) {
+            Some(kv) => kv.value = Some(v),
+            None => map.push(KeyValue {
+                key: k.to_string(),
+                value: Some(v),
+                ..Default::default()
+            }),
+        }
+        return;
+    }
+    match p.field {
+        Field::LogBody => {
+            if let Some(l) = it.log.as_deref_mut() {
+                l.body = Some(v);
+            }
+        }
+        Field::LogSeverityNumber => {
+            if let (Some(l), Some(any_value::Value::IntValue(n))) =
+                (it.log.as_deref_mut(), v.value.as_ref())
+            {
+                l.severity_number = i32::try_from(*n).unwrap_or(l.severity_number);
+            }
+        }
+        _ => {
+            // The string fields: a value of another type leaves them alone (upstream).
+            if let Some(s) = as_str(&v) {
+                let s = s.to_string();
+                if let Some(f) = string_mut(p, it) {
+                    *f = s;
+                }
+            }
+        }
+    }
+}
+
+/// Cuts `s` to at most `n` bytes on a character boundary (upstream cuts bytes; a string must
+/// stay UTF-8 to be encoded again).
+fn truncate(s: &mut String, n: usize) {
+    if s.len() > n {
+        let mut end = n;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+pub(crate) fn apply(st: &Statement, value: Option<AnyValue>, it: &mut Item<'_>) {
+    match &st.editor {
+        Editor::Set(p, _) => {
+            if let Some(v) = value {
+                set(p, v, it);
+            }
+        }
+        Editor::DeleteKey(f, k) => {
+            if let Some(m) = map_mut(*f, it) {
+                m.retain(|kv| kv.key != **k);
+            }
+        }
+        Editor::DeleteMatchingKeys(f, re) => {
+            if let Some(m) = map_mut(*f, it) {
+                m.retain(|kv| !re.is_match(&kv.key));
+            }
+        }
+        Editor::KeepKeys(f, keys) => {
+            if let Some(m) = map_mut(*f, it) {
+                m.retain(|kv| keys.iter().any(|k| **k == kv.key));
+            }
+        }
+        Editor::KeepMatchingKeys(f, re) => {
+            if let Some(m) = map_mut(*f, it) {
+                m.retain(|kv| re.is_match(&kv.key));
+            }
+        }
+        Editor::ReplacePattern(p, re, with) => {
+            if let Some(s) = string_mut(p, it) {
+                if re.is_match(s) {
+                    *s = re.replace_all(s, &**with).into_owned();
+                }
+            }
+        }
+        Editor::ReplaceMatch(p, glob, with) => {
+            if let Some(s) = string_mut(p, it) {
+                if glob.is_match(s) {
+                    *s = with.to_string();
+                }
+            }
+        }
+        Editor::ReplaceAllPatterns(f, keys, re, with) => {
+            if let Some(m) = map_mut(*f, it) {
+                for kv in m.iter_mut() {
+                    if *keys {
+                        if re.is_match(&kv.key) {
+                            kv.key = re.replace_all(&kv.key, &**with).into_owned();
+                        }
+                    } else if let Some(any_value::Value::StringValue(s)) =
+                        kv.value.as_mut().and_then(|v| v.value.as_mut())
+                    {
+                        if re.is_match(s) {
+                            *s = re.replace_all(s, &**with).into_owned();
+                        }
+                    }
+                }
+            }
+        }
+        Editor::ReplaceAllMatches(f, glob, with) => {
+            if let Some(m) = map_mut(*f, it) {
+                for kv in m.iter_mut() {
+                    if let Some(any_value::Value::StringValue(s)) =
+                        kv.value.as_mut().and_then(|v| v.value.as_mut())
+                    {
+                        if glob.is_match(s) {
+                            *s = with.to_string();
+                        }
+                    }
+                }
+            }
+        }
+        Editor::TruncateAll(f, n) => {
+            if let Some(m) = map_mut(*f, it) {
+                for kv in m.iter_mut() {
+                    if let Some(any_value::Value::StringValue(s)) =
+                        kv.value.as_mut().and_then(|v| v.value.as_mut())
+                    {
+                        truncate(s, *n);
+                    }
+                }
+            }
+        }
+        Editor::Limit(f, n, priority) => {
+            if let Some(m) = map_mut(*f, it) {
+                if m.len() > *n {
+                    // Priority keys first (in the list's order), then the rest in order.
+                    let mut keep: Vec<bool> = vec![false; m.len()];
+                    let mut left = *n;
+                    for k in priority {
+                        if left == 0 {
+                            break;
+                        }
+                        if let Some(i) = m.iter().position(|kv| kv.key == **k) {
+                            if !keep[i] {
+                                keep[i] = true;
+                                left -= 1;
+                            }
+                        }
+                    }
+                    for flag in keep.iter_mut() {
+                        if left == 0 {
+                            break;
+                        }
+                        if !*flag {
+                            *flag = true;
+                            left -= 1;
+                        }
+                    }
+                    let mut it2 = keep.into_iter();
+                    m.retain(|_| it2.next().unwrap_or(false));
+                }
+            }
+        }
+    }
+}
+
+/// The `index`-th data point's attributes of a metric, mutably.
+pub(crate) fn point_attrs_mut(m: &mut Metric, index: usize) -> Option<&mut Vec<KeyValue>> {
+    Some(match m.data.as_mut()? {
+        metric::Data::Gauge(g) => &mut g.data_points.get_mut(index)?.attributes,
+        metric::Data::Sum(s) => &mut s.data_points.get_mut(index)?.attributes,
+        metric::Data::Histogram(h) => &mut h.data_points.get_mut(index)?.attributes,
+        metric::Data::ExponentialHistogram(h) => &mut h.data_points.get_mut(index)?.attributes,
+        metric::Data::Summary(s) => &mut s.data_points.get_mut(index)?.attributes,
+    })
+}

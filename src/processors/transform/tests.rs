@@ -1,0 +1,389 @@
+//! Statements from the transform processor's and OTTL functions' documentation, with their
+//! documented effect: input item, statement, what the item holds after.
+use super::*;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span};
+
+fn kv(k: &str, v: Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value::StringValue(v.into())
+}
+
+fn transform(yaml: &str) -> Transform {
+    let cfg: TransformConfig = serde_yaml::from_str(yaml).expect("yaml");
+    Transform::new(&cfg).unwrap_or_else(|p| panic!("{yaml}: {p:?}"))
+}
+
+fn one_span(attrs: Vec<KeyValue>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", s("checkout")),
+                    kv("host.name", s("web-1")),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    name: "GET /orders".into(),
+                    attributes: attrs,
+                    events: vec![span::Event {
+                        name: "exception".into(),
+                        attributes: vec![kv("exception.message", s("token=abc123 failed"))],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// A map's entries as `key=value` text, sorted, for comparisons.
+fn show(attrs: &[KeyValue]) -> Vec<String> {
+    let mut v: Vec<String> = attrs
+        .iter()
+        .map(|kv| {
+            let val = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(Value::StringValue(x)) => x.clone(),
+                Some(Value::IntValue(i)) => i.to_string(),
+                Some(Value::BoolValue(b)) => b.to_string(),
+                Some(Value::DoubleValue(d)) => d.to_string(),
+                Some(other) => format!("{other:?}"),
+                None => "nil".into(),
+            };
+            format!("{}={val}", kv.key)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn span_attrs() -> Vec<KeyValue> {
+    vec![
+        kv(
+            "http.url",
+            s("https://shop.example/cart?session=42&user=bob"),
+        ),
+        kv("user.email", s("bob@example.com")),
+        kv("http.status_code", Value::IntValue(200)),
+        kv("k8s.pod.uid", s("0a1b")),
+        kv("k8s.pod.name", s("web-abc")),
+        kv("long", s("abcdefghij")),
+    ]
+}
+
+#[test]
+fn span_statements_as_documented() {
+    // (statement, the span's attributes after, its name after)
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            r#"set(span.attributes["environment"], "prod")"#,
+            &["environment=prod"],
+            "GET /orders",
+        ),
+        (
+            r#"set(span.attributes["user.email"], SHA256(span.attributes["user.email"]))"#,
+            &["user.email=5ff860bf1190596c7188ab851db691f0f3169c453936e9e1eba2f9a47f7a0018"],
+            "GET /orders",
+        ),
+        (
+            r#"replace_pattern(span.attributes["http.url"], "\\?.*", "?redacted")"#,
+            &["http.url=https://shop.example/cart?redacted"],
+            "GET /orders",
+        ),
+        (
+            r#"replace_pattern(span.attributes["http.url"], "user=([a-z]+)", "user=$$1-hidden")"#,
+            &["http.url=https://shop.example/cart?session=42&user=$1-hidden"],
+            "GET /orders",
+        ),
+        (
+            r#"delete_key(span.attributes, "user.email")"#,
+            &["!user.email"],
+            "GET /orders",
+        ),
+        (
+            r#"delete_matching_keys(span.attributes, "^k8s\\.pod\\..*")"#,
+            &["!k8s.pod.uid", "!k8s.pod.name"],
+            "GET /orders",
+        ),
+        (
+            r#"keep_keys(span.attributes, ["http.url", "user.email"])"#,
+            &["!http.status_code", "!long", "user.email=bob@example.com"],
+            "GET /orders",
+        ),
+        (
+            r#"keep_matching_keys(span.attributes, "^http")"#,
+            &["!user.email", "http.status_code=200"],
+            "GET /orders",
+        ),
+        (
+            r#"replace_all_patterns(span.attributes, "value", "[a-z]+@example\\.com", "{email}")"#,
+            &["user.email={email}"],
+            "GET /orders",
+        ),
+        (
+            r#"replace_all_patterns(span.attributes, "key", "^k8s\\.pod\\.", "pod.")"#,
+            &["pod.uid=0a1b", "pod.name=web-abc", "!k8s.pod.uid"],
+            "GET /orders",
+        ),
+        (
+            r#"replace_match(span.attributes["http.url"], "https://shop.example/*", "https://shop.example/{path}")"#,
+            &["http.url=https://shop.example/{path}"],
+            "GET /orders",
+        ),
+        (
+            r#"replace_all_matches(span.attributes, "*@example.com", "{redacted}")"#,
+            &["user.email={redacted}"],
+            "GET /orders",
+        ),
+        (
+            r#"truncate_all(span.attributes, 4)"#,
+            &["long=abcd", "user.email=bob@"],
+            "GET /orders",
+        ),
+        (
+            r#"limit(span.attributes, 2, ["user.email"])"#,
+            &["user.email=bob@example.com", "!long"],
+            "GET /orders",
+        ),
+        (
+            r#"set(span.name, Concat([span.name, span.attributes["http.status_code"]], " "))"#,
+            &[],
+            "GET /orders 200",
+        ),
+        (
+            r#"set(span.name, ConvertCase(span.name, "upper"))"#,
+            &[],
+            "GET /ORDERS",
+        ),
+        (
+            r#"set(span.attributes["service"], resource.attributes["service.name"])"#,
+            &["service=checkout"],
+            "GET /orders",
+        ),
+        // where clauses: only matching items change.
+        (
+            r#"set(span.attributes["big"], true) where span.attributes["http.status_code"] >= 500"#,
+            &["!big"],
+            "GET /orders",
+        ),
+        (
+            r#"set(span.attributes["ok"], true) where span.attributes["http.status_code"] == 200"#,
+            &["ok=true"],
+            "GET /orders",
+        ),
+        // set with a nil value does nothing; a value of the wrong type leaves a field alone.
+        (
+            r#"set(span.attributes["x"], span.attributes["missing"])"#,
+            &["!x"],
+            "GET /orders",
+        ),
+        (r#"set(span.name, 42)"#, &[], "GET /orders"),
+        // Editors on values that are not strings do nothing.
+        (
+            r#"replace_pattern(span.attributes["http.status_code"], "2", "5")"#,
+            &["http.status_code=200"],
+            "GET /orders",
+        ),
+    ];
+    for (stmt, want, name) in cases {
+        let t = transform(&format!(
+            "trace_statements: ['{}']",
+            stmt.replace('\'', "''")
+        ));
+        let mut r = one_span(span_attrs());
+        t.traces(&mut r);
+        let sp = &r.resource_spans[0].scope_spans[0].spans[0];
+        let got = show(&sp.attributes);
+        for w in *want {
+            match w.strip_prefix('!') {
+                Some(absent) => assert!(
+                    !got.iter().any(|g| g.split('=').next() == Some(absent)),
+                    "{stmt}: {absent} should be gone: {got:?}"
+                ),
+                None => assert!(got.contains(&w.to_string()), "{stmt}: want {w} in {got:?}"),
+            }
+        }
+        assert_eq!(sp.name, *name, "{stmt}");
+    }
+}
+
+#[test]
+fn resource_events_groups_and_conditions() {
+    let t = transform(
+        r#"
+trace_statements:
+  - context: resource
+    statements:
+      - 'delete_key(attributes, "host.name")'
+      - 'set(attributes["deployment.environment"], "prod")'
+  - context: spanevent
+    statements:
+      - 'replace_pattern(attributes["exception.message"], "token=\\w+", "token=***")'
+  - context: span
+    conditions: ['name == "other"']
+    statements: ['set(attributes["never"], true)']
+"#,
+    );
+    let mut r = one_span(span_attrs());
+    t.traces(&mut r);
+    let rs = &r.resource_spans[0];
+    assert_eq!(
+        show(&rs.resource.as_ref().unwrap().attributes),
+        ["deployment.environment=prod", "service.name=checkout"]
+    );
+    let sp = &rs.scope_spans[0].spans[0];
+    assert_eq!(
+        show(&sp.events[0].attributes),
+        ["exception.message=token=*** failed"]
+    );
+    assert!(!show(&sp.attributes).iter().any(|a| a.starts_with("never")));
+}
+
+#[test]
+fn logs_and_metrics_as_documented() {
+    let t = transform(
+        r#"
+log_statements:
+  - 'set(log.severity_text, "WARN") where log.severity_number >= SEVERITY_NUMBER_WARN and log.severity_number < SEVERITY_NUMBER_ERROR'
+  - 'replace_pattern(log.body, "password=\\S+", "password=***")'
+  - 'set(log.attributes["body.copy"], log.body)'
+metric_statements:
+  - 'set(metric.name, "http.server.request.duration") where metric.name == "http_request_duration"'
+  - 'set(metric.description, "Duration of HTTP server requests")'
+  - 'set(datapoint.attributes["region"], "eu") where datapoint.value_int > 1'
+  - 'delete_key(datapoint.attributes, "pod")'
+"#,
+    );
+    let mut logs = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    severity_number: 13,
+                    body: Some(AnyValue {
+                        value: Some(s("login user=bob password=hunter2 ok")),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    t.logs(&mut logs);
+    let rec = &logs.resource_logs[0].scope_logs[0].log_records[0];
+    assert_eq!(rec.severity_text, "WARN");
+    assert_eq!(
+        rec.body.as_ref().and_then(|b| b.value.clone()),
+        Some(s("login user=bob password=*** ok"))
+    );
+    assert_eq!(
+        show(&rec.attributes),
+        ["body.copy=login user=bob password=*** ok"]
+    );
+
+    let point = |v: i64| NumberDataPoint {
+        attributes: vec![kv("pod", s("p1"))],
+        value: Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(v)),
+        ..Default::default()
+    };
+    let mut metrics = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "http_request_duration".into(),
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: vec![point(1), point(5)],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    t.metrics(&mut metrics);
+    let m = &metrics.resource_metrics[0].scope_metrics[0].metrics[0];
+    assert_eq!(m.name, "http.server.request.duration");
+    assert_eq!(m.description, "Duration of HTTP server requests");
+    let Some(metric::Data::Gauge(g)) = &m.data else {
+        panic!("gauge")
+    };
+    assert!(show(&g.data_points[0].attributes).is_empty());
+    assert_eq!(show(&g.data_points[1].attributes), ["region=eu"]);
+}
+
+#[test]
+fn config_errors_name_the_statement_and_column() {
+    let cfg: TransformConfig = serde_yaml::from_str(
+        r#"
+error_mode: sometimes
+trace_statements:
+  - context: span
+    statements:
+      - 'set(attributes["a"], "b"'
+      - 'merge_maps(attributes, resource.attributes, "upsert")'
+      - 'set(trace_id, "x")'
+      - 'replace_pattern(name, "(", "x")'
+  - context: moon
+    statements: ['set(attributes["a"], 1)']
+log_statements: ['set(attributes["a"], 1)']
+"#,
+    )
+    .unwrap();
+    let p = Transform::new(&cfg).unwrap_err();
+    let got: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(got[0], ("error_mode", "unknown error mode sometimes"));
+    assert_eq!(got[1].0, "trace_statements[0].statements[0]");
+    assert!(
+        got[1].1.contains("column 25: expected \",\" or \")\""),
+        "{}",
+        got[1].1
+    );
+    assert!(
+        got[2].1.contains("unsupported editor \"merge_maps\""),
+        "{}",
+        got[2].1
+    );
+    assert!(
+        got[3]
+            .1
+            .contains("unknown path \"trace_id\" in the span context"),
+        "{}",
+        got[3].1
+    );
+    assert!(
+        got[3].1.starts_with("invalid OTTL statement"),
+        "{}",
+        got[3].1
+    );
+    assert!(
+        got[4].1.contains("invalid regex \"(\" in replace_pattern"),
+        "{}",
+        got[4].1
+    );
+    assert_eq!(
+        got[5],
+        ("trace_statements[1].context", "unknown context moon")
+    );
+    assert_eq!(got[6].0, "log_statements[0]");
+    assert!(got[6]
+        .1
+        .starts_with("unable to infer a valid context (log, scope, resource)"));
+}
