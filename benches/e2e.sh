@@ -88,6 +88,9 @@ processors:
   filter/health:
     traces:
       span: ['attributes["http.route"] == "/health"', 'IsMatch(name, "^readiness")']
+  transform/redact:
+    trace_statements:
+      - 'replace_pattern(span.attributes["http.route"], "/api/(.*)", "/api/{redacted}")'
   tail_sampling:
     decision_wait: 1s
     num_traces: 200000
@@ -146,6 +149,7 @@ run "traces pass-through, small, client zstd" traces "" otlp --zstd
 run "traces + batch" traces "batch" otlp
 run "traces + tenant tagging + batch" traces "tenant, batch" otlp
 run "traces + filter (2 conditions, no span matches) + batch" traces "filter/health, batch" otlp
+run "traces + transform (redacts one attribute of every span) + batch" traces "transform/redact, batch" otlp
 run "traces + batch, persistent queue (file_storage, fsync off)" traces "batch" otlp-wal
 WAL_FSYNC=true run "traces + batch, persistent queue (file_storage, fsync on)" traces "batch" otlp-wal
 run "traces + tail sampling (3 policies, 1 s) + batch" traces "tail_sampling, batch" otlp

@@ -7,6 +7,7 @@
 //! not have to.
 pub mod ack;
 pub mod check;
+pub mod encode;
 pub mod wire;
 
 use std::sync::Arc;
@@ -169,9 +170,9 @@ impl Batch {
     pub fn to_bytes(&self) -> Bytes {
         match &self.payload {
             Payload::Encoded(b) => b.clone(),
-            Payload::Traces(r) => Bytes::from(r.encode_to_vec()),
-            Payload::Metrics(r) => Bytes::from(r.encode_to_vec()),
-            Payload::Logs(r) => Bytes::from(r.encode_to_vec()),
+            Payload::Traces(r) => Bytes::from(encode::encode_traces(r)),
+            Payload::Metrics(r) => Bytes::from(encode::encode_metrics(r)),
+            Payload::Logs(r) => Bytes::from(encode::encode_logs(r)),
         }
     }
 

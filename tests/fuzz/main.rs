@@ -4,7 +4,7 @@
 //!
 //! | target | input | oracle |
 //! | --- | --- | --- |
-//! | `wire` | an OTLP protobuf request | the receiver's check and the prost decoder agree (verdict and item count), and so does the item counter |
+//! | `wire` | an OTLP protobuf request | the receiver's check and the prost decoder agree (verdict and item count), and so does the item counter; weir's encoder writes prost's bytes |
 //! | `json` | an OTLP/JSON request | no panic; what it accepts decodes as protobuf with the count it gave |
 //! | `compression` | a gzip/zstd/zlib/snappy/lz4 body and a cap | no panic, never more than the cap, and what it inflates round-trips |
 //! | `config` | a YAML config (the repository's configs, mutated) | no panic; every error has a message |
@@ -267,6 +267,19 @@ fn check_wire(input: &[u8]) -> Result<String, String> {
     let theirs = decoded_items(signal, buf);
     match (&ours, &theirs) {
         (Ok(a), Ok(b)) if a == b => {
+            // weir's encoder of decoded requests writes prost's bytes.
+            use weir::pdata::encode;
+            let same = match signal {
+                Signal::Traces => ExportTraceServiceRequest::decode(buf)
+                    .map(|r| encode::encode_traces(&r) == r.encode_to_vec()),
+                Signal::Metrics => ExportMetricsServiceRequest::decode(buf)
+                    .map(|r| encode::encode_metrics(&r) == r.encode_to_vec()),
+                Signal::Logs => ExportLogsServiceRequest::decode(buf)
+                    .map(|r| encode::encode_logs(&r) == r.encode_to_vec()),
+            };
+            if same != Ok(true) {
+                return Err(format!("{signal}: weir's encoder and prost's differ"));
+            }
             let counted = weir::pdata::wire::count_items(signal, buf);
             if counted.as_ref().ok() != Some(a) {
                 return Err(format!(
