@@ -8,7 +8,7 @@
 //! | `json` | an OTLP/JSON request | no panic; what it accepts decodes as protobuf with the count it gave |
 //! | `compression` | a gzip/zstd/zlib/snappy/lz4 body and a cap | no panic, never more than the cap, and what it inflates round-trips |
 //! | `config` | a YAML config (the repository's configs, mutated) | no panic; every error has a message |
-//! | `ottl` | an OTTL condition | no panic or stack overflow; what parses evaluates |
+//! | `ottl` | an OTTL condition or statement | no panic or stack overflow; what parses evaluates (conditions) or runs on generated data and still encodes as a valid request (statements) |
 //! | `wal` | a persistent-queue segment | no panic; every record the scan accepts reads back, with the items and bytes it said |
 //! | `loki` | a logs request | every push request decodes as Loki's, its labels parse as Loki parses them, records are neither lost nor invented, the size cap holds |
 //! | `remote_write` | a metrics request | every WriteRequest decodes, its labels follow the remote-write spec (valid names, sorted, unique, a metric name), the size cap holds |
@@ -684,6 +684,14 @@ fn config() {
 // ottl: conditions.
 
 const OTTL_SEEDS: &[&str] = &[
+    r#"set(attributes["user.email"], SHA256(attributes["user.email"])) where attributes["user.email"] != nil"#,
+    r#"replace_pattern(attributes["http.url"], "\?.*", "?redacted")"#,
+    r#"replace_all_patterns(attributes, "value", "[0-9]+", "N")"#,
+    r#"truncate_all(attributes, 3)"#,
+    r#"limit(attributes, 1, ["a"])"#,
+    r#"keep_keys(resource.attributes, ["service.name"])"#,
+    r#"set(name, Concat([name, ConvertCase(name, "snake")], "-"))"#,
+    r#"set(body, attributes["x"]) where severity_number > 4"#,
     r#"metric.type == METRIC_DATA_TYPE_SUMMARY and value_int == 4"#,
     r#"HasAttrOnDatapoint("bad.metric", "true")"#,
     r#"datapoint.count > 5 or scale < -4 or aggregation_temporality == AGGREGATION_TEMPORALITY_DELTA"#,
@@ -759,6 +767,56 @@ fn check_ottl(input: &[u8]) -> Result<String, String> {
     ];
     let kind = kinds[tag as usize % kinds.len()];
     let text = String::from_utf8_lossy(text);
+    // Statements (transform): parse, and run on generated data, must never panic.
+    if let Ok(st) = weir::ottl::Statement::parse(&text, kind) {
+        let mut rng = Rng::new(hash(input) ^ 1);
+        let mut t = gen::traces(&mut rng);
+        let mut m = gen::metrics(&mut rng);
+        let mut l = gen::logs(&mut rng);
+        for rs in &mut t.resource_spans {
+            let res = &mut rs.resource;
+            st.run_resource(res);
+            for ss in &mut rs.scope_spans {
+                let scope = &mut ss.scope;
+                st.run_scope(res, scope);
+                for sp in &mut ss.spans {
+                    if kind == ContextKind::SpanEvent {
+                        for i in 0..sp.events.len() {
+                            st.run_span_event(res, scope, sp, i);
+                        }
+                    } else {
+                        st.run_span(res, scope, sp);
+                    }
+                }
+            }
+        }
+        for rm in &mut m.resource_metrics {
+            for sm in &mut rm.scope_metrics {
+                for metric in &mut sm.metrics {
+                    if kind == ContextKind::DataPoint {
+                        st.run_datapoint(&mut rm.resource, &mut sm.scope, metric, 0);
+                    } else {
+                        st.run_metric(&mut rm.resource, &mut sm.scope, metric);
+                    }
+                }
+            }
+        }
+        for rl in &mut l.resource_logs {
+            for sl in &mut rl.scope_logs {
+                for r in &mut sl.log_records {
+                    st.run_log(&mut rl.resource, &mut sl.scope, r);
+                }
+            }
+        }
+        // What the edits leave must still encode as a valid request.
+        let bytes = weir::pdata::encode::encode_traces(&t);
+        if weir::pdata::check::check_request(Signal::Traces, &bytes).is_err()
+            && ExportTraceServiceRequest::decode(bytes.as_slice()).is_ok()
+        {
+            return Err("an edit left traces the check refuses".into());
+        }
+        return Ok(format!("{} statement ran", kind.name()));
+    }
     match Condition::parse(&text, kind) {
         Ok(c) => {
             let mut rng = Rng::new(hash(input));
