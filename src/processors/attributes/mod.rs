@@ -778,3 +778,41 @@ impl ResourceProcessor {
             .for_each(|rl| self.apply(&mut rl.resource, ctx));
     }
 }
+
+/// The Collector's span MatchProperties as the filter processor's legacy `spans` form uses
+/// them (the same matching as `include`/`exclude` here).
+pub(crate) struct SpanMatch(Matcher);
+
+impl SpanMatch {
+    pub(crate) fn compile(m: &MatchConfig, base: &str) -> Result<SpanMatch, ConfigProblem> {
+        for (key, set) in [
+            ("log_bodies", !m.log_bodies.is_empty()),
+            ("log_severity_texts", !m.log_severity_texts.is_empty()),
+            ("metric_names", !m.metric_names.is_empty()),
+        ] {
+            if set {
+                return Err(problem(
+                    format!("{base}.{key}"),
+                    format!("{key} should not be specified for trace spans"),
+                ));
+            }
+        }
+        Matcher::compile(m, base).map(SpanMatch)
+    }
+
+    pub(crate) fn span(
+        &self,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        span: &opentelemetry_proto::tonic::trace::v1::Span,
+    ) -> bool {
+        self.0.matches(&Item {
+            resource,
+            scope,
+            span_name: Some(&span.name),
+            span_kind: Some(span.kind),
+            attributes: &span.attributes,
+            ..Default::default()
+        })
+    }
+}

@@ -18,9 +18,9 @@ pub struct MetricsConditions {
     pub resource: Vec<String>,
     pub metric: Vec<String>,
     pub datapoint: Vec<String>,
-    /// The legacy match form: refused with a clear error (not supported yet).
-    pub include: Option<serde_yaml::Value>,
-    pub exclude: Option<serde_yaml::Value>,
+    /// The legacy match form.
+    pub include: Option<super::legacy::MetricMatchConfig>,
+    pub exclude: Option<super::legacy::MetricMatchConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -28,9 +28,9 @@ pub struct MetricsConditions {
 pub struct LogsConditions {
     pub resource: Vec<String>,
     pub log_record: Vec<String>,
-    /// The legacy match form: refused with a clear error (not supported yet).
-    pub include: Option<serde_yaml::Value>,
-    pub exclude: Option<serde_yaml::Value>,
+    /// The legacy match form.
+    pub include: Option<super::legacy::LogMatchConfig>,
+    pub exclude: Option<super::legacy::LogMatchConfig>,
 }
 
 /// One entry of a flat list: a condition whose context is inferred from its paths, or a
@@ -64,8 +64,8 @@ pub struct FilterConfig {
     pub trace_conditions: Vec<ConditionEntry>,
     pub metric_conditions: Vec<ConditionEntry>,
     pub log_conditions: Vec<ConditionEntry>,
-    /// The legacy span match form: refused with a clear error (not supported yet).
-    pub spans: Option<serde_yaml::Value>,
+    /// The legacy span match form.
+    pub spans: Option<super::legacy::SpanFilter>,
     /// Profiles: weir has no profiles signal.
     pub profile_conditions: Option<serde_yaml::Value>,
     pub profiles: Option<serde_yaml::Value>,

@@ -12,6 +12,7 @@
 //!
 //! The data is decoded once per batch (a decoded batch stays decoded for the next stage).
 pub mod config;
+pub mod legacy;
 #[cfg(test)]
 mod tests;
 
@@ -31,9 +32,14 @@ use config::{check_error_mode, ConditionEntry, FilterConfig};
 
 use ContextKind as C;
 
+type Pair<T> = (Option<T>, Option<T>);
+
 /// The compiled conditions, one set per context.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Filter {
+    legacy_spans: Pair<crate::processors::attributes::SpanMatch>,
+    legacy_metrics: Pair<legacy::MetricMatch>,
+    legacy_logs: Pair<legacy::LogMatch>,
     t_resource: ConditionSet,
     t_scope: ConditionSet,
     t_span: ConditionSet,
@@ -75,21 +81,39 @@ impl Filter {
                 "weir has no profiles signal; remove the profile conditions".into(),
             ));
         }
-        let legacy = "the legacy include/exclude match form is not supported by weir; write OTTL conditions instead (see the README's filter section)";
-        if cfg.spans.is_some() {
-            problems.push(("spans".into(), legacy.into()));
-        }
-        for (section, inc, exc) in [
-            ("metrics", &cfg.metrics.include, &cfg.metrics.exclude),
-            ("logs", &cfg.logs.include, &cfg.logs.exclude),
-        ] {
-            if inc.is_some() {
-                problems.push((format!("{section}.include"), legacy.into()));
-            }
-            if exc.is_some() {
-                problems.push((format!("{section}.exclude"), legacy.into()));
+        // The legacy match form.
+        if let Some(sp) = &cfg.spans {
+            match legacy::spans(sp) {
+                Ok(pair) => f.legacy_spans = pair,
+                Err(p) => problems.push(p),
             }
         }
+        let mm = |m: &Option<legacy::MetricMatchConfig>, at: &str, problems: &mut Problems| {
+            m.as_ref()
+                .map(|m| legacy::MetricMatch::compile(m, at))
+                .transpose()
+                .unwrap_or_else(|p| {
+                    problems.push(p);
+                    None
+                })
+        };
+        f.legacy_metrics = (
+            mm(&cfg.metrics.include, "metrics.include", &mut problems),
+            mm(&cfg.metrics.exclude, "metrics.exclude", &mut problems),
+        );
+        let lm = |m: &Option<legacy::LogMatchConfig>, at: &str, problems: &mut Problems| {
+            m.as_ref()
+                .map(|m| legacy::LogMatch::compile(m, at))
+                .transpose()
+                .unwrap_or_else(|p| {
+                    problems.push(p);
+                    None
+                })
+        };
+        f.legacy_logs = (
+            lm(&cfg.logs.include, "logs.include", &mut problems),
+            lm(&cfg.logs.exclude, "logs.exclude", &mut problems),
+        );
 
         // The nested form.
         let t = &cfg.traces;
@@ -153,6 +177,37 @@ impl Filter {
                 r#"cannot use context inferred log conditions "log_conditions" and the settings "logs.resource", "logs.log", "logs.include", "logs.exclude" at the same time"#,
             ),
         ];
+        let spans_legacy = cfg.spans.is_some();
+        let metrics_legacy = m.include.is_some() || m.exclude.is_some();
+        let logs_legacy = l.include.is_some() || l.exclude.is_some();
+        let conflicts = [
+            conflicts[0],
+            (
+                conflicts[1].0 || (!cfg.metric_conditions.is_empty() && metrics_legacy),
+                conflicts[1].1,
+                conflicts[1].2,
+            ),
+            (
+                conflicts[2].0 || (!cfg.log_conditions.is_empty() && logs_legacy),
+                conflicts[2].1,
+                conflicts[2].2,
+            ),
+            (
+                t_nested && spans_legacy,
+                "spans",
+                r#"cannot use "traces.resource", "traces.span", "traces.spanevent" and the span settings "spans.include", "spans.exclude" at the same time"#,
+            ),
+            (
+                m_nested && metrics_legacy,
+                "metrics",
+                r#"cannot use "metrics.resource", "metrics.metric", "metrics.datapoint" and the settings "metrics.include", "metrics.exclude" at the same time"#,
+            ),
+            (
+                l_nested && logs_legacy,
+                "logs",
+                r#"cannot use "logs.resource", "logs.log" and the settings "logs.include", "logs.exclude" at the same time"#,
+            ),
+        ];
         for (bad, path, msg) in conflicts {
             if bad {
                 problems.push((path.into(), msg.into()));
@@ -206,19 +261,27 @@ impl Filter {
     pub fn acts_on(&self, signal: Signal) -> bool {
         match signal {
             Signal::Traces => {
-                !(self.t_resource.is_empty()
-                    && self.t_scope.is_empty()
-                    && self.t_span.is_empty()
-                    && self.t_event.is_empty())
+                self.legacy_spans.0.is_some()
+                    || self.legacy_spans.1.is_some()
+                    || !(self.t_resource.is_empty()
+                        && self.t_scope.is_empty()
+                        && self.t_span.is_empty()
+                        && self.t_event.is_empty())
             }
             Signal::Metrics => {
-                !(self.m_resource.is_empty()
-                    && self.m_scope.is_empty()
-                    && self.m_metric.is_empty()
-                    && self.m_point.is_empty())
+                self.legacy_metrics.0.is_some()
+                    || self.legacy_metrics.1.is_some()
+                    || !(self.m_resource.is_empty()
+                        && self.m_scope.is_empty()
+                        && self.m_metric.is_empty()
+                        && self.m_point.is_empty())
             }
             Signal::Logs => {
-                !(self.l_resource.is_empty() && self.l_scope.is_empty() && self.l_log.is_empty())
+                self.legacy_logs.0.is_some()
+                    || self.legacy_logs.1.is_some()
+                    || !(self.l_resource.is_empty()
+                        && self.l_scope.is_empty()
+                        && self.l_log.is_empty())
             }
         }
     }
@@ -242,11 +305,14 @@ impl Filter {
                 if self.t_scope.eval_scope(res, scope) {
                     return gone(false);
                 }
-                if self.t_span.is_empty() && self.t_event.is_empty() {
+                let legacy = self.legacy_spans.0.is_some() || self.legacy_spans.1.is_some();
+                if self.t_span.is_empty() && self.t_event.is_empty() && !legacy {
                     return true;
                 }
                 ss.spans.retain_mut(|span| {
-                    if self.t_span.eval_span(res, scope, span) {
+                    if self.t_span.eval_span(res, scope, span)
+                        || (legacy && legacy::span_dropped(&self.legacy_spans, res, scope, span))
+                    {
                         return gone(false);
                     }
                     if !self.t_event.is_empty() && !span.events.is_empty() {
@@ -284,11 +350,18 @@ impl Filter {
                 if self.m_scope.eval_scope(res, scope) {
                     return gone(false);
                 }
-                if self.m_metric.is_empty() && self.m_point.is_empty() {
+                let lm = &self.legacy_metrics;
+                let legacy = lm.0.is_some() || lm.1.is_some();
+                if self.m_metric.is_empty() && self.m_point.is_empty() && !legacy {
                     return true;
                 }
                 sm.metrics.retain_mut(|m| {
-                    if self.m_metric.eval_metric(res, scope, m) {
+                    let legacy_drop = legacy
+                        && legacy::drops(
+                            lm.0.as_ref().map(|x| x.matches(res, m)),
+                            lm.1.as_ref().map(|x| x.matches(res, m)),
+                        );
+                    if legacy_drop || self.m_metric.eval_metric(res, scope, m) {
                         return gone(false);
                     }
                     if self.m_point.is_empty() || m.data.is_none() {
@@ -331,11 +404,19 @@ impl Filter {
                 if self.l_scope.eval_scope(res, scope) {
                     return gone(false);
                 }
-                if self.l_log.is_empty() {
+                let ll = &self.legacy_logs;
+                let legacy = ll.0.is_some() || ll.1.is_some();
+                if self.l_log.is_empty() && !legacy {
                     return true;
                 }
-                sl.log_records
-                    .retain(|r| gone(!self.l_log.eval_log(res, scope, r)));
+                sl.log_records.retain(|r| {
+                    let legacy_drop = legacy
+                        && legacy::drops(
+                            ll.0.as_ref().map(|x| x.matches(res, r)),
+                            ll.1.as_ref().map(|x| x.matches(res, r)),
+                        );
+                    gone(!(legacy_drop || self.l_log.eval_log(res, scope, r)))
+                });
                 gone(!sl.log_records.is_empty())
             });
             gone(!rl.scope_logs.is_empty())

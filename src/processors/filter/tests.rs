@@ -515,7 +515,7 @@ logs: {include: {match_type: strict}}
             ("error_mode", "unknown error mode loud"),
             (
                 "logs.include",
-                "the legacy include/exclude match form is not supported by weir; write OTTL conditions instead (see the README's filter section)"
+                r#"at least one of "resource_attributes", "record_attributes", "severity_texts", "severity_number" or "bodies" field must be specified"#
             ),
             (
                 "traces.span[0]",
@@ -524,6 +524,10 @@ logs: {include: {match_type: strict}}
             (
                 "trace_conditions",
                 r#"cannot use context inferred trace conditions "trace_conditions" and the settings "traces.resource", "traces.span", "traces.spanevent" at the same time"#
+            ),
+            (
+                "log_conditions",
+                r#"cannot use context inferred log conditions "log_conditions" and the settings "logs.resource", "logs.log", "logs.include", "logs.exclude" at the same time"#
             ),
             (
                 "trace_conditions",
@@ -612,4 +616,114 @@ fn the_stage_counts_what_it_drops_and_forwards_nothing_empty() {
     );
     stage.process(l, &mut out);
     assert!(matches!(out[2].payload, Payload::Encoded(_)));
+}
+
+#[test]
+fn the_legacy_match_form_as_upstream() {
+    // Spans: include keeps only what matches (every property given), exclude drops.
+    let f = filter(
+        r#"
+spans:
+  include:
+    match_type: regexp
+    services: ["check.*"]
+  exclude:
+    match_type: strict
+    span_names: ["GET /health"]
+    attributes: [{key: synthetic, value: true}]
+"#,
+    );
+    let mut synthetic = span("GET /health", vec![kv("synthetic", Value::BoolValue(true))]);
+    synthetic.kind = 2;
+    let mut r = traces(
+        "h",
+        vec![
+            synthetic,
+            span("GET /health", vec![]),
+            span("GET /a", vec![]),
+        ],
+    );
+    r.resource_spans[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .push(kv("service.name", s("checkout")));
+    let other = traces("h", vec![span("GET /b", vec![])]);
+    f.traces(&mut r);
+    assert_eq!(names(&r), ["GET /health", "GET /a"]);
+    let mut other = other;
+    f.traces(&mut other);
+    assert!(
+        other.resource_spans.is_empty(),
+        "no service.name: not included"
+    );
+
+    // Logs: "Filter out logs below INFO (no DEBUG or TRACE level logs), retaining logs with
+    // undefined severity".
+    let f = filter("logs:\n  include:\n    match_type: strict\n    severity_number: {min: INFO, match_undefined: true}\n");
+    let mut r = logs(vec![
+        rec("trace", 1),
+        rec("debug", 5),
+        rec("info", 9),
+        rec("none", 0),
+        rec("error", 17),
+    ]);
+    f.logs(&mut r);
+    assert_eq!(bodies(&r), ["info", "none", "error"]);
+    let f = filter(
+        "logs:\n  exclude:\n    match_type: regexp\n    bodies: ['^health']\n    resource_attributes: [{key: service.name, value: 'noisy.*'}]\n",
+    );
+    let mut r = logs(vec![rec("health ok", 9), rec("order placed", 9)]);
+    f.logs(&mut r);
+    assert_eq!(bodies(&r), ["order placed"]);
+
+    // Metrics: exclude by name.
+    let f =
+        filter("metrics:\n  exclude:\n    match_type: strict\n    metric_names: [internal.gc]\n");
+    let mut r = metrics(
+        "s",
+        vec![
+            gauge("internal.gc", vec![(1, vec![])]),
+            gauge("kept", vec![(1, vec![])]),
+        ],
+    );
+    f.metrics(&mut r);
+    assert_eq!(metric_names(&r), ["kept:1"]);
+
+    // Errors as upstream's.
+    let p = problems(
+        r#"
+spans: {include: {match_type: strict, log_bodies: [x]}}
+metrics:
+  exclude: {match_type: expr, expressions: ['MetricName == "x"']}
+  metric: ['name == "x"']
+logs:
+  include: {match_type: fuzzy, bodies: [x]}
+  exclude: {match_type: strict, severity_number: {min: LOUD}}
+"#,
+    );
+    let got: Vec<(&str, &str)> = p.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("spans.include.log_bodies", "log_bodies should not be specified for trace spans"),
+            (
+                "metrics.exclude.match_type",
+                "the expr match type is not supported by weir; write OTTL conditions (metric_conditions) instead"
+            ),
+            (
+                "logs.include.match_type",
+                "unrecognized match_type: 'fuzzy', valid types are: [regexp strict]"
+            ),
+            (
+                "logs.exclude.severity_number.min",
+                "'LOUD' is not a valid severity: not a valid severity"
+            ),
+            (
+                "metrics",
+                r#"cannot use "metrics.resource", "metrics.metric", "metrics.datapoint" and the settings "metrics.include", "metrics.exclude" at the same time"#
+            ),
+        ]
+    );
 }
