@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::trace::v1::{span, Span, Status};
 use sha2::{Digest, Sha256};
 
 use super::eval::{self, Ctx, Val};
-use super::parser::{Arg, Case, Editor, Field, Key, Path, Statement};
+use super::parser::{Arg, Case, Editor, Field, Key, Path, Statement, ValueFn};
 
 /// What the first step decided: not to run, or to run (with `set`'s value).
 pub(crate) enum Plan {
@@ -30,7 +30,9 @@ pub(crate) fn plan(st: &Statement, c: &Ctx<'_>) -> Plan {
         }
     }
     match &st.editor {
-        Editor::Set(_, arg) => Plan::Run(value(arg, c)),
+        Editor::Set(_, arg) | Editor::MergeMaps(_, arg, _) | Editor::Append(_, arg) => {
+            Plan::Run(value(arg, c))
+        }
         _ => Plan::Run(None),
     }
 }
@@ -163,6 +165,124 @@ fn value(arg: &Arg, c: &Ctx<'_>) -> Option<AnyValue> {
         Arg::ConvertCase(a, case) => {
             let v = value(a, c)?;
             Some(string(convert_case(as_str(&v)?, *case)))
+        }
+        Arg::Call(f, args) => call_value(f, args, c),
+    }
+}
+
+fn any(v: any_value::Value) -> AnyValue {
+    AnyValue { value: Some(v) }
+}
+
+/// A JSON value as an OTLP value (numbers: int when integral, as upstream's ParseJSON).
+fn from_json(j: &serde_json::Value) -> AnyValue {
+    use any_value::Value as V;
+    match j {
+        serde_json::Value::Null => AnyValue::default(),
+        serde_json::Value::Bool(b) => any(V::BoolValue(*b)),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => any(V::IntValue(i)),
+            None => any(V::DoubleValue(n.as_f64().unwrap_or(0.0))),
+        },
+        serde_json::Value::String(s) => any(V::StringValue(s.clone())),
+        serde_json::Value::Array(a) => any(V::ArrayValue(ArrayValue {
+            values: a.iter().map(from_json).collect(),
+        })),
+        serde_json::Value::Object(m) => any(V::KvlistValue(KeyValueList {
+            values: m
+                .iter()
+                .map(|(k, v)| KeyValue {
+                    key: k.clone(),
+                    value: Some(from_json(v)),
+                    ..Default::default()
+                })
+                .collect(),
+        })),
+    }
+}
+
+fn call_value(f: &ValueFn, args: &[Arg], c: &Ctx<'_>) -> Option<AnyValue> {
+    use any_value::Value as V;
+    let first = args.first().and_then(|a| value(a, c));
+    let int_arg = |i: usize| match args.get(i).and_then(|a| value(a, c))?.value? {
+        V::IntValue(n) => Some(n),
+        _ => None,
+    };
+    match f {
+        ValueFn::Int => Some(any(V::IntValue(match first?.value? {
+            V::IntValue(i) => i,
+            V::DoubleValue(d) => d as i64,
+            V::BoolValue(b) => i64::from(b),
+            V::StringValue(s) => s.trim().parse::<i64>().ok()?,
+            _ => return None,
+        }))),
+        ValueFn::Double => Some(any(V::DoubleValue(match first?.value? {
+            V::IntValue(i) => i as f64,
+            V::DoubleValue(d) => d,
+            V::BoolValue(b) => f64::from(u8::from(b)),
+            V::StringValue(s) => s.trim().parse::<f64>().ok()?,
+            _ => return None,
+        }))),
+        ValueFn::String => {
+            let v = first?;
+            Some(string(match v.value.as_ref()? {
+                V::StringValue(s) => s.clone(),
+                V::KvlistValue(_) | V::ArrayValue(_) => {
+                    crate::exporters::loki::json_value(&v).to_string()
+                }
+                _ => text_of(&v),
+            }))
+        }
+        ValueFn::Len => Some(any(V::IntValue(match first?.value? {
+            V::StringValue(s) => s.len() as i64,
+            V::BytesValue(b) => b.len() as i64,
+            V::ArrayValue(a) => a.values.len() as i64,
+            V::KvlistValue(m) => m.values.len() as i64,
+            _ => return None,
+        }))),
+        ValueFn::Substring => {
+            let v = first?;
+            let s = as_str(&v)?;
+            let (start, len) = (
+                usize::try_from(int_arg(1)?).ok()?,
+                usize::try_from(int_arg(2)?).ok()?,
+            );
+            let end = start.checked_add(len)?;
+            Some(string(s.get(start..end)?.to_string()))
+        }
+        ValueFn::Split => {
+            let v = first?;
+            let s = as_str(&v)?;
+            let d = args.get(1).and_then(|a| value(a, c))?;
+            let d = as_str(&d)?;
+            Some(any(V::ArrayValue(ArrayValue {
+                values: s.split(d).map(|x| string(x.to_string())).collect(),
+            })))
+        }
+        ValueFn::ExtractPatterns(re) => {
+            let v = first?;
+            let caps = re.captures(as_str(&v)?)?;
+            Some(any(V::KvlistValue(KeyValueList {
+                values: re
+                    .capture_names()
+                    .flatten()
+                    .filter_map(|n| {
+                        caps.name(n).map(|m| KeyValue {
+                            key: n.to_string(),
+                            value: Some(string(m.as_str().to_string())),
+                            ..Default::default()
+                        })
+                    })
+                    .collect(),
+            })))
+        }
+        ValueFn::ParseJson => {
+            let v = first?;
+            let j: serde_json::Value = serde_json::from_str(as_str(&v)?).ok()?;
+            match j {
+                serde_json::Value::Object(_) | serde_json::Value::Array(_) => Some(from_json(&j)),
+                _ => None,
+            }
         }
     }
 }
@@ -370,6 +490,48 @@ pub(crate) fn apply(st: &Statement, value: Option<AnyValue>, it: &mut Item<'_>) 
                     {
                         truncate(s, *n);
                     }
+                }
+            }
+        }
+        Editor::MergeMaps(f, _, strategy) => {
+            let Some(any_value::Value::KvlistValue(src)) = value.and_then(|v| v.value) else {
+                return;
+            };
+            if let Some(m) = map_mut(*f, it) {
+                for kv in src.values {
+                    match (m.iter_mut().find(|x| x.key == kv.key), &**strategy) {
+                        (Some(x), "update" | "upsert") => x.value = kv.value,
+                        (None, "insert" | "upsert") => m.push(kv),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Editor::Append(p, _) => {
+            let Some(v) = value else { return };
+            let Some(k) = key_of(p) else { return };
+            let Some(m) = map_mut(p.field, it) else {
+                return;
+            };
+            match m.iter_mut().find(|kv| kv.key == k) {
+                None => m.push(KeyValue {
+                    key: k.to_string(),
+                    value: Some(any(any_value::Value::ArrayValue(ArrayValue {
+                        values: vec![v],
+                    }))),
+                    ..Default::default()
+                }),
+                Some(kv) => {
+                    let old = kv.value.take().unwrap_or_default();
+                    let values = match old.value {
+                        Some(any_value::Value::ArrayValue(mut a)) => {
+                            a.values.push(v);
+                            a.values
+                        }
+                        None => vec![v],
+                        Some(other) => vec![any(other), v],
+                    };
+                    kv.value = Some(any(any_value::Value::ArrayValue(ArrayValue { values })));
                 }
             }
         }

@@ -760,6 +760,20 @@ pub(crate) enum Arg {
     Sha256(Box<Arg>),
     Concat(Vec<Arg>, Box<str>),
     ConvertCase(Box<Arg>, Case),
+    /// The other value converters.
+    Call(ValueFn, Vec<Arg>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum ValueFn {
+    Int,
+    Double,
+    String,
+    Len,
+    Substring,
+    Split,
+    ExtractPatterns(regex::Regex),
+    ParseJson,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -785,6 +799,9 @@ pub(crate) enum Editor {
     ReplaceAllMatches(Field, regex::Regex, Box<str>),
     TruncateAll(Field, usize),
     Limit(Field, usize, Vec<Box<str>>),
+    /// `insert`, `update` or `upsert` the source map's keys.
+    MergeMaps(Field, Arg, Box<str>),
+    Append(Path, Arg),
 }
 
 /// `editor(args) [where condition]`.
@@ -1007,6 +1024,90 @@ impl<'s> Parser<'s> {
                     }
                 })
             }
+            Some(t)
+                if t.tok == Tok::Func
+                    && matches!(
+                        self.text(t.start, t.end),
+                        "Int"
+                            | "Double"
+                            | "String"
+                            | "Len"
+                            | "Substring"
+                            | "Split"
+                            | "ExtractPatterns"
+                            | "ParseJSON"
+                    ) =>
+            {
+                let t = t.clone();
+                let name = self.text(t.start, t.end);
+                self.pos += 1;
+                if self.peek_tok() != Some(&Tok::LParen) {
+                    return Err(self.expected(&format!("\"(\" after {name:?}")));
+                }
+                self.nest(t.start)?;
+                self.pos += 1;
+                let mut args = Vec::new();
+                if self.peek_tok() != Some(&Tok::RParen) {
+                    loop {
+                        let at = self.peek().map_or(self.end(), |t| t.start);
+                        args.push((self.arg()?, at));
+                        match self.peek_tok() {
+                            Some(Tok::Comma) => self.pos += 1,
+                            Some(Tok::RParen) => break,
+                            _ => return Err(self.expected("\",\" or \")\"")),
+                        }
+                    }
+                }
+                self.pos += 1;
+                self.depth -= 1;
+                let arity = match name {
+                    "Substring" => 3,
+                    "Split" | "ExtractPatterns" => 2,
+                    _ => 1,
+                };
+                if args.len() != arity {
+                    return Err(self.error_at(
+                        t.start,
+                        format!(
+                            "{name} expects {arity} argument{}, got {}",
+                            if arity == 1 { "" } else { "s" },
+                            args.len()
+                        ),
+                    ));
+                }
+                let f = match name {
+                    "Int" => ValueFn::Int,
+                    "Double" => ValueFn::Double,
+                    "String" => ValueFn::String,
+                    "Len" => ValueFn::Len,
+                    "Substring" => ValueFn::Substring,
+                    "Split" => ValueFn::Split,
+                    "ParseJSON" => ValueFn::ParseJson,
+                    _ => {
+                        let (pat, at) = match args.pop() {
+                            Some((Arg::Op(Operand::Lit(Lit::Str(p))), at)) => (p, at),
+                            Some((_, at)) => {
+                                return Err(self.error_at(
+                                    at,
+                                    "the pattern of ExtractPatterns must be a string",
+                                ))
+                            }
+                            None => return Err(self.error_at(t.start, "missing argument")),
+                        };
+                        let re = regex::Regex::new(&pat).map_err(|e| {
+                            self.error_at(at, format!("the pattern supplied to ExtractPatterns is not a valid regexp pattern: {e}"))
+                        })?;
+                        if re.capture_names().flatten().next().is_none() {
+                            return Err(self.error_at(
+                                at,
+                                "at least 1 named capture group must be supplied in the given regex",
+                            ));
+                        }
+                        ValueFn::ExtractPatterns(re)
+                    }
+                };
+                Ok(Arg::Call(f, args.into_iter().map(|(a, _)| a).collect()))
+            }
             _ => Ok(Arg::Op(self.operand()?)),
         }
     }
@@ -1015,12 +1116,13 @@ impl<'s> Parser<'s> {
         let arity = match name {
             "set" | "delete_key" | "delete_matching_keys" | "keep_keys" | "keep_matching_keys"
             | "truncate_all" => 2,
-            "replace_pattern" | "replace_match" | "replace_all_matches" | "limit" => 3,
+            "append" => 2,
+            "replace_pattern" | "replace_match" | "replace_all_matches" | "limit" | "merge_maps" => 3,
             "replace_all_patterns" => 4,
             _ => {
                 return Err(self.error_at(
                     at,
-                    format!("unsupported editor {name:?} (weir has set, delete_key, delete_matching_keys, keep_keys, keep_matching_keys, replace_pattern, replace_all_patterns, replace_match, replace_all_matches, truncate_all, limit)"),
+                    format!("unsupported editor {name:?} (weir has set, delete_key, delete_matching_keys, keep_keys, keep_matching_keys, replace_pattern, replace_all_patterns, replace_match, replace_all_matches, truncate_all, limit, merge_maps, append)"),
                 ))
             }
         };
@@ -1174,6 +1276,25 @@ impl<'s> Parser<'s> {
                 Editor::ReplaceAllPatterns(f, keys, re, string(it.next(), "replacement")?)
             }
             "truncate_all" => Editor::TruncateAll(map(&path)?, count(it.next())?),
+            "merge_maps" => {
+                let f = map(&path)?;
+                let (source, _) = it.next().unwrap_or((Arg::List(Vec::new()), at));
+                let strategy = string(it.next(), "strategy")?;
+                if !matches!(&*strategy, "insert" | "update" | "upsert") {
+                    return Err(self.error_at(
+                        at,
+                        format!("invalid value for strategy, {strategy:?}, must be 'insert', 'update' or 'upsert'"),
+                    ));
+                }
+                Editor::MergeMaps(f, source, strategy)
+            }
+            "append" => {
+                if is_map(path.field) && path.keys.len() != 1 {
+                    return Err(self.error_at(t_at, "append takes a slice: attributes[\"k\"]"));
+                }
+                let (value, _) = it.next().unwrap_or((Arg::List(Vec::new()), at));
+                Editor::Append(path, value)
+            }
             _ => {
                 let f = map(&path)?;
                 let n = count(it.next())?;

@@ -56,7 +56,8 @@ pub fn value_text(v: &AnyValue) -> String {
     }
 }
 
-fn json_value(v: &AnyValue) -> serde_json::Value {
+/// An OTLP value as JSON (the Loki exporter's lines; OTTL's `String()` of maps and lists).
+pub fn json_value(v: &AnyValue) -> serde_json::Value {
     use any_value::Value as V;
     use serde_json::Value as J;
     match v.value.as_ref() {

@@ -177,6 +177,42 @@ fn span_statements_as_documented() {
             &["service=checkout"],
             "GET /orders",
         ),
+        // Value converters.
+        (
+            r#"set(span.attributes["code"], Int("42"))"#,
+            &["code=42"],
+            "GET /orders",
+        ),
+        (
+            r#"set(span.attributes["status"], String(span.attributes["http.status_code"]))"#,
+            &["status=200"],
+            "GET /orders",
+        ),
+        (
+            r#"set(span.attributes["n"], Len(span.attributes["long"]))"#,
+            &["n=10"],
+            "GET /orders",
+        ),
+        (
+            r#"set(span.attributes["sub"], Substring(span.attributes["long"], 2, 3))"#,
+            &["sub=cde"],
+            "GET /orders",
+        ),
+        (
+            r#"set(span.attributes["bad"], Int("4x2"))"#,
+            &["!bad"],
+            "GET /orders",
+        ),
+        (
+            r#"merge_maps(span.attributes, ParseJSON("{\"a\":1,\"user.email\":\"x\"}"), "insert")"#,
+            &["a=1", "user.email=bob@example.com"],
+            "GET /orders",
+        ),
+        (
+            r#"merge_maps(span.attributes, ExtractPatterns(span.attributes["http.url"], "session=(?P<session>[0-9]+)"), "upsert")"#,
+            &["session=42"],
+            "GET /orders",
+        ),
         // where clauses: only matching items change.
         (
             r#"set(span.attributes["big"], true) where span.attributes["http.status_code"] >= 500"#,
@@ -338,7 +374,7 @@ trace_statements:
   - context: span
     statements:
       - 'set(attributes["a"], "b"'
-      - 'merge_maps(attributes, resource.attributes, "upsert")'
+      - 'flatten(attributes, "x")'
       - 'set(trace_id, "x")'
       - 'replace_pattern(name, "(", "x")'
   - context: moon
@@ -357,7 +393,7 @@ log_statements: ['set(attributes["a"], 1)']
         got[1].1
     );
     assert!(
-        got[2].1.contains("unsupported editor \"merge_maps\""),
+        got[2].1.contains("unsupported editor \"flatten\""),
         "{}",
         got[2].1
     );
@@ -386,4 +422,41 @@ log_statements: ['set(attributes["a"], 1)']
     assert!(got[6]
         .1
         .starts_with("unable to infer a valid context (log, scope, resource)"));
+}
+
+#[test]
+fn lists_from_split_and_append() {
+    let t = transform(
+        r#"
+trace_statements:
+  - 'set(span.attributes["parts"], Split(span.attributes["k8s.pod.name"], "-"))'
+  - 'append(span.attributes["parts"], "x")'
+  - 'append(span.attributes["tags"], "first")'
+  - 'append(span.attributes["long"], "more")'
+"#,
+    );
+    let mut r = one_span(span_attrs());
+    t.traces(&mut r);
+    let attrs = &r.resource_spans[0].scope_spans[0].spans[0].attributes;
+    let list = |k: &str| -> Vec<String> {
+        match attrs
+            .iter()
+            .find(|kv| kv.key == k)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| v.value.as_ref())
+        {
+            Some(Value::ArrayValue(a)) => a
+                .values
+                .iter()
+                .map(|v| match &v.value {
+                    Some(Value::StringValue(s)) => s.clone(),
+                    other => format!("{other:?}"),
+                })
+                .collect(),
+            other => panic!("{k}: {other:?}"),
+        }
+    };
+    assert_eq!(list("parts"), ["web", "abc", "x"]);
+    assert_eq!(list("tags"), ["first"]);
+    assert_eq!(list("long"), ["abcdefghij", "more"]);
 }
