@@ -894,11 +894,27 @@ impl<'s> Parser<'s> {
             None => return Err(self.expected("an editor")),
         };
         let name = self.text(name_tok.start, name_tok.end);
+        let args = self.call_args(&name_tok, name)?;
+        let editor = self.editor(name, name_tok.start, args)?;
+        let cond = match self.peek() {
+            Some(t) if t.tok == Tok::Lower && self.text(t.start, t.end) == "where" => {
+                self.pos += 1;
+                Some(self.expr()?)
+            }
+            _ => None,
+        };
+        Ok(Statement { editor, cond })
+    }
+
+    /// The parenthesised arguments of a call to `name` (its name token consumed), each with
+    /// its byte offset; one level of nesting while inside.
+    fn call_args(&mut self, t: &Token, name: &str) -> Result<Vec<(Arg, usize)>, ParseError> {
         if self.peek_tok() != Some(&Tok::LParen) {
             return Err(self.expected(&format!("\"(\" after {name:?}")));
         }
+        self.nest(t.start)?;
         self.pos += 1;
-        let mut args: Vec<(Arg, usize)> = Vec::new();
+        let mut args = Vec::new();
         if self.peek_tok() != Some(&Tok::RParen) {
             loop {
                 let at = self.peek().map_or(self.end(), |t| t.start);
@@ -911,15 +927,8 @@ impl<'s> Parser<'s> {
             }
         }
         self.pos += 1;
-        let editor = self.editor(name, name_tok.start, args)?;
-        let cond = match self.peek() {
-            Some(t) if t.tok == Tok::Lower && self.text(t.start, t.end) == "where" => {
-                self.pos += 1;
-                Some(self.expr()?)
-            }
-            _ => None,
-        };
-        Ok(Statement { editor, cond })
+        self.depth -= 1;
+        Ok(args)
     }
 
     fn arg(&mut self) -> Result<Arg, ParseError> {
@@ -953,25 +962,7 @@ impl<'s> Parser<'s> {
                 let t = t.clone();
                 let name = self.text(t.start, t.end);
                 self.pos += 1;
-                if self.peek_tok() != Some(&Tok::LParen) {
-                    return Err(self.expected(&format!("\"(\" after {name:?}")));
-                }
-                self.nest(t.start)?;
-                self.pos += 1;
-                let mut args = Vec::new();
-                if self.peek_tok() != Some(&Tok::RParen) {
-                    loop {
-                        let at = self.peek().map_or(self.end(), |t| t.start);
-                        args.push((self.arg()?, at));
-                        match self.peek_tok() {
-                            Some(Tok::Comma) => self.pos += 1,
-                            Some(Tok::RParen) => break,
-                            _ => return Err(self.expected("\",\" or \")\"")),
-                        }
-                    }
-                }
-                self.pos += 1;
-                self.depth -= 1;
+                let args = self.call_args(&t, name)?;
                 let arity = if name == "SHA256" { 1 } else { 2 };
                 if args.len() != arity {
                     return Err(self.error_at(
@@ -1041,25 +1032,7 @@ impl<'s> Parser<'s> {
                 let t = t.clone();
                 let name = self.text(t.start, t.end);
                 self.pos += 1;
-                if self.peek_tok() != Some(&Tok::LParen) {
-                    return Err(self.expected(&format!("\"(\" after {name:?}")));
-                }
-                self.nest(t.start)?;
-                self.pos += 1;
-                let mut args = Vec::new();
-                if self.peek_tok() != Some(&Tok::RParen) {
-                    loop {
-                        let at = self.peek().map_or(self.end(), |t| t.start);
-                        args.push((self.arg()?, at));
-                        match self.peek_tok() {
-                            Some(Tok::Comma) => self.pos += 1,
-                            Some(Tok::RParen) => break,
-                            _ => return Err(self.expected("\",\" or \")\"")),
-                        }
-                    }
-                }
-                self.pos += 1;
-                self.depth -= 1;
+                let mut args = self.call_args(&t, name)?;
                 let arity = match name {
                     "Substring" => 3,
                     "Split" | "ExtractPatterns" => 2,
