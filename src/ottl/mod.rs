@@ -41,6 +41,7 @@ use edit::{Item, Plan};
 pub(crate) use eval::points as points_of;
 use eval::Ctx;
 pub use eval::Point;
+pub(crate) use parser::severity_number;
 
 /// The OTTL context a condition is written for; it decides which paths and enums exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -148,9 +148,19 @@ impl Field {
 }
 
 pub(crate) fn parse(src: &str, ctx: ContextKind) -> Result<Expr, ParseError> {
+    parse_whole(src, ctx, "condition", Parser::expr)
+}
+
+/// Runs `what` over all of `src`: an empty source or anything left after it is an error.
+fn parse_whole<'s, T>(
+    src: &'s str,
+    ctx: ContextKind,
+    kind: &str,
+    what: impl FnOnce(&mut Parser<'s>) -> Result<T, ParseError>,
+) -> Result<T, ParseError> {
     let toks = tokenize(src)?;
     if toks.is_empty() {
-        return Err(err(src, 0, "empty condition"));
+        return Err(err(src, 0, format!("empty {kind}")));
     }
     let mut p = Parser {
         src,
@@ -159,17 +169,17 @@ pub(crate) fn parse(src: &str, ctx: ContextKind) -> Result<Expr, ParseError> {
         ctx,
         depth: 0,
     };
-    let e = p.expr()?;
+    let out = what(&mut p)?;
     if let Some(t) = p.peek() {
         return Err(p.error_at(
             t.start,
             format!(
-                "unexpected {} after the end of the condition",
+                "unexpected {} after the end of the {kind}",
                 describe(src, t)
             ),
         ));
     }
-    Ok(e)
+    Ok(out)
 }
 
 struct Parser<'s> {
@@ -725,7 +735,7 @@ fn enum_value(ctx: ContextKind, name: &str) -> Option<i64> {
 
 /// OTLP `SeverityNumber`: UNSPECIFIED = 0, then four steps each of TRACE (1), DEBUG (5),
 /// INFO (9), WARN (13), ERROR (17), FATAL (21); `X` is the first step, `X2`..`X4` follow.
-fn severity_number(name: &str) -> Option<i64> {
+pub(crate) fn severity_number(name: &str) -> Option<i64> {
     let rest = name.strip_prefix("SEVERITY_NUMBER_")?;
     if rest == "UNSPECIFIED" {
         return Some(0);
@@ -854,28 +864,7 @@ fn glob_regex(g: &str) -> Result<regex::Regex, regex::Error> {
 }
 
 pub(crate) fn parse_statement(src: &str, ctx: ContextKind) -> Result<Statement, ParseError> {
-    let toks = tokenize(src)?;
-    if toks.is_empty() {
-        return Err(err(src, 0, "empty statement"));
-    }
-    let mut p = Parser {
-        src,
-        toks,
-        pos: 0,
-        ctx,
-        depth: 0,
-    };
-    let stmt = p.statement()?;
-    if let Some(t) = p.peek() {
-        return Err(p.error_at(
-            t.start,
-            format!(
-                "unexpected {} after the end of the statement",
-                describe(src, t)
-            ),
-        ));
-    }
-    Ok(stmt)
+    parse_whole(src, ctx, "statement", Parser::statement)
 }
 
 impl<'s> Parser<'s> {

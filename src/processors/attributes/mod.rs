@@ -381,13 +381,14 @@ fn convert(v: &mut AnyValue, t: Target) {
     }
 }
 
-enum StrMatch {
+/// A string to match exactly or a regex (`match_type: strict | regexp`).
+pub(crate) enum StrMatch {
     Exact(String),
     Re(Regex),
 }
 
 impl StrMatch {
-    fn is_match(&self, s: &str) -> bool {
+    pub(crate) fn is_match(&self, s: &str) -> bool {
         match self {
             StrMatch::Exact(e) => e == s,
             StrMatch::Re(r) => r.is_match(s),

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::config::loader::Value as Yaml;
 use crate::processors::attributes::config::{KeyValueMatch, MatchConfig};
-use crate::processors::attributes::SpanMatch;
+use crate::processors::attributes::{SpanMatch, StrMatch as Str};
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,20 +50,6 @@ pub struct MetricMatchConfig {
 }
 
 type Problem = (String, String);
-
-enum Str {
-    Exact(String),
-    Re(Regex),
-}
-
-impl Str {
-    fn is_match(&self, s: &str) -> bool {
-        match self {
-            Str::Exact(e) => e == s,
-            Str::Re(r) => r.is_match(s),
-        }
-    }
-}
 
 enum Val {
     Any,
@@ -174,26 +160,9 @@ fn severity(v: &Yaml) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return (1..=24).contains(&n).then_some(n);
     }
-    let bases = [
-        ("TRACE", 1),
-        ("DEBUG", 5),
-        ("INFO", 9),
-        ("WARN", 13),
-        ("ERROR", 17),
-        ("FATAL", 21),
-    ];
-    for (name, base) in bases {
-        if let Some(step) = s.strip_prefix(name) {
-            return match step {
-                "" => Some(base),
-                "2" => Some(base + 1),
-                "3" => Some(base + 2),
-                "4" => Some(base + 3),
-                _ => None,
-            };
-        }
-    }
-    None
+    crate::ottl::severity_number(&format!("SEVERITY_NUMBER_{s}"))
+        .and_then(|n| i32::try_from(n).ok())
+        .filter(|n| *n > 0)
 }
 
 pub struct LogMatch {
