@@ -138,8 +138,9 @@ fn convert_case(s: &str, case: Case) -> String {
     }
 }
 
-fn value(arg: &Arg, c: &Ctx<'_>) -> Option<AnyValue> {
+pub(crate) fn value(arg: &Arg, c: &Ctx<'_>) -> Option<AnyValue> {
     match arg {
+        Arg::Op(super::parser::Operand::Value(a)) => value(a, c),
         Arg::Op(o) => to_any(eval::operand(o, c)),
         Arg::List(items) => Some(AnyValue {
             value: Some(any_value::Value::ArrayValue(ArrayValue {

@@ -356,6 +356,19 @@ pub(crate) fn operand<'a>(o: &'a Operand, c: &Ctx<'a>) -> Val<'a> {
         Operand::Lit(l) => lit(l),
         Operand::Path(p) => path(p, c),
         Operand::Call(f) => Val::Bool(call(f, c)),
+        // Owned values are read through `with_val`.
+        Operand::Value(_) => Val::Nil,
+    }
+}
+
+/// Calls `f` with the operand's value, made first when a converter makes it.
+fn with_val<R>(o: &Operand, c: &Ctx<'_>, f: impl FnOnce(Val<'_>) -> R) -> R {
+    match o {
+        Operand::Value(a) => {
+            let v = super::edit::value(a, c);
+            f(Val::from_any(v.as_ref()))
+        }
+        _ => f(operand(o, c)),
     }
 }
 
@@ -365,14 +378,14 @@ pub(crate) fn eval(e: &Expr, c: &Ctx<'_>) -> bool {
         Expr::And(v) => v.iter().all(|e| eval(e, c)),
         Expr::Not(e) => !eval(e, c),
         Expr::Const(b) => *b,
-        Expr::Cmp(l, op, r) => compare(&operand(l, c), *op, &operand(r, c)),
+        Expr::Cmp(l, op, r) => with_val(l, c, |a| with_val(r, c, |b| compare(&a, *op, &b))),
         Expr::Call(f) => call(f, c),
     }
 }
 
 fn call(f: &Converter, c: &Ctx<'_>) -> bool {
     match f {
-        Converter::IsMatch(t, re) => match operand(t, c) {
+        Converter::IsMatch(t, re) => with_val(t, c, |v| match v {
             Val::Str(s) => re.is_match(s),
             Val::Hex(h) => re.is_match(h.as_str()),
             // Upstream converts scalars with strconv; rare, so a small allocation is fine.
@@ -381,13 +394,13 @@ fn call(f: &Converter, c: &Ctx<'_>) -> bool {
             Val::Bool(b) => re.is_match(if b { "true" } else { "false" }),
             // Upstream base64-encodes bytes and JSON-encodes maps and lists; not done here.
             Val::Nil | Val::Bytes(_) | Val::Map(_) | Val::List(_) | Val::Headers(_) => false,
-        },
-        Converter::IsString(t) => matches!(operand(t, c), Val::Str(_) | Val::Hex(_)),
-        Converter::IsInt(t) => matches!(operand(t, c), Val::Int(_)),
-        Converter::IsBool(t) => matches!(operand(t, c), Val::Bool(_)),
-        Converter::IsDouble(t) => matches!(operand(t, c), Val::Double(_)),
-        Converter::IsMap(t) => matches!(operand(t, c), Val::Map(_) | Val::Headers(_)),
-        Converter::IsList(t) => matches!(operand(t, c), Val::List(_)),
+        }),
+        Converter::IsString(t) => with_val(t, c, |v| matches!(v, Val::Str(_) | Val::Hex(_))),
+        Converter::IsInt(t) => with_val(t, c, |v| matches!(v, Val::Int(_))),
+        Converter::IsBool(t) => with_val(t, c, |v| matches!(v, Val::Bool(_))),
+        Converter::IsDouble(t) => with_val(t, c, |v| matches!(v, Val::Double(_))),
+        Converter::IsMap(t) => with_val(t, c, |v| matches!(v, Val::Map(_) | Val::Headers(_))),
+        Converter::IsList(t) => with_val(t, c, |v| matches!(v, Val::List(_))),
         Converter::HasAttrKeyOnDatapoint(key) => first_with(c, key).is_some(),
         Converter::HasAttrOnDatapoint(key, value) => first_with(c, key).is_some_and(|v| {
             // A value that is not a string compares as "" (pdata's Str()).

@@ -29,7 +29,24 @@ pub(crate) enum Operand {
     Lit(Lit),
     Path(Path),
     Call(Box<Converter>),
+    /// A converter that makes a value (`Len(x)`, `SHA256(x)`, ...).
+    Value(Box<Arg>),
 }
+
+/// The converters that make a value rather than a test.
+const VALUE_CONVERTERS: &[&str] = &[
+    "SHA256",
+    "Concat",
+    "ConvertCase",
+    "Int",
+    "Double",
+    "String",
+    "Len",
+    "Substring",
+    "Split",
+    "ExtractPatterns",
+    "ParseJSON",
+];
 
 #[derive(Debug, Clone)]
 pub(crate) enum Lit {
@@ -320,7 +337,7 @@ impl<'s> Parser<'s> {
                 let text = self.text(start, left_end);
                 Err(self.after_operand_error(&format!("path {text:?}")))
             }
-            Operand::Lit(_) => {
+            Operand::Lit(_) | Operand::Value(_) => {
                 let text = self.text(start, left_end);
                 Err(self.after_operand_error(&format!("value {text:?}")))
             }
@@ -356,6 +373,10 @@ impl<'s> Parser<'s> {
             Tok::True => Operand::Lit(Lit::Bool(true)),
             Tok::False => Operand::Lit(Lit::Bool(false)),
             Tok::Nil => Operand::Lit(Lit::Nil),
+            Tok::Func | Tok::Enum if VALUE_CONVERTERS.contains(&self.text(t.start, t.end)) => {
+                self.pos -= 1;
+                Operand::Value(Box::new(self.arg()?))
+            }
             Tok::Enum => {
                 let name = self.text(t.start, t.end);
                 match enum_value(self.ctx, name) {
@@ -402,7 +423,7 @@ impl<'s> Parser<'s> {
             }
         };
         if self.peek_tok() == Some(&Tok::LBracket) {
-            if let Operand::Call(_) | Operand::Lit(_) = op {
+            if let Operand::Call(_) | Operand::Lit(_) | Operand::Value(_) = op {
                 let b = self.peek().map_or(self.end(), |t| t.start);
                 return Err(self.error_at(b, "only paths may be indexed here"));
             }

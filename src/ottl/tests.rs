@@ -568,10 +568,10 @@ fn parse_errors() {
             r#"unsupported function "Foo""#,
         ),
         (
-            r#"not Substring(name, 0, 1) == "G""#,
+            r#"not Trim(name) == "G""#,
             Span,
             5,
-            r#"unsupported function "Substring""#,
+            r#"unsupported function "Trim""#,
         ),
         (
             r#"isMatch(name, "x")"#,
@@ -835,4 +835,27 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
     // Sequences are not nesting: a long flat condition parses.
     let flat = vec!["name == \"x\""; 10_000].join(" or ");
     assert!(Condition::parse(&flat, ContextKind::Span).is_ok());
+}
+
+/// Converters that make values, in conditions (upstream allows any converter as an operand).
+#[test]
+fn value_converters_in_conditions() {
+    check(
+        ContextKind::Span,
+        &[
+            (r#"Len(name) == 9"#, true),
+            (r#"Len(name) == 10"#, false),
+            (r#"Len(attributes["http.method"]) > 100"#, false),
+            (r#"Int("42") == 42"#, true),
+            (r#"Int("4x") == nil"#, true),
+            (r#"String(attributes["http.status_code"]) == "503""#, true),
+            (r#"ConvertCase(name, "upper") == "GET /CART""#, true),
+            (
+                r#"SHA256("x") == "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881""#,
+                true,
+            ),
+            (r#"IsString(Concat([name, "x"], "-"))"#, true),
+            (r#"IsMatch(Substring(name, 0, 3), "^GET$")"#, true),
+        ],
+    );
 }
