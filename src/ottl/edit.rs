@@ -52,6 +52,8 @@ fn to_any(v: Val<'_>) -> Option<AnyValue> {
     use any_value::Value as V;
     let value = match v {
         Val::Nil | Val::Headers(_) => return None,
+        // Times and durations are written as nanoseconds.
+        Val::Time(n) | Val::Duration(n) => V::IntValue(n),
         Val::Bool(b) => V::BoolValue(b),
         Val::Int(i) => V::IntValue(i),
         Val::Double(d) => V::DoubleValue(d),

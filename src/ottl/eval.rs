@@ -117,6 +117,8 @@ fn point_field(f: Field, p: Point<'_>) -> Option<Val<'_>> {
         (Field::PointAttrs, _) => Val::Map(p.attributes()),
         (Field::PointStart, _) => ts(start),
         (Field::PointTime, _) => ts(time),
+        (Field::PointStartTime, _) => Val::Time(start as i64),
+        (Field::PointTimeValue, _) => Val::Time(time as i64),
         (Field::PointFlags, _) => Val::Int(i64::from(flags)),
         // pdata's DoubleValue()/IntValue(): the other kind of number reads as zero.
         (Field::PointValueDouble, Point::Number(n)) => Val::Double(match n.value {
@@ -191,6 +193,10 @@ pub(crate) enum Val<'a> {
     Map(&'a [KeyValue]),
     List(&'a [AnyValue]),
     Headers(&'a [(String, String)]),
+    /// A point in time, in Unix nanoseconds (`start_time`, `Now()`).
+    Time(i64),
+    /// A span of time, in nanoseconds (`Duration("1s")`, `end_time - start_time`).
+    Duration(i64),
 }
 
 impl<'a> Val<'a> {
@@ -288,6 +294,7 @@ fn field<'a>(f: Field, c: &Ctx<'a>) -> Val<'a> {
                 match f {
                     Field::EventName => return Val::Str(&e.name),
                     Field::EventTime => return ts(e.time_unix_nano),
+                    Field::EventTimeValue => return Val::Time(e.time_unix_nano as i64),
                     Field::EventAttrs => return Val::Map(&e.attributes),
                     Field::EventDroppedAttrs => {
                         return Val::Int(i64::from(e.dropped_attributes_count))
@@ -302,6 +309,8 @@ fn field<'a>(f: Field, c: &Ctx<'a>) -> Val<'a> {
                     Field::LogSeverityText => Val::Str(&l.severity_text),
                     Field::LogTime => ts(l.time_unix_nano),
                     Field::LogObservedTime => ts(l.observed_time_unix_nano),
+                    Field::LogTimeValue => Val::Time(l.time_unix_nano as i64),
+                    Field::LogObservedTimeValue => Val::Time(l.observed_time_unix_nano as i64),
                     Field::LogTraceId => hex(&l.trace_id, 16),
                     Field::LogSpanId => hex(&l.span_id, 8),
                     Field::LogFlags => Val::Int(i64::from(l.flags)),
@@ -331,6 +340,8 @@ fn span_field(f: Field, s: &Span) -> Option<Val<'_>> {
         Field::SpanTraceState => Val::Str(&s.trace_state),
         Field::SpanStart => ts(s.start_time_unix_nano),
         Field::SpanEnd => ts(s.end_time_unix_nano),
+        Field::SpanStartTime => Val::Time(s.start_time_unix_nano as i64),
+        Field::SpanEndTime => Val::Time(s.end_time_unix_nano as i64),
         Field::SpanAttrs => Val::Map(&s.attributes),
         Field::SpanDroppedAttrs => Val::Int(i64::from(s.dropped_attributes_count)),
         Field::SpanDroppedEvents => Val::Int(i64::from(s.dropped_events_count)),
@@ -348,6 +359,7 @@ fn lit(l: &Lit) -> Val<'_> {
         Lit::Double(d) => Val::Double(*d),
         Lit::Str(s) => Val::Str(s),
         Lit::Bytes(b) => Val::Bytes(b),
+        Lit::Duration(d) => Val::Duration(*d),
     }
 }
 
@@ -358,6 +370,50 @@ pub(crate) fn operand<'a>(o: &'a Operand, c: &Ctx<'a>) -> Val<'a> {
         Operand::Call(f) => Val::Bool(call(f, c)),
         // Owned values are read through `with_val`.
         Operand::Value(_) => Val::Nil,
+        Operand::Math(m) => {
+            let (l, op, r) = &**m;
+            with_val(l, c, |a| with_val(r, c, |b| arith(a, *op, b)))
+        }
+        Operand::Now => Val::Time(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64),
+        ),
+    }
+}
+
+/// Upstream's math (pkg/ottl/math.go): ints stay ints, a float makes floats; time minus time
+/// is a duration, time plus or minus a duration a time, durations add and subtract. Anything
+/// else (a string, division by zero, an overflow) is nil, which compares with nothing.
+fn arith(a: Val<'_>, op: u8, b: Val<'_>) -> Val<'static> {
+    use Val as V;
+    let int = |x: i64, y: i64| -> Option<i64> {
+        match op {
+            b'+' => x.checked_add(y),
+            b'-' => x.checked_sub(y),
+            b'*' => x.checked_mul(y),
+            _ => x.checked_div(y),
+        }
+    };
+    let float = |x: f64, y: f64| match op {
+        b'+' => x + y,
+        b'-' => x - y,
+        b'*' => x * y,
+        _ => x / y,
+    };
+    match (a, b) {
+        (V::Int(x), V::Int(y)) => int(x, y).map_or(V::Nil, V::Int),
+        (V::Int(x), V::Double(y)) => V::Double(float(x as f64, y)),
+        (V::Double(x), V::Int(y)) => V::Double(float(x, y as f64)),
+        (V::Double(x), V::Double(y)) => V::Double(float(x, y)),
+        (V::Time(x), V::Time(y)) if op == b'-' => x.checked_sub(y).map_or(V::Nil, V::Duration),
+        (V::Time(x), V::Duration(y)) if matches!(op, b'+' | b'-') => {
+            int(x, y).map_or(V::Nil, V::Time)
+        }
+        (V::Duration(x), V::Duration(y)) if matches!(op, b'+' | b'-') => {
+            int(x, y).map_or(V::Nil, V::Duration)
+        }
+        _ => V::Nil,
     }
 }
 
@@ -393,7 +449,13 @@ fn call(f: &Converter, c: &Ctx<'_>) -> bool {
             Val::Double(d) => re.is_match(&d.to_string()),
             Val::Bool(b) => re.is_match(if b { "true" } else { "false" }),
             // Upstream base64-encodes bytes and JSON-encodes maps and lists; not done here.
-            Val::Nil | Val::Bytes(_) | Val::Map(_) | Val::List(_) | Val::Headers(_) => false,
+            Val::Nil
+            | Val::Bytes(_)
+            | Val::Map(_)
+            | Val::List(_)
+            | Val::Headers(_)
+            | Val::Time(_)
+            | Val::Duration(_) => false,
         }),
         Converter::IsString(t) => with_val(t, c, |v| matches!(v, Val::Str(_) | Val::Hex(_))),
         Converter::IsInt(t) => with_val(t, c, |v| matches!(v, Val::Int(_))),
@@ -461,6 +523,7 @@ pub(crate) fn compare(a: &Val<'_>, op: CmpOp, b: &Val<'_>) -> bool {
         (V::Double(x), V::Int(y)) => by_ord(x.partial_cmp(&(*y as f64)), op),
         (V::Double(x), V::Double(y)) => by_ord(x.partial_cmp(y), op),
         (V::Bytes(x), V::Bytes(y)) => by_ord(Some(x.cmp(y)), op),
+        (V::Time(x), V::Time(y)) | (V::Duration(x), V::Duration(y)) => by_ord(Some(x.cmp(y)), op),
         (V::Map(x), V::Map(y)) => eq_only(map_eq(x, y), op),
         (V::List(x), V::List(y)) => eq_only(list_eq(x, y), op),
         _ => op == CmpOp::Ne,

@@ -17,8 +17,11 @@
 //! and data point contexts (see `parser::resolve`), `== != < <= > >=`, `not`/`and`/`or` with
 //! upstream precedence and parentheses, and the converters `IsMatch`, `IsString`, `IsInt`,
 //! `IsBool`, `IsDouble`, `IsMap`, `IsList` (and, in the metric context, the filter
-//! processor's `HasAttrKeyOnDatapoint`, `HasAttrOnDatapoint`). Editors, math and other
-//! converters are parse errors. Parentheses and calls nest at most 64 deep.
+//! processor's `HasAttrKeyOnDatapoint`, `HasAttrOnDatapoint`), the value converters of
+//! statements as operands (`Len(name) > 3`), math (`+ - * /`) on numbers, times
+//! (`start_time`, `Now()`) and durations (`Duration("1s")`). Statements (the transform
+//! processor's editors) are parsed by [`Statement`]. Other functions are parse errors.
+//! Parentheses and calls nest at most 64 deep.
 
 mod edit;
 mod eval;

@@ -31,6 +31,10 @@ pub(crate) enum Operand {
     Call(Box<Converter>),
     /// A converter that makes a value (`Len(x)`, `SHA256(x)`, ...).
     Value(Box<Arg>),
+    /// `a + b`, `a - b`, `a * b`, `a / b`.
+    Math(Box<(Operand, u8, Operand)>),
+    /// `Now()`.
+    Now,
 }
 
 /// The converters that make a value rather than a test.
@@ -56,6 +60,8 @@ pub(crate) enum Lit {
     Double(f64),
     Str(Box<str>),
     Bytes(Box<[u8]>),
+    /// `Duration("1s")`, in nanoseconds.
+    Duration(i64),
 }
 
 // The variants are named after the OTTL converters they implement.
@@ -130,6 +136,14 @@ pub(crate) enum Field {
     LogAttrs,
     LogDroppedAttrs,
     LogEventName,
+    /// Times as time values (`start_time`, `end_time`, `time`, `observed_time`).
+    SpanStartTime,
+    SpanEndTime,
+    EventTimeValue,
+    LogTimeValue,
+    LogObservedTimeValue,
+    PointStartTime,
+    PointTimeValue,
     MetricName,
     MetricDescription,
     MetricUnit,
@@ -305,8 +319,86 @@ impl<'s> Parser<'s> {
         Ok(())
     }
 
+    /// `term (("+"|"-") term)*`: an operand, or math on operands.
+    fn math(&mut self) -> Result<Operand, ParseError> {
+        let mut left = self.math_term()?;
+        while let Some(op) = self.math_op(b"+-") {
+            self.pos += 1;
+            let right = self.math_term()?;
+            left = Operand::Math(Box::new((left, op, right)));
+        }
+        Ok(left)
+    }
+
+    fn math_term(&mut self) -> Result<Operand, ParseError> {
+        let mut left = self.math_factor()?;
+        while let Some(op) = self.math_op(b"*/") {
+            self.pos += 1;
+            let right = self.math_factor()?;
+            left = Operand::Math(Box::new((left, op, right)));
+        }
+        Ok(left)
+    }
+
+    fn math_factor(&mut self) -> Result<Operand, ParseError> {
+        if self.peek_tok() == Some(&Tok::LParen) {
+            let at = self.peek().map_or(0, |t| t.start);
+            self.nest(at)?;
+            self.pos += 1;
+            let inner = self.math()?;
+            if self.peek_tok() != Some(&Tok::RParen) {
+                return Err(self.expected("\")\""));
+            }
+            self.pos += 1;
+            self.depth -= 1;
+            return Ok(inner);
+        }
+        self.operand()
+    }
+
+    /// The next token's math operator, if it is one of `ops`.
+    fn math_op(&self, ops: &[u8]) -> Option<u8> {
+        let t = self.peek()?;
+        if t.tok != Tok::Math {
+            return None;
+        }
+        let c = *self.src.as_bytes().get(t.start)?;
+        ops.contains(&c).then_some(c)
+    }
+
     fn bvalue_inner(&mut self) -> Result<Expr, ParseError> {
         if self.peek_tok() == Some(&Tok::LParen) {
+            // A parenthesised condition, or a parenthesised math operand of a comparison
+            // (`(end_time - start_time) < Duration("1s")`): try the first, else the second.
+            let (pos, depth) = (self.pos, self.depth);
+            if let Ok(e) = self.paren_condition() {
+                if !matches!(self.peek_tok(), Some(Tok::Cmp(_)) | Some(Tok::Math)) {
+                    return Ok(e);
+                }
+            }
+            self.pos = pos;
+            self.depth = depth;
+            let left = self.math()?;
+            return match self.peek_tok() {
+                Some(Tok::Cmp(op)) => {
+                    let op = *op;
+                    self.pos += 1;
+                    let right = self.math()?;
+                    Ok(Expr::Cmp(left, op, right))
+                }
+                _ => {
+                    // Neither reading works: report the condition's own error.
+                    self.pos = pos;
+                    self.depth = depth;
+                    self.paren_condition()
+                }
+            };
+        }
+        self.bvalue_rest()
+    }
+
+    fn paren_condition(&mut self) -> Result<Expr, ParseError> {
+        {
             let at = self.peek().map_or(0, |t| t.start);
             self.nest(at)?;
             self.pos += 1;
@@ -316,18 +408,21 @@ impl<'s> Parser<'s> {
                 return Err(self.expected("\")\""));
             }
             self.pos += 1;
-            return Ok(e);
+            Ok(e)
         }
+    }
+
+    fn bvalue_rest(&mut self) -> Result<Expr, ParseError> {
         let start = match self.peek() {
             Some(t) => t.start,
             None => return Err(self.expected("a condition")),
         };
-        let left = self.operand()?;
+        let left = self.math()?;
         let left_end = self.toks.get(self.pos - 1).map_or(self.end(), |t| t.end);
         if let Some(Tok::Cmp(op)) = self.peek_tok() {
             let op = *op;
             self.pos += 1;
-            let right = self.operand()?;
+            let right = self.math()?;
             return Ok(Expr::Cmp(left, op, right));
         }
         match left {
@@ -337,7 +432,7 @@ impl<'s> Parser<'s> {
                 let text = self.text(start, left_end);
                 Err(self.after_operand_error(&format!("path {text:?}")))
             }
-            Operand::Lit(_) | Operand::Value(_) => {
+            Operand::Lit(_) | Operand::Value(_) | Operand::Math(_) | Operand::Now => {
                 let text = self.text(start, left_end);
                 Err(self.after_operand_error(&format!("value {text:?}")))
             }
@@ -346,10 +441,6 @@ impl<'s> Parser<'s> {
 
     fn after_operand_error(&self, what: &str) -> ParseError {
         match self.peek() {
-            Some(t) if t.tok == Tok::Math => self.error_at(
-                t.start,
-                "math expressions (+ - * /) are not supported in conditions",
-            ),
             Some(t) => self.error_at(
                 t.start,
                 format!("expected a comparison operator after {what}"),
@@ -392,6 +483,31 @@ impl<'s> Parser<'s> {
                     }
                 }
             }
+            Tok::Func if self.text(t.start, t.end) == "Duration" => {
+                let args = self.call_args(&t, "Duration")?;
+                match args.as_slice() {
+                    [(Arg::Op(Operand::Lit(Lit::Str(d))), at)] => {
+                        let nanos = crate::config::units::parse_duration(d)
+                            .ok()
+                            .and_then(|d| i64::try_from(d.as_nanos()).ok())
+                            .ok_or_else(|| self.error_at(*at, format!("invalid duration {d:?}")))?;
+                        Operand::Lit(Lit::Duration(nanos))
+                    }
+                    _ => {
+                        return Err(self.error_at(
+                            t.start,
+                            "Duration takes one string literal in weir (Duration(\"1s\"))",
+                        ))
+                    }
+                }
+            }
+            Tok::Func if self.text(t.start, t.end) == "Now" => {
+                let args = self.call_args(&t, "Now")?;
+                if !args.is_empty() {
+                    return Err(self.error_at(t.start, "Now takes no arguments"));
+                }
+                Operand::Now
+            }
             Tok::Func => Operand::Call(Box::new(self.converter(&t)?)),
             Tok::Lower => {
                 if self.peek_tok() == Some(&Tok::LParen) {
@@ -408,7 +524,7 @@ impl<'s> Parser<'s> {
             Tok::Math => {
                 return Err(self.error_at(
                     t.start,
-                    "math expressions (+ - * /) are not supported in conditions",
+                    format!("expected a value, got {}", describe(self.src, &t)),
                 ))
             }
             Tok::LBracket | Tok::LBrace => {
@@ -422,11 +538,9 @@ impl<'s> Parser<'s> {
                 return Err(self.expected("a value"));
             }
         };
-        if self.peek_tok() == Some(&Tok::LBracket) {
-            if let Operand::Call(_) | Operand::Lit(_) | Operand::Value(_) = op {
-                let b = self.peek().map_or(self.end(), |t| t.start);
-                return Err(self.error_at(b, "only paths may be indexed here"));
-            }
+        if self.peek_tok() == Some(&Tok::LBracket) && !matches!(op, Operand::Path(_)) {
+            let b = self.peek().map_or(self.end(), |t| t.start);
+            return Err(self.error_at(b, "only paths may be indexed here"));
         }
         Ok(op)
     }
@@ -642,6 +756,8 @@ fn point_field(segs: &[&str]) -> Option<Field> {
         ["attributes"] => Field::PointAttrs,
         ["start_time_unix_nano"] => Field::PointStart,
         ["time_unix_nano"] => Field::PointTime,
+        ["start_time"] => Field::PointStartTime,
+        ["time"] => Field::PointTimeValue,
         ["value_double"] => Field::PointValueDouble,
         ["value_int"] => Field::PointValueInt,
         ["flags"] => Field::PointFlags,
@@ -683,6 +799,8 @@ fn span_field(segs: &[&str]) -> Option<Field> {
         ["trace_state"] => Field::SpanTraceState,
         ["start_time_unix_nano"] => Field::SpanStart,
         ["end_time_unix_nano"] => Field::SpanEnd,
+        ["start_time"] => Field::SpanStartTime,
+        ["end_time"] => Field::SpanEndTime,
         ["attributes"] => Field::SpanAttrs,
         ["dropped_attributes_count"] => Field::SpanDroppedAttrs,
         ["dropped_events_count"] => Field::SpanDroppedEvents,
@@ -696,6 +814,7 @@ fn event_field(segs: &[&str]) -> Option<Field> {
     Some(match segs {
         ["name"] => Field::EventName,
         ["time_unix_nano"] => Field::EventTime,
+        ["time"] => Field::EventTimeValue,
         ["attributes"] => Field::EventAttrs,
         ["dropped_attributes_count"] => Field::EventDroppedAttrs,
         _ => return None,
@@ -709,6 +828,8 @@ fn log_field(segs: &[&str]) -> Option<Field> {
         ["severity_text"] => Field::LogSeverityText,
         ["time_unix_nano"] => Field::LogTime,
         ["observed_time_unix_nano"] => Field::LogObservedTime,
+        ["time"] => Field::LogTimeValue,
+        ["observed_time"] => Field::LogObservedTimeValue,
         ["trace_id", "string"] => Field::LogTraceId,
         ["span_id", "string"] => Field::LogSpanId,
         ["flags"] => Field::LogFlags,

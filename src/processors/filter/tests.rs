@@ -727,3 +727,33 @@ logs:
         ]
     );
 }
+
+#[test]
+fn short_non_error_spans_as_the_readme_example() {
+    // "Dropping non-error spans with a duration of less than 1 second".
+    let f = filter(
+        r#"traces: {span: ['(end_time - start_time) < Duration("1s") and status.code != STATUS_CODE_ERROR']}"#,
+    );
+    let timed = |name: &str, nanos: u64, error: bool| {
+        let mut s = span(name, vec![]);
+        s.start_time_unix_nano = 1_000_000_000;
+        s.end_time_unix_nano = 1_000_000_000 + nanos;
+        if error {
+            s.status = Some(Status {
+                code: 2,
+                ..Default::default()
+            });
+        }
+        s
+    };
+    let mut r = traces(
+        "h",
+        vec![
+            timed("fast", 5_000_000, false),
+            timed("fast error", 5_000_000, true),
+            timed("slow", 2_000_000_000, false),
+        ],
+    );
+    f.traces(&mut r);
+    assert_eq!(names(&r), ["fast error", "slow"]);
+}
