@@ -279,6 +279,28 @@ fn call_value(f: &ValueFn, args: &[Arg], c: &Ctx<'_>) -> Option<AnyValue> {
                     .collect(),
             })))
         }
+        ValueFn::Trim => {
+            let v = first?;
+            let cut = match args.get(1).and_then(|a| value(a, c)) {
+                Some(x) => as_str(&x)?.to_string(),
+                None => " ".to_string(),
+            };
+            Some(string(
+                as_str(&v)?.trim_matches(|ch| cut.contains(ch)).to_string(),
+            ))
+        }
+        ValueFn::Hex => {
+            let v = first?;
+            let bytes: Vec<u8> = match v.value? {
+                V::StringValue(s) => s.into_bytes(),
+                V::BytesValue(b) => b,
+                V::IntValue(i) => i.to_be_bytes().to_vec(),
+                V::DoubleValue(d) => d.to_bits().to_be_bytes().to_vec(),
+                V::BoolValue(b) => vec![u8::from(b)],
+                _ => return None,
+            };
+            Some(string(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+        }
         ValueFn::ParseJson => {
             let v = first?;
             let j: serde_json::Value = serde_json::from_str(as_str(&v)?).ok()?;
@@ -538,6 +560,20 @@ pub(crate) fn apply(st: &Statement, value: Option<AnyValue>, it: &mut Item<'_>) 
                 }
             }
         }
+        Editor::Flatten(f, prefix, depth) => {
+            if let Some(m) = map_mut(*f, it) {
+                let mut out = Vec::with_capacity(m.len());
+                for kv in std::mem::take(m) {
+                    let key = if prefix.is_empty() {
+                        kv.key
+                    } else {
+                        format!("{prefix}.{}", kv.key)
+                    };
+                    flatten_into(&mut out, key, kv.value.unwrap_or_default(), *depth);
+                }
+                *m = out;
+            }
+        }
         Editor::Limit(f, n, priority) => {
             if let Some(m) = map_mut(*f, it) {
                 if m.len() > *n {
@@ -581,4 +617,40 @@ pub(crate) fn point_attrs_mut(m: &mut Metric, index: usize) -> Option<&mut Vec<K
         metric::Data::ExponentialHistogram(h) => &mut h.data_points.get_mut(index)?.attributes,
         metric::Data::Summary(s) => &mut s.data_points.get_mut(index)?.attributes,
     })
+}
+
+/// Upstream's flatten: nested maps become `parent.child` keys and lists `parent.0`,
+/// `parent.1`, down to `depth` levels (unlimited when absent).
+fn flatten_into(out: &mut Vec<KeyValue>, key: String, v: AnyValue, depth: Option<usize>) {
+    if depth == Some(0) {
+        out.push(KeyValue {
+            key,
+            value: Some(v),
+            ..Default::default()
+        });
+        return;
+    }
+    let next = depth.map(|d| d - 1);
+    match v.value {
+        Some(any_value::Value::KvlistValue(m)) => {
+            for kv in m.values {
+                flatten_into(
+                    out,
+                    format!("{key}.{}", kv.key),
+                    kv.value.unwrap_or_default(),
+                    next,
+                );
+            }
+        }
+        Some(any_value::Value::ArrayValue(a)) => {
+            for (i, x) in a.values.into_iter().enumerate() {
+                flatten_into(out, format!("{key}.{i}"), x, next);
+            }
+        }
+        value => out.push(KeyValue {
+            key,
+            value: Some(AnyValue { value }),
+            ..Default::default()
+        }),
+    }
 }

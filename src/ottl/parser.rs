@@ -50,6 +50,8 @@ const VALUE_CONVERTERS: &[&str] = &[
     "Split",
     "ExtractPatterns",
     "ParseJSON",
+    "Trim",
+    "Hex",
 ];
 
 #[derive(Debug, Clone)]
@@ -136,6 +138,12 @@ pub(crate) enum Field {
     LogAttrs,
     LogDroppedAttrs,
     LogEventName,
+    /// Ids as bytes (`trace_id`, compared with `TraceID(0x...)`).
+    SpanTraceIdBytes,
+    SpanSpanIdBytes,
+    SpanParentIdBytes,
+    LogTraceIdBytes,
+    LogSpanIdBytes,
     /// Times as time values (`start_time`, `end_time`, `time`, `observed_time`).
     SpanStartTime,
     SpanEndTime,
@@ -501,6 +509,25 @@ impl<'s> Parser<'s> {
                     }
                 }
             }
+            Tok::Func if matches!(self.text(t.start, t.end), "TraceID" | "SpanID") => {
+                let name = self.text(t.start, t.end);
+                let want = if name == "TraceID" { 16 } else { 8 };
+                let args = self.call_args(&t, name)?;
+                match args.as_slice() {
+                    [(Arg::Op(Operand::Lit(Lit::Bytes(b))), _)] if b.len() == want => {
+                        Operand::Lit(Lit::Bytes(b.clone()))
+                    }
+                    _ => {
+                        return Err(self.error_at(
+                            t.start,
+                            format!(
+                                "{name} takes {want} bytes, e.g. {name}(0x{})",
+                                "00".repeat(want)
+                            ),
+                        ))
+                    }
+                }
+            }
             Tok::Func if self.text(t.start, t.end) == "Now" => {
                 let args = self.call_args(&t, "Now")?;
                 if !args.is_empty() {
@@ -796,6 +823,9 @@ fn span_field(segs: &[&str]) -> Option<Field> {
         ["trace_id", "string"] => Field::SpanTraceId,
         ["span_id", "string"] => Field::SpanSpanId,
         ["parent_span_id", "string"] => Field::SpanParentSpanId,
+        ["trace_id"] => Field::SpanTraceIdBytes,
+        ["span_id"] => Field::SpanSpanIdBytes,
+        ["parent_span_id"] => Field::SpanParentIdBytes,
         ["trace_state"] => Field::SpanTraceState,
         ["start_time_unix_nano"] => Field::SpanStart,
         ["end_time_unix_nano"] => Field::SpanEnd,
@@ -832,6 +862,8 @@ fn log_field(segs: &[&str]) -> Option<Field> {
         ["observed_time"] => Field::LogObservedTimeValue,
         ["trace_id", "string"] => Field::LogTraceId,
         ["span_id", "string"] => Field::LogSpanId,
+        ["trace_id"] => Field::LogTraceIdBytes,
+        ["span_id"] => Field::LogSpanIdBytes,
         ["flags"] => Field::LogFlags,
         ["attributes"] => Field::LogAttrs,
         ["dropped_attributes_count"] => Field::LogDroppedAttrs,
@@ -926,6 +958,8 @@ pub(crate) enum ValueFn {
     Split,
     ExtractPatterns(regex::Regex),
     ParseJson,
+    Trim,
+    Hex,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -954,6 +988,8 @@ pub(crate) enum Editor {
     /// `insert`, `update` or `upsert` the source map's keys.
     MergeMaps(Field, Arg, Box<str>),
     Append(Path, Arg),
+    /// Nested maps (and lists) into dotted keys, under an optional prefix, to a depth.
+    Flatten(Field, Box<str>, Option<usize>),
 }
 
 /// `editor(args) [where condition]`.
@@ -1158,6 +1194,8 @@ impl<'s> Parser<'s> {
                             | "Split"
                             | "ExtractPatterns"
                             | "ParseJSON"
+                            | "Trim"
+                            | "Hex"
                     ) =>
             {
                 let t = t.clone();
@@ -1167,6 +1205,8 @@ impl<'s> Parser<'s> {
                 let arity = match name {
                     "Substring" => 3,
                     "Split" | "ExtractPatterns" => 2,
+                    // Trim's cutset is optional (default " ").
+                    "Trim" if args.len() == 2 => 2,
                     _ => 1,
                 };
                 if args.len() != arity {
@@ -1187,6 +1227,8 @@ impl<'s> Parser<'s> {
                     "Substring" => ValueFn::Substring,
                     "Split" => ValueFn::Split,
                     "ParseJSON" => ValueFn::ParseJson,
+                    "Trim" => ValueFn::Trim,
+                    "Hex" => ValueFn::Hex,
                     _ => {
                         let (pat, at) = match args.pop() {
                             Some((Arg::Op(Operand::Lit(Lit::Str(p))), at)) => (p, at),
@@ -1218,6 +1260,7 @@ impl<'s> Parser<'s> {
 
     fn editor(&self, name: &str, at: usize, args: Vec<(Arg, usize)>) -> Result<Editor, ParseError> {
         let arity = match name {
+            "flatten" => args.len().clamp(1, 3),
             "set" | "delete_key" | "delete_matching_keys" | "keep_keys" | "keep_matching_keys"
             | "truncate_all" => 2,
             "append" => 2,
@@ -1226,7 +1269,7 @@ impl<'s> Parser<'s> {
             _ => {
                 return Err(self.error_at(
                     at,
-                    format!("unsupported editor {name:?} (weir has set, delete_key, delete_matching_keys, keep_keys, keep_matching_keys, replace_pattern, replace_all_patterns, replace_match, replace_all_matches, truncate_all, limit, merge_maps, append)"),
+                    format!("unsupported editor {name:?} (weir has set, delete_key, delete_matching_keys, keep_keys, keep_matching_keys, replace_pattern, replace_all_patterns, replace_match, replace_all_matches, truncate_all, limit, merge_maps, append, flatten)"),
                 ))
             }
         };
@@ -1380,6 +1423,18 @@ impl<'s> Parser<'s> {
                 Editor::ReplaceAllPatterns(f, keys, re, string(it.next(), "replacement")?)
             }
             "truncate_all" => Editor::TruncateAll(map(&path)?, count(it.next())?),
+            "flatten" => {
+                let f = map(&path)?;
+                let prefix = match it.next() {
+                    None => Box::from(""),
+                    a => string(a, "prefix")?,
+                };
+                let depth = match it.next() {
+                    None => None,
+                    a => Some(count(a)?),
+                };
+                Editor::Flatten(f, prefix, depth)
+            }
             "merge_maps" => {
                 let f = map(&path)?;
                 let (source, _) = it.next().unwrap_or((Arg::List(Vec::new()), at));

@@ -556,10 +556,10 @@ fn parse_errors() {
             r#"unknown path "status.cod" in the span context"#,
         ),
         (
-            r#"trace_id == "x""#,
+            r#"trace_id.hex == "x""#,
             Span,
             1,
-            r#"unknown path "trace_id" in the span context"#,
+            r#"unknown path "trace_id.hex" in the span context"#,
         ),
         (
             r#"name["x"] == "x""#,
@@ -600,10 +600,10 @@ fn parse_errors() {
             r#"unsupported function "Foo""#,
         ),
         (
-            r#"not Trim(name) == "G""#,
+            r#"not Sort(name) == "G""#,
             Span,
             5,
-            r#"unsupported function "Trim""#,
+            r#"unsupported function "Sort""#,
         ),
         (
             r#"isMatch(name, "x")"#,
@@ -882,6 +882,25 @@ fn value_converters_in_conditions() {
             ),
             (r#"IsString(Concat([name, "x"], "-"))"#, true),
             (r#"IsMatch(Substring(name, 0, 3), "^GET$")"#, true),
+        ],
+    );
+}
+
+#[test]
+fn ids_as_bytes_compare_with_trace_id_and_span_id() {
+    check(
+        ContextKind::Span,
+        &[
+            (
+                "trace_id == TraceID(0x0102030405060708090a0b0c0d0e0f10)",
+                true,
+            ),
+            (
+                "trace_id == TraceID(0x0102030405060708090a0b0c0d0e0f11)",
+                false,
+            ),
+            ("span_id == SpanID(0xabababababababab)", true),
+            ("parent_span_id == SpanID(0xabababababababab)", false),
         ],
     );
 }

@@ -374,7 +374,7 @@ trace_statements:
   - context: span
     statements:
       - 'set(attributes["a"], "b"'
-      - 'flatten(attributes, "x")'
+      - 'sort(attributes)'
       - 'set(trace_id, "x")'
       - 'replace_pattern(name, "(", "x")'
   - context: moon
@@ -393,14 +393,14 @@ log_statements: ['set(attributes["a"], 1)']
         got[1].1
     );
     assert!(
-        got[2].1.contains("unsupported editor \"flatten\""),
+        got[2].1.contains("unsupported editor \"sort\""),
         "{}",
         got[2].1
     );
     assert!(
         got[3]
             .1
-            .contains("unknown path \"trace_id\" in the span context"),
+            .contains("set cannot change this path in the span context"),
         "{}",
         got[3].1
     );
@@ -459,4 +459,39 @@ trace_statements:
     assert_eq!(list("parts"), ["web", "abc", "x"]);
     assert_eq!(list("tags"), ["first"]);
     assert_eq!(list("long"), ["abcdefghij", "more"]);
+}
+
+#[test]
+fn trim_hex_flatten_and_ids() {
+    let t = transform(
+        r#"
+trace_statements:
+  - 'set(span.attributes["t"], Trim("  padded  "))'
+  - 'set(span.attributes["t2"], Trim("--x--", "-"))'
+  - 'set(span.attributes["h"], Hex("AB"))'
+  - 'set(span.attributes["nested"], ParseJSON("{\"a\":{\"b\":1},\"l\":[\"x\",\"y\"]}"))'
+  - 'flatten(span.attributes, "f", 1)'
+  - 'set(span.name, "mine") where span.trace_id == TraceID(0x01010101010101010101010101010101)'
+"#,
+    );
+    let mut r = one_span(vec![kv("keep", s("k"))]);
+    r.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![1; 16];
+    t.traces(&mut r);
+    let sp = &r.resource_spans[0].scope_spans[0].spans[0];
+    let got = show(&sp.attributes);
+    for want in ["f.t=padded", "f.t2=x", "f.h=4142", "f.keep=k", "f.nested.l=ArrayValue(ArrayValue { values: [AnyValue { value: Some(StringValue(\"x\")) }, AnyValue { value: Some(StringValue(\"y\")) }] })"] {
+        assert!(got.iter().any(|g| g == want), "{want} in {got:?}");
+    }
+    // Depth 1 under the prefix: nested.a stays a map one level down.
+    assert!(
+        got.iter().any(|g| g.starts_with("f.nested.a=KvlistValue")),
+        "{got:?}"
+    );
+    assert_eq!(sp.name, "mine");
+    let cfg: TransformConfig = serde_yaml::from_str(
+        "trace_statements: ['set(span.name, \"x\") where span.trace_id == TraceID(0x01)']",
+    )
+    .unwrap();
+    let e = Transform::new(&cfg).unwrap_err();
+    assert!(e[0].1.contains("TraceID takes 16 bytes"), "{e:?}");
 }
