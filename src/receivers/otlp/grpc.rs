@@ -59,6 +59,10 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
             // A spent memory budget refuses before the body is read (its size is known only
             // once it is); the reservation proper follows the check.
             if !this.shared.out.budget.has_room() {
+                // The request body is read and dropped first (nothing is kept), up to the
+                // message size limit: a response that overtakes the body makes the HTTP/2
+                // stream end with a reset that clients report as UNKNOWN, not retryable.
+                drain(req.into_body(), this.max_message_size.saturating_add(5)).await;
                 return Ok(refusal(Refused::OverBudget).into_http());
             }
             let mut grpc = tonic::server::Grpc::new(BytesCodec)
@@ -185,5 +189,20 @@ fn refusal(r: Refused) -> Status {
             message,
             retry_after,
         } => crate::grpc::status_with_retry(Code::ResourceExhausted, &message, retry_after),
+    }
+}
+
+/// Reads a request body to its end and drops it, stopping after `limit` bytes.
+async fn drain(mut body: Incoming, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return };
+        if let Some(d) = frame.data_ref() {
+            seen += d.len();
+            if seen > limit {
+                return;
+            }
+        }
     }
 }
