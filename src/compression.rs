@@ -94,25 +94,68 @@ pub fn unzstd_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressEr
 
 /// Zstd-compresses `input` at level 1 (fast; the ratio is already better than gzip's).
 pub fn zstd(input: &[u8]) -> Vec<u8> {
-    zstd::bulk::compress(input, 1).unwrap_or_default()
+    zstd_level(input, 1)
 }
 
-/// Gzips `input` at the default level.
-pub fn gzip(input: &[u8]) -> Vec<u8> {
+/// Zstd at `level` (1–22; 0 means 1).
+pub fn zstd_level(input: &[u8], level: i32) -> Vec<u8> {
+    zstd::bulk::compress(input, if level == 0 { 1 } else { level }).unwrap_or_default()
+}
+
+/// gzip at `level`: 1 (and 0, unset) is fastest (weir's default, as the Collector's), 9
+/// smallest; -1 is zlib's default (6).
+pub fn gzip_level(input: &[u8], level: i32) -> Vec<u8> {
     use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(input.len() / 4 + 64),
-        flate2::Compression::fast(),
-    );
+    let level = match level {
+        -1 => flate2::Compression::default(),
+        l => flate2::Compression::new(l.clamp(1, 9) as u32),
+    };
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(input.len() / 4 + 64), level);
     // Writing into a Vec cannot fail.
     let _ = enc.write_all(input);
     enc.finish().unwrap_or_default()
+}
+
+/// Gzips `input` at the fastest level (weir's default, as the Collector's).
+pub fn gzip(input: &[u8]) -> Vec<u8> {
+    gzip_level(input, 1)
 }
 
 #[cfg(test)]
 mod zlib_snappy_tests {
     use super::*;
     use std::io::Write;
+
+    /// `compression_params.level`: every level round-trips; higher gzip levels are smaller.
+    #[test]
+    fn levels_round_trip_and_trade_speed_for_size() {
+        let data: Vec<u8> = (0..200_000u32)
+            .map(|i| (i % 251) as u8 ^ (i / 997) as u8)
+            .collect();
+        let mut sizes = Vec::new();
+        for level in [-1, 0, 1, 5, 9] {
+            let gz = gzip_level(&data, level);
+            assert_eq!(
+                gunzip_capped(&gz, data.len()).as_deref(),
+                Ok(&data[..]),
+                "{level}"
+            );
+            sizes.push((level, gz.len()));
+        }
+        assert!(
+            sizes[4].1 < sizes[2].1,
+            "level 9 smaller than level 1: {sizes:?}"
+        );
+        assert_eq!(sizes[1].1, sizes[2].1, "0 (unset) is level 1");
+        for level in [0, 1, 3, 19] {
+            let z = zstd_level(&data, level);
+            assert_eq!(
+                unzstd_capped(&z, data.len()).as_deref(),
+                Ok(&data[..]),
+                "{level}"
+            );
+        }
+    }
 
     #[test]
     fn lz4_frames_decode_and_are_capped() {

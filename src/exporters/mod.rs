@@ -22,6 +22,49 @@ pub enum Compression {
     None,
 }
 
+/// `compression_params` (the Collector's configcompression): the compression level.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionParams {
+    /// gzip: 1 (fastest) to 9, or -1 (zlib's default, 6); zstd: 1 to 22. 0 (unset) is the
+    /// fastest level.
+    pub level: i32,
+}
+
+impl CompressionParams {
+    /// Upstream's check of a level against the compression type.
+    pub fn validate(&self, c: Compression) -> Option<(String, String)> {
+        let ok = match c {
+            Compression::Gzip => (-1..=9).contains(&self.level),
+            Compression::Zstd => (0..=22).contains(&self.level),
+            Compression::None => self.level == 0,
+        };
+        (!ok).then(|| {
+            let name = match c {
+                Compression::Gzip => "gzip",
+                Compression::Zstd => "zstd",
+                Compression::None => "none",
+            };
+            (
+                "compression_params.level".into(),
+                format!(
+                    "unsupported parameters {{Level:{}}} for compression type {name:?}",
+                    self.level
+                ),
+            )
+        })
+    }
+
+    /// Compresses `body` with `c` at this level.
+    pub fn compress(&self, c: Compression, body: &[u8]) -> Vec<u8> {
+        match c {
+            Compression::Gzip => crate::compression::gzip_level(body, self.level),
+            Compression::Zstd => crate::compression::zstd_level(body, self.level),
+            Compression::None => body.to_vec(),
+        }
+    }
+}
+
 /// `tls` of every exporter: the Collector's `configtls.ClientConfig`.
 pub type TlsClientConfig = crate::tls::TlsClientSetting;
 

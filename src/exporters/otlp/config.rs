@@ -24,6 +24,8 @@ pub struct OtlpExporterConfig {
     pub tenant_header: Option<String>,
     /// `gzip` (default) or `none`.
     pub compression: Compression,
+    /// `{level}`: gzip 1 to 9, zstd 1 to 22; 0 (unset) is the fastest, as upstream.
+    pub compression_params: crate::exporters::CompressionParams,
     /// Per-request deadline (default 5s).
     pub timeout: DurationValue,
     pub sending_queue: QueueConfig,
@@ -67,6 +69,7 @@ impl Default for OtlpExporterConfig {
             headers: Headers::new(),
             tenant_header: None,
             compression: Compression::Gzip,
+            compression_params: crate::exporters::CompressionParams::default(),
             timeout: Duration::from_secs(5).into(),
             sending_queue: QueueConfig::default(),
             retry_on_failure: RetryConfig::default(),
@@ -116,6 +119,7 @@ impl OtlpExporterConfig {
 
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
+        errs.extend(self.compression_params.validate(self.compression));
         if let Some(b) = &self.balancer_name {
             if b != "pick_first" && b != "round_robin" {
                 errs.push((
@@ -159,6 +163,35 @@ impl OtlpExporterConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn compression_params_are_checked_against_the_compression() {
+        let errs = |yaml: &str| {
+            let c: super::OtlpExporterConfig = serde_yaml::from_str(yaml).unwrap();
+            c.validate()
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("compression_params"))
+                .map(|(_, m)| m)
+                .collect::<Vec<_>>()
+        };
+        let base = "endpoint: 127.0.0.1:4317\n";
+        assert!(errs(&format!("{base}compression_params: {{level: 9}}")).is_empty());
+        assert!(errs(&format!(
+            "{base}compression: zstd\ncompression_params: {{level: 19}}"
+        ))
+        .is_empty());
+        assert_eq!(
+            errs(&format!("{base}compression_params: {{level: 12}}")),
+            ["unsupported parameters {Level:12} for compression type \"gzip\""]
+        );
+        assert_eq!(
+            errs(&format!(
+                "{base}compression: none\ncompression_params: {{level: 3}}"
+            )),
+            ["unsupported parameters {Level:3} for compression type \"none\""]
+        );
+        assert!(errs(&format!("{base}compression: none")).is_empty());
+    }
+
     use super::*;
 
     #[test]

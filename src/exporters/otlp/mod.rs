@@ -27,6 +27,7 @@ pub struct OtlpGrpcSender {
     headers: http::HeaderMap,
     tenant_key: Option<HeaderName>,
     compression: Compression,
+    params: crate::exporters::CompressionParams,
     /// The `auth` authenticator's headers, added to every request.
     auth: Option<Arc<crate::extensions::auth::ClientAuth>>,
 }
@@ -65,6 +66,7 @@ impl OtlpGrpcSender {
             tenant_key,
             auth: crate::extensions::auth::ClientAuth::for_ref(&cfg.auth)?,
             compression: cfg.compression,
+            params: cfg.compression_params,
         }))
     }
 }
@@ -276,8 +278,16 @@ impl Sender for OtlpGrpcSender {
             // level 6), its header and body sent as they are: no copy into a frame buffer.
             let payload = batch.to_bytes();
             let (flag, body, encoding) = match self.compression {
-                Compression::Gzip => (1u8, Bytes::from(crate::compression::gzip(&payload)), "gzip"),
-                Compression::Zstd => (1u8, Bytes::from(crate::compression::zstd(&payload)), "zstd"),
+                Compression::Gzip => (
+                    1u8,
+                    Bytes::from(self.params.compress(self.compression, &payload)),
+                    "gzip",
+                ),
+                Compression::Zstd => (
+                    1u8,
+                    Bytes::from(self.params.compress(self.compression, &payload)),
+                    "zstd",
+                ),
                 Compression::None => (0u8, payload, ""),
             };
             let len = u32::try_from(body.len())

@@ -38,6 +38,8 @@ pub struct OtlpHttpExporterConfig {
     pub tenant_header: Option<String>,
     /// `gzip` (default) or `none`.
     pub compression: Compression,
+    /// `{level}`: gzip 1 to 9, zstd 1 to 22; 0 (unset) is the fastest, as upstream.
+    pub compression_params: crate::exporters::CompressionParams,
     /// `proto` (default) or `json`.
     pub encoding: Encoding,
     /// Per-request deadline (default 30s).
@@ -60,6 +62,7 @@ impl Default for OtlpHttpExporterConfig {
             proxy_url: None,
             tenant_header: None,
             compression: Compression::Gzip,
+            compression_params: crate::exporters::CompressionParams::default(),
             encoding: Encoding::Proto,
             timeout: Duration::from_secs(30).into(),
             sending_queue: QueueConfig::default(),
@@ -91,6 +94,7 @@ impl OtlpHttpExporterConfig {
 
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
+        errs.extend(self.compression_params.validate(self.compression));
         errs.extend(crate::exporters::check_proxy_url(self.proxy_url.as_deref()));
         errs.extend(self.tls.validate());
         if self.endpoint.is_empty()

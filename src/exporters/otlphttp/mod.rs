@@ -25,6 +25,7 @@ pub struct OtlpHttpSender {
     /// The `auth` authenticator's headers, added to every request.
     auth: Option<std::sync::Arc<crate::extensions::auth::ClientAuth>>,
     compression: Compression,
+    params: crate::exporters::CompressionParams,
     encoding: Encoding,
 }
 
@@ -71,6 +72,7 @@ impl OtlpHttpSender {
             tenant_header,
             auth: crate::extensions::auth::ClientAuth::for_ref(&cfg.auth)?,
             compression: cfg.compression,
+            params: cfg.compression_params,
             encoding: cfg.encoding,
         }))
     }
@@ -145,10 +147,8 @@ impl Sender for OtlpHttpSender {
                 )));
             };
             let mut body = self.body(batch)?;
-            match self.compression {
-                Compression::Gzip => body = Bytes::from(crate::compression::gzip(&body)),
-                Compression::Zstd => body = Bytes::from(crate::compression::zstd(&body)),
-                Compression::None => {}
+            if self.compression != Compression::None {
+                body = Bytes::from(self.params.compress(self.compression, &body));
             }
             let ct = match self.encoding {
                 Encoding::Proto => "application/x-protobuf",
