@@ -74,6 +74,30 @@ pub(crate) fn metric_type(m: &Metric) -> i64 {
     }
 }
 
+/// How many points a metric has (without collecting them).
+pub(crate) fn point_count(m: &Metric) -> usize {
+    match &m.data {
+        None => 0,
+        Some(metric::Data::Gauge(g)) => g.data_points.len(),
+        Some(metric::Data::Sum(x)) => x.data_points.len(),
+        Some(metric::Data::Histogram(x)) => x.data_points.len(),
+        Some(metric::Data::ExponentialHistogram(x)) => x.data_points.len(),
+        Some(metric::Data::Summary(x)) => x.data_points.len(),
+    }
+}
+
+/// The `i`-th point of a metric (without collecting them).
+pub(crate) fn point_at(m: &Metric, i: usize) -> Option<Point<'_>> {
+    Some(match &m.data {
+        None => return None,
+        Some(metric::Data::Gauge(g)) => Point::Number(g.data_points.get(i)?),
+        Some(metric::Data::Sum(x)) => Point::Number(x.data_points.get(i)?),
+        Some(metric::Data::Histogram(x)) => Point::Histogram(x.data_points.get(i)?),
+        Some(metric::Data::ExponentialHistogram(x)) => Point::ExpHistogram(x.data_points.get(i)?),
+        Some(metric::Data::Summary(x)) => Point::Summary(x.data_points.get(i)?),
+    })
+}
+
 /// Every point of a metric, in order.
 pub(crate) fn points(m: &Metric) -> Vec<Point<'_>> {
     match &m.data {

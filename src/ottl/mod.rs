@@ -41,9 +41,9 @@ use opentelemetry_proto::tonic::metrics::v1::Metric;
 
 use edit::{Item, Plan};
 
-pub(crate) use eval::points as points_of;
 use eval::Ctx;
 pub use eval::Point;
+pub(crate) use eval::{point_at, point_count, points as points_of};
 pub(crate) use parser::severity_number;
 
 /// The OTTL context a condition is written for; it decides which paths and enums exist.
@@ -555,8 +555,7 @@ impl Statement {
         index: usize,
     ) {
         let plan = {
-            let points = points_of(metric);
-            let Some(point) = points.get(index).copied() else {
+            let Some(point) = point_at(metric, index) else {
                 return;
             };
             edit::plan(

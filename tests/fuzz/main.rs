@@ -28,7 +28,7 @@ mod loki_fake;
 use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,14 +114,18 @@ fn fuzz(target: &str, make: &Make<'_>, check: &Check) {
     let current: Arc<Mutex<Vec<u8>>> = Arc::default();
     let started = Instant::now();
     let since = Arc::new(AtomicU64::new(u64::MAX));
-    let done = Arc::new(AtomicBool::new(false));
+    // Dropping `done` (the run is over) wakes the watchdog at once.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
     let watchdog = {
-        let (current, since, done) = (current.clone(), since.clone(), done.clone());
+        let (current, since) = (current.clone(), since.clone());
         let dir = failures_dir.clone();
         let target = target.to_string();
         std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(50));
+            // Checks the running input's age each time the wait for the end of the run
+            // times out.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(Duration::from_millis(50))
+            {
                 let at = since.load(Ordering::Relaxed);
                 if at != u64::MAX
                     && started.elapsed().as_millis() as u64 > at + timeout.as_millis() as u64
@@ -193,7 +197,7 @@ fn fuzz(target: &str, make: &Make<'_>, check: &Check) {
             }
         }
     }
-    done.store(true, Ordering::Relaxed);
+    drop(done);
     let _ = watchdog.join();
     eprintln!(
         "fuzz {target}: {} corpus inputs, {iters} generated (seed {:#x}), {} outcomes, {} failures",

@@ -24,7 +24,7 @@ use std::cell::Cell;
 
 use opentelemetry_proto::tonic::metrics::v1::{metric, Metric};
 
-use crate::ottl::{infer_context, points_of, Condition, ConditionSet, ContextKind};
+use crate::ottl::{infer_context, point_count, points_of, Condition, ConditionSet, ContextKind};
 use crate::pdata::{Batch, Payload, Signal};
 use crate::pipeline::Processor;
 use crate::telemetry::metrics::{Counter, Registry};
@@ -376,7 +376,7 @@ impl Filter {
                     }
                     retain_points(m, keep);
                     changed.set(true);
-                    !points_of(m).is_empty()
+                    point_count(m) > 0
                 });
                 gone(!sm.metrics.is_empty())
             });

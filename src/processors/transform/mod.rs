@@ -14,7 +14,9 @@ use opentelemetry_proto::tonic::collector::{
 };
 use serde::Deserialize;
 
-use crate::ottl::{infer_context, points_of, Condition, ConditionSet, ContextKind, Statement};
+use crate::ottl::{
+    infer_context, point_at, point_count, Condition, ConditionSet, ContextKind, Statement,
+};
 use crate::pdata::{Batch, Payload};
 use crate::pipeline::Processor;
 use crate::processors::filter::config::check_error_mode;
@@ -313,16 +315,16 @@ impl Transform {
                         }
                         _ => {
                             for m in &mut sm.metrics {
-                                for i in 0..points_of(m).len() {
-                                    let hold = all || {
-                                        let p = points_of(m)[i];
-                                        g.conditions.eval_datapoint(
-                                            res.as_ref(),
-                                            scope.as_ref(),
-                                            m,
-                                            p,
-                                        )
-                                    };
+                                for i in 0..point_count(m) {
+                                    let hold = all
+                                        || point_at(m, i).is_some_and(|p| {
+                                            g.conditions.eval_datapoint(
+                                                res.as_ref(),
+                                                scope.as_ref(),
+                                                m,
+                                                p,
+                                            )
+                                        });
                                     if hold {
                                         g.statements
                                             .iter()
