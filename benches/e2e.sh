@@ -6,6 +6,7 @@
 #
 #   benches/e2e.sh [SECONDS]      (default 10 seconds per path)
 #   ONLY="persistent queue" benches/e2e.sh 6     (only the rows whose name contains ONLY)
+#   PERF_OUT=/tmp/weir.perf ONLY=... benches/e2e.sh 6   (perf record of weir during the row)
 #
 # Prints a Markdown table (also written to target/e2e-results.md). Needs taskset (util-linux).
 set -euo pipefail
@@ -42,7 +43,7 @@ ROWS=()
 run() {
   local name="$1" signal="$2" procs="$3" exporter="$4"; shift 4
   if [ -n "${ONLY:-}" ] && [[ "$name" != *"$ONLY"* ]]; then return 0; fi
-  local grpc sinkp; grpc=$(port); sinkp=$(port)
+  local grpc httpp sinkp; grpc=$(port); httpp=$(port); sinkp=$(port)
   local exp rtls="" etls="tls: {insecure: true}" send_tls=() sink_tls=()
   if [ "${TLS_IN:-0}" = 1 ]; then
     rtls=", tls: {cert_file: \"$WORK/cert.pem\", key_file: \"$WORK/key.pem\"}"
@@ -57,6 +58,15 @@ run() {
     endpoint: 127.0.0.1:$sinkp
     $etls
     compression: none" ;;
+    otlp-default) exp="otlp:
+    endpoint: 127.0.0.1:$sinkp
+    $etls" ;;
+    otlp-zstd) exp="otlp:
+    endpoint: 127.0.0.1:$sinkp
+    $etls
+    compression: zstd" ;;
+    otlphttp-default) exp="otlphttp:
+    endpoint: http://127.0.0.1:$sinkp" ;;
     otlp-wal) exp="otlp:
     endpoint: 127.0.0.1:$sinkp
     $etls
@@ -70,6 +80,9 @@ run() {
   esac
   local expid="${exporter/prw/prometheusremotewrite}"
   expid="${expid/otlp-wal/otlp}"
+  expid="${expid/otlp-default/otlp}"
+  expid="${expid/otlp-zstd/otlp}"
+  expid="${expid/otlphttp-default/otlphttp}"
   # The persistent queue's rows: a file_storage directory of their own (WAL_FSYNC=true syncs).
   local ext="" svcext=""
   if [ "$exporter" = otlp-wal ]; then
@@ -82,6 +95,7 @@ receivers:
   otlp:
     protocols:
       grpc: {endpoint: "127.0.0.1:$grpc", max_recv_msg_size_mib: 64$rtls}
+      http: {endpoint: "127.0.0.1:$httpp"}
 processors:
   batch: {timeout: 200ms}
   tenant: {sources: [{static: team-a}]}
@@ -118,7 +132,11 @@ EOF
   local idle; idle=$(rss_kib $weirpid)
   ( peak=0; while kill -0 $weirpid 2>/dev/null; do r=$(rss_kib $weirpid); [ "${r:-0}" -gt "$peak" ] && peak=$r && echo $peak > "$WORK/peak"; sleep 0.2; done ) &
   local sampler=$!
-  taskset -c "$LOAD_CPU" "$LOADGEN" send --endpoint "127.0.0.1:$grpc" --signal "$signal" --duration "${SECS}s" --conns "$CONNS" --batch "$BATCH" "${send_tls[@]}" "$@" > "$WORK/send.json"
+  # PERF_OUT=file: a CPU profile of weir during the run (perf report -i file).
+  if [ -n "${PERF_OUT:-}" ]; then perf record -F 499 -g -p $weirpid -o "$PERF_OUT" -- sleep "$SECS" 2>/dev/null & fi
+  local target="127.0.0.1:$grpc" proto=grpc
+  if [ "${PROTO:-grpc}" = http ]; then target="127.0.0.1:$httpp"; proto=http; fi
+  taskset -c "$LOAD_CPU" "$LOADGEN" send --endpoint "$target" --protocol "$proto" --signal "$signal" --duration "${SECS}s" --conns "$CONNS" --batch "$BATCH" "${send_tls[@]}" "$@" > "$WORK/send.json"
   sleep 1.5   # batch timeouts, tail-sampling decisions
   kill -TERM $weirpid; wait $weirpid 2>/dev/null || true
   kill $sampler 2>/dev/null || true
@@ -129,7 +147,7 @@ EOF
   p50=$(json '["p50_ms"]' < "$WORK/send.json")
   p99=$(json '["p99_ms"]' < "$WORK/send.json")
   case "$exporter" in
-    otlp|otlp-wal) got=$(json "[\"$signal\"]" < "$WORK/sink.json") ;;
+    otlp*) got=$(json "[\"$signal\"]" < "$WORK/sink.json") ;;
     prw) got=$(json '["remote_write_samples"]' < "$WORK/sink.json") ;;
     loki) got=$(json '["loki_entries"]' < "$WORK/sink.json") ;;
   esac
@@ -147,6 +165,14 @@ run "traces pass-through, large spans" traces "" otlp --shape large
 run "traces pass-through, small, client gzip" traces "" otlp --gzip
 run "traces pass-through, small, client zstd" traces "" otlp --zstd
 run "traces + batch" traces "batch" otlp
+# The paths users run with defaults: the otlp and otlphttp exporters compress with gzip unless
+# told otherwise, and agents send gzip.
+run "gateway defaults: gzip in → batch → gzip out, gRPC" traces "batch" otlp-default --gzip
+PROTO=http run "gateway defaults: gzip in → batch → gzip out, OTLP/HTTP protobuf" traces "batch" otlphttp-default --gzip
+run "gzip in → tenant tagging + batch → gzip out, gRPC" traces "tenant, batch" otlp-default --gzip
+run "zstd in → batch → zstd out, gRPC" traces "batch" otlp-zstd --zstd
+PROTO=http run "OTLP/JSON in (HTTP) → batch → protobuf out" traces "batch" otlp --json
+SINK_EXTRA="--delay 50ms" run "slow backend (50 ms), gzip in → batch → gzip out, defaults" traces "batch" otlp-default --gzip
 run "traces + tenant tagging + batch" traces "tenant, batch" otlp
 run "traces + filter (2 conditions, no span matches) + batch" traces "filter/health, batch" otlp
 run "traces + transform (redacts one attribute of every span) + batch" traces "transform/redact, batch" otlp

@@ -143,6 +143,7 @@ fn main() {
         payload: Payload::Metrics(req.clone()),
         context: Arc::new(Context::default()),
         held: None,
+        compressed: None,
     };
     // Steady state: 50 of 90 series per metric admitted, the rest folded into overflow.
     g.bench_function("process", |b| {

@@ -23,6 +23,22 @@ Signals: SIGTERM/SIGINT drain queues within service.shutdown_timeout, then exit 
 SIGHUP (or POST /-/reload on the telemetry endpoint) reloads the config: an invalid one
 changes nothing; a valid one is applied touching only what changed.";
 
+/// mimalloc's `arena_eager_commit` (option 4 of mimalloc.h): off, so its 1 GiB arena is
+/// committed as it is used rather than up front in huge pages: idle RSS 15.5 → ~10 MiB.
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// Sets the allocator's options before the first allocation (the Rust runtime allocates
+/// before `main`): run from the ELF constructors.
+extern "C" fn allocator_options() {
+    // SAFETY: sets a process-wide allocator option; takes no pointers.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+}
+
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ALLOCATOR_OPTIONS: extern "C" fn() = allocator_options;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut command: Option<&str> = None;

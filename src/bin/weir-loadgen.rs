@@ -2,15 +2,17 @@
 //!
 //! ```text
 //! weir-loadgen send --endpoint 127.0.0.1:4317 [--protocol grpc|http] [--signal traces|metrics|logs]
-//!                   [--batch 512] [--conns 4] [--duration 10s] [--rate 0] [--gzip]
-//!                   [--shape small|large] [--header K=V]... [--tls-ca FILE]
+//!                   [--batch 512] [--conns 4] [--duration 10s] [--rate 0] [--gzip | --zstd]
+//!                   [--json] [--shape small|large] [--header K=V]... [--tls-ca FILE]
 //! weir-loadgen sink --listen 127.0.0.1:5317 [--idle 2s] [--duration 0] [--delay 0]
 //!                   [--tls-cert FILE --tls-key FILE]
 //! ```
 //!
 //! `send` pre-encodes one request and patches fresh trace and span ids into a copy for every
 //! request (so the generator is never the bottleneck), then reports one JSON line: items/s,
-//! requests failed by status, p50/p99 latency, bytes per item. `sink` accepts OTLP over gRPC
+//! requests failed by status, p50/p99 latency, bytes per item. Compressed and JSON bodies are
+//! prepared before the run (32 variants a connection, cycled), so the generator's core spends
+//! its time sending, not compressing. `sink` accepts OTLP over gRPC
 //! and HTTP, Prometheus remote write and Loki pushes on one port, counts items with a wire
 //! walk (no decoding), and prints one JSON line when it stops (SIGTERM/SIGINT, `--idle` after
 //! the last request, or `--duration`). `--delay` makes it a slow backend: each request is
@@ -49,7 +51,7 @@ weir-loadgen: OTLP load generator and counting sink
 
   weir-loadgen send --endpoint HOST:PORT [--protocol grpc|http] [--signal traces|metrics|logs]
                     [--batch 512] [--conns 4] [--duration 10s] [--rate 0] [--gzip | --zstd]
-                    [--shape small|large] [--header K=V]...
+                    [--json (with --protocol http)] [--shape small|large] [--header K=V]...
   weir-loadgen sink --listen HOST:PORT [--idle 2s] [--duration 0] [--delay 0]
                     [--tls-cert FILE --tls-key FILE]
   (send over TLS: --tls-ca FILE, gRPC only)";
@@ -255,6 +257,62 @@ fn fresh(t: &Template, conn: u64, n: u64) -> Bytes {
     Bytes::from(b)
 }
 
+/// How request bodies are encoded on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// Distinct request bodies built before the run when each would cost the generator more than
+/// weir (compression, JSON): the run cycles through them, so the generator's core measures
+/// weir and not the generator.
+const VARIANTS: u64 = 32;
+
+/// The bodies one connection sends: `None` means a fresh copy of the template per request
+/// (protobuf, uncompressed), else the prepared variants.
+fn prepared(
+    tpl: &Template,
+    signal: Signal,
+    conn: u64,
+    coding: Coding,
+    json: bool,
+) -> Option<Vec<Bytes>> {
+    if coding == Coding::None && !json {
+        return None;
+    }
+    let bodies = (0..VARIANTS)
+        .map(|n| {
+            let pb = fresh(tpl, conn, n);
+            let raw = if json {
+                to_json(signal, &pb)
+            } else {
+                pb.to_vec()
+            };
+            Bytes::from(match coding {
+                Coding::None => raw,
+                Coding::Gzip => weir::compression::gzip(&raw),
+                Coding::Zstd => weir::compression::zstd(&raw),
+            })
+        })
+        .collect();
+    Some(bodies)
+}
+
+/// OTLP/JSON of an encoded request (the encoding the OTLP/HTTP JSON clients send).
+fn to_json(signal: Signal, pb: &[u8]) -> Vec<u8> {
+    let r = match signal {
+        Signal::Traces => ExportTraceServiceRequest::decode(pb).map(|r| serde_json::to_vec(&r)),
+        Signal::Metrics => ExportMetricsServiceRequest::decode(pb).map(|r| serde_json::to_vec(&r)),
+        Signal::Logs => ExportLogsServiceRequest::decode(pb).map(|r| serde_json::to_vec(&r)),
+    };
+    match r {
+        Ok(Ok(v)) => v,
+        _ => Vec::new(),
+    }
+}
+
 struct Args(Vec<String>);
 
 impl Args {
@@ -348,6 +406,16 @@ async fn send(args: Args) -> Result<String, String> {
     let rate = args.num("--rate", 0)?;
     let gzip = args.flag("--gzip");
     let zstd = args.flag("--zstd");
+    let json = args.flag("--json");
+    let coding = match (gzip, zstd) {
+        (true, true) => return Err("--gzip and --zstd exclude each other".into()),
+        (true, false) => Coding::Gzip,
+        (false, true) => Coding::Zstd,
+        (false, false) => Coding::None,
+    };
+    if json && protocol != "http" {
+        return Err("--json needs --protocol http".into());
+    }
     let shape = args.get("--shape").unwrap_or("small").to_owned();
     // gRPC over TLS, trusting this CA.
     let tls = match args.get("--tls-ca") {
@@ -382,31 +450,21 @@ async fn send(args: Args) -> Result<String, String> {
         );
         tasks.push(tokio::spawn(async move {
             let mut local = Totals::default();
+            let bodies = Bodies {
+                tpl: &tpl,
+                conn: c,
+                prepared: prepared(&tpl, signal, c, coding, json),
+                coding,
+                json,
+            };
             let res = if protocol == "http" {
                 send_http(
-                    &endpoint,
-                    signal,
-                    &tpl,
-                    c,
-                    (gzip, zstd),
-                    &headers,
-                    deadline,
-                    interval,
-                    &mut local,
+                    &endpoint, signal, &bodies, &headers, deadline, interval, &mut local,
                 )
                 .await
             } else {
                 send_grpc(
-                    &endpoint,
-                    tls,
-                    signal,
-                    &tpl,
-                    c,
-                    (gzip, zstd),
-                    &headers,
-                    deadline,
-                    interval,
-                    &mut local,
+                    &endpoint, tls, signal, &bodies, &headers, deadline, interval, &mut local,
                 )
                 .await
             };
@@ -442,6 +500,7 @@ async fn send(args: Args) -> Result<String, String> {
         "shape": shape,
         "gzip": gzip,
         "zstd": zstd,
+        "json": json,
         "batch": batch,
         "conns": conns,
         "seconds": (secs * 1000.0).round() / 1000.0,
@@ -456,14 +515,40 @@ async fn send(args: Args) -> Result<String, String> {
     .to_string())
 }
 
+/// What one connection sends.
+struct Bodies<'a> {
+    tpl: &'a Template,
+    conn: u64,
+    prepared: Option<Vec<Bytes>>,
+    coding: Coding,
+    json: bool,
+}
+
+impl Bodies<'_> {
+    /// The `n`th request's body, encoded and compressed as the connection sends it.
+    fn get(&self, n: u64) -> Bytes {
+        match &self.prepared {
+            Some(v) => v[(n % v.len() as u64) as usize].clone(),
+            None => fresh(self.tpl, self.conn, n),
+        }
+    }
+}
+
+/// The gRPC status of a response: the trailers', else the headers' (trailers-only).
+fn grpc_code(headers: &http::HeaderMap, trailers: Option<&http::HeaderMap>) -> Option<String> {
+    let status = trailers
+        .and_then(|t| t.get("grpc-status"))
+        .or_else(|| headers.get("grpc-status"))?;
+    let code = status.to_str().ok()?.parse::<i32>().ok()?;
+    Some(format!("{:?}", tonic::Code::from_i32(code)))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn send_grpc(
     endpoint: &str,
     tls: Option<Arc<weir::tls::ClientTls>>,
     signal: Signal,
-    tpl: &Template,
-    conn: u64,
-    (gzip, zstd): (bool, bool),
+    bodies: &Bodies<'_>,
     headers: &[(String, String)],
     deadline: Instant,
     interval: Option<Duration>,
@@ -484,13 +569,11 @@ async fn send_grpc(
             .map_err(|e| e.to_string())?,
         None => endpoint.connect().await.map_err(|e| e.to_string())?,
     };
-    let mut grpc = tonic::client::Grpc::new(channel);
-    if gzip {
-        grpc = grpc.send_compressed(CompressionEncoding::Gzip);
-    } else if zstd {
-        grpc = grpc.send_compressed(CompressionEncoding::Zstd);
-    }
-    let path = http::uri::PathAndQuery::from_static(signal.grpc_path());
+    let (flag, encoding) = match bodies.coding {
+        Coding::None => (0u8, None),
+        Coding::Gzip => (1, Some("gzip")),
+        Coding::Zstd => (1, Some("zstd")),
+    };
     let mut n = 0u64;
     let mut next = Instant::now();
     while Instant::now() < deadline {
@@ -498,33 +581,58 @@ async fn send_grpc(
             tokio::time::sleep_until(next.into()).await;
             next += iv;
         }
-        let body = fresh(tpl, conn, n);
+        let body = bodies.get(n);
         n += 1;
-        if grpc.ready().await.is_err() {
+        // One gRPC frame: the compressed flag, the length, the (prepared) message.
+        let mut frame = Vec::with_capacity(body.len() + 5);
+        frame.push(flag);
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        let mut b = Request::post(signal.grpc_path())
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        if let Some(e) = encoding {
+            b = b.header("grpc-encoding", e);
+        }
+        for (k, v) in headers {
+            b = b.header(k.to_ascii_lowercase().as_str(), v.as_str());
+        }
+        let Ok(req) = b.body(tonic::body::Body::new(Full::new(Bytes::from(frame)))) else {
+            continue;
+        };
+        let mut ch = channel.clone();
+        if std::future::poll_fn(|cx| tower_service::Service::poll_ready(&mut ch, cx))
+            .await
+            .is_err()
+        {
             *t.failed.entry("not ready".into()).or_default() += 1;
             continue;
         }
-        let mut req = tonic::Request::new(body);
-        for (k, v) in headers {
-            if let (Ok(k), Ok(v)) = (
-                tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()),
-                tonic::metadata::MetadataValue::try_from(v.as_str()),
-            ) {
-                req.metadata_mut().insert(k, v);
-            }
-        }
         let sent = Instant::now();
-        match grpc
-            .unary::<Bytes, Bytes, _>(req, path.clone(), BytesCodec)
-            .await
-        {
-            Ok(_) => {
-                t.items += tpl.items as u64;
+        let resp = match tower_service::Service::call(&mut ch, req).await {
+            Ok(r) => r,
+            Err(e) => {
+                *t.failed.entry(format!("transport: {e}")).or_default() += 1;
+                continue;
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let collected = match body.collect().await {
+            Ok(c) => c,
+            Err(e) => {
+                *t.failed.entry(format!("transport: {e}")).or_default() += 1;
+                continue;
+            }
+        };
+        match grpc_code(&parts.headers, collected.trailers()).as_deref() {
+            Some("Ok") => {
+                t.items += bodies.tpl.items as u64;
                 t.requests += 1;
                 t.latencies_us
                     .push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
             }
-            Err(s) => *t.failed.entry(format!("{:?}", s.code())).or_default() += 1,
+            Some(code) => *t.failed.entry(code.to_owned()).or_default() += 1,
+            None => *t.failed.entry("no grpc-status".into()).or_default() += 1,
         }
     }
     Ok(())
@@ -534,9 +642,7 @@ async fn send_grpc(
 async fn send_http(
     endpoint: &str,
     signal: Signal,
-    tpl: &Template,
-    conn: u64,
-    (gzip, zstd): (bool, bool),
+    bodies: &Bodies<'_>,
     headers: &[(String, String)],
     deadline: Instant,
     interval: Option<Duration>,
@@ -553,6 +659,11 @@ async fn send_http(
         .parse()
         .map_err(|e| format!("{e}"))?;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let content_type = if bodies.json {
+        "application/json"
+    } else {
+        "application/x-protobuf"
+    };
     let mut n = 0u64;
     let mut next = Instant::now();
     while Instant::now() < deadline {
@@ -560,15 +671,13 @@ async fn send_http(
             tokio::time::sleep_until(next.into()).await;
             next += iv;
         }
-        let mut body = fresh(tpl, conn, n);
+        let body = bodies.get(n);
         n += 1;
-        let mut b = Request::post(url.clone()).header("content-type", "application/x-protobuf");
-        if gzip {
-            body = Bytes::from(weir::compression::gzip(&body));
-            b = b.header("content-encoding", "gzip");
-        } else if zstd {
-            body = Bytes::from(weir::compression::zstd(&body));
-            b = b.header("content-encoding", "zstd");
+        let mut b = Request::post(url.clone()).header("content-type", content_type);
+        match bodies.coding {
+            Coding::Gzip => b = b.header("content-encoding", "gzip"),
+            Coding::Zstd => b = b.header("content-encoding", "zstd"),
+            Coding::None => {}
         }
         for (k, v) in headers {
             b = b.header(k.as_str(), v.as_str());
@@ -580,7 +689,7 @@ async fn send_http(
         match client.request(req).await {
             Ok(resp) if resp.status().is_success() => {
                 let _ = resp.into_body().collect().await;
-                t.items += tpl.items as u64;
+                t.items += bodies.tpl.items as u64;
                 t.requests += 1;
                 t.latencies_us
                     .push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);

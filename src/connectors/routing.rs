@@ -216,6 +216,7 @@ impl Router {
                 payload,
                 context: ctx.clone(),
                 held: held.clone(),
+                compressed: None,
             };
             b.recount();
             if to.is_empty() {

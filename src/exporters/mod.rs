@@ -18,6 +18,9 @@ pub enum Compression {
     Gzip,
     /// zstd (level 1): what the Collector also accepts; much cheaper than gzip.
     Zstd,
+    /// snappy: over gRPC in snappy's framing format (as grpc-go's compressor), over HTTP as
+    /// one block (as weir's and the Collector's HTTP receivers read `snappy`).
+    Snappy,
     #[serde(alias = "")]
     None,
 }
@@ -37,12 +40,13 @@ impl CompressionParams {
         let ok = match c {
             Compression::Gzip => (-1..=9).contains(&self.level),
             Compression::Zstd => (0..=22).contains(&self.level),
-            Compression::None => self.level == 0,
+            Compression::Snappy | Compression::None => self.level == 0,
         };
         (!ok).then(|| {
             let name = match c {
                 Compression::Gzip => "gzip",
                 Compression::Zstd => "zstd",
+                Compression::Snappy => "snappy",
                 Compression::None => "none",
             };
             (
@@ -55,12 +59,50 @@ impl CompressionParams {
         })
     }
 
-    /// Compresses `body` with `c` at this level.
-    pub fn compress(&self, c: Compression, body: &[u8]) -> Vec<u8> {
+    /// Compresses `body` with `c` at this level; `grpc` picks snappy's framing format.
+    pub fn compress(&self, c: Compression, grpc: bool, body: &[u8]) -> Vec<u8> {
         match c {
             Compression::Gzip => crate::compression::gzip_level(body, self.level),
             Compression::Zstd => crate::compression::zstd_level(body, self.level),
+            Compression::Snappy if grpc => crate::compression::snappy_framed(body),
+            Compression::Snappy => snap::raw::Encoder::new()
+                .compress_vec(body)
+                .unwrap_or_default(),
             Compression::None => body.to_vec(),
+        }
+    }
+
+    /// A batch's encoded bytes compressed with `c`: once per batch and form when it fans out
+    /// to several exporters (the batch carries the forms made so far), and on the
+    /// compression threads when the body is large enough to hold up a runtime worker.
+    pub async fn compress_batch(
+        &self,
+        c: Compression,
+        grpc: bool,
+        batch: &crate::pdata::Batch,
+        payload: &bytes::Bytes,
+    ) -> bytes::Bytes {
+        let params = *self;
+        let make = || {
+            let payload = payload.clone();
+            async move {
+                let len = payload.len();
+                bytes::Bytes::from(
+                    crate::compression::offload(len, move || params.compress(c, grpc, &payload))
+                        .await,
+                )
+            }
+        };
+        // Only the batch's own encoded bytes are shared (not, say, a JSON body made for one
+        // exporter), so the forms stay one per codec.
+        let own = matches!(&batch.payload, crate::pdata::Payload::Encoded(b)
+            if b.as_ptr() == payload.as_ptr() && b.len() == payload.len());
+        match &batch.compressed {
+            Some(forms) if own => {
+                let key = (c as u32) << 24 | u32::from(grpc) << 23 | (self.level as u32 & 0xff);
+                forms.cell(key, payload).get_or_init(make).await.clone()
+            }
+            _ => make().await,
         }
     }
 }
@@ -554,5 +596,85 @@ mod proxy_tests {
             None
         );
         assert_eq!(env(&[]), EnvProxy::default());
+    }
+}
+
+#[cfg(test)]
+mod compress_once_tests {
+    use super::*;
+    use crate::pdata::{Batch, Context, Payload, Signal};
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    fn batch(shared: bool) -> Batch {
+        let mut b = Batch::encoded(
+            Signal::Traces,
+            Bytes::from(vec![7u8; 300_000]),
+            1,
+            Arc::new(Context::default()),
+        );
+        if shared {
+            b.compressed = Some(Default::default());
+        }
+        b
+    }
+
+    /// Exporters that compress a fanned-out batch alike share one compressed form (the
+    /// same bytes, not equal ones); another codec or level is another form; a batch that
+    /// goes to one exporter, or a body that is not the batch's own bytes, is not cached.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fanned_out_batch_is_compressed_once_per_form() {
+        let p = CompressionParams::default();
+        let b = batch(true);
+        let Payload::Encoded(own) = &b.payload else {
+            panic!("encoded")
+        };
+        // Two exporters at once (300 KB: on the compression threads).
+        let (x, y) = tokio::join!(
+            p.compress_batch(Compression::Gzip, true, &b, own),
+            p.compress_batch(Compression::Gzip, true, &b, own)
+        );
+        assert_eq!(x.as_ptr(), y.as_ptr(), "one gzip form shared");
+        // A clone (what each exporter holds) shares it too.
+        let c = b.clone();
+        let z = p.compress_batch(Compression::Gzip, true, &c, own).await;
+        assert_eq!(z.as_ptr(), x.as_ptr());
+        assert_eq!(
+            crate::compression::gunzip_capped(&z, 1 << 20).as_deref(),
+            Ok(&own[..])
+        );
+        let level9 = CompressionParams { level: 9 };
+        let g9 = level9
+            .compress_batch(Compression::Gzip, true, &b, own)
+            .await;
+        assert_ne!(g9.as_ptr(), x.as_ptr(), "another level, another form");
+        let sg = p.compress_batch(Compression::Snappy, true, &b, own).await;
+        let sh = p.compress_batch(Compression::Snappy, false, &b, own).await;
+        assert_ne!(sg, sh, "gRPC snappy is framed, HTTP snappy one block");
+        assert_eq!(
+            crate::compression::unsnappy_framed_capped(&sg, 1 << 20).as_deref(),
+            Ok(&own[..])
+        );
+        assert_eq!(
+            crate::compression::unsnappy_capped(&sh, 1 << 20).as_deref(),
+            Ok(&own[..])
+        );
+        // Not the batch's own bytes (say, JSON made for one exporter): made each time.
+        let other = Bytes::from(vec![7u8; 300_000]);
+        let o1 = p.compress_batch(Compression::Gzip, true, &b, &other).await;
+        let o2 = p.compress_batch(Compression::Gzip, true, &b, &other).await;
+        assert_ne!(o1.as_ptr(), o2.as_ptr());
+        // One exporter: nothing cached.
+        let single = batch(false);
+        let Payload::Encoded(own1) = &single.payload else {
+            panic!("encoded")
+        };
+        let s1 = p
+            .compress_batch(Compression::Gzip, true, &single, own1)
+            .await;
+        let s2 = p
+            .compress_batch(Compression::Gzip, true, &single, own1)
+            .await;
+        assert_ne!(s1.as_ptr(), s2.as_ptr());
     }
 }

@@ -136,6 +136,33 @@ pub struct Batch {
     /// (a decoded request takes several times its encoded size). Shared by the batches split
     /// from it.
     pub held: Option<Arc<crate::pipeline::budget::Charge>>,
+    /// Compressed forms of the encoded bytes, shared by the exporters a batch fans out to, so
+    /// exporters that compress the same bytes the same way compress once.
+    pub compressed: Option<Arc<CompressedForms>>,
+}
+
+/// The compressed forms of one batch's encoded bytes (see [`Batch::compressed`]). Each form
+/// remembers the bytes it was made from (kept alive, compared by address and length), so a
+/// payload changed after the cache was attached is never answered from it.
+#[derive(Debug, Default)]
+pub struct CompressedForms {
+    #[allow(clippy::type_complexity)]
+    forms: std::sync::Mutex<Vec<(u32, Bytes, Arc<tokio::sync::OnceCell<Bytes>>)>>,
+}
+
+impl CompressedForms {
+    /// The cell of form `key` of `source`: the first exporter to ask fills it, the others
+    /// wait for it, so a form is made once.
+    pub fn cell(&self, key: u32, source: &Bytes) -> Arc<tokio::sync::OnceCell<Bytes>> {
+        let mut forms = self.forms.lock().unwrap_or_else(|e| e.into_inner());
+        let same = |s: &Bytes| s.as_ptr() == source.as_ptr() && s.len() == source.len();
+        if let Some((_, _, c)) = forms.iter().find(|(k, s, _)| *k == key && same(s)) {
+            return c.clone();
+        }
+        let c = Arc::new(tokio::sync::OnceCell::new());
+        forms.push((key, source.clone(), c.clone()));
+        c
+    }
 }
 
 /// A decoded request holds about this many times its encoded size more (prost's structs, one
@@ -163,6 +190,7 @@ impl Batch {
             payload: Payload::Encoded(bytes),
             context,
             held: None,
+            compressed: None,
         }
     }
 

@@ -1241,8 +1241,12 @@ async fn fan_out(outs: &[Out], batches: Vec<Batch>) {
             continue;
         }
         // Encode once so every exporter shares the same bytes.
-        if outs.len() > 1 && !matches!(b.payload, Payload::Encoded(_)) {
-            b.payload = Payload::Encoded(b.to_bytes());
+        if outs.len() > 1 {
+            if !matches!(b.payload, Payload::Encoded(_)) {
+                b.payload = Payload::Encoded(b.to_bytes());
+            }
+            // ... and compress once for the exporters that compress alike.
+            b.compressed = Some(Default::default());
         }
         if let Some((last, rest)) = outs.split_last() {
             for o in rest {

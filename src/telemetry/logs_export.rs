@@ -171,6 +171,7 @@ pub fn start(
                 payload: Payload::Logs(req),
                 context: Arc::new(crate::pdata::Context::default()),
                 held: None,
+                compressed: None,
             };
             // A failure is not logged (that would feed the queue); the records are dropped.
             if !matches!(

@@ -97,6 +97,7 @@ pub fn start(
             payload: Payload::Metrics(req),
             context: Arc::new(Context::default()),
             held: None,
+            compressed: None,
         };
         match tokio::time::timeout(push_timeout, sender.send(&batch)).await {
             Ok(Ok(_)) => {}

@@ -197,7 +197,7 @@ impl LokiExporterConfig {
         if self.timeout.0.is_zero() {
             errs.push(("timeout".into(), "must be greater than 0".into()));
         }
-        if self.compression == Compression::Zstd {
+        if matches!(self.compression, Compression::Zstd | Compression::Snappy) {
             errs.push((
                 "compression".into(),
                 "Loki takes gzip (for encoding: json) or none; protobuf is always snappy".into(),

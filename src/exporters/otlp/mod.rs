@@ -266,6 +266,7 @@ fn response_message(data: &[u8], encoding: Option<&HeaderValue>) -> Result<Bytes
     let inflated = match encoding.and_then(|e| e.to_str().ok()) {
         Some("gzip") => crate::compression::gunzip_capped(msg, MAX_RESPONSE),
         Some("zstd") => crate::compression::unzstd_capped(msg, MAX_RESPONSE),
+        Some("snappy") => crate::compression::unsnappy_framed_capped(msg, MAX_RESPONSE),
         other => return Err(format!("compressed response with grpc-encoding {other:?}")),
     };
     inflated.map(Bytes::from).map_err(|e| e.to_string())
@@ -278,17 +279,19 @@ impl Sender for OtlpGrpcSender {
             // level 6), its header and body sent as they are: no copy into a frame buffer.
             let payload = batch.to_bytes();
             let (flag, body, encoding) = match self.compression {
-                Compression::Gzip => (
-                    1u8,
-                    Bytes::from(self.params.compress(self.compression, &payload)),
-                    "gzip",
-                ),
-                Compression::Zstd => (
-                    1u8,
-                    Bytes::from(self.params.compress(self.compression, &payload)),
-                    "zstd",
-                ),
                 Compression::None => (0u8, payload, ""),
+                c => {
+                    let name = match c {
+                        Compression::Gzip => "gzip",
+                        Compression::Zstd => "zstd",
+                        _ => "snappy",
+                    };
+                    (
+                        1u8,
+                        self.params.compress_batch(c, true, batch, &payload).await,
+                        name,
+                    )
+                }
             };
             let len = u32::try_from(body.len())
                 .map_err(|_| ExportError::permanent("request over 4 GiB"))?;
@@ -317,7 +320,7 @@ impl Sender for OtlpGrpcSender {
             );
             h.insert(
                 "grpc-accept-encoding",
-                HeaderValue::from_static("gzip,zstd"),
+                HeaderValue::from_static("gzip,zstd,snappy"),
             );
             if !encoding.is_empty() {
                 h.insert("grpc-encoding", HeaderValue::from_static(encoding));

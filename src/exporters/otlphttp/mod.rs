@@ -148,7 +148,10 @@ impl Sender for OtlpHttpSender {
             };
             let mut body = self.body(batch)?;
             if self.compression != Compression::None {
-                body = Bytes::from(self.params.compress(self.compression, &body));
+                body = self
+                    .params
+                    .compress_batch(self.compression, false, batch, &body)
+                    .await;
             }
             let ct = match self.encoding {
                 Encoding::Proto => "application/x-protobuf",
@@ -172,6 +175,10 @@ impl Sender for OtlpHttpSender {
                 Compression::Zstd => {
                     req.headers_mut()
                         .insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+                }
+                Compression::Snappy => {
+                    req.headers_mut()
+                        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("snappy"));
                 }
                 Compression::None => {}
             }

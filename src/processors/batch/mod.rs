@@ -186,6 +186,7 @@ fn merge(mut parts: Vec<Batch>, context: Arc<Context>) -> Option<Batch> {
         payload,
         context,
         held: None,
+        compressed: None,
     })
 }
 

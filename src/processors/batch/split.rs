@@ -31,6 +31,7 @@ pub fn split_off_front(batch: &mut Batch, n: usize) -> Batch {
         payload,
         context: batch.context.clone(),
         held: batch.held.clone(),
+        compressed: None,
     };
     front.recount();
     batch.recount();

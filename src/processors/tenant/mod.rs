@@ -10,6 +10,7 @@
 //! tenant header disagrees with its bearer token's tenant, so one tenant cannot write as
 //! another.
 pub mod config;
+mod encoded;
 pub mod gate;
 #[cfg(test)]
 mod tests;
@@ -222,14 +223,13 @@ fn set_attr(resource: &mut Option<Resource>, key: &str, value: &str) {
     let v = Some(AnyValue {
         value: Some(any_value::Value::StringValue(value.to_owned())),
     });
-    match r.attributes.iter_mut().find(|kv| kv.key == key) {
-        Some(kv) => kv.value = v,
-        None => r.attributes.push(KeyValue {
-            key: key.to_owned(),
-            value: v,
-            ..Default::default()
-        }),
-    }
+    // Every copy the client sent goes: a second one must not carry a tenant it chose.
+    r.attributes.retain(|kv| kv.key != key);
+    r.attributes.push(KeyValue {
+        key: key.to_owned(),
+        value: v,
+        ..Default::default()
+    });
 }
 
 impl TenantProcessor {
@@ -290,7 +290,18 @@ impl TenantProcessor {
         }
     }
 
-    fn tenant(&self, ctx: &Context, resource: Option<&Resource>) -> Result<Arc<str>, NoTenant> {
+    /// Whether a resource's attributes can decide its tenant (else one tenant per batch).
+    fn per_resource(&self) -> bool {
+        self.sources
+            .iter()
+            .any(|s| matches!(s, Source::Attribute { .. }))
+    }
+
+    fn tenant<'r>(
+        &self,
+        ctx: &Context,
+        attr: impl Fn(&str) -> Option<&'r str>,
+    ) -> Result<Arc<str>, NoTenant> {
         let auth = authenticated(ctx, &self.tokens, &self.identities);
         // Untrusted claims (a header, a resource attribute the client wrote) are honoured only
         // for a client that authenticated; otherwise anyone could write as any tenant.
@@ -317,21 +328,17 @@ impl TenantProcessor {
                     .filter(|v| !v.is_empty())
                     .map(Arc::from),
                 Source::Static(v) => Some(v.clone()),
-                Source::Attribute { key, exact, rules } => resource
-                    .and_then(|r| r.attributes.iter().find(|kv| &kv.key == key))
-                    .and_then(|kv| kv.value.as_ref())
-                    .and_then(str_value)
-                    .and_then(|v| {
-                        if exact.is_empty() {
-                            return Some(Arc::from(v));
-                        }
-                        exact.get(v).cloned().or_else(|| {
-                            rules
-                                .iter()
-                                .find(|(re, _)| re.is_match(v))
-                                .map(|(_, t)| t.clone())
-                        })
-                    }),
+                Source::Attribute { key, exact, rules } => attr(key).and_then(|v| {
+                    if exact.is_empty() {
+                        return Some(Arc::from(v));
+                    }
+                    exact.get(v).cloned().or_else(|| {
+                        rules
+                            .iter()
+                            .find(|(re, _)| re.is_match(v))
+                            .map(|(_, t)| t.clone())
+                    })
+                }),
             };
             if let Some(t) = found {
                 return Ok(t);
@@ -363,7 +370,14 @@ macro_rules! split_by_tenant {
         let ctx = $batch.context.clone();
         let mut groups: Vec<(Arc<str>, $ctor)> = Vec::new();
         for mut item in std::mem::take(&mut $req.$field) {
-            match $self.tenant(&ctx, item.resource.as_ref()) {
+            let resource = item.resource.as_ref();
+            let found = $self.tenant(&ctx, |k| {
+                resource
+                    .and_then(|r| r.attributes.iter().find(|kv| kv.key == k))
+                    .and_then(|kv| kv.value.as_ref())
+                    .and_then(str_value)
+            });
+            match found {
                 Ok(t) => {
                     set_attr(&mut item.resource, &$self.attribute, &t);
                     match groups.iter_mut().find(|(g, _)| *g == t) {
@@ -387,13 +401,89 @@ macro_rules! split_by_tenant {
                 payload: Payload::$variant(r),
                 context: Arc::new(c),
                 held: $batch.held.clone(),
+                compressed: None,
             });
         }
     }};
 }
 
+impl TenantProcessor {
+    /// Tags and splits an encoded batch without decoding it; `Err` (bytes that do not walk)
+    /// hands it back for the decoding path.
+    fn process_encoded(&self, batch: Batch, out: &mut Vec<Batch>) -> Result<(), Batch> {
+        let Payload::Encoded(bytes) = &batch.payload else {
+            return Err(batch);
+        };
+        let Ok(entries) = encoded::resources(bytes) else {
+            return Err(batch);
+        };
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let ctx = batch.context.clone();
+        // (tenant, request bytes, items)
+        let mut groups: Vec<(Arc<str>, Vec<u8>, usize)> = Vec::new();
+        if !self.per_resource() {
+            // One tenant for the whole batch: no counting, no split.
+            match self.tenant(&ctx, |_| None) {
+                Ok(t) => {
+                    let mut buf = Vec::with_capacity(
+                        bytes.len() + entries.len() * (self.attribute.len() + t.len() + 16),
+                    );
+                    for e in &entries {
+                        e.write_tagged(&self.attribute, &t, &mut buf);
+                    }
+                    groups.push((t, buf, batch.items));
+                }
+                Err(why) => {
+                    self.count_drop(why, batch.items);
+                    return Ok(());
+                }
+            }
+        } else {
+            for e in &entries {
+                let Ok(items) = e.items(batch.signal) else {
+                    return Err(batch);
+                };
+                match self.tenant(&ctx, |k| e.attribute(k)) {
+                    Ok(t) => {
+                        let g = match groups.iter().position(|(g, _, _)| *g == t) {
+                            Some(i) => i,
+                            None => {
+                                groups.push((t.clone(), Vec::with_capacity(bytes.len()), 0));
+                                groups.len() - 1
+                            }
+                        };
+                        let (_, buf, n) = &mut groups[g];
+                        e.write_tagged(&self.attribute, &t, buf);
+                        *n += items;
+                    }
+                    Err(why) => self.count_drop(why, items),
+                }
+            }
+        }
+        for (t, buf, items) in groups {
+            let mut c = (*ctx).clone();
+            c.tenant = Some(t);
+            out.push(Batch {
+                signal: batch.signal,
+                items,
+                payload: Payload::Encoded(bytes::Bytes::from(buf)),
+                context: Arc::new(c),
+                held: batch.held.clone(),
+                compressed: None,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Processor for TenantProcessor {
-    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
+    fn process(&mut self, batch: Batch, out: &mut Vec<Batch>) {
+        let mut batch = match self.process_encoded(batch, out) {
+            Ok(()) => return,
+            Err(b) => b,
+        };
         if let Err(e) = batch.decode() {
             self.dropped_undecodable.add(e.lost as u64);
             tracing::error!(processor = %self.id, "dropping {} items: {e}", e.lost);

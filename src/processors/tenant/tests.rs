@@ -49,12 +49,17 @@ fn processor(yaml: &str) -> (TenantProcessor, Arc<Registry>) {
     (TenantProcessor::new("tenant", &c, &reg), reg)
 }
 
-fn run(
+type Out = Vec<(Option<String>, usize, ExportLogsServiceRequest)>;
+
+/// Runs `r` through the processor as an encoded batch (the wire path, what a receiver hands
+/// on) or as a decoded one (the path after a processor that decoded).
+fn process(
     p: &mut TenantProcessor,
     r: &ExportLogsServiceRequest,
     metadata: &[(&str, &str)],
-) -> Vec<(Option<String>, usize, Vec<String>)> {
-    let ctx = Context {
+    decoded: bool,
+) -> Out {
+    let ctx = Arc::new(Context {
         metadata: Some(Arc::new(
             metadata
                 .iter()
@@ -62,40 +67,168 @@ fn run(
                 .collect(),
         )),
         ..Default::default()
-    };
-    let b = Batch::encoded(
-        Signal::Logs,
-        Bytes::from(r.encode_to_vec()),
-        0,
-        Arc::new(ctx),
-    );
+    });
+    let items = crate::pdata::count_logs(r);
+    let mut b = Batch::encoded(Signal::Logs, Bytes::from(r.encode_to_vec()), items, ctx);
+    if decoded {
+        b.payload = Payload::Logs(r.clone());
+    }
     let mut out = Vec::new();
     p.process(b, &mut out);
     out.into_iter()
         .map(|b| {
-            let Payload::Logs(r) = &b.payload else {
-                panic!("decoded logs")
+            let r = match &b.payload {
+                Payload::Logs(r) => r.clone(),
+                Payload::Encoded(bytes) => {
+                    ExportLogsServiceRequest::decode(bytes.clone()).expect("valid output")
+                }
+                _ => panic!("logs"),
             };
-            let written: Vec<String> = r
-                .resource_logs
-                .iter()
-                .map(|rl| {
-                    rl.resource
-                        .as_ref()
-                        .and_then(|res| res.attributes.iter().find(|kv| kv.key == "tenant.id"))
-                        .and_then(|kv| kv.value.as_ref())
-                        .and_then(str_value)
-                        .unwrap_or("")
-                        .to_owned()
-                })
-                .collect();
-            (
-                b.context.tenant.as_deref().map(str::to_owned),
-                b.items,
-                written,
-            )
+            assert_eq!(b.items, crate::pdata::count_logs(&r), "items of a batch");
+            (b.context.tenant.as_deref().map(str::to_owned), b.items, r)
         })
         .collect()
+}
+
+/// The tenant attribute of each resource of a request (at most one copy each).
+fn written(r: &ExportLogsServiceRequest) -> Vec<String> {
+    r.resource_logs
+        .iter()
+        .map(|rl| {
+            let copies: Vec<&str> = rl
+                .resource
+                .as_ref()
+                .map(|res| {
+                    res.attributes
+                        .iter()
+                        .filter(|kv| kv.key == "tenant.id")
+                        .filter_map(|kv| kv.value.as_ref().and_then(str_value))
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert!(copies.len() <= 1, "one tenant attribute: {copies:?}");
+            copies.first().copied().unwrap_or("").to_owned()
+        })
+        .collect()
+}
+
+/// The wire path: (tenant, items, the tenant attribute of each resource) per batch out.
+fn run(
+    p: &mut TenantProcessor,
+    r: &ExportLogsServiceRequest,
+    metadata: &[(&str, &str)],
+) -> Vec<(Option<String>, usize, Vec<String>)> {
+    process(p, r, metadata, false)
+        .into_iter()
+        .map(|(t, n, r)| (t, n, written(&r)))
+        .collect()
+}
+
+/// The wire path and the decoded path give the same batches, byte for byte once decoded,
+/// for every kind of source, spoofed copies of the tenant attribute and odd values.
+#[test]
+fn the_wire_path_and_the_decoded_path_agree() {
+    let configs = [
+        "sources: [{static: team-a}]",
+        "sources: [{attribute: {key: k8s.namespace.name, map: {'team-a-.*': team-a, billing: team-b}}}, {static: shared}]",
+        "sources: [{attribute: {key: k8s.namespace.name}}]\nmissing: reject",
+        "sources: [{header: X-Scope-OrgID}]\ndefault_tenant: nobody",
+        "sources: [auth, {header: X-Scope-OrgID}]\ntrust_client_header: false\ntokens: {tok-a: team-a}",
+    ];
+    let mut spoofed = logs(&["team-a-prod", "billing", "other"]);
+    // A client that writes the tenant attribute itself, twice, and a namespace that is not a
+    // string.
+    for rl in &mut spoofed.resource_logs {
+        let attrs = &mut rl.resource.as_mut().expect("resource").attributes;
+        attrs.insert(0, kv("tenant.id", "evil"));
+        attrs.push(kv("tenant.id", "evil-2"));
+    }
+    spoofed.resource_logs.push(ResourceLogs {
+        resource: Some(Resource {
+            attributes: vec![KeyValue {
+                key: "k8s.namespace.name".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(7)),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        scope_logs: vec![ScopeLogs {
+            log_records: vec![LogRecord::default(); 3],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    // No resource at all.
+    spoofed.resource_logs.push(ResourceLogs {
+        scope_logs: vec![ScopeLogs {
+            log_records: vec![LogRecord::default()],
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let inputs = [
+        logs(&["team-a-prod", "billing", "other", "team-a-dev"]),
+        spoofed,
+        logs(&[]),
+    ];
+    let metadata: [&[(&str, &str)]; 3] = [
+        &[],
+        &[("x-scope-orgid", "team-b")],
+        &[
+            ("authorization", "Bearer tok-a"),
+            ("x-scope-orgid", "team-a"),
+        ],
+    ];
+    for yaml in configs {
+        for r in &inputs {
+            for md in metadata {
+                let (mut wire, wreg) = processor(yaml);
+                let (mut decoded, dreg) = processor(yaml);
+                let a = process(&mut wire, r, md, false);
+                let b = process(&mut decoded, r, md, true);
+                assert_eq!(a, b, "{yaml} {md:?}");
+                for out in &a {
+                    assert!(written(&out.2).iter().all(|t| Some(t) == out.0.as_ref()));
+                }
+                for reason in ["missing", "header_mismatch"] {
+                    let labels = [("processor", "tenant"), ("reason", reason)];
+                    assert_eq!(
+                        wreg.value("weir_tenant_dropped_items_total", &labels),
+                        dreg.value("weir_tenant_dropped_items_total", &labels),
+                        "{yaml} {reason}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Bytes that do not walk take the decoding path: what decodes is kept, the rest counted.
+#[test]
+fn a_payload_that_does_not_walk_falls_back_to_decoding() {
+    let (mut p, reg) = processor("sources: [{static: team-a}]");
+    let mut bytes = logs(&["a"]).encode_to_vec();
+    bytes.extend_from_slice(&[0x0a, 0xff, 0x01]); // a second resource claiming 255 bytes
+    let b = Batch::encoded(
+        Signal::Logs,
+        Bytes::from(bytes),
+        2,
+        Arc::new(Context::default()),
+    );
+    let mut out = Vec::new();
+    p.process(b, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].items, 2);
+    assert_eq!(out[0].context.tenant.as_deref(), Some("team-a"));
+    assert_eq!(
+        reg.value(
+            "weir_tenant_dropped_items_total",
+            &[("processor", "tenant"), ("reason", "undecodable")]
+        ),
+        Some(0.0)
+    );
 }
 
 #[test]

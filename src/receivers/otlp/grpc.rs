@@ -10,11 +10,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tonic::codec::CompressionEncoding;
 use tonic::{Code, Status};
 
 use super::Shared;
-use crate::grpc::BytesCodec;
 use crate::pdata::{check, Batch, Context, Signal};
 use crate::pipeline::inbox::Refused;
 
@@ -65,105 +63,275 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
                 drain(req.into_body(), this.max_message_size.saturating_add(5)).await;
                 return Ok(refusal(Refused::OverBudget).into_http());
             }
-            let mut grpc = tonic::server::Grpc::new(BytesCodec)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .max_decoding_message_size(this.max_message_size);
-            let svc = ExportSvc {
-                shared: this.shared.clone(),
-                signal,
+            let encoding = match Encoding::of(req.headers()) {
+                Ok(e) => e,
+                Err(status) => {
+                    drain(req.into_body(), this.max_message_size.saturating_add(5)).await;
+                    return Ok(status.into_http());
+                }
             };
-            let mut resp = grpc.unary(svc, req).await;
-            // tonic reports a compressed frame over the limit as OUT_OF_RANGE; gRPC servers
-            // (and the OTLP spec's clients) use RESOURCE_EXHAUSTED for "message too large".
-            let headers = resp.headers_mut();
-            if headers.get("grpc-status").and_then(|v| v.to_str().ok())
-                == Some(&(Code::OutOfRange as i32).to_string())
-            {
-                headers.insert(
-                    "grpc-status",
-                    http::HeaderValue::from(Code::ResourceExhausted as i32),
-                );
+            let (parts, body) = req.into_parts();
+            let message = match read_unary(body, encoding, this.max_message_size).await {
+                Ok(m) => m,
+                Err(status) => return Ok(status.into_http()),
+            };
+            let auth = parts
+                .extensions
+                .get::<Arc<crate::extensions::auth::Identity>>()
+                .cloned();
+            match export(&this.shared, signal, &parts.headers, auth, message).await {
+                Ok(()) => Ok(unary_ok()),
+                Err(status) => Ok(status.into_http()),
             }
-            Ok(resp)
         })
     }
 }
 
-struct ExportSvc {
-    shared: Arc<Shared>,
-    signal: Signal,
+/// The `grpc-encoding` of a request, as weir inflates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Zstd,
+    /// Snappy's framing format, as gRPC's snappy compressors write it.
+    Snappy,
 }
 
-impl tonic::server::UnaryService<Bytes> for ExportSvc {
-    type Response = Bytes;
-    type Future = BoxFut<Result<tonic::Response<Bytes>, Status>>;
+/// What `grpc-accept-encoding` announces.
+const ACCEPTED: &str = "gzip,zstd,snappy,identity";
 
-    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let shared = self.shared.clone();
-        let signal = self.signal;
-        Box::pin(async move {
-            let metadata = if shared.include_metadata {
-                Some(Arc::new(
-                    request
-                        .metadata()
-                        .iter()
-                        .filter_map(|kv| match kv {
-                            tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
-                                Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
-                            }
-                            tonic::metadata::KeyAndValueRef::Binary(..) => None,
-                        })
-                        .collect::<Vec<_>>(),
-                ))
-            } else {
-                None
-            };
-            let auth = request
-                .extensions()
-                .get::<Arc<crate::extensions::auth::Identity>>()
-                .cloned();
-            let body = request.into_inner();
-            let items = check::check_request(signal, &body).map_err(|e| {
-                Status::invalid_argument(format!("malformed OTLP {signal} request: {e}"))
-            })?;
-            if items == 0 {
-                // Nothing to forward; an empty request is valid OTLP.
-                return Ok(tonic::Response::new(Bytes::new()));
+impl Encoding {
+    fn of(headers: &http::HeaderMap) -> Result<Encoding, Status> {
+        let Some(v) = headers.get("grpc-encoding") else {
+            return Ok(Encoding::Identity);
+        };
+        match v.as_bytes() {
+            b"identity" => Ok(Encoding::Identity),
+            b"gzip" => Ok(Encoding::Gzip),
+            b"zstd" => Ok(Encoding::Zstd),
+            b"snappy" => Ok(Encoding::Snappy),
+            other => {
+                let mut status = Status::unimplemented(format!(
+                    "Content is compressed with `{}` which isn't supported",
+                    String::from_utf8_lossy(other)
+                ));
+                status.metadata_mut().insert(
+                    "grpc-accept-encoding",
+                    tonic::metadata::MetadataValue::from_static(ACCEPTED),
+                );
+                Err(status)
             }
-            let Some(charge) = shared.out.budget.try_charge(body.len()) else {
-                shared.grpc_counters.refused(signal, items);
-                return Err(refusal(Refused::OverBudget));
-            };
-            let ctx = Arc::new(Context {
-                receiver: shared.out.id.clone(),
-                transport: "grpc",
-                metadata,
-                tenant: None,
-                auth,
-                charge: Some(Arc::new(charge)),
-                ack: None,
-            });
-            let batch = Batch::encoded(signal, body, items, ctx);
-            match shared
-                .out
-                .consumers
-                .current()
-                .get(signal)
-                .admit(batch)
-                .await
-            {
-                Ok(()) => {
-                    shared.grpc_counters.accepted(signal, items);
-                    // An empty Export*ServiceResponse encodes as zero bytes.
-                    Ok(tonic::Response::new(Bytes::new()))
-                }
-                Err(r) => {
-                    shared.grpc_counters.refused(signal, items);
-                    Err(refusal(r))
-                }
+        }
+    }
+}
+
+/// Reads the one message of a unary request: the body up to the size limit, the 5-byte
+/// frame header, and the message inflated as its `grpc-encoding` says into a buffer sized
+/// from what the format declares, never past `limit`.
+async fn read_unary(body: Incoming, encoding: Encoding, limit: usize) -> Result<Bytes, Status> {
+    use http_body_util::BodyExt;
+    let too_large = |len: usize| {
+        Status::resource_exhausted(format!(
+            "Error, decoded message length too large: found {len} bytes, the limit is: {limit} bytes"
+        ))
+    };
+    let mut body = body;
+    // Most requests arrive as one DATA frame holding the whole gRPC frame: kept as it
+    // came, no copy. Otherwise the frames are gathered.
+    let mut first: Option<Bytes> = None;
+    let mut gathered: Vec<u8> = Vec::new();
+    let mut declared: Option<usize> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Status::internal(format!("cannot read the request: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let have = match (&first, gathered.is_empty()) {
+            (None, true) => {
+                first = Some(data);
+                first.as_ref().map_or(0, Bytes::len)
             }
-        })
+            (Some(f), true) => {
+                gathered.reserve(declared.map_or(f.len() + data.len(), |d| d + 5));
+                gathered.extend_from_slice(f);
+                gathered.extend_from_slice(&data);
+                first = None;
+                gathered.len()
+            }
+            _ => {
+                gathered.extend_from_slice(&data);
+                gathered.len()
+            }
+        };
+        if declared.is_none() && have >= 5 {
+            let head: &[u8] = first.as_deref().unwrap_or(&gathered);
+            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            if len > limit {
+                // Read (and drop) the rest first: an answer that overtakes the body ends the
+                // stream with a reset that clients report as UNKNOWN.
+                drain(body, limit.saturating_add(5)).await;
+                return Err(too_large(len));
+            }
+            declared = Some(len);
+        }
+        if have > limit.saturating_add(5) {
+            drain(body, limit.saturating_add(5)).await;
+            return Err(too_large(have - 5));
+        }
+    }
+    let whole: Bytes = match first {
+        Some(f) => f,
+        None => Bytes::from(gathered),
+    };
+    if whole.is_empty() {
+        return Err(Status::internal("Missing request message."));
+    }
+    let Some(len) = declared else {
+        return Err(Status::internal(
+            "protocol error: the request ended inside a gRPC frame header",
+        ));
+    };
+    if whole.len() < 5 + len {
+        return Err(Status::internal(format!(
+            "protocol error: the request ended {} bytes into a message of {len}",
+            whole.len() - 5
+        )));
+    }
+    let message = whole.slice(5..5 + len);
+    match (whole[0], encoding) {
+        (0, _) => Ok(message),
+        (1, Encoding::Identity) => Err(Status::internal(
+            "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+        )),
+        (1, e) => {
+            let inflated = match e {
+                Encoding::Gzip => crate::compression::gunzip_capped(&message, limit),
+                Encoding::Zstd => crate::compression::unzstd_capped(&message, limit),
+                Encoding::Snappy | Encoding::Identity => {
+                    crate::compression::unsnappy_framed_capped(&message, limit)
+                }
+            };
+            match inflated {
+                Ok(v) => Ok(Bytes::from(v)),
+                Err(crate::compression::DecompressError::TooLarge { .. }) => Err(Status::resource_exhausted(format!(
+                    "Error decompressing: size limit, of {limit} bytes, exceeded while decompressing message"
+                ))),
+                Err(err) => Err(Status::internal(format!(
+                    "Error decompressing: {err}, while sending request"
+                ))),
+            }
+        }
+        (f, _) => Err(Status::internal(format!(
+            "protocol error: received message with invalid compression flag: {f} (valid flags are 0 and 1), while sending request"
+        ))),
+    }
+}
+
+/// The answer to a unary call that succeeded: an empty message (an empty
+/// Export*ServiceResponse encodes as zero bytes) and `grpc-status: 0`.
+fn unary_ok() -> Response<tonic::body::Body> {
+    let mut r = Response::new(tonic::body::Body::new(UnaryOk {
+        data: Some(Bytes::from_static(&[0, 0, 0, 0, 0])),
+        trailers: true,
+    }));
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(
+        "grpc-accept-encoding",
+        http::HeaderValue::from_static(ACCEPTED),
+    );
+    r
+}
+
+/// One DATA frame, then the trailers.
+struct UnaryOk {
+    data: Option<Bytes>,
+    trailers: bool,
+}
+
+impl http_body::Body for UnaryOk {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if let Some(d) = self.data.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(d))));
+        }
+        if std::mem::take(&mut self.trailers) {
+            let mut t = http::HeaderMap::new();
+            t.insert("grpc-status", http::HeaderValue::from_static("0"));
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::trailers(t))));
+        }
+        std::task::Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && !self.trailers
+    }
+}
+
+/// Checks, counts, charges and hands one request's message to the pipelines.
+async fn export(
+    shared: &Arc<Shared>,
+    signal: Signal,
+    headers: &http::HeaderMap,
+    auth: Option<Arc<crate::extensions::auth::Identity>>,
+    body: Bytes,
+) -> Result<(), Status> {
+    let metadata = shared.include_metadata.then(|| {
+        Arc::new(
+            headers
+                .iter()
+                .filter(|(k, _)| !k.as_str().ends_with("-bin"))
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect::<Vec<_>>(),
+        )
+    });
+    let items = check::check_request(signal, &body)
+        .map_err(|e| Status::invalid_argument(format!("malformed OTLP {signal} request: {e}")))?;
+    if items == 0 {
+        // Nothing to forward; an empty request is valid OTLP.
+        return Ok(());
+    }
+    let Some(charge) = shared.out.budget.try_charge(body.len()) else {
+        shared.grpc_counters.refused(signal, items);
+        return Err(refusal(Refused::OverBudget));
+    };
+    let ctx = Arc::new(Context {
+        receiver: shared.out.id.clone(),
+        transport: "grpc",
+        metadata,
+        tenant: None,
+        auth,
+        charge: Some(Arc::new(charge)),
+        ack: None,
+    });
+    let batch = Batch::encoded(signal, body, items, ctx);
+    match shared
+        .out
+        .consumers
+        .current()
+        .get(signal)
+        .admit(batch)
+        .await
+    {
+        Ok(()) => {
+            shared.grpc_counters.accepted(signal, items);
+            Ok(())
+        }
+        Err(r) => {
+            shared.grpc_counters.refused(signal, items);
+            Err(refusal(r))
+        }
     }
 }
 

@@ -436,6 +436,7 @@ impl HttpService {
                     ack: None,
                 }),
                 held: None,
+                compressed: None,
             };
             if let Err(r) = self
                 .shared
