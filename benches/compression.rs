@@ -1,5 +1,6 @@
 //! Compression codecs on a 512-span OTLP request (~75 KB of protobuf): deflate and inflate
-//! for gzip and zstd, as the exporters compress and the receivers inflate.
+//! for gzip, zstd and snappy (gRPC's framing format), as the exporters compress and the
+//! receivers inflate.
 //!
 //! Run: `cargo bench --bench compression`
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -61,6 +62,13 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("zstd_inflate", |b| {
         b.iter(|| weir::compression::unzstd_capped(&zs, 1 << 24).map(|v| v.len()))
+    });
+    let sn = weir::compression::snappy_framed(&raw);
+    g.bench_function("snappy_framed_deflate", |b| {
+        b.iter(|| weir::compression::snappy_framed(&raw).len())
+    });
+    g.bench_function("snappy_framed_inflate", |b| {
+        b.iter(|| weir::compression::unsnappy_framed_capped(&sn, 1 << 24).map(|v| v.len()))
     });
     g.finish();
 }

@@ -7,6 +7,8 @@
 #   benches/e2e.sh [SECONDS]      (default 10 seconds per path)
 #   ONLY="persistent queue" benches/e2e.sh 6     (only the rows whose name contains ONLY)
 #   PERF_OUT=/tmp/weir.perf ONLY=... benches/e2e.sh 6   (perf record of weir during the row)
+#   ROTEL=/path/to/rotel-agent ONLY="gzip in → batch" benches/e2e.sh 6   (Rotel side by side;
+#     pip install --pre rotel puts rotel-agent in site-packages/rotel/)
 #
 # Prints a Markdown table (also written to target/e2e-results.md). Needs taskset (util-linux).
 set -euo pipefail
@@ -125,7 +127,16 @@ EOF
   taskset -c "$LOAD_CPU" "$LOADGEN" sink --listen "127.0.0.1:$sinkp" --idle 3s "${sink_tls[@]}" ${SINK_EXTRA:-} > "$WORK/sink.json" 2>/dev/null &
   local sinkpid=$!
   wait_port "$sinkp"
-  taskset -c "$WEIR_CPU" "$WEIR" --config "$WORK/cfg.yaml" 2> "$WORK/weir.log" &
+  if [ "${ENGINE:-weir}" = rotel ]; then
+    # The same load through Rotel (its gRPC receiver, its batching, its OTLP exporter with
+    # gzip), for a side-by-side figure; HTTP receiver on the unused port.
+    taskset -c "$WEIR_CPU" "$ROTEL" start --otlp-grpc-endpoint "127.0.0.1:$grpc" \
+      --otlp-http-endpoint "127.0.0.1:$httpp" --exporter otlp \
+      --otlp-exporter-endpoint "http://127.0.0.1:$sinkp" --otlp-exporter-compression gzip \
+      2> "$WORK/weir.log" > /dev/null &
+  else
+    taskset -c "$WEIR_CPU" "$WEIR" --config "$WORK/cfg.yaml" 2> "$WORK/weir.log" &
+  fi
   local weirpid=$!
   wait_port "$grpc"
   sleep 1
@@ -169,6 +180,10 @@ run "traces + batch" traces "batch" otlp
 # told otherwise, and agents send gzip.
 run "gateway defaults: gzip in → batch → gzip out, gRPC" traces "batch" otlp-default --gzip
 PROTO=http run "gateway defaults: gzip in → batch → gzip out, OTLP/HTTP protobuf" traces "batch" otlphttp-default --gzip
+# ROTEL=/path/to/rotel-agent: the gRPC defaults row again through Rotel, side by side.
+if [ -n "${ROTEL:-}" ]; then
+  ENGINE=rotel run "Rotel $("$ROTEL" --version | awk '{print $2}'): gzip in → batch → gzip out, gRPC" traces "batch" otlp-default --gzip
+fi
 run "gzip in → tenant tagging + batch → gzip out, gRPC" traces "tenant, batch" otlp-default --gzip
 run "zstd in → batch → zstd out, gRPC" traces "batch" otlp-zstd --zstd
 PROTO=http run "OTLP/JSON in (HTTP) → batch → protobuf out" traces "batch" otlp --json
