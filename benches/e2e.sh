@@ -20,7 +20,7 @@ WEIR_CPU="${WEIR_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
 
 cargo build --release --bins >&2
-WEIR=target/release/weir
+WEIR="${WEIR_BIN:-target/release/weir}"   # WEIR_BIN=path: measure another build with the same harness
 LOADGEN=target/release/weir-loadgen
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT

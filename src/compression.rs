@@ -56,6 +56,11 @@ pub async fn offload<T: Send + 'static>(len: usize, f: impl FnOnce() -> T + Send
     if len < OFFLOAD_AT {
         return f();
     }
+    on_pool(f).await
+}
+
+/// Runs `f` on the compression threads (here, if they could not be started).
+pub async fn on_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let Some(pool) = pool() else { return f() };
     let (tx, rx) = tokio::sync::oneshot::channel();
     // A panic in `f` is carried back and resumed here, as if `f` had run here; the thread
@@ -71,6 +76,34 @@ pub async fn offload<T: Send + 'static>(len: usize, f: impl FnOnce() -> T + Send
         Ok(Ok(v)) => v,
         Ok(Err(panic)) => std::panic::resume_unwind(panic),
         Err(_) => panic!("a compression job was dropped unrun"),
+    }
+}
+
+/// Compressed bodies at least this large are inflated on the compression threads: 64 KiB of
+/// gzip inflates to half a megabyte or more, about half a millisecond.
+pub const INFLATE_OFFLOAD_AT: usize = 64 << 10;
+
+/// Inflates a request body of content coding `coding` (`gzip`, `zstd`, `snappy` (one block),
+/// `snappy-framed`, `lz4`, and `zlib`/`deflate`, both zlib-wrapped as the Collector reads
+/// them), capped at `limit`; large bodies on the compression threads.
+pub async fn inflate(
+    coding: &'static str,
+    body: bytes::Bytes,
+    limit: usize,
+) -> Result<Vec<u8>, DecompressError> {
+    let big = body.len() >= INFLATE_OFFLOAD_AT;
+    let run = move || match coding {
+        "gzip" => gunzip_capped(&body, limit),
+        "zstd" => unzstd_capped(&body, limit),
+        "snappy" => unsnappy_capped(&body, limit),
+        "snappy-framed" => unsnappy_framed_capped(&body, limit),
+        "lz4" => unlz4_capped(&body, limit),
+        _ => unzlib_capped(&body, limit),
+    };
+    if big {
+        on_pool(run).await
+    } else {
+        run()
     }
 }
 

@@ -23,21 +23,77 @@ Signals: SIGTERM/SIGINT drain queues within service.shutdown_timeout, then exit 
 SIGHUP (or POST /-/reload on the telemetry endpoint) reloads the config: an invalid one
 changes nothing; a valid one is applied touching only what changed.";
 
-/// mimalloc's `arena_eager_commit` (option 4 of mimalloc.h): off, so its 1 GiB arena is
-/// committed as it is used rather than up front in huge pages: idle RSS 15.5 → ~10 MiB.
-const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+/// Transparent huge pages only once weir is busy. mimalloc asks for them on its arena
+/// (`madvise`); touching one byte of it then faults in 2 MiB: idle RSS was 15.5 MiB, 6 of it
+/// in three huge pages. Under load they are worth having (pass-through measured 10-30 % faster
+/// with them, benches/RESULTS.md). So weir starts with them off (from the ELF constructors,
+/// before the heap is touched: idle RSS 9.7 MiB) and turns them on for good when its RSS
+/// first passes [`THP_FROM_RSS`]. `MIMALLOC_ALLOW_THP=1` in the environment keeps them on
+/// from the start.
+extern "C" fn thp_off_until_busy() {
+    // SAFETY: a NUL-terminated name; getenv only reads the environment (nothing here
+    // allocates).
+    let keep = unsafe { !getenv(c"MIMALLOC_ALLOW_THP".as_ptr()).is_null() };
+    if !keep {
+        set_thp_disabled(true);
+    }
+}
 
-/// Sets the allocator's options before the first allocation (the Rust runtime allocates
-/// before `main`): run from the ELF constructors.
-extern "C" fn allocator_options() {
-    // SAFETY: sets a process-wide allocator option; takes no pointers.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+extern "C" {
+    fn getenv(name: *const std::ffi::c_char) -> *mut std::ffi::c_char;
+    fn prctl(option: std::ffi::c_int, ...) -> std::ffi::c_int;
+}
+
+fn set_thp_disabled(off: bool) -> bool {
+    const PR_SET_THP_DISABLE: std::ffi::c_int = 41;
+    let zero: std::ffi::c_ulong = 0;
+    // SAFETY: PR_SET_THP_DISABLE takes integers only; it sets a flag of this process.
+    unsafe {
+        prctl(
+            PR_SET_THP_DISABLE,
+            std::ffi::c_ulong::from(off),
+            zero,
+            zero,
+            zero,
+        ) == 0
+    }
+}
+
+fn thp_disabled() -> bool {
+    const PR_GET_THP_DISABLE: std::ffi::c_int = 42;
+    let zero: std::ffi::c_ulong = 0;
+    // SAFETY: PR_GET_THP_DISABLE takes integers only and reads a flag of this process.
+    unsafe { prctl(PR_GET_THP_DISABLE, zero, zero, zero, zero) == 1 }
+}
+
+/// RSS past which transparent huge pages are turned on.
+const THP_FROM_RSS: u64 = 32 << 20;
+
+/// Watches RSS twice a second until it passes [`THP_FROM_RSS`], then turns transparent huge
+/// pages on and stops.
+fn thp_when_busy() {
+    if !thp_disabled() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("weir-thp".into())
+        .spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let rss = std::fs::read_to_string("/proc/self/statm")
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .map_or(0, |pages| pages * 4096);
+            if rss > THP_FROM_RSS {
+                set_thp_disabled(false);
+                return;
+            }
+        });
 }
 
 #[cfg(target_os = "linux")]
 #[used]
 #[unsafe(link_section = ".init_array")]
-static ALLOCATOR_OPTIONS: extern "C" fn() = allocator_options;
+static THP_OFF: extern "C" fn() = thp_off_until_busy;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -133,6 +189,9 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        _ => ExitCode::from(weir::app::run(&configs, opts).clamp(0, 255) as u8),
+        _ => {
+            thp_when_busy();
+            ExitCode::from(weir::app::run(&configs, opts).clamp(0, 255) as u8)
+        }
     }
 }

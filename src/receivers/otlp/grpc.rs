@@ -207,13 +207,12 @@ async fn read_unary(body: Incoming, encoding: Encoding, limit: usize) -> Result<
             "protocol error: received message with compressed-flag but no grpc-encoding was specified",
         )),
         (1, e) => {
-            let inflated = match e {
-                Encoding::Gzip => crate::compression::gunzip_capped(&message, limit),
-                Encoding::Zstd => crate::compression::unzstd_capped(&message, limit),
-                Encoding::Snappy | Encoding::Identity => {
-                    crate::compression::unsnappy_framed_capped(&message, limit)
-                }
+            let coding = match e {
+                Encoding::Gzip => "gzip",
+                Encoding::Zstd => "zstd",
+                Encoding::Snappy | Encoding::Identity => "snappy-framed",
             };
+            let inflated = crate::compression::inflate(coding, message, limit).await;
             match inflated {
                 Ok(v) => Ok(Bytes::from(v)),
                 Err(crate::compression::DecompressError::TooLarge { .. }) => Err(Status::resource_exhausted(format!(

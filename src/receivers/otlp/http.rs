@@ -19,9 +19,7 @@ use prost::Message;
 
 use super::config::CorsConfig;
 use super::Shared;
-use crate::compression::{
-    gunzip_capped, unlz4_capped, unsnappy_capped, unzlib_capped, unzstd_capped, DecompressError,
-};
+use crate::compression::DecompressError;
 use crate::grpc::RpcStatus;
 use crate::pdata::{check, Batch, Context, Payload, Signal};
 use crate::pipeline::inbox::Refused;
@@ -379,14 +377,15 @@ impl HttpService {
         };
         drop(frames);
         let body = if !coding.is_empty() {
-            let out = match coding.as_str() {
-                "gzip" => gunzip_capped(&body, self.max_body),
-                "zstd" => unzstd_capped(&body, self.max_body),
-                "snappy" => unsnappy_capped(&body, self.max_body),
-                "lz4" => unlz4_capped(&body, self.max_body),
+            let coding: &'static str = match coding.as_str() {
+                "gzip" => "gzip",
+                "zstd" => "zstd",
+                "snappy" => "snappy",
+                "lz4" => "lz4",
                 // zlib and deflate: zlib-wrapped, as the Collector reads both.
-                _ => unzlib_capped(&body, self.max_body),
+                _ => "zlib",
             };
+            let out = crate::compression::inflate(coding, body, self.max_body).await;
             match out {
                 Ok(b) => Bytes::from(b),
                 Err(DecompressError::TooLarge { .. }) => return too_large("decompressed body"),
