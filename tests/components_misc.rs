@@ -357,3 +357,68 @@ fn weir_log_text(sink: &common::sink::Sink) -> Vec<String> {
 fn weir_log_has(bodies: &[String], needle: &str) -> bool {
     bodies.iter().any(|b| b.contains(needle))
 }
+
+/// `zpages`: the Collector's pages answer with the running config, and show the new one
+/// after a reload; `expvar` serves weir's self-metrics as JSON; other paths are 404.
+#[test]
+fn zpages_show_the_running_pipelines_and_follow_reloads() {
+    let (http, z) = (free_port(), free_port());
+    let yaml = |extra_pipeline: &str| {
+        format!(
+            r#"
+receivers:
+  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{http}"}}}}}}
+processors:
+  batch: {{}}
+exporters:
+  debug: {{verbosity: basic}}
+extensions:
+  zpages: {{endpoint: "127.0.0.1:{z}", expvar: {{enabled: true}}}}
+service:
+  extensions: [zpages]
+  pipelines:
+    traces: {{receivers: [otlp], processors: [batch], exporters: [debug]}}
+{extra_pipeline}
+"#
+        )
+    };
+    let weir = Weir::start(&yaml(""), z);
+    let get = |path: &str| http_get(z, path).expect("zpages answers");
+    let (code, page) = get("/debug/pipelinez");
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("<td>traces</td><td>otlp</td><td>batch</td><td>debug</td>"),
+        "{page}"
+    );
+    let (code, page) = get("/debug/extensionz");
+    assert_eq!(code, 200);
+    assert!(page.contains("<td>zpages</td><td>zpages</td>"), "{page}");
+    let (code, page) = get("/debug/servicez");
+    assert_eq!(code, 200);
+    assert!(page.contains(env!("CARGO_PKG_VERSION")), "{page}");
+    assert_eq!(get("/debug/featurez").0, 200);
+    assert_eq!(get("/debug/tracez").0, 200);
+    post_span(http);
+    let (code, vars) = get("/debug/expvarz");
+    assert_eq!(code, 200);
+    let vars: serde_json::Value = serde_json::from_str(&vars).expect("expvarz is JSON");
+    assert!(
+        vars.as_object().is_some_and(|m| m
+            .keys()
+            .any(|k| k.starts_with("otelcol_receiver_accepted_spans"))),
+        "{vars}"
+    );
+    assert_eq!(get("/nope").0, 404);
+
+    // A reload that adds a pipeline shows on the page.
+    weir.rewrite_config(&yaml(
+        "    logs: {receivers: [otlp], processors: [batch], exporters: [debug]}",
+    ));
+    weir.signal("HUP");
+    wait_until("pipelinez shows logs", Duration::from_secs(10), || {
+        http_get(z, "/debug/pipelinez").is_some_and(|(_, p)| {
+            p.contains("<td>logs</td><td>otlp</td><td>batch</td><td>debug</td>")
+        })
+    });
+    assert!(weir.stop().success());
+}

@@ -65,6 +65,8 @@ pub enum ExtensionConfig {
     Auth(crate::extensions::auth::AuthConfig),
     /// `file_storage`: used through exporters' `sending_queue.storage`.
     FileStorage(crate::extensions::file_storage::FileStorageConfig),
+    /// `zpages`: live pages about the running weir.
+    ZPages(crate::extensions::zpages::ZPagesConfig),
 }
 
 /// The kinds of component, as the config's sections name them.
@@ -231,6 +233,13 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         aliases: &[],
         signals: &[],
         description: "HTTP health endpoint (200 when ready)",
+    },
+    ComponentInfo {
+        kind: Kind::Extension,
+        type_name: "zpages",
+        aliases: &[],
+        signals: &[],
+        description: "live pages: service, pipelines, extensions, feature gates (/debug/*z)",
     },
     ComponentInfo {
         kind: Kind::Extension,
@@ -648,6 +657,15 @@ impl Config {
                     if let Some(c) = cx.decode::<HealthCheckConfig>(&path, body) {
                         if cx.problems(&path, c.validate()) {
                             extensions.insert(id, ExtensionConfig::HealthCheck(c));
+                        }
+                    }
+                }
+                "zpages" => {
+                    if let Some(c) =
+                        cx.decode::<crate::extensions::zpages::ZPagesConfig>(&path, body)
+                    {
+                        if cx.problems(&path, c.validate()) {
+                            extensions.insert(id, ExtensionConfig::ZPages(c));
                         }
                     }
                 }
@@ -1143,10 +1161,12 @@ impl Ctx<'_> {
             if !service.extensions.contains(id) {
                 continue;
             }
-            let ExtensionConfig::HealthCheck(c) = e else {
-                continue;
+            let endpoint = match e {
+                ExtensionConfig::HealthCheck(c) => &c.endpoint,
+                ExtensionConfig::ZPages(c) => &c.endpoint,
+                _ => continue,
             };
-            check(self, format!("extensions.{id}.endpoint"), &c.endpoint);
+            check(self, format!("extensions.{id}.endpoint"), endpoint);
         }
         if let Some(addr) = service.telemetry.metrics_address() {
             check(self, "service.telemetry.metrics.address".into(), &addr);

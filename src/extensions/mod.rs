@@ -2,3 +2,4 @@
 pub mod auth;
 pub mod file_storage;
 pub mod health_check;
+pub mod zpages;

@@ -257,6 +257,8 @@ pub struct Engine {
     pub addrs: BTreeMap<String, SocketAddr>,
     pub registry: Arc<Registry>,
     ready: Arc<AtomicBool>,
+    /// When this weir started (zpages' servicez).
+    started: std::time::SystemTime,
     reload_requests: Option<mpsc::Sender<ReloadRequest>>,
     drain: watch::Sender<bool>,
     shutdown_timeout: Duration,
@@ -306,6 +308,7 @@ impl Engine {
             addrs: BTreeMap::new(),
             registry: registry.clone(),
             ready: Arc::new(AtomicBool::new(false)),
+            started: std::time::SystemTime::now(),
             reload_requests,
             drain,
             shutdown_timeout: cfg.service.shutdown_timeout,
@@ -869,11 +872,49 @@ impl Engine {
             );
         }
         for ext in &cfg.service.extensions {
-            if let Some(ExtensionConfig::HealthCheck(h)) = cfg.extensions.get(ext) {
-                wanted.insert(
-                    format!("extensions.{ext}"),
-                    (format!("{h:?}"), ServerKind::Health(Arc::new(h.clone()))),
-                );
+            match cfg.extensions.get(ext) {
+                Some(ExtensionConfig::HealthCheck(h)) => {
+                    wanted.insert(
+                        format!("extensions.{ext}"),
+                        (format!("{h:?}"), ServerKind::Health(Arc::new(h.clone()))),
+                    );
+                }
+                Some(ExtensionConfig::ZPages(z)) => {
+                    // The pages show the config in force: a reload that changes it restarts
+                    // the server with the new picture.
+                    let snapshot = crate::extensions::zpages::Snapshot {
+                        pipelines: cfg
+                            .service
+                            .pipelines
+                            .iter()
+                            .map(|(id, p)| {
+                                (
+                                    id.clone(),
+                                    p.receivers.clone(),
+                                    p.processors.clone(),
+                                    p.exporters.clone(),
+                                )
+                            })
+                            .collect(),
+                        extensions: cfg
+                            .service
+                            .extensions
+                            .iter()
+                            .map(|id| {
+                                let ty = id.split('/').next().unwrap_or(id).to_string();
+                                (id.clone(), ty)
+                            })
+                            .collect(),
+                    };
+                    wanted.insert(
+                        format!("extensions.{ext}"),
+                        (
+                            format!("{z:?} {snapshot:?}"),
+                            ServerKind::ZPages(Arc::new(z.clone()), Arc::new(snapshot)),
+                        ),
+                    );
+                }
+                _ => {}
             }
         }
         let gone: Vec<String> = self
@@ -912,6 +953,9 @@ impl Engine {
                     }
                     (h.endpoint.clone(), key.replace("extensions.", "extension "))
                 }
+                ServerKind::ZPages(z, _) => {
+                    (z.endpoint.clone(), key.replace("extensions.", "extension "))
+                }
             };
             let l = match net::bind(&endpoint).await {
                 Ok(l) => l,
@@ -949,6 +993,18 @@ impl Engine {
                     HealthService {
                         cfg,
                         ready: self.ready.clone(),
+                    },
+                    Protocol::Auto,
+                    stop_rx,
+                    Duration::from_secs(1),
+                ),
+                ServerKind::ZPages(cfg, snapshot) => net::serve(
+                    l,
+                    crate::extensions::zpages::ZPagesService {
+                        cfg,
+                        snapshot,
+                        registry: self.registry.clone(),
+                        started: self.started,
                     },
                     Protocol::Auto,
                     stop_rx,
@@ -1102,6 +1158,10 @@ impl Engine {
 enum ServerKind {
     Telemetry(String, Arc<crate::telemetry::Exposition>),
     Health(Arc<crate::extensions::health_check::HealthCheckConfig>),
+    ZPages(
+        Arc<crate::extensions::zpages::ZPagesConfig>,
+        Arc<crate::extensions::zpages::Snapshot>,
+    ),
 }
 
 struct PipelineRun {
