@@ -422,3 +422,149 @@ service:
     });
     assert!(weir.stop().success());
 }
+
+/// A GET whose body may be binary: (status, body bytes).
+fn http_get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header");
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, buf[split + 4..].to_vec())
+}
+
+/// Decodes a pprof body (gzip, profile.proto) and returns it with its string table's view of
+/// the sample types.
+fn parse_profile(body: &[u8]) -> (weir::extensions::pprof::proto::Profile, Vec<String>) {
+    use prost::Message;
+    let raw = weir::compression::gunzip_capped(body, 64 << 20).expect("gzip");
+    let p = weir::extensions::pprof::proto::Profile::decode(&raw[..]).expect("profile.proto");
+    assert_eq!(p.string_table.first().map(String::as_str), Some(""));
+    let types = p
+        .sample_type
+        .iter()
+        .map(|t| {
+            format!(
+                "{}/{}",
+                p.string_table[t.r#type as usize], p.string_table[t.unit as usize]
+            )
+        })
+        .collect();
+    (p, types)
+}
+
+/// `pprof`: a CPU profile over HTTP that parses as pprof, taken while weir works; Go-only
+/// profiles and bad parameters get clear answers; `save_to_file` writes a profile at shutdown.
+#[test]
+fn pprof_serves_cpu_profiles_and_saves_one_at_shutdown() {
+    let (http, pp) = (free_port(), free_port());
+    let saved = common::scratch_dir().join("weir.pprof");
+    let yaml = format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{http}"}}}}}}
+exporters:
+  debug: {{verbosity: basic}}
+extensions:
+  pprof: {{endpoint: "127.0.0.1:{pp}", block_profile_fraction: 3}}
+service:
+  extensions: [pprof]
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+"#
+    );
+    let weir = Weir::start(&yaml, pp);
+    assert!(
+        weir.log()
+            .contains("block_profile_fraction (Go's block profile; weir has none) has no effect"),
+        "{}",
+        weir.log()
+    );
+    // Work for the sampler while the profile is taken.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                post_span(http);
+            }
+        })
+    };
+    let (code, body) = http_get_bytes(pp, "/debug/pprof/profile?seconds=2");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = load.join();
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let (p, types) = parse_profile(&body);
+    assert_eq!(types, ["samples/count", "cpu/nanoseconds"]);
+    assert_eq!(p.period, 1_000_000_000 / 99);
+    assert!(!p.sample.is_empty(), "samples taken under load");
+    assert!(p.duration_nanos >= 1_900_000_000, "{}", p.duration_nanos);
+    // Every sample's locations and functions resolve.
+    for s in &p.sample {
+        assert_eq!(s.value.len(), 2);
+        for id in &s.location_id {
+            let loc = &p.location[(*id - 1) as usize];
+            for l in &loc.line {
+                assert!(p.function.iter().any(|f| f.id == l.function_id));
+            }
+        }
+    }
+    let (code, body) = http_get_bytes(pp, "/debug/pprof/profile?seconds=0");
+    assert_eq!(code, 400);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "seconds must be 1 to 300, got 0\n"
+    );
+    let (code, body) = http_get_bytes(pp, "/debug/pprof/heap");
+    assert_eq!(code, 404);
+    assert!(String::from_utf8_lossy(&body).contains("heap is one of Go's profiles"));
+    assert_eq!(http_get_bytes(pp, "/debug/pprof/").0, 200);
+    assert!(weir.stop().success());
+
+    // save_to_file: profiled from start to shutdown.
+    let pp2 = free_port();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{http}"}}}}}}
+exporters:
+  debug: {{verbosity: basic}}
+extensions:
+  pprof: {{endpoint: "127.0.0.1:{pp2}", save_to_file: "{}"}}
+service:
+  extensions: [pprof]
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [debug]}}
+"#,
+        saved.display()
+    );
+    let weir = Weir::start(&yaml, pp2);
+    for _ in 0..50 {
+        post_span(http);
+    }
+    // While it profiles for the file, an on-demand profile is refused, saying why.
+    let (code, body) = http_get_bytes(pp2, "/debug/pprof/profile?seconds=1");
+    assert_eq!(code, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(weir.stop().success());
+    let body = std::fs::read(&saved).expect("save_to_file wrote the profile");
+    let (_, types) = parse_profile(&body);
+    assert_eq!(types, ["samples/count", "cpu/nanoseconds"]);
+}

@@ -67,6 +67,8 @@ pub enum ExtensionConfig {
     FileStorage(crate::extensions::file_storage::FileStorageConfig),
     /// `zpages`: live pages about the running weir.
     ZPages(crate::extensions::zpages::ZPagesConfig),
+    /// `pprof`: CPU profiles over HTTP.
+    Pprof(crate::extensions::pprof::PprofConfig),
 }
 
 /// The kinds of component, as the config's sections name them.
@@ -233,6 +235,13 @@ pub const COMPONENTS: &[ComponentInfo] = &[
         aliases: &[],
         signals: &[],
         description: "HTTP health endpoint (200 when ready)",
+    },
+    ComponentInfo {
+        kind: Kind::Extension,
+        type_name: "pprof",
+        aliases: &[],
+        signals: &[],
+        description: "CPU profiles over HTTP in pprof format (/debug/pprof/profile)",
     },
     ComponentInfo {
         kind: Kind::Extension,
@@ -657,6 +666,14 @@ impl Config {
                     if let Some(c) = cx.decode::<HealthCheckConfig>(&path, body) {
                         if cx.problems(&path, c.validate()) {
                             extensions.insert(id, ExtensionConfig::HealthCheck(c));
+                        }
+                    }
+                }
+                "pprof" => {
+                    if let Some(c) = cx.decode::<crate::extensions::pprof::PprofConfig>(&path, body)
+                    {
+                        if cx.problems(&path, c.validate()) {
+                            extensions.insert(id, ExtensionConfig::Pprof(c));
                         }
                     }
                 }
@@ -1164,6 +1181,7 @@ impl Ctx<'_> {
             let endpoint = match e {
                 ExtensionConfig::HealthCheck(c) => &c.endpoint,
                 ExtensionConfig::ZPages(c) => &c.endpoint,
+                ExtensionConfig::Pprof(c) => &c.endpoint,
                 _ => continue,
             };
             check(self, format!("extensions.{id}.endpoint"), endpoint);

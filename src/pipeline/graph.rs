@@ -879,6 +879,12 @@ impl Engine {
                         (format!("{h:?}"), ServerKind::Health(Arc::new(h.clone()))),
                     );
                 }
+                Some(ExtensionConfig::Pprof(p)) => {
+                    wanted.insert(
+                        format!("extensions.{ext}"),
+                        (format!("{p:?}"), ServerKind::Pprof(Arc::new(p.clone()))),
+                    );
+                }
                 Some(ExtensionConfig::ZPages(z)) => {
                     // The pages show the config in force: a reload that changes it restarts
                     // the server with the new picture.
@@ -956,6 +962,12 @@ impl Engine {
                 ServerKind::ZPages(z, _) => {
                     (z.endpoint.clone(), key.replace("extensions.", "extension "))
                 }
+                ServerKind::Pprof(p) => {
+                    for k in p.without_effect() {
+                        tracing::warn!("{key}: {k} has no effect in weir");
+                    }
+                    (p.endpoint.clone(), key.replace("extensions.", "extension "))
+                }
             };
             let l = match net::bind(&endpoint).await {
                 Ok(l) => l,
@@ -998,6 +1010,29 @@ impl Engine {
                     stop_rx,
                     Duration::from_secs(1),
                 ),
+                ServerKind::Pprof(cfg) => {
+                    let serve = net::serve(
+                        l,
+                        crate::extensions::pprof::PprofService,
+                        Protocol::Auto,
+                        stop_rx.clone(),
+                        Duration::from_secs(1),
+                    );
+                    if cfg.save_to_file.is_empty() {
+                        serve
+                    } else {
+                        // Profiles until the server stops (shutdown, or a reload that
+                        // changes it), then writes the file.
+                        let save = tokio::spawn(crate::extensions::pprof::save_to_file(
+                            cfg.save_to_file.clone(),
+                            stop_rx,
+                        ));
+                        tokio::spawn(async move {
+                            let _ = serve.await;
+                            let _ = save.await;
+                        })
+                    }
+                }
                 ServerKind::ZPages(cfg, snapshot) => net::serve(
                     l,
                     crate::extensions::zpages::ZPagesService {
@@ -1162,6 +1197,7 @@ enum ServerKind {
         Arc<crate::extensions::zpages::ZPagesConfig>,
         Arc<crate::extensions::zpages::Snapshot>,
     ),
+    Pprof(Arc<crate::extensions::pprof::PprofConfig>),
 }
 
 struct PipelineRun {
