@@ -142,3 +142,60 @@ async fn retryable_failures_are_retried_permanent_ones_counted_and_logged() {
     assert!(status.success());
     assert!(http_get(health, "/").map(|r| r.0) != Some(200));
 }
+
+/// `sending_queue.batch` with `sizer: bytes`: requests (~1 KB each) are merged up to
+/// `min_size` bytes and
+/// none reaches the backend over `max_size` bytes; every span arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporter_side_batching_by_bytes() {
+    use prost::Message;
+    let sink = Sink::start().await;
+    let grpc = free_port();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{grpc}"}}}}}}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sg}
+    tls: {{insecure: true}}
+    compression: none
+    sending_queue: {{sizer: bytes, queue_size: 10000000, batch: {{flush_timeout: 300ms, min_size: 3000, max_size: 5000}}}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp]}}
+"#,
+        sg = sink.grpc_port
+    );
+    let weir = Weir::start(&yaml, grpc);
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        client.export(spans(30)).await.unwrap();
+    }
+    wait_until_async("300 spans", Duration::from_secs(10), || {
+        sink.state.spans() >= 300
+    })
+    .await;
+    assert_eq!(sink.state.spans(), 300);
+    // The smallest span's share of a request bounds how many fit in 5000 bytes.
+    let smallest = spans(30).resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|s| s.encoded_len() + 2)
+        .min()
+        .unwrap();
+    let per_request: Vec<usize> = sink.state.requests().iter().map(|r| r.items).collect();
+    assert!(
+        per_request.iter().all(|&n| n <= 5000 / smallest),
+        "{per_request:?} (at most {} spans of {smallest} bytes)",
+        5000 / smallest
+    );
+    assert!(
+        per_request.len() < 10 && per_request.iter().any(|&n| n > 30),
+        "requests of ~1 KB merged up to 3000 bytes: {per_request:?}"
+    );
+    assert!(weir.stop().success());
+}

@@ -43,7 +43,8 @@ pub struct QueueBatchConfig {
     pub min_size: usize,
     /// Larger batches are split (default 0 = no limit).
     pub max_size: usize,
-    /// What min_size and max_size count: `items` (weir batches by items only).
+    /// What min_size and max_size count: `items`, or `bytes` of encoded OTLP (unset: the
+    /// queue's sizer; `requests` cannot size a batch and means items).
     pub sizer: Option<Sizer>,
 }
 
@@ -152,6 +153,13 @@ impl RetryConfig {
 }
 
 impl QueueConfig {
+    /// Whether `batch` counts bytes (its own sizer, else the queue's).
+    pub fn batch_in_bytes(&self) -> bool {
+        self.batch
+            .as_ref()
+            .is_some_and(|b| b.sizer.unwrap_or(self.sizer) == Sizer::Bytes)
+    }
+
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.enabled && self.num_consumers == 0 {
             return Err(("num_consumers", "must be at least 1".into()));
@@ -162,15 +170,6 @@ impl QueueConfig {
         if let Some(b) = &self.batch {
             // Upstream: the batch inherits the queue's sizer when it names none (requests
             // cannot size a batch: items then).
-            match b.sizer.unwrap_or(self.sizer) {
-                Sizer::Items | Sizer::Requests => {}
-                Sizer::Bytes => {
-                    return Err((
-                        "batch.sizer",
-                        "bytes is not supported by weir's exporter-side batching; use items".into(),
-                    ))
-                }
-            }
             if b.max_size > 0 && b.max_size < b.min_size {
                 return Err((
                     "batch.min_size",

@@ -328,7 +328,13 @@ pub fn start(
         enqueue_failed,
     };
     if let Some(b) = queue.batch.as_ref().filter(|_| queue.enabled) {
-        handle.batcher = Some(spawn_batcher(&id, b, handle.clone(), registry));
+        handle.batcher = Some(spawn_batcher(
+            &id,
+            b,
+            queue.batch_in_bytes(),
+            handle.clone(),
+            registry,
+        ));
     }
     let task = ExporterTask {
         id,
@@ -348,6 +354,7 @@ pub fn start(
 fn spawn_batcher(
     id: &str,
     cfg: &config::QueueBatchConfig,
+    in_bytes: bool,
     queue: ExporterHandle,
     registry: &Registry,
 ) -> mpsc::Sender<Batch> {
@@ -359,6 +366,7 @@ fn spawn_batcher(
             timeout: cfg.flush_timeout,
             send_batch_size: cfg.min_size,
             send_batch_max_size: cfg.max_size,
+            sizer_bytes: in_bytes,
             ..Default::default()
         },
         registry,

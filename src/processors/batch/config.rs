@@ -19,6 +19,11 @@ pub struct BatchConfig {
     pub metadata_keys: Vec<String>,
     /// Distinct value combinations of `metadata_keys` kept at once (default 1000).
     pub metadata_cardinality_limit: usize,
+    /// Count `send_batch_size`/`send_batch_max_size` in bytes of encoded OTLP instead of
+    /// items: the exporters' `sending_queue.batch` with `sizer: bytes` (not a key of the
+    /// `batch` processor, which upstream sizes by items).
+    #[serde(skip)]
+    pub sizer_bytes: bool,
 }
 
 impl Default for BatchConfig {
@@ -29,6 +34,7 @@ impl Default for BatchConfig {
             send_batch_max_size: 0,
             metadata_keys: Vec::new(),
             metadata_cardinality_limit: 1000,
+            sizer_bytes: false,
         }
     }
 }

@@ -85,6 +85,30 @@ impl BatchProcessor {
         })
     }
 
+    /// A batch's size as `send_batch_size` counts it: items, or encoded bytes.
+    fn size(&self, b: &Batch) -> usize {
+        if self.cfg.sizer_bytes {
+            b.encoded_len()
+        } else {
+            b.items
+        }
+    }
+
+    /// Splits `front` (decoded) until every piece is within `max` bytes, or one item.
+    fn split_to_bytes(&self, front: Batch, max: usize, out: &mut Vec<Batch>) {
+        let mut stack = vec![front];
+        while let Some(mut b) = stack.pop() {
+            if b.items <= 1 || b.encoded_len() <= max {
+                out.push(b);
+                continue;
+            }
+            let n = b.items / 2;
+            let half = split::split_off_front(&mut b, n);
+            stack.push(b);
+            stack.push(half);
+        }
+    }
+
     fn emit(&self, p: &mut Partition, out: &mut Vec<Batch>) {
         if p.items == 0 && p.parts.is_empty() {
             return;
@@ -105,7 +129,7 @@ impl BatchProcessor {
             });
         }
         p.items = 0;
-        if max == 0 || merged.items <= max {
+        if max == 0 || self.size(&merged) <= max {
             out.push(merged);
             return;
         }
@@ -118,13 +142,32 @@ impl BatchProcessor {
             }
         }
         // Everything but the tail goes out in max-sized pieces; the tail waits for more.
-        while merged.items > max {
-            out.push(split::split_off_front(&mut merged, max));
+        if self.cfg.sizer_bytes {
+            while merged.items > 0 && merged.encoded_len() > max {
+                // About `max` bytes of items at the batch's mean item size, then halved
+                // until within `max` (an item bigger than `max` goes alone).
+                let n = (max as u128 * merged.items as u128 / merged.encoded_len().max(1) as u128)
+                    .clamp(1, merged.items as u128) as usize;
+                if n >= merged.items {
+                    break;
+                }
+                let front = split::split_off_front(&mut merged, n);
+                self.split_to_bytes(front, max, out);
+            }
+            if merged.encoded_len() > max {
+                self.split_to_bytes(merged, max, out);
+                return;
+            }
+        } else {
+            while merged.items > max {
+                out.push(split::split_off_front(&mut merged, max));
+            }
         }
-        if merged.items >= self.cfg.send_batch_size || merged.items == max {
+        let size = self.size(&merged);
+        if size >= self.cfg.send_batch_size || size == max {
             out.push(merged);
         } else {
-            p.items = merged.items;
+            p.items = size;
             p.parts.push(merged);
         }
     }
@@ -233,7 +276,7 @@ impl Processor for BatchProcessor {
         let Some(mut p) = self.parts.remove(&key) else {
             return;
         };
-        p.items += batch.items;
+        p.items += self.size(&batch);
         p.parts.push(batch);
         if p.deadline.is_none() {
             p.deadline = Some(Instant::now() + self.cfg.timeout.0);

@@ -166,3 +166,52 @@ fn rejects_max_below_size() {
         ))
     );
 }
+
+/// `sizer: bytes` (the exporters' `sending_queue.batch`): a batch goes out once it holds
+/// `send_batch_size` bytes, and none goes out over `send_batch_max_size` bytes (a single item
+/// larger than that goes alone); every span arrives once.
+#[test]
+fn sizes_in_bytes_when_asked() {
+    let one = encoded(1, Context::default()).encoded_len();
+    let ten = encoded(10, Context::default()).encoded_len();
+    let mut p = proc(BatchConfig {
+        send_batch_size: 3 * ten,
+        send_batch_max_size: 4 * ten,
+        sizer_bytes: true,
+        ..BatchConfig::default()
+    });
+    let mut out = Vec::new();
+    p.process(encoded(10, Context::default()), &mut out);
+    p.process(encoded(10, Context::default()), &mut out);
+    assert!(out.is_empty(), "two requests are under 3 × {ten} bytes");
+    p.process(encoded(10, Context::default()), &mut out);
+    assert_eq!(out.len(), 1, "three reach it");
+    assert_eq!(out[0].items, 30);
+    // One request of 200 spans: split into pieces within 4 × `ten` bytes.
+    out.clear();
+    p.process(encoded(200, Context::default()), &mut out);
+    p.flush(&mut out);
+    assert!(out.len() >= 5, "{}", out.len());
+    for b in &out {
+        assert!(
+            b.encoded_len() <= 4 * ten,
+            "{} > {}",
+            b.encoded_len(),
+            4 * ten
+        );
+    }
+    assert_eq!(total(&out), 200);
+    assert_eq!(out.iter().map(|b| b.items).sum::<usize>(), 200);
+    // A max smaller than one span: each span alone.
+    let mut p = proc(BatchConfig {
+        send_batch_size: 1,
+        send_batch_max_size: one / 2,
+        sizer_bytes: true,
+        ..BatchConfig::default()
+    });
+    let mut out = Vec::new();
+    p.process(encoded(5, Context::default()), &mut out);
+    p.flush(&mut out);
+    assert_eq!(out.len(), 5);
+    assert!(out.iter().all(|b| b.items == 1));
+}
