@@ -107,19 +107,40 @@ pub async fn inflate(
     }
 }
 
-/// Inflates zlib-wrapped deflate (HTTP's `deflate` and `zlib` encodings, read as the Collector
-/// reads them), failing as soon as the output would pass `limit` bytes.
-pub fn unzlib_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
-    let decoder = flate2::read::ZlibDecoder::new(input);
+/// Reads `decoder` to its end into a buffer of `capacity` to start with, failing as soon as
+/// the output would pass `limit` bytes (one byte past it is read to tell "exactly at the
+/// limit" from "over it"); `invalid` names a decoding error.
+fn read_capped(
+    decoder: impl Read,
+    limit: usize,
+    capacity: usize,
+    invalid: fn(String) -> DecompressError,
+) -> Result<Vec<u8>, DecompressError> {
     let mut limited = decoder.take(limit as u64 + 1);
-    let mut out = Vec::with_capacity((input.len() * 4).min(limit).min(1 << 20));
+    let mut out = Vec::with_capacity(capacity);
     limited
         .read_to_end(&mut out)
-        .map_err(|e| DecompressError::InvalidZlib(e.to_string()))?;
+        .map_err(|e| invalid(e.to_string()))?;
     if out.len() > limit {
         return Err(DecompressError::TooLarge { limit });
     }
     Ok(out)
+}
+
+/// A first guess at the output size of `input`: growth after it is bounded by the cap.
+fn guess(input: &[u8], limit: usize) -> usize {
+    (input.len() * 4).min(limit).min(1 << 20)
+}
+
+/// Inflates zlib-wrapped deflate (HTTP's `deflate` and `zlib` encodings, read as the Collector
+/// reads them), failing as soon as the output would pass `limit` bytes.
+pub fn unzlib_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
+    read_capped(
+        flate2::read::ZlibDecoder::new(input),
+        limit,
+        guess(input, limit),
+        DecompressError::InvalidZlib,
+    )
 }
 
 /// Decompresses a snappy block; its declared length is checked against `limit` before any
@@ -139,16 +160,12 @@ pub fn unsnappy_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, Decompress
 /// and grpc-go's snappy compressors write it), failing as soon as the output would pass
 /// `limit` bytes. Chunk checksums are verified.
 pub fn unsnappy_framed_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
-    let decoder = snap::read::FrameDecoder::new(input);
-    let mut limited = decoder.take(limit as u64 + 1);
-    let mut out = Vec::with_capacity((input.len() * 4).min(limit).min(1 << 20));
-    limited
-        .read_to_end(&mut out)
-        .map_err(|e| DecompressError::InvalidSnappy(e.to_string()))?;
-    if out.len() > limit {
-        return Err(DecompressError::TooLarge { limit });
-    }
-    Ok(out)
+    read_capped(
+        snap::read::FrameDecoder::new(input),
+        limit,
+        guess(input, limit),
+        DecompressError::InvalidSnappy,
+    )
 }
 
 /// Snappy in its framing format (gRPC's `snappy` encoding).
@@ -163,16 +180,12 @@ pub fn snappy_framed(input: &[u8]) -> Vec<u8> {
 /// Decodes an LZ4 frame (HTTP's `lz4` encoding, as the Collector reads it), failing as soon
 /// as the output would pass `limit` bytes.
 pub fn unlz4_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
-    let decoder = lz4_flex::frame::FrameDecoder::new(input);
-    let mut limited = decoder.take(limit as u64 + 1);
-    let mut out = Vec::with_capacity((input.len() * 4).min(limit).min(1 << 20));
-    limited
-        .read_to_end(&mut out)
-        .map_err(|e| DecompressError::InvalidLz4(e.to_string()))?;
-    if out.len() > limit {
-        return Err(DecompressError::TooLarge { limit });
-    }
-    Ok(out)
+    read_capped(
+        lz4_flex::frame::FrameDecoder::new(input),
+        limit,
+        guess(input, limit),
+        DecompressError::InvalidLz4,
+    )
 }
 
 /// Deflate cannot expand more than 1032:1, so a gzip trailer that claims more than this for
@@ -195,23 +208,17 @@ fn gzip_declared_size(input: &[u8], limit: usize) -> Option<usize> {
 /// Gunzips `input`, failing as soon as the output would pass `limit` bytes. The output is
 /// allocated once at the size the trailer declares (when it is plausible).
 pub fn gunzip_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {
-    let decoder = flate2::bufread::MultiGzDecoder::new(input);
-    // Read one byte past the limit to tell "exactly at the limit" from "over it".
-    let mut limited = decoder.take(limit as u64 + 1);
-    // The declared size (+1 so reaching the end needs no growth), else a modest guess;
-    // growth is bounded by the cap.
-    let cap = match gzip_declared_size(input, limit) {
+    // The declared size (+1 so reaching the end needs no growth), else a modest guess.
+    let capacity = match gzip_declared_size(input, limit) {
         Some(n) => n + 1,
-        None => (input.len() * 4).min(limit).min(1 << 20),
+        None => guess(input, limit),
     };
-    let mut out = Vec::with_capacity(cap);
-    limited
-        .read_to_end(&mut out)
-        .map_err(|e| DecompressError::Invalid(e.to_string()))?;
-    if out.len() > limit {
-        return Err(DecompressError::TooLarge { limit });
-    }
-    Ok(out)
+    read_capped(
+        flate2::bufread::MultiGzDecoder::new(input),
+        limit,
+        capacity,
+        DecompressError::Invalid,
+    )
 }
 
 thread_local! {
@@ -254,15 +261,12 @@ pub fn unzstd_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressEr
     }
     let decoder = zstd::stream::read::Decoder::new(input)
         .map_err(|e| DecompressError::InvalidZstd(e.to_string()))?;
-    let mut limited = decoder.take(limit as u64 + 1);
-    let mut out = Vec::with_capacity((input.len() * 4).min(limit).min(1 << 20));
-    limited
-        .read_to_end(&mut out)
-        .map_err(|e| DecompressError::InvalidZstd(e.to_string()))?;
-    if out.len() > limit {
-        return Err(DecompressError::TooLarge { limit });
-    }
-    Ok(out)
+    read_capped(
+        decoder,
+        limit,
+        guess(input, limit),
+        DecompressError::InvalidZstd,
+    )
 }
 
 /// Zstd-compresses `input` at level 1 (fast; the ratio is already better than gzip's).

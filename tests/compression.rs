@@ -43,20 +43,6 @@ async fn call(
     call_chunks(channel, encoding, vec![body]).await
 }
 
-/// A request body sent as these DATA frames.
-struct Chunks(std::collections::VecDeque<Bytes>);
-
-impl http_body::Body for Chunks {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(http_body::Frame::data(b))))
-    }
-}
-
 async fn call_chunks(
     channel: &tonic::transport::Channel,
     encoding: Option<&str>,
@@ -69,7 +55,7 @@ async fn call_chunks(
         b = b.header("grpc-encoding", e);
     }
     let req = b
-        .body(tonic::body::Body::new(Chunks(
+        .body(tonic::body::Body::new(weir::exporters::otlp::Chunks(
             chunks.into_iter().map(Bytes::from).collect(),
         )))
         .expect("request");
@@ -114,6 +100,24 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// weir receiving OTLP/gRPC on `port` and forwarding traces to `to` with `compression`.
+fn forwarder(port: u16, to: u16, compression: &str, max_mib: u32) -> Weir {
+    Weir::start(
+        &format!(
+            r#"
+receivers:
+  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}", max_recv_msg_size_mib: {max_mib}}}}}}}
+exporters:
+  otlp: {{endpoint: "127.0.0.1:{to}", tls: {{insecure: true}}, compression: {compression}}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines: {{traces: {{receivers: [otlp], exporters: [otlp]}}}}
+"#
+        ),
+        port,
+    )
+}
+
 fn frame(flag: u8, msg: &[u8]) -> Vec<u8> {
     let mut f = vec![flag];
     f.extend_from_slice(&(msg.len() as u32).to_be_bytes());
@@ -127,37 +131,10 @@ fn frame(flag: u8, msg: &[u8]) -> Vec<u8> {
 async fn snappy_over_grpc_from_exporter_to_receiver_and_every_encoding_in() {
     let sink = Sink::start().await;
     let (a, b) = (free_port(), free_port());
-    // weir B: receives (any encoding), forwards uncompressed to the sink.
-    let weir_b = Weir::start(
-        &format!(
-            r#"
-receivers:
-  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{b}"}}}}}}
-exporters:
-  otlp: {{endpoint: "127.0.0.1:{s}", tls: {{insecure: true}}, compression: none}}
-service:
-  telemetry: {{metrics: {{level: none}}}}
-  pipelines: {{traces: {{receivers: [otlp], exporters: [otlp]}}}}
-"#,
-            s = sink.grpc_port
-        ),
-        b,
-    );
-    // weir A: forwards to B with snappy.
-    let weir_a = Weir::start(
-        &format!(
-            r#"
-receivers:
-  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{a}"}}}}}}
-exporters:
-  otlp: {{endpoint: "127.0.0.1:{b}", tls: {{insecure: true}}, compression: snappy}}
-service:
-  telemetry: {{metrics: {{level: none}}}}
-  pipelines: {{traces: {{receivers: [otlp], exporters: [otlp]}}}}
-"#
-        ),
-        a,
-    );
+    // weir B: receives (any encoding), forwards uncompressed to the sink; weir A forwards
+    // to B with snappy.
+    let weir_b = forwarder(b, sink.grpc_port, "none", 4);
+    let weir_a = forwarder(a, b, "snappy", 4);
     let chan_a = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{a}"))
         .expect("uri")
         .connect()
@@ -210,21 +187,7 @@ service:
 async fn hostile_compressed_requests_get_exact_errors() {
     let sink = Sink::start().await;
     let port = free_port();
-    let weir = Weir::start(
-        &format!(
-            r#"
-receivers:
-  otlp: {{protocols: {{grpc: {{endpoint: "127.0.0.1:{port}", max_recv_msg_size_mib: 1}}}}}}
-exporters:
-  otlp: {{endpoint: "127.0.0.1:{s}", tls: {{insecure: true}}, compression: none}}
-service:
-  telemetry: {{metrics: {{level: none}}}}
-  pipelines: {{traces: {{receivers: [otlp], exporters: [otlp]}}}}
-"#,
-            s = sink.grpc_port
-        ),
-        port,
-    );
+    let weir = forwarder(port, sink.grpc_port, "none", 1);
     let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .expect("uri")
         .connect()

@@ -172,8 +172,8 @@ pub fn partial_success(signal: Signal, body: &[u8]) -> Sent {
 }
 
 /// A request body of a few ready chunks (the gRPC frame header, then the message), sent
-/// without copying them together.
-struct Chunks(std::collections::VecDeque<Bytes>);
+/// without copying them together, one DATA frame each.
+pub struct Chunks(pub std::collections::VecDeque<Bytes>);
 
 impl http_body::Body for Chunks {
     type Data = Bytes;
