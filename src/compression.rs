@@ -132,6 +132,22 @@ fn guess(input: &[u8], limit: usize) -> usize {
     (input.len() * 4).min(limit).min(1 << 20)
 }
 
+/// One snappy block of `body` (remote write's and Loki's `Content-Encoding: snappy`), on the
+/// compression threads when `body` is large.
+pub async fn snappy_block(body: Vec<u8>) -> Result<Vec<u8>, String> {
+    offload(body.len(), move || {
+        snap::raw::Encoder::new()
+            .compress_vec(&body)
+            .map_err(|e| format!("snappy: {e}"))
+    })
+    .await
+}
+
+/// gzip of `body` at the fastest level, on the compression threads when `body` is large.
+pub async fn gzip_owned(body: Vec<u8>) -> Vec<u8> {
+    offload(body.len(), move || gzip(&body)).await
+}
+
 /// Inflates zlib-wrapped deflate (HTTP's `deflate` and `zlib` encodings, read as the Collector
 /// reads them), failing as soon as the output would pass `limit` bytes.
 pub fn unzlib_capped(input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError> {

@@ -687,17 +687,16 @@ impl LokiSender {
     ) -> Result<(), ExportError> {
         let (body, ct, enc) = match self.encoding {
             LokiEncoding::Protobuf => {
-                let raw = req.encode_to_vec();
-                let c = snap::raw::Encoder::new()
-                    .compress_vec(&raw)
-                    .map_err(|e| ExportError::permanent(format!("snappy: {e}")))?;
+                let c = crate::compression::snappy_block(req.encode_to_vec())
+                    .await
+                    .map_err(ExportError::permanent)?;
                 (c, "application/x-protobuf", None)
             }
             LokiEncoding::Json => {
                 let j = to_json(req);
                 if self.gzip {
                     (
-                        crate::compression::gzip(&j),
+                        crate::compression::gzip_owned(j).await,
                         "application/json",
                         Some("gzip"),
                     )

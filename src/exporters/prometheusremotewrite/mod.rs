@@ -182,9 +182,9 @@ impl PrwSender {
         tenant: Option<&str>,
         ctx: &crate::pdata::Context,
     ) -> Result<(), ExportError> {
-        let compressed = snap::raw::Encoder::new()
-            .compress_vec(&body)
-            .map_err(|e| ExportError::permanent(format!("snappy: {e}")))?;
+        let compressed = crate::compression::snappy_block(body)
+            .await
+            .map_err(ExportError::permanent)?;
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.url.clone())
