@@ -382,7 +382,8 @@ service:
 "#
         )
     };
-    let weir = Weir::start(&yaml(""), z);
+    // Receivers start after extensions: ready once the receiver listens.
+    let weir = Weir::start(&yaml(""), http);
     let get = |path: &str| http_get(z, path).expect("zpages answers");
     let (code, page) = get("/debug/pipelinez");
     assert_eq!(code, 200);
@@ -490,7 +491,8 @@ service:
     traces: {{receivers: [otlp], exporters: [debug]}}
 "#
     );
-    let weir = Weir::start(&yaml, pp);
+    // Receivers start after extensions: ready once the receiver listens.
+    let weir = Weir::start(&yaml, http);
     assert!(
         weir.log()
             .contains("block_profile_fraction (Go's block profile; weir has none) has no effect"),
@@ -556,7 +558,7 @@ service:
 "#,
         saved.display()
     );
-    let weir = Weir::start(&yaml, pp2);
+    let weir = Weir::start(&yaml, http);
     for _ in 0..50 {
         post_span(http);
     }

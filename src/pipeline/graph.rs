@@ -1011,26 +1011,31 @@ impl Engine {
                     Duration::from_secs(1),
                 ),
                 ServerKind::Pprof(cfg) => {
+                    // save_to_file profiles from before the first request (then an
+                    // on-demand profile is refused, saying why) until the server stops
+                    // (shutdown, or a reload that changes it), and writes the file then.
+                    let save = (!cfg.save_to_file.is_empty()).then(|| {
+                        crate::extensions::pprof::save_to_file(
+                            cfg.save_to_file.clone(),
+                            stop_rx.clone(),
+                        )
+                    });
                     let serve = net::serve(
                         l,
                         crate::extensions::pprof::PprofService,
                         Protocol::Auto,
-                        stop_rx.clone(),
+                        stop_rx,
                         Duration::from_secs(1),
                     );
-                    if cfg.save_to_file.is_empty() {
-                        serve
-                    } else {
-                        // Profiles until the server stops (shutdown, or a reload that
-                        // changes it), then writes the file.
-                        let save = tokio::spawn(crate::extensions::pprof::save_to_file(
-                            cfg.save_to_file.clone(),
-                            stop_rx,
-                        ));
-                        tokio::spawn(async move {
-                            let _ = serve.await;
-                            let _ = save.await;
-                        })
+                    match save {
+                        None => serve,
+                        Some(save) => {
+                            let save = tokio::spawn(save);
+                            tokio::spawn(async move {
+                                let _ = serve.await;
+                                let _ = save.await;
+                            })
+                        }
                     }
                 }
                 ServerKind::ZPages(cfg, snapshot) => net::serve(

@@ -270,34 +270,40 @@ async fn profile_for(seconds: u64) -> Result<Vec<u8>, String> {
     .await
 }
 
-/// Profiles from start until `stop` fires, then writes the profile to `path`.
-pub async fn save_to_file(path: String, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// Starts profiling now (before the server takes requests, so an on-demand profile cannot
+/// slip in first) and returns the task that, when `stop` fires, writes the profile to `path`.
+pub fn save_to_file(
+    path: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send {
     let start = std::time::SystemTime::now();
-    let guard = match pprof::ProfilerGuardBuilder::default()
+    let guard = pprof::ProfilerGuardBuilder::default()
         .frequency(FREQUENCY)
         .blocklist(&["libc", "libgcc", "pthread", "vdso"])
-        .build()
-    {
-        Ok(g) => g,
-        Err(e) => {
-            tracing::error!("pprof: cannot start the profiler for save_to_file: {e}");
-            return;
+        .build();
+    async move {
+        let guard = match guard {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!("pprof: cannot start the profiler for save_to_file: {e}");
+                return;
+            }
+        };
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                break;
+            }
         }
-    };
-    while !*stop.borrow() {
-        if stop.changed().await.is_err() {
-            break;
+        let written = crate::compression::on_pool(move || -> Result<(), String> {
+            let report = guard.report().build().map_err(|e| e.to_string())?;
+            std::fs::write(&path, encode(&to_profile(&report, start)))
+                .map_err(|e| format!("{path}: {e}"))
+        })
+        .await;
+        match written {
+            Ok(()) => tracing::info!("pprof: CPU profile written (save_to_file)"),
+            Err(e) => tracing::error!("pprof: cannot write the CPU profile: {e}"),
         }
-    }
-    let written = crate::compression::on_pool(move || -> Result<(), String> {
-        let report = guard.report().build().map_err(|e| e.to_string())?;
-        std::fs::write(&path, encode(&to_profile(&report, start)))
-            .map_err(|e| format!("{path}: {e}"))
-    })
-    .await;
-    match written {
-        Ok(()) => tracing::info!("pprof: CPU profile written (save_to_file)"),
-        Err(e) => tracing::error!("pprof: cannot write the CPU profile: {e}"),
     }
 }
 
