@@ -79,10 +79,18 @@ fn thp_when_busy() {
         .name("weir-thp".into())
         .spawn(|| loop {
             std::thread::sleep(std::time::Duration::from_millis(500));
-            let rss = std::fs::read_to_string("/proc/self/statm")
+            // VmRSS is in kB whatever the page size.
+            let rss = std::fs::read_to_string("/proc/self/status")
                 .ok()
-                .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .map_or(0, |pages| pages * 4096);
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))?
+                        .split_whitespace()
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .map_or(0, |kb| kb * 1024);
             if rss > THP_FROM_RSS {
                 set_thp_disabled(false);
                 return;
