@@ -130,12 +130,19 @@ async fn retryable_failures_are_retried_permanent_ones_counted_and_logged() {
         2,
         "one attempt per exporter, no retries"
     );
-    let log = weir.log();
-    assert!(
-        log.contains("permanent error: rpc error: code = InvalidArgument desc = sink told to fail"),
-        "{log}"
-    );
-    assert!(log.contains("HTTP 400 from http://127.0.0.1:"), "{log}");
+    // The failure is counted before it is logged, and the log is read through a pipe: wait
+    // for both lines.
+    wait_until_async(
+        "both permanent errors logged",
+        Duration::from_secs(10),
+        || {
+            let log = weir.log();
+            log.contains(
+                "permanent error: rpc error: code = InvalidArgument desc = sink told to fail",
+            ) && log.contains("HTTP 400 from http://127.0.0.1:")
+        },
+    )
+    .await;
 
     // While stopping, the health check stops saying ready (or stops answering).
     let status = weir.stop();
