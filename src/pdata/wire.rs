@@ -267,16 +267,29 @@ pub fn count_items(signal: Signal, buf: &[u8]) -> Result<usize, WireError> {
     let mut n = 0usize;
     // Request.resource_x = 1 → Resource_x.scope_x = 2 → Scope_x.items = 2.
     each(buf, 0, 1, |resource, at| {
-        each(resource, at, 2, |scope, at| match signal {
-            Signal::Traces | Signal::Logs => each(scope, at, 2, |_, _| {
-                n += 1;
-                Ok(())
-            }),
-            Signal::Metrics => each(scope, at, 2, |metric, at| {
-                n += count_metric_points(metric, at)?;
-                Ok(())
-            }),
-        })
+        n += resource_items(signal, resource, at)?;
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+/// Counts the items of one encoded `ResourceSpans`/`ResourceMetrics`/`ResourceLogs` (the
+/// message, without its key and length).
+pub fn count_resource_items(signal: Signal, resource: &[u8]) -> Result<usize, WireError> {
+    resource_items(signal, resource, 0)
+}
+
+fn resource_items(signal: Signal, resource: &[u8], base: usize) -> Result<usize, WireError> {
+    let mut n = 0usize;
+    each(resource, base, 2, |scope, at| match signal {
+        Signal::Traces | Signal::Logs => each(scope, at, 2, |_, _| {
+            n += 1;
+            Ok(())
+        }),
+        Signal::Metrics => each(scope, at, 2, |metric, at| {
+            n += count_metric_points(metric, at)?;
+            Ok(())
+        }),
     })?;
     Ok(n)
 }

@@ -44,10 +44,7 @@ impl<'a> ResourceEntry<'a> {
 
     /// Items (spans, data points, log records) in this resource's data.
     pub(crate) fn items(&self, signal: Signal) -> Result<usize, WireError> {
-        let mut framed = Vec::with_capacity(self.body.len() + 6);
-        wire::put_len_header(&mut framed, 1, self.body.len());
-        framed.extend_from_slice(self.body);
-        wire::count_items(signal, &framed)
+        wire::count_resource_items(signal, self.body)
     }
 
     /// Appends this resource's data as a request's field 1 to `out`, with attribute `key`
