@@ -492,11 +492,14 @@ service:
     );
     // Receivers start after extensions: ready once the receiver listens.
     let weir = Weir::start(&yaml, http);
-    assert!(
-        weir.log()
-            .contains("block_profile_fraction (Go's block profile; weir has none) has no effect"),
-        "{}",
-        weir.log()
+    wait_until(
+        "the block_profile_fraction warning",
+        Duration::from_secs(10),
+        || {
+            weir.log().contains(
+                "block_profile_fraction (Go's block profile; weir has none) has no effect",
+            )
+        },
     );
     // Work for the sampler while the profile is taken.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
