@@ -165,10 +165,10 @@ fn main() -> ExitCode {
             }
         },
         "components" => {
-            use weir::config::model::{Kind, COMPONENTS};
-            let width = COMPONENTS
+            use weir::pipeline::registry::{Kind, FACTORIES};
+            let width = FACTORIES
                 .iter()
-                .map(|c| c.type_name.len())
+                .map(|f| f.type_name.len())
                 .max()
                 .unwrap_or(10);
             let order = [
@@ -179,19 +179,18 @@ fn main() -> ExitCode {
                 Kind::Extension,
             ];
             for kind in order {
-                for c in COMPONENTS.iter().filter(|c| c.kind == kind) {
-                    let signals: Vec<&str> = c.signals.iter().map(|s| s.as_str()).collect();
-                    let aliases = if c.aliases.is_empty() {
+                for f in FACTORIES.iter().filter(|f| f.kind() == kind) {
+                    let aliases = if f.aliases.is_empty() {
                         String::new()
                     } else {
-                        format!(" (also: {})", c.aliases.join(", "))
+                        format!(" (also: {})", f.aliases.join(", "))
                     };
                     println!(
-                        "{:<10} {:<width$} {:<20} {}{aliases}",
-                        c.kind.as_str(),
-                        c.type_name,
-                        signals.join(","),
-                        c.description
+                        "{:<10} {:<width$} {:<42} {}{aliases}",
+                        kind.as_str(),
+                        f.type_name,
+                        f.stability_text(),
+                        f.description
                     );
                 }
             }

@@ -298,6 +298,25 @@ fn components_and_version() {
             "{kind} {ty} missing:\n{text}"
         );
     }
+    // Stability per signal, as the Collector's `components` shows it.
+    for (ty, stability) in [
+        ("otlp", "traces:stable,metrics:stable,logs:stable"),
+        ("tail_sampling", "traces:beta"),
+        ("routing", "traces_to_traces:alpha"),
+        ("health_check", "extension:beta"),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(ty) && l.contains(stability)),
+            "{ty} {stability} missing:\n{text}"
+        );
+    }
+    // Aliases are listed with their type.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("exporter") && l.contains("(also: otlp_grpc)")),
+        "{text}"
+    );
     let v = std::process::Command::new(common::weir_bin())
         .arg("--version")
         .output()

@@ -152,6 +152,72 @@ impl Loaded {
     }
 }
 
+/// One component's YAML body, as its factory sees it: decode it into the component's
+/// settings and report every problem, each under the component's path.
+pub struct Body<'a> {
+    loaded: &'a Loaded,
+    /// The component's YAML path (`processors.batch/2`).
+    pub path: String,
+    value: &'a Value,
+    errors: &'a mut Vec<ConfigError>,
+}
+
+impl<'a> Body<'a> {
+    pub fn new(
+        loaded: &'a Loaded,
+        path: String,
+        value: &'a Value,
+        errors: &'a mut Vec<ConfigError>,
+    ) -> Body<'a> {
+        Body {
+            loaded,
+            path,
+            value,
+            errors,
+        }
+    }
+
+    /// The body decoded into `T`; `type:` with nothing under it is all defaults. Every key
+    /// that does not decode is reported.
+    pub fn decode<T: DeserializeOwned + Default>(&mut self) -> Option<T> {
+        if self.value.is_null() {
+            return Some(T::default());
+        }
+        match self.loaded.decode_all::<T>(&self.path, self.value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.errors.extend(e);
+                None
+            }
+        }
+    }
+
+    /// Decodes, then checks with `check` (which may also normalize): its problems are
+    /// (key under the component, message). `None` when anything was wrong.
+    pub fn decode_checked<T: DeserializeOwned + Default>(
+        &mut self,
+        check: impl FnOnce(&mut T) -> Vec<(String, String)>,
+    ) -> Option<T> {
+        let mut t = self.decode::<T>()?;
+        let problems = check(&mut t);
+        self.problems(problems).then_some(t)
+    }
+
+    /// Reports problems (key under the component, message); true when there were none.
+    pub fn problems(&mut self, problems: Vec<(String, String)>) -> bool {
+        let ok = problems.is_empty();
+        for (k, m) in problems {
+            let path = if k.is_empty() {
+                self.path.clone()
+            } else {
+                format!("{}.{k}", self.path)
+            };
+            self.errors.push(self.loaded.error(&path, m));
+        }
+        ok
+    }
+}
+
 /// Removes the mapping key `path` leads to; false when the path does not end in a mapping key
 /// (or leads nowhere), so nothing was removed.
 fn remove_at(root: &mut Value, path: &serde_path_to_error::Path) -> bool {

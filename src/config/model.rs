@@ -7,297 +7,21 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::loader::{ConfigError, ConfigErrors, Loaded, Mapping, Value};
+use super::loader::{Body, ConfigError, ConfigErrors, Loaded, Mapping, Value};
 use super::units::DurationValue;
-use crate::exporters::debug::DebugConfig;
-use crate::exporters::loki::config::LokiExporterConfig;
-use crate::exporters::otlp::config::OtlpExporterConfig;
-use crate::exporters::otlphttp::config::OtlpHttpExporterConfig;
-use crate::exporters::prometheusremotewrite::config::PrwExporterConfig;
-use crate::extensions::auth;
-use crate::extensions::health_check::HealthCheckConfig;
 use crate::pdata::Signal;
-use crate::processors::attributes::config::{AttributesConfig, ResourceConfig};
-use crate::processors::batch::config::BatchConfig;
-use crate::processors::cardinality_limiter::config::CardinalityLimiterConfig;
-use crate::processors::tail_sampling::config::TailSamplingConfig;
-use crate::processors::tenant::config::TenantConfig;
-use crate::receivers::otlp::config::OtlpReceiverConfig;
+pub use crate::pipeline::registry::Kind;
+use crate::pipeline::registry::{
+    lookup, type_names, Component, ConnectorSettings, Decode, ExporterSettings, ExtensionSettings,
+    Handles, ProcessorSettings, ReceiverSettings,
+};
 use crate::telemetry::TelemetryConfig;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReceiverConfig {
-    Otlp(OtlpReceiverConfig),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProcessorConfig {
-    Batch(BatchConfig),
-    Attributes(AttributesConfig),
-    Resource(ResourceConfig),
-    TailSampling(TailSamplingConfig),
-    CardinalityLimiter(CardinalityLimiterConfig),
-    Tenant(TenantConfig),
-    MemoryLimiter(crate::processors::memory_limiter::config::MemoryLimiterConfig),
-    Filter(Box<crate::processors::filter::config::FilterConfig>),
-    ProbabilisticSampler(crate::processors::probabilistic_sampler::ProbabilisticSamplerConfig),
-    Transform(Box<crate::processors::transform::TransformConfig>),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExporterConfig {
-    Otlp(OtlpExporterConfig),
-    OtlpHttp(OtlpHttpExporterConfig),
-    PrometheusRemoteWrite(Box<PrwExporterConfig>),
-    Loki(Box<LokiExporterConfig>),
-    Debug(DebugConfig),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum ConnectorConfig {
-    Routing(crate::connectors::routing::RoutingConfig),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum ExtensionConfig {
-    HealthCheck(HealthCheckConfig),
-    /// `bearertokenauth`, `basicauth`, `headers_setter`: used through `auth:` references.
-    Auth(crate::extensions::auth::AuthConfig),
-    /// `file_storage`: used through exporters' `sending_queue.storage`.
-    FileStorage(crate::extensions::file_storage::FileStorageConfig),
-    /// `zpages`: live pages about the running weir.
-    ZPages(crate::extensions::zpages::ZPagesConfig),
-    /// `pprof`: CPU profiles over HTTP.
-    Pprof(crate::extensions::pprof::PprofConfig),
-}
-
-/// The kinds of component, as the config's sections name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Receiver,
-    Processor,
-    Exporter,
-    Connector,
-    Extension,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Receiver => "receiver",
-            Kind::Processor => "processor",
-            Kind::Exporter => "exporter",
-            Kind::Connector => "connector",
-            Kind::Extension => "extension",
-        }
-    }
-}
-
-/// A component type weir has.
-pub struct ComponentInfo {
-    pub kind: Kind,
-    pub type_name: &'static str,
-    /// Other names the Collector knows the type by (`otlp_grpc` for `otlp`).
-    pub aliases: &'static [&'static str],
-    pub signals: &'static [Signal],
-    pub description: &'static str,
-}
-
-const ALL: &[Signal] = &[Signal::Traces, Signal::Metrics, Signal::Logs];
-
-/// Every component type, for `weir components` and validation.
-pub const COMPONENTS: &[ComponentInfo] = &[
-    ComponentInfo {
-        kind: Kind::Receiver,
-        type_name: "otlp",
-        aliases: &[],
-        signals: ALL,
-        description: "OTLP over gRPC and HTTP (protobuf, JSON, gzip, zstd)",
-    },
-    ComponentInfo {
-        kind: Kind::Processor,
-        type_name: "memory_limiter",
-        aliases: &[],
-        signals: ALL,
-        description: "refuses new data (retryable) while memory is over its soft limit",
-    },
-    ComponentInfo {
-        kind: Kind::Processor,
-        type_name: "batch",
-        aliases: &[],
-        signals: ALL,
-        description: "groups data into batches by size and time",
-    },
-    ComponentInfo {
-        kind: Kind::Processor,
-        type_name: "attributes",
-        aliases: &[],
-        signals: ALL,
-        description: "inserts, updates, deletes or hashes span, log and data point attributes",
-    },
-    ComponentInfo {
-        kind: Kind::Processor,
-        type_name: "resource",
-        aliases: &[],
-        signals: ALL,
-        description: "inserts, updates, deletes or hashes resource attributes",
-    },
-    ComponentInfo {
-        kind: Kind::Processor,
-        type_name: "filter",
-        aliases: &[],
-        signals: ALL,
-        description: "drops spans, span events, metrics, data points and logs matching OTTL conditions",
-    },
-    ComponentInfo {
-        kind: Kind::Processor,
-        type_name: "probabilistic_sampler",
-        aliases: &[],
-        signals: &[Signal::Traces, Signal::Logs],
-        description: "keeps a percentage of traces and logs, consistently with the Collector (hash seed, OTEP 235 thresholds)",
-    },
-    ComponentInfo {
-        kind: Kind::Processor,
-        type_name: "transform",
-        aliases: &[],
-        signals: ALL,
-        description: "edits spans, events, metrics, data points and logs with OTTL statements (set, delete_key, replace_pattern, ...)",
-    },
-    ComponentInfo {
-        kind: Kind::Processor,
-        type_name: "tail_sampling",
-        aliases: &[],
-        signals: &[Signal::Traces],
-        description: "keeps whole traces by policy (errors, latency, attributes, rates)",
-    },
-    ComponentInfo {
-        kind: Kind::Processor,
-        type_name: "tenant",
-        aliases: &[],
-        signals: ALL,
-        description: "decides each resource's tenant (token, header, attribute, static) and keeps tenants apart",
-    },
-    ComponentInfo {
-        kind: Kind::Processor,
-        type_name: "cardinality_limiter",
-        aliases: &[],
-        signals: &[Signal::Metrics],
-        description:
-            "caps distinct series per metric and per tenant (overflow, drop, strip_labels)",
-    },
-    ComponentInfo {
-        kind: Kind::Exporter,
-        type_name: "otlp",
-        aliases: &["otlp_grpc"],
-        signals: ALL,
-        description: "OTLP over gRPC (Tempo, Jaeger, collectors)",
-    },
-    ComponentInfo {
-        kind: Kind::Exporter,
-        type_name: "otlphttp",
-        aliases: &["otlp_http"],
-        signals: ALL,
-        description: "OTLP over HTTP, protobuf or JSON",
-    },
-    ComponentInfo {
-        kind: Kind::Connector,
-        type_name: "routing",
-        aliases: &[],
-        signals: ALL,
-        description: "routes each resource's data to pipelines by OTTL condition (e.g. by tenant)",
-    },
-    ComponentInfo {
-        kind: Kind::Exporter,
-        type_name: "loki",
-        aliases: &[],
-        signals: &[Signal::Logs],
-        description:
-            "Loki push API (protobuf+snappy or JSON), labels from attributes, per-tenant requests",
-    },
-    ComponentInfo {
-        kind: Kind::Exporter,
-        type_name: "prometheusremotewrite",
-        aliases: &[],
-        signals: &[Signal::Metrics],
-        description:
-            "Prometheus Remote-Write 1.0 (Prometheus, Mimir, Cortex, Thanos, VictoriaMetrics)",
-    },
-    ComponentInfo {
-        kind: Kind::Exporter,
-        type_name: "debug",
-        aliases: &[],
-        signals: ALL,
-        description: "prints data to stdout",
-    },
-    ComponentInfo {
-        kind: Kind::Extension,
-        type_name: "health_check",
-        aliases: &[],
-        signals: &[],
-        description: "HTTP health endpoint (200 when ready)",
-    },
-    ComponentInfo {
-        kind: Kind::Extension,
-        type_name: "pprof",
-        aliases: &[],
-        signals: &[],
-        description: "CPU profiles over HTTP in pprof format (/debug/pprof/profile)",
-    },
-    ComponentInfo {
-        kind: Kind::Extension,
-        type_name: "zpages",
-        aliases: &[],
-        signals: &[],
-        description: "live pages: service, pipelines, extensions, feature gates (/debug/*z)",
-    },
-    ComponentInfo {
-        kind: Kind::Extension,
-        type_name: "file_storage",
-        aliases: &[],
-        signals: &[],
-        description: "a directory for persistent sending queues (write-ahead log before the client's OK, replayed after a crash)",
-    },
-    ComponentInfo {
-        kind: Kind::Extension,
-        type_name: "bearertokenauth",
-        aliases: &[],
-        signals: &[],
-        description: "bearer token authentication: receivers check it, exporters send it",
-    },
-    ComponentInfo {
-        kind: Kind::Extension,
-        type_name: "basicauth",
-        aliases: &[],
-        signals: &[],
-        description: "HTTP Basic authentication: receivers check htpasswd users, exporters send client_auth",
-    },
-    ComponentInfo {
-        kind: Kind::Extension,
-        type_name: "headers_setter",
-        aliases: &[],
-        signals: &[],
-        description: "exporter headers from the request's client metadata (e.g. forward X-Scope-OrgID)",
-    },
-];
-
-fn types_of(kind: Kind) -> Vec<&'static str> {
-    COMPONENTS
-        .iter()
-        .filter(|c| c.kind == kind)
-        .map(|c| c.type_name)
-        .collect()
-}
-
-fn info(kind: Kind, type_name: &str) -> Option<&'static ComponentInfo> {
-    COMPONENTS
-        .iter()
-        .find(|c| c.kind == kind && (c.type_name == type_name || c.aliases.contains(&type_name)))
-}
-
-/// The type name weir files `type_name` under (an alias gives its type).
-fn canonical(kind: Kind, type_name: &str) -> &str {
-    info(kind, type_name).map_or(type_name, |c| c.type_name)
-}
+pub type ReceiverConfig = Component<dyn ReceiverSettings>;
+pub type ProcessorConfig = Component<dyn ProcessorSettings>;
+pub type ExporterConfig = Component<dyn ExporterSettings>;
+pub type ConnectorConfig = Component<dyn ConnectorSettings>;
+pub type ExtensionConfig = Component<dyn ExtensionSettings>;
 
 /// One pipeline of `service.pipelines`.
 #[derive(Debug, Clone, PartialEq)]
@@ -382,24 +106,6 @@ impl Ctx<'_> {
         self.errors.push(self.loaded.error(path, msg));
     }
 
-    fn decode<T: serde::de::DeserializeOwned + Default>(
-        &mut self,
-        path: &str,
-        v: &Value,
-    ) -> Option<T> {
-        // `batch:` with nothing under it means "all defaults".
-        if v.is_null() {
-            return Some(T::default());
-        }
-        match self.loaded.decode_all::<T>(path, v) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                self.errors.extend(e);
-                None
-            }
-        }
-    }
-
     fn problems(&mut self, base: &str, problems: Vec<(String, String)>) -> bool {
         let ok = problems.is_empty();
         for (k, m) in problems {
@@ -474,254 +180,57 @@ impl Config {
             }
         }
 
-        let mut receivers = BTreeMap::new();
-        for (id, ty, body) in cx.section(root, "receivers") {
-            let path = format!("receivers.{id}");
-            match canonical(Kind::Receiver, &ty) {
-                "otlp" => {
-                    // `otlp:` with no body has no protocols, which the check below reports.
-                    if let Some(mut c) = cx.decode::<OtlpReceiverConfig>(&path, body) {
-                        c.normalize();
-                        if cx.problems(&path, c.validate()) {
-                            receivers.insert(id, ReceiverConfig::Otlp(c));
-                        }
-                    }
-                }
-                _ => cx.err(&path, unknown_type(Kind::Receiver, &ty)),
-            }
-        }
-
+        // Every component body, decoded by its type's factory. Receivers and exporters stay
+        // boxed until their `auth:` references are resolved.
+        let mut receivers: BTreeMap<String, (&'static str, Box<dyn ReceiverSettings>)> =
+            BTreeMap::new();
         let mut processors = BTreeMap::new();
-        for (id, ty, body) in cx.section(root, "processors") {
-            let path = format!("processors.{id}");
-            match canonical(Kind::Processor, &ty) {
-                "batch" => {
-                    if let Some(c) = cx.decode::<BatchConfig>(&path, body) {
-                        match c.validate() {
-                            Ok(()) => {
-                                processors.insert(id, ProcessorConfig::Batch(c));
-                            }
-                            Err((k, m)) => cx.err(&format!("{path}.{k}"), m),
-                        }
-                    }
-                }
-                "attributes" => {
-                    if let Some(c) = cx.decode::<AttributesConfig>(&path, body) {
-                        match crate::processors::attributes::AttributesProcessor::new(&c) {
-                            Ok(_) => {
-                                processors.insert(id, ProcessorConfig::Attributes(c));
-                            }
-                            Err(p) => cx.err(&format!("{path}.{}", p.path), p.message),
-                        }
-                    }
-                }
-                "resource" => {
-                    if let Some(c) = cx.decode::<ResourceConfig>(&path, body) {
-                        match crate::processors::attributes::ResourceProcessor::new(&c) {
-                            Ok(_) => {
-                                processors.insert(id, ProcessorConfig::Resource(c));
-                            }
-                            Err(p) => cx.err(&format!("{path}.{}", p.path), p.message),
-                        }
-                    }
-                }
-                "memory_limiter" => {
-                    if let Some(c) = cx
-                        .decode::<crate::processors::memory_limiter::config::MemoryLimiterConfig>(
-                        &path, body,
-                    ) {
-                        if cx.problems(&path, c.validate()) {
-                            processors.insert(id, ProcessorConfig::MemoryLimiter(c));
-                        }
-                    }
-                }
-                "tenant" => {
-                    if let Some(mut c) = cx.decode::<TenantConfig>(&path, body) {
-                        let problems = crate::processors::tenant::prepare(&mut c);
-                        if cx.problems(&path, problems) {
-                            processors.insert(id, ProcessorConfig::Tenant(c));
-                        }
-                    }
-                }
-                "cardinality_limiter" => {
-                    if let Some(c) = cx.decode::<CardinalityLimiterConfig>(&path, body) {
-                        if cx.problems(&path, c.validate()) {
-                            processors.insert(id, ProcessorConfig::CardinalityLimiter(c));
-                        }
-                    }
-                }
-                "filter" => {
-                    if let Some(c) =
-                        cx.decode::<crate::processors::filter::config::FilterConfig>(&path, body)
-                    {
-                        let problems = match crate::processors::filter::Filter::new(&c) {
-                            Ok(_) => Vec::new(),
-                            Err(p) => p,
-                        };
-                        if cx.problems(&path, problems) {
-                            processors.insert(id, ProcessorConfig::Filter(Box::new(c)));
-                        }
-                    }
-                }
-                "probabilistic_sampler" => {
-                    if let Some(c) = cx.decode::<
-                        crate::processors::probabilistic_sampler::ProbabilisticSamplerConfig,
-                    >(&path, body)
-                    {
-                        if cx.problems(&path, c.validate()) {
-                            processors.insert(id, ProcessorConfig::ProbabilisticSampler(c));
-                        }
-                    }
-                }
-                "transform" => {
-                    if let Some(c) =
-                        cx.decode::<crate::processors::transform::TransformConfig>(&path, body)
-                    {
-                        let problems = match crate::processors::transform::Transform::new(&c) {
-                            Ok(_) => Vec::new(),
-                            Err(p) => p,
-                        };
-                        if cx.problems(&path, problems) {
-                            processors.insert(id, ProcessorConfig::Transform(Box::new(c)));
-                        }
-                    }
-                }
-                "tail_sampling" => {
-                    if let Some(c) = cx.decode::<TailSamplingConfig>(&path, body) {
-                        if cx.problems(&path, crate::processors::tail_sampling::validate(&c)) {
-                            processors.insert(id, ProcessorConfig::TailSampling(c));
-                        }
-                    }
-                }
-                _ => cx.err(&path, unknown_type(Kind::Processor, &ty)),
-            }
-        }
-
-        let mut exporters = BTreeMap::new();
-        for (id, ty, body) in cx.section(root, "exporters") {
-            let path = format!("exporters.{id}");
-            match canonical(Kind::Exporter, &ty) {
-                "otlp" => {
-                    if let Some(c) = cx.decode::<OtlpExporterConfig>(&path, body) {
-                        if cx.problems(&path, c.validate()) {
-                            exporters.insert(id, ExporterConfig::Otlp(c));
-                        }
-                    }
-                }
-                "otlphttp" => {
-                    if let Some(c) = cx.decode::<OtlpHttpExporterConfig>(&path, body) {
-                        if cx.problems(&path, c.validate()) {
-                            exporters.insert(id, ExporterConfig::OtlpHttp(c));
-                        }
-                    }
-                }
-                "loki" => {
-                    if let Some(mut c) = cx.decode::<LokiExporterConfig>(&path, body) {
-                        c.normalize();
-                        if cx.problems(&path, c.validate()) {
-                            exporters.insert(id, ExporterConfig::Loki(Box::new(c)));
-                        }
-                    }
-                }
-                "prometheusremotewrite" => {
-                    if let Some(mut c) = cx.decode::<PrwExporterConfig>(&path, body) {
-                        c.normalize();
-                        if cx.problems(&path, c.validate()) {
-                            exporters
-                                .insert(id, ExporterConfig::PrometheusRemoteWrite(Box::new(c)));
-                        }
-                    }
-                }
-                "debug" => {
-                    if let Some(c) = cx.decode::<DebugConfig>(&path, body) {
-                        exporters.insert(id, ExporterConfig::Debug(c));
-                    }
-                }
-                _ => cx.err(&path, unknown_type(Kind::Exporter, &ty)),
-            }
-        }
-
+        let mut exporters: BTreeMap<String, (&'static str, Box<dyn ExporterSettings>)> =
+            BTreeMap::new();
         let mut connectors = BTreeMap::new();
-        for (id, ty, body) in cx.section(root, "connectors") {
-            let path = format!("connectors.{id}");
-            match canonical(Kind::Connector, &ty) {
-                "routing" => {
-                    if let Some(c) =
-                        cx.decode::<crate::connectors::routing::RoutingConfig>(&path, body)
-                    {
-                        if cx.problems(&path, c.validate()) {
-                            connectors.insert(id, ConnectorConfig::Routing(c));
-                        }
-                    }
-                }
-                _ => cx.err(&path, unknown_type(Kind::Connector, &ty)),
-            }
-        }
-
         let mut extensions = BTreeMap::new();
-        for (id, ty, body) in cx.section(root, "extensions") {
-            let path = format!("extensions.{id}");
-            match canonical(Kind::Extension, &ty) {
-                "health_check" => {
-                    if let Some(c) = cx.decode::<HealthCheckConfig>(&path, body) {
-                        if cx.problems(&path, c.validate()) {
-                            extensions.insert(id, ExtensionConfig::HealthCheck(c));
+        for kind in [
+            Kind::Receiver,
+            Kind::Processor,
+            Kind::Exporter,
+            Kind::Connector,
+            Kind::Extension,
+        ] {
+            for (id, ty, body) in cx.section(root, kind.section()) {
+                let path = format!("{}.{id}", kind.section());
+                let Some(f) = lookup(kind, &ty) else {
+                    cx.err(&path, unknown_type(kind, &ty));
+                    continue;
+                };
+                let type_name = f.type_name;
+                let mut b = Body::new(loaded, path, body, &mut cx.errors);
+                match f.decode {
+                    Decode::Receiver(d) => {
+                        if let Some(s) = d(&mut b) {
+                            receivers.insert(id, (type_name, s));
+                        }
+                    }
+                    Decode::Processor(d) => {
+                        if let Some(s) = d(&mut b) {
+                            processors.insert(id, component(type_name, s));
+                        }
+                    }
+                    Decode::Exporter(d) => {
+                        if let Some(s) = d(&mut b) {
+                            exporters.insert(id, (type_name, s));
+                        }
+                    }
+                    Decode::Connector(d) => {
+                        if let Some(s) = d(&mut b) {
+                            connectors.insert(id, component(type_name, s));
+                        }
+                    }
+                    Decode::Extension(d) => {
+                        if let Some(s) = d(&mut b) {
+                            extensions.insert(id, component(type_name, s));
                         }
                     }
                 }
-                "pprof" => {
-                    if let Some(c) = cx.decode::<crate::extensions::pprof::PprofConfig>(&path, body)
-                    {
-                        if cx.problems(&path, c.validate()) {
-                            extensions.insert(id, ExtensionConfig::Pprof(c));
-                        }
-                    }
-                }
-                "zpages" => {
-                    if let Some(c) =
-                        cx.decode::<crate::extensions::zpages::ZPagesConfig>(&path, body)
-                    {
-                        if cx.problems(&path, c.validate()) {
-                            extensions.insert(id, ExtensionConfig::ZPages(c));
-                        }
-                    }
-                }
-                "file_storage" => {
-                    if let Some(c) =
-                        cx.decode::<crate::extensions::file_storage::FileStorageConfig>(&path, body)
-                    {
-                        if cx.problems(&path, c.validate()) {
-                            extensions.insert(id, ExtensionConfig::FileStorage(c));
-                        }
-                    }
-                }
-                "bearertokenauth" => {
-                    if let Some(c) = cx.decode::<auth::BearerTokenConfig>(&path, body) {
-                        if cx.problems(&path, c.validate()) {
-                            extensions
-                                .insert(id, ExtensionConfig::Auth(auth::AuthConfig::Bearer(c)));
-                        }
-                    }
-                }
-                "basicauth" => {
-                    if let Some(c) = cx.decode::<auth::BasicAuthConfig>(&path, body) {
-                        if cx.problems(&path, c.validate()) {
-                            extensions
-                                .insert(id, ExtensionConfig::Auth(auth::AuthConfig::Basic(c)));
-                        }
-                    }
-                }
-                "headers_setter" => {
-                    if let Some(c) = cx.decode::<auth::HeadersSetterConfig>(&path, body) {
-                        if cx.problems(&path, c.validate()) {
-                            extensions.insert(
-                                id,
-                                ExtensionConfig::Auth(auth::AuthConfig::HeadersSetter(c)),
-                            );
-                        }
-                    }
-                }
-                _ => cx.err(&path, unknown_type(Kind::Extension, &ty)),
             }
         }
 
@@ -742,9 +251,15 @@ impl Config {
 
         match service {
             Some(service) if cx.errors.is_empty() => Ok(Config {
-                receivers,
+                receivers: receivers
+                    .into_iter()
+                    .map(|(id, (t, s))| (id, component(t, s)))
+                    .collect(),
                 processors,
-                exporters,
+                exporters: exporters
+                    .into_iter()
+                    .map(|(id, (t, s))| (id, component(t, s)))
+                    .collect(),
                 connectors,
                 extensions,
                 service,
@@ -759,39 +274,29 @@ fn unknown_type(kind: Kind, ty: &str) -> String {
     format!(
         "unknown {} type {ty:?}; weir has: {}",
         kind.as_str(),
-        types_of(kind).join(", ")
+        type_names(kind).join(", ")
     )
 }
 
-impl ExporterConfig {
-    /// The `sending_queue` of this exporter, when it has one.
-    pub fn sending_queue(&self) -> Option<&crate::exporters::helper::config::QueueConfig> {
-        match self {
-            ExporterConfig::Otlp(c) => Some(&c.sending_queue),
-            ExporterConfig::OtlpHttp(c) => Some(&c.sending_queue),
-            ExporterConfig::Loki(c) => Some(&c.sending_queue),
-            ExporterConfig::PrometheusRemoteWrite(_) | ExporterConfig::Debug(_) => None,
-        }
-    }
-
-    /// The `file_storage` extension its sending queue persists to.
-    pub fn storage(&self) -> Option<&str> {
-        self.sending_queue()
-            .filter(|q| q.enabled)
-            .and_then(|q| q.storage.as_deref())
+fn component<S: ?Sized>(type_name: &'static str, settings: Box<S>) -> Component<S> {
+    Component {
+        type_name,
+        settings: settings.into(),
     }
 }
+
+type Boxed<S> = BTreeMap<String, (&'static str, Box<S>)>;
 
 impl Ctx<'_> {
     /// Every `sending_queue.storage` names a `file_storage` extension enabled in
     /// `service.extensions` (upstream fails at start otherwise; weir says so at load).
     fn check_storage(
         &mut self,
-        exporters: &BTreeMap<String, ExporterConfig>,
+        exporters: &Boxed<dyn ExporterSettings>,
         extensions: &BTreeMap<String, ExtensionConfig>,
         service: &ServiceConfig,
     ) {
-        for (id, e) in exporters {
+        for (id, (_, e)) in exporters {
             let Some(name) = e.sending_queue().and_then(|q| q.storage.as_deref()) else {
                 continue;
             };
@@ -801,13 +306,13 @@ impl Ctx<'_> {
                     &path,
                     format!("no storage client extension found: {name:?} is not configured under extensions"),
                 ),
-                Some(ExtensionConfig::FileStorage(_)) if !service.extensions.iter().any(|x| x == name) => {
+                Some(x) if x.settings.is_storage() && !service.extensions.iter().any(|x| x == name) => {
                     self.err(
                         &path,
                         format!("no storage client extension found: {name:?} is not enabled; add it to service.extensions"),
                     )
                 }
-                Some(ExtensionConfig::FileStorage(_)) => {}
+                Some(x) if x.settings.is_storage() => {}
                 Some(_) => self.err(
                     &path,
                     format!("requested extension is not a storage extension: {name:?}"),
@@ -820,31 +325,21 @@ impl Ctx<'_> {
     /// extension exists, is enabled in `service.extensions`, and can serve that side.
     fn resolve_auth(
         &mut self,
-        receivers: &mut BTreeMap<String, ReceiverConfig>,
-        exporters: &mut BTreeMap<String, ExporterConfig>,
+        receivers: &mut Boxed<dyn ReceiverSettings>,
+        exporters: &mut Boxed<dyn ExporterSettings>,
         extensions: &BTreeMap<String, ExtensionConfig>,
         service: &ServiceConfig,
     ) {
+        use crate::extensions::auth;
         let mut refs: Vec<(String, &mut auth::AuthRef, bool)> = Vec::new();
-        for (id, r) in receivers.iter_mut() {
-            let ReceiverConfig::Otlp(c) = r;
-            if let Some(a) = c.protocols.grpc.as_mut().and_then(|g| g.auth.as_mut()) {
-                refs.push((format!("receivers.{id}.protocols.grpc.auth"), a, true));
-            }
-            if let Some(a) = c.protocols.http.as_mut().and_then(|h| h.auth.as_mut()) {
-                refs.push((format!("receivers.{id}.protocols.http.auth"), a, true));
+        for (id, (_, r)) in receivers.iter_mut() {
+            for slot in r.auth_slots() {
+                refs.push((format!("receivers.{id}.{}", slot.key), slot.auth, true));
             }
         }
-        for (id, e) in exporters.iter_mut() {
-            let a = match e {
-                ExporterConfig::Otlp(c) => c.auth.as_mut(),
-                ExporterConfig::OtlpHttp(c) => c.auth.as_mut(),
-                ExporterConfig::Loki(c) => c.auth.as_mut(),
-                ExporterConfig::PrometheusRemoteWrite(c) => c.auth.as_mut(),
-                ExporterConfig::Debug(_) => None,
-            };
-            if let Some(a) = a {
-                refs.push((format!("exporters.{id}.auth"), a, false));
+        for (id, (_, e)) in exporters.iter_mut() {
+            if let Some(slot) = e.auth_slot() {
+                refs.push((format!("exporters.{id}.{}", slot.key), slot.auth, false));
             }
         }
         for (path, a, server) in refs {
@@ -866,22 +361,11 @@ impl Ctx<'_> {
                 );
                 continue;
             }
-            let ExtensionConfig::Auth(cfg) = ext else {
+            let Some(cfg) = ext.settings.authenticator() else {
                 self.err(&path, format!("extension {name:?} is not an authenticator"));
                 continue;
             };
-            let problem = match (cfg, server) {
-                (auth::AuthConfig::HeadersSetter(_), true) => Some(
-                    "headers_setter sets an exporter's headers; a receiver needs bearertokenauth or basicauth",
-                ),
-                (auth::AuthConfig::Basic(b), true) if b.htpasswd.is_none() => {
-                    Some("this basicauth has no htpasswd to check clients against")
-                }
-                (auth::AuthConfig::Basic(b), false) if b.client_auth.is_none() => {
-                    Some("this basicauth has no client_auth to send")
-                }
-                _ => None,
-            };
+            let problem = cfg.unfit_for(server);
             match problem {
                 Some(p) => self.err(&path, format!("extension {name:?}: {p}")),
                 None => a.resolved = Some(cfg.clone()),
@@ -892,9 +376,9 @@ impl Ctx<'_> {
     fn service(
         &mut self,
         root: &Mapping,
-        receivers: &BTreeMap<String, ReceiverConfig>,
+        receivers: &Boxed<dyn ReceiverSettings>,
         processors: &BTreeMap<String, ProcessorConfig>,
-        exporters: &BTreeMap<String, ExporterConfig>,
+        exporters: &Boxed<dyn ExporterSettings>,
         connectors: &BTreeMap<String, ConnectorConfig>,
         extensions: &BTreeMap<String, ExtensionConfig>,
     ) -> Option<ServiceConfig> {
@@ -1046,8 +530,22 @@ impl Ctx<'_> {
         // Connectors: used on both sides; routes name pipelines that receive from them, of the
         // signal they are fed.
         for (cid, c) in connectors {
-            let ConnectorConfig::Routing(r) = c;
             let path = format!("connectors.{cid}");
+            // (fed, emitted) signal pairs this connector's type handles.
+            let pairs: Vec<(Signal, Signal)> = lookup(Kind::Connector, c.type_name)
+                .map(|f| {
+                    f.stability
+                        .iter()
+                        .filter_map(|(h, _)| match h {
+                            Handles::Pair(a, b) => Some((*a, *b)),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let emits = |from: &[Signal], to: Signal| {
+                pairs.iter().any(|(a, b)| from.contains(a) && *b == to)
+            };
             let sources: Vec<Signal> = pipelines
                 .values()
                 .filter(|p: &&PipelineConfig| p.exporters.contains(cid))
@@ -1061,7 +559,27 @@ impl Ctx<'_> {
                 );
                 continue;
             }
-            for (key, target) in r.targets() {
+            for (pid, p) in &pipelines {
+                if p.exporters.contains(cid) && !pairs.iter().any(|(a, _)| *a == p.signal) {
+                    self.err(
+                        &path,
+                        format!(
+                            "pipeline {pid:?} is {}, which {} connector {cid:?} does not take",
+                            p.signal, c.type_name
+                        ),
+                    );
+                }
+                if p.receivers.contains(cid) && !emits(&sources, p.signal) {
+                    self.err(
+                        &path,
+                        format!(
+                            "pipeline {pid:?} is {}, which {} connector {cid:?} does not emit from {}",
+                            p.signal, c.type_name, sources[0]
+                        ),
+                    );
+                }
+            }
+            for (key, target) in c.settings.named_pipelines() {
                 match pipelines.get(&target) {
                     None => self.err(
                         &format!("{path}.{key}"),
@@ -1071,7 +589,7 @@ impl Ctx<'_> {
                         &format!("{path}.{key}"),
                         format!("pipeline {target:?} must list {cid:?} among its receivers"),
                     ),
-                    Some(t) if !sources.contains(&t.signal) => self.err(
+                    Some(t) if !emits(&sources, t.signal) => self.err(
                         &format!("{path}.{key}"),
                         format!("pipeline {target:?} is {}, but {cid:?} is fed {}", t.signal, sources[0]),
                     ),
@@ -1122,8 +640,8 @@ impl Ctx<'_> {
                 continue;
             }
             let ty = parse_id(id).map(|(t, _)| t).unwrap_or("");
-            if let Some(info) = info(kind, ty) {
-                if !info.signals.contains(&signal) {
+            if let Some(f) = lookup(kind, ty) {
+                if !f.handles(signal) {
                     self.err(
                         &p,
                         format!("{} {id:?} does not support {signal}", kind.as_str()),
@@ -1136,7 +654,7 @@ impl Ctx<'_> {
     /// Two listeners on one port fail at start; say so before anything starts.
     fn check_ports(
         &mut self,
-        receivers: &BTreeMap<String, ReceiverConfig>,
+        receivers: &Boxed<dyn ReceiverSettings>,
         extensions: &BTreeMap<String, ExtensionConfig>,
         service: &ServiceConfig,
     ) {
@@ -1165,24 +683,20 @@ impl Ctx<'_> {
                 seen.push(((host, port), path));
             }
         };
-        for (id, r) in receivers {
+        for (id, (_, r)) in receivers {
             if !used.contains(&id) {
                 continue;
             }
-            let ReceiverConfig::Otlp(c) = r;
-            for (key, ep) in c.endpoints() {
-                check(self, format!("receivers.{id}.{key}"), ep);
+            for (key, ep) in r.endpoints() {
+                check(self, format!("receivers.{id}.{key}"), &ep);
             }
         }
         for (id, e) in extensions {
             if !service.extensions.contains(id) {
                 continue;
             }
-            let endpoint = match e {
-                ExtensionConfig::HealthCheck(c) => &c.endpoint,
-                ExtensionConfig::ZPages(c) => &c.endpoint,
-                ExtensionConfig::Pprof(c) => &c.endpoint,
-                _ => continue,
+            let Some(endpoint) = e.settings.endpoint() else {
+                continue;
             };
             check(self, format!("extensions.{id}.endpoint"), endpoint);
         }

@@ -21,8 +21,7 @@ pub const DEFAULT_BUDGET: usize = 128 << 20;
 /// is room for decoded copies, compression buffers and the stages' own state), else
 /// [`DEFAULT_BUDGET`].
 pub fn budget_for(cfg: &crate::config::model::Config) -> usize {
-    use crate::config::model::ProcessorConfig;
-    let used: Vec<&ProcessorConfig> = cfg
+    let used: Vec<&crate::config::model::ProcessorConfig> = cfg
         .service
         .pipelines
         .values()
@@ -32,29 +31,14 @@ pub fn budget_for(cfg: &crate::config::model::Config) -> usize {
     // Stages that buffer on their own budget (tail sampling's max_buffered_bytes) take their
     // share of the memory_limiter's half first, twice: what they hold, and as much again
     // decided and waiting to be delivered.
-    let buffered: usize = used
-        .iter()
-        .filter_map(|p| match p {
-            ProcessorConfig::TailSampling(t) => Some(if t.max_buffered_bytes.0 == 0 {
-                crate::processors::tail_sampling::DEFAULT_BUFFER_BYTES as usize
-            } else {
-                t.max_buffered_bytes.0 as usize
-            }),
-            _ => None,
-        })
-        .sum();
+    let buffered: usize = used.iter().map(|p| p.settings.buffered_bytes()).sum();
     let mut total = None;
     used.iter()
-        .filter_map(|p| match p {
-            ProcessorConfig::MemoryLimiter(m) => Some(m),
-            _ => None,
-        })
-        .map(|m| {
+        .filter_map(|p| {
             let total = *total.get_or_insert_with(crate::processors::memory_limiter::total_memory);
-            ((m.limits(total).soft / 2) as usize)
-                .saturating_sub(2 * buffered)
-                .max(MIN_BUDGET)
+            p.settings.memory_budget(total)
         })
+        .map(|b| (b as usize).saturating_sub(2 * buffered).max(MIN_BUDGET))
         .min()
         .unwrap_or(DEFAULT_BUDGET)
 }

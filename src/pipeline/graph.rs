@@ -13,13 +13,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::inbox::{ConsumerHandle, ReceiverOutput, SignalConsumers, INBOX_CAPACITY};
+use super::registry::{BuildEnv, Carry, Connector, ServerEnv};
 use super::Processor;
 use crate::config::model::{
-    Config, ExporterConfig, ExtensionConfig, ProcessorConfig, ReceiverConfig,
+    Config, ConnectorConfig, ExporterConfig, ProcessorConfig, ReceiverConfig,
 };
-use crate::exporters::helper::{self, ExporterHandle, ExporterTask, Sender};
-use crate::exporters::{debug::DebugSender, otlp::OtlpGrpcSender, otlphttp::OtlpHttpSender};
-use crate::extensions::health_check::HealthService;
+use crate::exporters::helper::{self, ExporterHandle, ExporterTask};
 use crate::net::{self, Protocol};
 use crate::pdata::{Batch, Payload};
 use crate::telemetry::metrics::Registry;
@@ -28,7 +27,7 @@ use crate::telemetry::server::TelemetryService;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Bind(#[from] crate::receivers::otlp::BindError),
+    Receiver(Box<dyn std::error::Error + Send + Sync>),
     #[error("{what}: cannot listen on {endpoint}: {source}")]
     Listen {
         what: String,
@@ -46,104 +45,6 @@ pub enum StartError {
     },
 }
 
-fn build_sender(
-    id: &str,
-    cfg: &ExporterConfig,
-    registry: &Arc<Registry>,
-) -> Result<(Arc<dyn Sender>, ExporterSettings), String> {
-    Ok(match cfg {
-        ExporterConfig::Otlp(c) => (
-            OtlpGrpcSender::new(c)? as Arc<dyn Sender>,
-            ExporterSettings {
-                queue: c.sending_queue.clone(),
-                retry: c.retry_on_failure.clone(),
-                timeout: c.timeout.0,
-            },
-        ),
-        ExporterConfig::OtlpHttp(c) => (
-            OtlpHttpSender::new(c)? as Arc<dyn Sender>,
-            ExporterSettings {
-                queue: c.sending_queue.clone(),
-                retry: c.retry_on_failure.clone(),
-                timeout: c.timeout.0,
-            },
-        ),
-        ExporterConfig::PrometheusRemoteWrite(c) => (
-            crate::exporters::prometheusremotewrite::PrwSender::new(id, c, registry)?
-                as Arc<dyn Sender>,
-            ExporterSettings {
-                queue: c.queue(),
-                retry: c.retry_on_failure.clone(),
-                timeout: c.timeout.0,
-            },
-        ),
-        ExporterConfig::Loki(c) => (
-            crate::exporters::loki::LokiSender::new(id, c, registry)? as Arc<dyn Sender>,
-            ExporterSettings {
-                queue: c.sending_queue.clone(),
-                retry: c.retry_on_failure.clone(),
-                timeout: c.timeout.0,
-            },
-        ),
-        ExporterConfig::Debug(c) => (
-            DebugSender::new(id, c) as Arc<dyn Sender>,
-            ExporterSettings {
-                queue: Default::default(),
-                retry: Default::default(),
-                timeout: Duration::from_secs(5),
-            },
-        ),
-    })
-}
-
-struct ExporterSettings {
-    queue: helper::config::QueueConfig,
-    retry: helper::config::RetryConfig,
-    timeout: Duration,
-}
-
-fn build_processor(
-    id: &str,
-    cfg: &ProcessorConfig,
-    registry: &Arc<Registry>,
-    wake: &Arc<Notify>,
-) -> Box<dyn Processor> {
-    match cfg {
-        ProcessorConfig::Batch(c) => Box::new(crate::processors::batch::BatchProcessor::new(
-            id,
-            c.clone(),
-            registry,
-        )),
-        ProcessorConfig::Attributes(c) => crate::processors::attributes_stage(id, c, registry),
-        ProcessorConfig::Resource(c) => crate::processors::resource_stage(id, c, registry),
-        ProcessorConfig::CardinalityLimiter(c) => Box::new(
-            crate::processors::cardinality_limiter::CardinalityLimiter::new(
-                id,
-                c,
-                Arc::clone(registry),
-            ),
-        ),
-        ProcessorConfig::TailSampling(c) => Box::new(
-            crate::processors::tail_sampling::TailSampling::new(id, c, registry, wake.clone()),
-        ),
-        ProcessorConfig::Tenant(c) => Box::new(crate::processors::tenant::TenantProcessor::new(
-            id, c, registry,
-        )),
-        ProcessorConfig::Filter(c) => Box::new(crate::processors::filter::FilterProcessor::new(
-            id, c, registry,
-        )),
-        ProcessorConfig::ProbabilisticSampler(c) => Box::new(
-            crate::processors::probabilistic_sampler::ProbabilisticSampler::new(id, c, registry),
-        ),
-        ProcessorConfig::Transform(c) => Box::new(
-            crate::processors::transform::TransformProcessor::new(id, c, registry),
-        ),
-        ProcessorConfig::MemoryLimiter(_) => Box::new(
-            crate::processors::memory_limiter::MemoryLimiter::new(id, registry),
-        ),
-    }
-}
-
 pub use crate::telemetry::server::ReloadRequest;
 
 /// Where a pipeline sends what its stages release: an exporter's queue, or a connector
@@ -151,14 +52,14 @@ pub use crate::telemetry::server::ReloadRequest;
 #[derive(Clone)]
 enum Out {
     Exporter(ExporterHandle),
-    Router(Arc<crate::connectors::routing::Router>),
+    Connector(Arc<dyn Connector>),
 }
 
 impl Out {
     async fn push(&self, b: Batch) {
         match self {
             Out::Exporter(e) => e.push(b).await,
-            Out::Router(r) => r.push(b).await,
+            Out::Connector(c) => c.push(b).await,
         }
     }
 }
@@ -265,34 +166,14 @@ pub struct Engine {
     receivers: BTreeMap<String, RunningReceiver>,
     pipelines: BTreeMap<String, RunningPipeline>,
     exporters: BTreeMap<String, RunningExporter>,
-    /// Connectors: id -> (settings, router).
-    routers: BTreeMap<
-        String,
-        (
-            crate::config::model::ConnectorConfig,
-            Arc<crate::connectors::routing::Router>,
-        ),
-    >,
+    /// Connectors: id -> (settings, the running connector).
+    connectors: BTreeMap<String, (ConnectorConfig, Arc<dyn Connector>)>,
     servers: BTreeMap<String, RunningServer>,
     /// `periodic` metrics readers pushing weir's own metrics, and the log processors
     /// exporting its logs.
     pushers: BTreeMap<String, RunningServer>,
     /// The memory budget every receiver reserves against.
     pub budget: Arc<super::budget::Budget>,
-}
-
-/// Stages whose state a reload carries over (when the id and type stay).
-fn stateful(c: &ProcessorConfig) -> bool {
-    matches!(
-        c,
-        ProcessorConfig::Batch(_)
-            | ProcessorConfig::TailSampling(_)
-            | ProcessorConfig::CardinalityLimiter(_)
-    )
-}
-
-fn same_kind(a: &ProcessorConfig, b: &ProcessorConfig) -> bool {
-    std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
 impl Engine {
@@ -315,7 +196,7 @@ impl Engine {
             receivers: BTreeMap::new(),
             pipelines: BTreeMap::new(),
             exporters: BTreeMap::new(),
-            routers: BTreeMap::new(),
+            connectors: BTreeMap::new(),
             servers: BTreeMap::new(),
             pushers: BTreeMap::new(),
             budget: super::budget::Budget::new(super::budget::budget_for(cfg), &registry),
@@ -377,8 +258,8 @@ impl Engine {
         self.apply_servers(cfg, starting, &mut report).await?;
         if starting {
             for (id, e) in &cfg.extensions {
-                if let ExtensionConfig::FileStorage(f) = e {
-                    f.warn_ignored(id);
+                for w in e.settings.start_warnings() {
+                    tracing::warn!("extensions.{id}: {w}");
                 }
             }
         }
@@ -399,7 +280,7 @@ impl Engine {
                 report.kept.push(format!("exporters.{id}"));
                 continue;
             }
-            let (sender, s) = match build_sender(id, ecfg, &self.registry) {
+            let parts = match ecfg.settings.build(id, &self.registry) {
                 Ok(x) => x,
                 Err(message) => {
                     let e = StartError::Exporter {
@@ -413,8 +294,14 @@ impl Engine {
                     continue;
                 }
             };
-            let (handle, task) =
-                helper::start(id, sender, &s.queue, &s.retry, s.timeout, &self.registry);
+            let (handle, task) = helper::start(
+                id,
+                parts.sender,
+                &parts.queue,
+                &parts.retry,
+                parts.timeout,
+                &self.registry,
+            );
             let new = RunningExporter {
                 cfg: (*ecfg).clone(),
                 handle,
@@ -442,17 +329,26 @@ impl Engine {
             }
         }
 
-        // Connectors: a router per routing connector; one whose settings changed is new, and
-        // so are the pipelines that feed it.
+        // Connectors: one whose settings changed is new, and so are the pipelines that feed
+        // it.
         let mut fresh_connectors: Vec<String> = Vec::new();
-        self.routers.retain(|id, _| cfg.connectors.contains_key(id));
+        let mut retired_connectors = Vec::new();
+        let ids: Vec<String> = self.connectors.keys().cloned().collect();
+        for id in ids {
+            if !cfg.connectors.contains_key(&id) {
+                if let Some((_, c)) = self.connectors.remove(&id) {
+                    retired_connectors.push(c);
+                }
+            }
+        }
         for (id, c) in &cfg.connectors {
-            if self.routers.get(id).is_some_and(|(old, _)| old == c) {
+            if self.connectors.get(id).is_some_and(|(old, _)| old == c) {
                 continue;
             }
-            let crate::config::model::ConnectorConfig::Routing(r) = c;
-            let router = Arc::new(crate::connectors::routing::Router::new(id, r));
-            self.routers.insert(id.clone(), (c.clone(), router));
+            let running = c.settings.build(id, &self.registry);
+            if let Some((_, old)) = self.connectors.insert(id.clone(), (c.clone(), running)) {
+                retired_connectors.push(old);
+            }
             fresh_connectors.push(id.clone());
         }
 
@@ -484,7 +380,10 @@ impl Engine {
                 .iter()
                 .filter_map(|id| match self.exporters.get(id) {
                     Some(r) => Some(Out::Exporter(r.handle.clone())),
-                    None => self.routers.get(id).map(|(_, r)| Out::Router(r.clone())),
+                    None => self
+                        .connectors
+                        .get(id)
+                        .map(|(_, c)| Out::Connector(c.clone())),
                 })
                 .collect();
             let fed_by_connector = p.receivers.iter().any(|r| cfg.connectors.contains_key(r));
@@ -500,10 +399,17 @@ impl Engine {
                         .stages
                         .iter()
                         .filter(|(id, c)| {
-                            stateful(c)
-                                && stages.iter().any(|(nid, nc)| nid == id && same_kind(c, nc))
-                                && (!matches!(c, ProcessorConfig::Batch(_))
-                                    || (old.exporters == p.exporters && !exporters_changed))
+                            let same_type = stages
+                                .iter()
+                                .any(|(nid, nc)| nid == id && nc.type_name == c.type_name);
+                            same_type
+                                && match c.settings.carry() {
+                                    Carry::Rebuild => false,
+                                    Carry::State => true,
+                                    Carry::StateWhenOutputsStay => {
+                                        old.exporters == p.exporters && !exporters_changed
+                                    }
+                                }
                         })
                         .map(|(id, _)| id.clone())
                         .collect();
@@ -526,17 +432,7 @@ impl Engine {
             };
             let gates: Vec<Arc<dyn super::inbox::Gate>> = stages
                 .iter()
-                .filter_map(|(sid, c)| match c {
-                    ProcessorConfig::Tenant(t) => Some(Arc::new(
-                        crate::processors::tenant::gate::TenantGate::new(sid, t, &self.registry),
-                    )
-                        as Arc<dyn super::inbox::Gate>),
-                    ProcessorConfig::MemoryLimiter(m) => Some(Arc::new(
-                        crate::processors::memory_limiter::MemoryGate::new(sid, m, &self.registry),
-                    )
-                        as Arc<dyn super::inbox::Gate>),
-                    _ => None,
-                })
+                .filter_map(|(sid, c)| c.settings.gate(sid, &self.registry))
                 .collect();
             let wals = match self.open_logs(cfg, pid) {
                 Ok(w) => w,
@@ -591,7 +487,7 @@ impl Engine {
         }
 
         // Point every connector at the inboxes of the pipelines it feeds.
-        for (cid, (_, router)) in &self.routers {
+        for (cid, (_, connector)) in &self.connectors {
             let mut targets = BTreeMap::new();
             for (pid, p) in &cfg.service.pipelines {
                 if p.receivers.contains(cid) {
@@ -600,7 +496,7 @@ impl Engine {
                     }
                 }
             }
-            *router.targets.write().unwrap_or_else(|e| e.into_inner()) = targets;
+            connector.set_targets(targets);
         }
 
         // 3. Receivers: point every receiver at the pipelines now in force.
@@ -657,8 +553,10 @@ impl Engine {
                 registry: self.registry.clone(),
                 budget: self.budget.clone(),
             };
-            let ReceiverConfig::Otlp(c) = rcfg;
-            match crate::receivers::otlp::start(c, out, stop_rx, self.shutdown_timeout, reuse).await
+            match rcfg
+                .settings
+                .start(out, stop_rx, self.shutdown_timeout, reuse)
+                .await
             {
                 Ok(running) => {
                     handle.swap(sc);
@@ -685,8 +583,9 @@ impl Engine {
                     );
                 }
                 Err(e) => {
+                    let e = StartError::Receiver(e);
                     if starting {
-                        return Err(e.into());
+                        return Err(e);
                     }
                     report.failed.push(e.to_string());
                     // Keep the old server (pointed at the new pipelines) rather than lose it.
@@ -735,6 +634,10 @@ impl Engine {
                 );
             }
         }
+        // Replaced and removed connectors hand on what they hold.
+        for c in retired_connectors {
+            c.shutdown();
+        }
         // 5. Replaced and removed exporters deliver what they queued.
         for e in retired_exporters {
             drop(e.handle);
@@ -751,7 +654,6 @@ impl Engine {
         cfg: &Config,
         pid: &str,
     ) -> Result<Vec<Arc<crate::extensions::file_storage::wal::Wal>>, StartError> {
-        use crate::extensions::file_storage::{wal::Options, Storage};
         let mut wanted: Vec<(String, helper::config::QueueConfig)> = Vec::new();
         let mut seen = vec![pid.to_string()];
         let mut todo = vec![pid.to_string()];
@@ -761,7 +663,9 @@ impl Engine {
             };
             for e in &pc.exporters {
                 if let Some(ec) = cfg.exporters.get(e) {
-                    if let (Some(st), Some(q)) = (ec.storage(), ec.sending_queue()) {
+                    if let (Some(st), Some(q)) =
+                        (ec.settings.storage(), ec.settings.sending_queue())
+                    {
                         if !wanted.iter().any(|(w, _)| w == st) {
                             wanted.push((st.to_string(), q.clone()));
                         }
@@ -778,21 +682,16 @@ impl Engine {
         }
         let mut out = Vec::new();
         for (st, q) in wanted {
-            let Some(ExtensionConfig::FileStorage(fs)) = cfg.extensions.get(&st) else {
+            let Some(ext) = cfg.extensions.get(&st) else {
                 continue;
             };
-            let err = |source| StartError::Storage {
+            let Some(log) = ext.settings.open_log(&st, pid, &q, &self.registry) else {
+                continue;
+            };
+            out.push(log.map_err(|source| StartError::Storage {
                 pipeline: pid.to_string(),
                 source,
-            };
-            let storage = Storage::open(&st, fs).map_err(err)?;
-            let opts = Options {
-                fsync: fs.fsync,
-                recreate: fs.recreate,
-                sizer: q.sizer,
-                capacity: q.queue_size.max(1),
-            };
-            out.push(storage.log(pid, opts, &self.registry).map_err(err)?);
+            })?);
         }
         Ok(out)
     }
@@ -871,56 +770,33 @@ impl Engine {
                 ),
             );
         }
+        let pipelines: Vec<super::registry::PipelineRow> = cfg
+            .service
+            .pipelines
+            .iter()
+            .map(|(id, p)| {
+                (
+                    id.clone(),
+                    p.receivers.clone(),
+                    p.processors.clone(),
+                    p.exporters.clone(),
+                )
+            })
+            .collect();
+        let env = ServerEnv {
+            registry: &self.registry,
+            ready: &self.ready,
+            started: self.started,
+            pipelines: &pipelines,
+            extensions: &cfg.service.extensions,
+        };
         for ext in &cfg.service.extensions {
-            match cfg.extensions.get(ext) {
-                Some(ExtensionConfig::HealthCheck(h)) => {
-                    wanted.insert(
-                        format!("extensions.{ext}"),
-                        (format!("{h:?}"), ServerKind::Health(Arc::new(h.clone()))),
-                    );
-                }
-                Some(ExtensionConfig::Pprof(p)) => {
-                    wanted.insert(
-                        format!("extensions.{ext}"),
-                        (format!("{p:?}"), ServerKind::Pprof(Arc::new(p.clone()))),
-                    );
-                }
-                Some(ExtensionConfig::ZPages(z)) => {
-                    // The pages show the config in force: a reload that changes it restarts
-                    // the server with the new picture.
-                    let snapshot = crate::extensions::zpages::Snapshot {
-                        pipelines: cfg
-                            .service
-                            .pipelines
-                            .iter()
-                            .map(|(id, p)| {
-                                (
-                                    id.clone(),
-                                    p.receivers.clone(),
-                                    p.processors.clone(),
-                                    p.exporters.clone(),
-                                )
-                            })
-                            .collect(),
-                        extensions: cfg
-                            .service
-                            .extensions
-                            .iter()
-                            .map(|id| {
-                                let ty = id.split('/').next().unwrap_or(id).to_string();
-                                (id.clone(), ty)
-                            })
-                            .collect(),
-                    };
-                    wanted.insert(
-                        format!("extensions.{ext}"),
-                        (
-                            format!("{z:?} {snapshot:?}"),
-                            ServerKind::ZPages(Arc::new(z.clone()), Arc::new(snapshot)),
-                        ),
-                    );
-                }
-                _ => {}
+            let Some(e) = cfg.extensions.get(ext) else {
+                continue;
+            };
+            if let Some(server) = e.settings.server(&env) {
+                let key = format!("extensions.{ext}");
+                wanted.insert(key, (server.spec.clone(), ServerKind::Extension(server)));
             }
         }
         let gone: Vec<String> = self
@@ -951,22 +827,8 @@ impl Engine {
             }
             let (endpoint, what) = match &kind {
                 ServerKind::Telemetry(a, _) => (a.clone(), "service.telemetry.metrics".to_string()),
-                ServerKind::Health(h) => {
-                    if h.check_collector_pipeline.enabled {
-                        tracing::warn!(
-                            "{key}: check_collector_pipeline has no effect in weir (upstream deprecated it as not working as expected); the endpoint reports readiness"
-                        );
-                    }
-                    (h.endpoint.clone(), key.replace("extensions.", "extension "))
-                }
-                ServerKind::ZPages(z, _) => {
-                    (z.endpoint.clone(), key.replace("extensions.", "extension "))
-                }
-                ServerKind::Pprof(p) => {
-                    for k in p.without_effect() {
-                        tracing::warn!("{key}: {k} has no effect in weir");
-                    }
-                    (p.endpoint.clone(), key.replace("extensions.", "extension "))
+                ServerKind::Extension(x) => {
+                    (x.endpoint.clone(), key.replace("extensions.", "extension "))
                 }
             };
             let l = match net::bind(&endpoint).await {
@@ -1000,56 +862,7 @@ impl Engine {
                     stop_rx,
                     Duration::from_secs(1),
                 ),
-                ServerKind::Health(cfg) => net::serve(
-                    l,
-                    HealthService {
-                        cfg,
-                        ready: self.ready.clone(),
-                    },
-                    Protocol::Auto,
-                    stop_rx,
-                    Duration::from_secs(1),
-                ),
-                ServerKind::Pprof(cfg) => {
-                    // save_to_file profiles from before the first request (then an
-                    // on-demand profile is refused, saying why) until the server stops
-                    // (shutdown, or a reload that changes it), and writes the file then.
-                    let save = (!cfg.save_to_file.is_empty()).then(|| {
-                        crate::extensions::pprof::save_to_file(
-                            cfg.save_to_file.clone(),
-                            stop_rx.clone(),
-                        )
-                    });
-                    let serve = net::serve(
-                        l,
-                        crate::extensions::pprof::PprofService,
-                        Protocol::Auto,
-                        stop_rx,
-                        Duration::from_secs(1),
-                    );
-                    match save {
-                        None => serve,
-                        Some(save) => {
-                            let save = tokio::spawn(save);
-                            tokio::spawn(async move {
-                                let _ = serve.await;
-                                let _ = save.await;
-                            })
-                        }
-                    }
-                }
-                ServerKind::ZPages(cfg, snapshot) => net::serve(
-                    l,
-                    crate::extensions::zpages::ZPagesService {
-                        cfg,
-                        snapshot,
-                        registry: self.registry.clone(),
-                        started: self.started,
-                    },
-                    Protocol::Auto,
-                    stop_rx,
-                    Duration::from_secs(1),
-                ),
+                ServerKind::Extension(x) => (x.serve)(l, stop_rx),
             };
             if gone.contains(&key) {
                 report.changed.push(key.clone());
@@ -1170,7 +983,10 @@ impl Engine {
         let _ = self.drain.send(true);
         // Connectors' inboxes close once the pipelines feeding them have finished (they hold
         // the routers); the engine lets go of its own references first.
-        drop(self.routers);
+        for (_, c) in self.connectors.values() {
+            c.shutdown();
+        }
+        drop(self.connectors);
         let mut tasks = Vec::new();
         for (_, p) in self.pipelines {
             drop(p.tx);
@@ -1197,12 +1013,7 @@ impl Engine {
 
 enum ServerKind {
     Telemetry(String, Arc<crate::telemetry::Exposition>),
-    Health(Arc<crate::extensions::health_check::HealthCheckConfig>),
-    ZPages(
-        Arc<crate::extensions::zpages::ZPagesConfig>,
-        Arc<crate::extensions::zpages::Snapshot>,
-    ),
-    Pprof(Arc<crate::extensions::pprof::PprofConfig>),
+    Extension(super::registry::ExtensionServer),
 }
 
 struct PipelineRun {
@@ -1245,7 +1056,7 @@ async fn run_pipeline(run: PipelineRun) {
         let reused = match inherited.iter().position(|(i, _)| i == sid) {
             Some(pos) => {
                 let (_, mut p) = inherited.swap_remove(pos);
-                if p.reconfigure(scfg, &registry) {
+                if p.reconfigure(&*scfg.settings, &registry) {
                     Some(p)
                 } else {
                     None
@@ -1253,7 +1064,15 @@ async fn run_pipeline(run: PipelineRun) {
             }
             None => None,
         };
-        procs.push(reused.unwrap_or_else(|| build_processor(sid, scfg, &registry, &wake)));
+        procs.push(reused.unwrap_or_else(|| {
+            scfg.settings.build(
+                sid,
+                &BuildEnv {
+                    registry: &registry,
+                    wake: &wake,
+                },
+            )
+        }));
         ids.push(sid.clone());
     }
     let mut draining = false;

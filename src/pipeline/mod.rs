@@ -7,12 +7,12 @@
 pub mod budget;
 pub mod graph;
 pub mod inbox;
+pub mod registry;
 
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::config::model::ProcessorConfig;
 use crate::pdata::Batch;
 use crate::telemetry::metrics::Registry;
 
@@ -32,7 +32,11 @@ pub trait Processor: Send {
     fn flush(&mut self, _out: &mut Vec<Batch>) {}
     /// A config reload changed this stage's settings (same id, same type): apply them and
     /// keep what it holds. Stages that hold nothing return false and are rebuilt instead.
-    fn reconfigure(&mut self, _cfg: &ProcessorConfig, _registry: &Arc<Registry>) -> bool {
+    fn reconfigure(
+        &mut self,
+        _cfg: &dyn registry::ProcessorSettings,
+        _registry: &Arc<Registry>,
+    ) -> bool {
         false
     }
 }

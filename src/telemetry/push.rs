@@ -42,37 +42,19 @@ pub fn otlp_sender(o: &super::OtlpPush, signal: Signal) -> Result<Arc<dyn Sender
         .iter()
         .map(|h| (h.name.clone(), h.value.clone()))
         .collect();
-    let timeout = Duration::from_millis(o.timeout).into();
-    Ok(if o.protocol == "grpc" {
-        let cfg = crate::exporters::otlp::config::OtlpExporterConfig {
-            endpoint: o.endpoint.clone(),
-            headers,
-            compression,
-            timeout,
-            ..Default::default()
-        };
-        crate::exporters::otlp::OtlpGrpcSender::new(&cfg)? as Arc<dyn Sender>
+    let timeout = Duration::from_millis(o.timeout);
+    if o.protocol == "grpc" {
+        crate::exporters::otlp::plain_sender(&o.endpoint, headers, compression, timeout)
     } else {
-        let url = Some(signal_url(&o.endpoint, signal));
-        let (metrics_endpoint, logs_endpoint) = match signal {
-            Signal::Logs => (None, url),
-            _ => (url, None),
-        };
-        let cfg = crate::exporters::otlphttp::config::OtlpHttpExporterConfig {
-            metrics_endpoint,
-            logs_endpoint,
+        crate::exporters::otlphttp::plain_sender(
+            signal,
+            signal_url(&o.endpoint, signal),
             headers,
             compression,
-            encoding: if o.protocol == "http/json" {
-                crate::exporters::otlphttp::config::Encoding::Json
-            } else {
-                crate::exporters::otlphttp::config::Encoding::Proto
-            },
+            o.protocol == "http/json",
             timeout,
-            ..Default::default()
-        };
-        crate::exporters::otlphttp::OtlpHttpSender::new(&cfg)? as Arc<dyn Sender>
-    })
+        )
+    }
 }
 
 /// Starts pushing; the task ends (after a last push) when `stop` turns true.

@@ -7,8 +7,41 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::config::loader::Body;
 use crate::exporters::helper::{BoxFuture, ExportError, Sender, Sent};
 use crate::pdata::{Batch, Payload};
+use crate::pipeline::registry::{
+    all_signals, Decode, ExporterParts, ExporterSettings, Factory, Stability,
+};
+
+pub static FACTORY: Factory = Factory {
+    type_name: "debug",
+    aliases: &[],
+    stability: &all_signals(Stability::Development),
+    description: "prints data to stdout",
+    decode: Decode::Exporter(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ExporterSettings>> {
+    let c = b.decode_checked::<DebugConfig>(|_| Vec::new())?;
+    Some(Box::new(c))
+}
+
+impl ExporterSettings for DebugConfig {
+    fn build(
+        &self,
+        id: &str,
+        registry: &Arc<crate::telemetry::metrics::Registry>,
+    ) -> Result<ExporterParts, String> {
+        let _ = (id, registry);
+        Ok(ExporterParts {
+            sender: DebugSender::new(id, self),
+            queue: Default::default(),
+            retry: Default::default(),
+            timeout: std::time::Duration::from_secs(5),
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -360,15 +360,12 @@ fn spawn_batcher(
 ) -> mpsc::Sender<Batch> {
     use crate::pipeline::Processor;
     let (tx, mut rx) = mpsc::channel::<Batch>(64);
-    let mut stage = crate::processors::batch::BatchProcessor::new(
+    let mut stage = crate::processors::batch::BatchProcessor::for_queue(
         &format!("{id}/sending_queue.batch"),
-        crate::processors::batch::config::BatchConfig {
-            timeout: cfg.flush_timeout,
-            send_batch_size: cfg.min_size,
-            send_batch_max_size: cfg.max_size,
-            sizer_bytes: in_bytes,
-            ..Default::default()
-        },
+        cfg.flush_timeout.0,
+        cfg.min_size,
+        cfg.max_size,
+        in_bytes,
         registry,
     );
     tokio::spawn(async move {

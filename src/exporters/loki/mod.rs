@@ -28,13 +28,59 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message;
 
+use crate::config::loader::Body;
 use crate::exporters::helper::{BoxFuture, ExportError, Sender, Sent};
 use crate::exporters::prometheusremotewrite::names::label_name;
 use crate::exporters::Compression;
 use crate::pdata::{Batch, Payload, Signal};
+use crate::pipeline::registry::{
+    AuthSlot, Decode, ExporterParts, ExporterSettings, Factory, Handles, Stability,
+};
 use crate::telemetry::metrics::{Counter, Registry};
 use config::{LineFormat, LokiEncoding, LokiExporterConfig};
 use proto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
+
+pub static FACTORY: Factory = Factory {
+    type_name: "loki",
+    aliases: &[],
+    stability: &[(Handles::Signal(Signal::Logs), Stability::Beta)],
+    description:
+        "Loki push API (protobuf+snappy or JSON), labels from attributes, per-tenant requests",
+    decode: Decode::Exporter(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ExporterSettings>> {
+    let c = b.decode_checked::<LokiExporterConfig>(|c| {
+        c.normalize();
+        c.validate()
+    })?;
+    Some(Box::new(c))
+}
+
+impl ExporterSettings for LokiExporterConfig {
+    fn build(
+        &self,
+        id: &str,
+        registry: &Arc<crate::telemetry::metrics::Registry>,
+    ) -> Result<ExporterParts, String> {
+        let _ = (id, registry);
+        Ok(ExporterParts {
+            sender: LokiSender::new(id, self, registry)?,
+            queue: self.sending_queue.clone(),
+            retry: self.retry_on_failure.clone(),
+            timeout: self.timeout.0,
+        })
+    }
+    fn sending_queue(&self) -> Option<&crate::exporters::helper::config::QueueConfig> {
+        Some(&self.sending_queue)
+    }
+    fn auth_slot(&mut self) -> Option<AuthSlot<'_>> {
+        self.auth.as_mut().map(|auth| AuthSlot {
+            key: "auth".into(),
+            auth,
+        })
+    }
+}
 
 const HINT_RESOURCE_LABELS: &str = "loki.resource.labels";
 const HINT_ATTRIBUTE_LABELS: &str = "loki.attribute.labels";

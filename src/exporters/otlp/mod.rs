@@ -16,10 +16,52 @@ use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use crate::config::loader::Body;
 use crate::exporters::helper::{BoxFuture, ExportError, Sender, Sent};
 use crate::exporters::Compression;
 use crate::pdata::{Batch, Signal};
+use crate::pipeline::registry::{
+    all_signals, AuthSlot, Decode, ExporterParts, ExporterSettings, Factory, Stability,
+};
 use config::OtlpExporterConfig;
+
+pub static FACTORY: Factory = Factory {
+    type_name: "otlp",
+    aliases: &["otlp_grpc"],
+    stability: &all_signals(Stability::Stable),
+    description: "OTLP over gRPC (Tempo, Jaeger, collectors)",
+    decode: Decode::Exporter(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ExporterSettings>> {
+    let c = b.decode_checked::<OtlpExporterConfig>(|c| c.validate())?;
+    Some(Box::new(c))
+}
+
+impl ExporterSettings for OtlpExporterConfig {
+    fn build(
+        &self,
+        id: &str,
+        registry: &Arc<crate::telemetry::metrics::Registry>,
+    ) -> Result<ExporterParts, String> {
+        let _ = (id, registry);
+        Ok(ExporterParts {
+            sender: OtlpGrpcSender::new(self)?,
+            queue: self.sending_queue.clone(),
+            retry: self.retry_on_failure.clone(),
+            timeout: self.timeout.0,
+        })
+    }
+    fn sending_queue(&self) -> Option<&crate::exporters::helper::config::QueueConfig> {
+        Some(&self.sending_queue)
+    }
+    fn auth_slot(&mut self) -> Option<AuthSlot<'_>> {
+        self.auth.as_mut().map(|auth| AuthSlot {
+            key: "auth".into(),
+            auth,
+        })
+    }
+}
 
 pub struct OtlpGrpcSender {
     channel: Channel,
@@ -378,6 +420,23 @@ impl Sender for OtlpGrpcSender {
             Ok(partial_success(batch.signal, &msg))
         })
     }
+}
+
+/// A sender to `endpoint` with only these settings (weir's own telemetry pushes through it).
+pub fn plain_sender(
+    endpoint: &str,
+    headers: Vec<(String, String)>,
+    compression: Compression,
+    timeout: Duration,
+) -> Result<Arc<dyn Sender>, String> {
+    let cfg = OtlpExporterConfig {
+        endpoint: endpoint.to_string(),
+        headers: headers.into_iter().collect(),
+        compression,
+        timeout: timeout.into(),
+        ..Default::default()
+    };
+    Ok(OtlpGrpcSender::new(&cfg)? as Arc<dyn Sender>)
 }
 
 #[cfg(test)]

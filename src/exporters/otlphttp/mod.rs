@@ -11,11 +11,53 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCo
 use http_body_util::{BodyExt, Full, Limited};
 use prost::Message;
 
+use crate::config::loader::Body;
 use crate::exporters::helper::{BoxFuture, ExportError, Sender, Sent};
 use crate::exporters::Compression;
 use crate::grpc::RpcStatus;
 use crate::pdata::{Batch, Payload, Signal};
+use crate::pipeline::registry::{
+    all_signals, AuthSlot, Decode, ExporterParts, ExporterSettings, Factory, Stability,
+};
 use config::{Encoding, OtlpHttpExporterConfig};
+
+pub static FACTORY: Factory = Factory {
+    type_name: "otlphttp",
+    aliases: &["otlp_http"],
+    stability: &all_signals(Stability::Stable),
+    description: "OTLP over HTTP, protobuf or JSON",
+    decode: Decode::Exporter(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ExporterSettings>> {
+    let c = b.decode_checked::<OtlpHttpExporterConfig>(|c| c.validate())?;
+    Some(Box::new(c))
+}
+
+impl ExporterSettings for OtlpHttpExporterConfig {
+    fn build(
+        &self,
+        id: &str,
+        registry: &Arc<crate::telemetry::metrics::Registry>,
+    ) -> Result<ExporterParts, String> {
+        let _ = (id, registry);
+        Ok(ExporterParts {
+            sender: OtlpHttpSender::new(self)?,
+            queue: self.sending_queue.clone(),
+            retry: self.retry_on_failure.clone(),
+            timeout: self.timeout.0,
+        })
+    }
+    fn sending_queue(&self) -> Option<&crate::exporters::helper::config::QueueConfig> {
+        Some(&self.sending_queue)
+    }
+    fn auth_slot(&mut self) -> Option<AuthSlot<'_>> {
+        self.auth.as_mut().map(|auth| AuthSlot {
+            key: "auth".into(),
+            auth,
+        })
+    }
+}
 
 pub struct OtlpHttpSender {
     client: crate::exporters::HttpClient,
@@ -233,4 +275,34 @@ impl Sender for OtlpHttpSender {
             }
         })
     }
+}
+
+/// A sender of `signal` to `url` with only these settings (weir's own telemetry pushes
+/// through it).
+pub fn plain_sender(
+    signal: Signal,
+    url: String,
+    headers: Vec<(String, String)>,
+    compression: Compression,
+    json: bool,
+    timeout: Duration,
+) -> Result<Arc<dyn Sender>, String> {
+    let (metrics_endpoint, logs_endpoint) = match signal {
+        Signal::Logs => (None, Some(url)),
+        _ => (Some(url), None),
+    };
+    let cfg = OtlpHttpExporterConfig {
+        metrics_endpoint,
+        logs_endpoint,
+        headers: headers.into_iter().collect(),
+        compression,
+        encoding: if json {
+            Encoding::Json
+        } else {
+            Encoding::Proto
+        },
+        timeout: timeout.into(),
+        ..Default::default()
+    };
+    Ok(OtlpHttpSender::new(&cfg)? as Arc<dyn Sender>)
 }

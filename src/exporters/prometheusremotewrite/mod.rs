@@ -22,12 +22,54 @@ use http_body_util::Full;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 
+use crate::config::loader::Body;
 use crate::exporters::helper::{BoxFuture, ExportError, Sender, Sent};
 use crate::pdata::{Batch, Payload, Signal};
+use crate::pipeline::registry::{
+    AuthSlot, Decode, ExporterParts, ExporterSettings, Factory, Handles, Stability,
+};
 use crate::telemetry::metrics::{Counter, Registry};
 use config::PrwExporterConfig;
 use proto::{Label, WriteRequest};
 use translate::{translate, Settings};
+
+pub static FACTORY: Factory = Factory {
+    type_name: "prometheusremotewrite",
+    aliases: &[],
+    stability: &[(Handles::Signal(Signal::Metrics), Stability::Beta)],
+    description: "Prometheus Remote-Write 1.0 (Prometheus, Mimir, Cortex, Thanos, VictoriaMetrics)",
+    decode: Decode::Exporter(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ExporterSettings>> {
+    let c = b.decode_checked::<PrwExporterConfig>(|c| {
+        c.normalize();
+        c.validate()
+    })?;
+    Some(Box::new(c))
+}
+
+impl ExporterSettings for PrwExporterConfig {
+    fn build(
+        &self,
+        id: &str,
+        registry: &Arc<crate::telemetry::metrics::Registry>,
+    ) -> Result<ExporterParts, String> {
+        let _ = (id, registry);
+        Ok(ExporterParts {
+            sender: PrwSender::new(id, self, registry)?,
+            queue: self.queue(),
+            retry: self.retry_on_failure.clone(),
+            timeout: self.timeout.0,
+        })
+    }
+    fn auth_slot(&mut self) -> Option<AuthSlot<'_>> {
+        self.auth.as_mut().map(|auth| AuthSlot {
+            key: "auth".into(),
+            auth,
+        })
+    }
+}
 
 pub struct PrwSender {
     id: Arc<str>,

@@ -12,6 +12,48 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 
+use crate::pipeline::registry::{Decode, ExtensionSettings, Factory, Handles, Stability};
+
+pub static BEARER_FACTORY: Factory = Factory {
+    type_name: "bearertokenauth",
+    aliases: &[],
+    stability: &[(Handles::Extension, Stability::Beta)],
+    description: "bearer token authentication: receivers check it, exporters send it",
+    decode: Decode::Extension(|b| {
+        let c = b.decode_checked::<BearerTokenConfig>(|c| c.validate())?;
+        Some(Box::new(AuthConfig::Bearer(c)))
+    }),
+};
+
+pub static BASIC_FACTORY: Factory = Factory {
+    type_name: "basicauth",
+    aliases: &[],
+    stability: &[(Handles::Extension, Stability::Beta)],
+    description:
+        "HTTP Basic authentication: receivers check htpasswd users, exporters send client_auth",
+    decode: Decode::Extension(|b| {
+        let c = b.decode_checked::<BasicAuthConfig>(|c| c.validate())?;
+        Some(Box::new(AuthConfig::Basic(c)))
+    }),
+};
+
+pub static HEADERS_SETTER_FACTORY: Factory = Factory {
+    type_name: "headers_setter",
+    aliases: &[],
+    stability: &[(Handles::Extension, Stability::Alpha)],
+    description: "exporter headers from the request's client metadata (e.g. forward X-Scope-OrgID)",
+    decode: Decode::Extension(|b| {
+        let c = b.decode_checked::<HeadersSetterConfig>(|c| c.validate())?;
+        Some(Box::new(AuthConfig::HeadersSetter(c)))
+    }),
+};
+
+impl ExtensionSettings for AuthConfig {
+    fn authenticator(&self) -> Option<&AuthConfig> {
+        Some(self)
+    }
+}
+
 use crate::pdata::Context;
 
 #[cfg(test)]
@@ -325,6 +367,23 @@ impl AuthConfig {
             AuthConfig::Bearer(_) => "bearertokenauth",
             AuthConfig::Basic(_) => "basicauth",
             AuthConfig::HeadersSetter(_) => "headers_setter",
+        }
+    }
+
+    /// Why this authenticator cannot serve a receiver (`server`) or an exporter, if it
+    /// cannot.
+    pub fn unfit_for(&self, server: bool) -> Option<&'static str> {
+        match (self, server) {
+            (AuthConfig::HeadersSetter(_), true) => Some(
+                "headers_setter sets an exporter's headers; a receiver needs bearertokenauth or basicauth",
+            ),
+            (AuthConfig::Basic(b), true) if b.htpasswd.is_none() => {
+                Some("this basicauth has no htpasswd to check clients against")
+            }
+            (AuthConfig::Basic(b), false) if b.client_auth.is_none() => {
+                Some("this basicauth has no client_auth to send")
+            }
+            _ => None,
         }
     }
 }

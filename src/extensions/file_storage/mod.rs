@@ -19,6 +19,50 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::config::loader::Body;
+use crate::pipeline::registry::{Decode, ExtensionSettings, Factory, Handles, Stability};
+
+pub static FACTORY: Factory = Factory {
+    type_name: "file_storage",
+    aliases: &[],
+    stability: &[(Handles::Extension, Stability::Beta)],
+    description: "a directory for persistent sending queues (write-ahead log before the client's OK, replayed after a crash)",
+    decode: Decode::Extension(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ExtensionSettings>> {
+    let c = b.decode_checked::<FileStorageConfig>(|c| c.validate())?;
+    Some(Box::new(c))
+}
+
+impl ExtensionSettings for FileStorageConfig {
+    fn start_warnings(&self) -> Vec<String> {
+        if self.compaction != CompactionConfig::default() {
+            vec!["compaction has no effect in weir: its write-ahead log deletes each segment once every record in it is delivered".into()]
+        } else {
+            Vec::new()
+        }
+    }
+    fn is_storage(&self) -> bool {
+        true
+    }
+    fn open_log(
+        &self,
+        id: &str,
+        pipeline: &str,
+        queue: &crate::exporters::helper::config::QueueConfig,
+        registry: &Arc<crate::telemetry::metrics::Registry>,
+    ) -> Option<Result<Arc<wal::Wal>, StorageError>> {
+        let opts = wal::Options {
+            fsync: self.fsync,
+            recreate: self.recreate,
+            sizer: queue.sizer,
+            capacity: queue.queue_size.max(1),
+        };
+        Some(Storage::open(id, self).and_then(|s| s.log(pipeline, opts, registry)))
+    }
+}
+
 use crate::config::units::{ByteSize, DurationValue};
 
 /// The Collector's default directory on Linux.
@@ -160,16 +204,6 @@ impl FileStorageConfig {
             return Err("directory_permissions contain invalid bits for file access".into());
         }
         Ok(mode)
-    }
-
-    /// Settings that are accepted for compatibility and have no effect: logged at start.
-    pub fn warn_ignored(&self, id: &str) {
-        if self.compaction != CompactionConfig::default() {
-            tracing::warn!(
-                extension = %id,
-                "compaction has no effect in weir: its write-ahead log deletes each segment once every record in it is delivered"
-            );
-        }
     }
 }
 

@@ -10,6 +10,54 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use crate::config::loader::Body;
+use crate::pipeline::registry::{
+    Decode, ExtensionServer, ExtensionSettings, Factory, Handles, ServerEnv, Stability,
+};
+
+pub static FACTORY: Factory = Factory {
+    type_name: "health_check",
+    aliases: &[],
+    stability: &[(Handles::Extension, Stability::Beta)],
+    description: "HTTP health endpoint (200 when ready)",
+    decode: Decode::Extension(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ExtensionSettings>> {
+    let c = b.decode_checked::<HealthCheckConfig>(|c| c.validate())?;
+    Some(Box::new(c))
+}
+
+impl ExtensionSettings for HealthCheckConfig {
+    fn endpoint(&self) -> Option<&str> {
+        Some(&self.endpoint)
+    }
+    fn start_warnings(&self) -> Vec<String> {
+        if self.check_collector_pipeline.enabled {
+            vec!["check_collector_pipeline has no effect in weir (upstream deprecated it as not working as expected); the endpoint reports readiness".into()]
+        } else {
+            Vec::new()
+        }
+    }
+    fn server(&self, env: &ServerEnv<'_>) -> Option<ExtensionServer> {
+        let cfg = Arc::new(self.clone());
+        let ready = env.ready.clone();
+        Some(ExtensionServer {
+            spec: format!("{self:?}"),
+            endpoint: self.endpoint.clone(),
+            serve: Box::new(move |l, stop| {
+                crate::net::serve(
+                    l,
+                    HealthService { cfg, ready },
+                    crate::net::Protocol::Auto,
+                    stop,
+                    std::time::Duration::from_secs(1),
+                )
+            }),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthCheckConfig {

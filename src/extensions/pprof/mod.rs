@@ -16,6 +16,66 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use crate::config::loader::Body;
+use crate::pipeline::registry::{
+    Decode, ExtensionServer, ExtensionSettings, Factory, Handles, ServerEnv, Stability,
+};
+
+pub static FACTORY: Factory = Factory {
+    type_name: "pprof",
+    aliases: &[],
+    stability: &[(Handles::Extension, Stability::Beta)],
+    description: "CPU profiles over HTTP in pprof format (/debug/pprof/profile)",
+    decode: Decode::Extension(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ExtensionSettings>> {
+    let c = b.decode_checked::<PprofConfig>(|c| c.validate())?;
+    Some(Box::new(c))
+}
+
+impl ExtensionSettings for PprofConfig {
+    fn endpoint(&self) -> Option<&str> {
+        Some(&self.endpoint)
+    }
+    fn start_warnings(&self) -> Vec<String> {
+        self.without_effect()
+            .into_iter()
+            .map(|k| format!("{k} has no effect in weir"))
+            .collect()
+    }
+    fn server(&self, _env: &ServerEnv<'_>) -> Option<ExtensionServer> {
+        let save_path = self.save_to_file.clone();
+        Some(ExtensionServer {
+            spec: format!("{self:?}"),
+            endpoint: self.endpoint.clone(),
+            serve: Box::new(move |l, stop| {
+                // save_to_file profiles from before the first request (then an on-demand
+                // profile is refused, saying why) until the server stops (shutdown, or a
+                // reload that changes it), and writes the file then.
+                let save = (!save_path.is_empty()).then(|| save_to_file(save_path, stop.clone()));
+                let serve = crate::net::serve(
+                    l,
+                    PprofService,
+                    crate::net::Protocol::Auto,
+                    stop,
+                    Duration::from_secs(1),
+                );
+                match save {
+                    None => serve,
+                    Some(save) => {
+                        let save = tokio::spawn(save);
+                        tokio::spawn(async move {
+                            let _ = serve.await;
+                            let _ = save.await;
+                        })
+                    }
+                }
+            }),
+        })
+    }
+}
+
 /// Samples per second.
 const FREQUENCY: i32 = 99;
 /// The longest profile one request may ask for.

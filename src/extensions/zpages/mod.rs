@@ -14,6 +14,65 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use crate::config::loader::Body;
+use crate::pipeline::registry::{
+    Decode, ExtensionServer, ExtensionSettings, Factory, Handles, ServerEnv, Stability,
+};
+
+pub static FACTORY: Factory = Factory {
+    type_name: "zpages",
+    aliases: &[],
+    stability: &[(Handles::Extension, Stability::Beta)],
+    description: "live pages: service, pipelines, extensions, feature gates (/debug/*z)",
+    decode: Decode::Extension(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ExtensionSettings>> {
+    let c = b.decode_checked::<ZPagesConfig>(|c| c.validate())?;
+    Some(Box::new(c))
+}
+
+impl ExtensionSettings for ZPagesConfig {
+    fn endpoint(&self) -> Option<&str> {
+        Some(&self.endpoint)
+    }
+    fn server(&self, env: &ServerEnv<'_>) -> Option<ExtensionServer> {
+        // The pages show the config in force: a reload that changes it restarts the server
+        // with the new picture.
+        let snapshot = Snapshot {
+            pipelines: env.pipelines.to_vec(),
+            extensions: env
+                .extensions
+                .iter()
+                .map(|id| {
+                    let ty = id.split('/').next().unwrap_or(id).to_string();
+                    (id.clone(), ty)
+                })
+                .collect(),
+        };
+        let spec = format!("{self:?} {snapshot:?}");
+        let svc = ZPagesService {
+            cfg: Arc::new(self.clone()),
+            snapshot: Arc::new(snapshot),
+            registry: env.registry.clone(),
+            started: env.started,
+        };
+        Some(ExtensionServer {
+            spec,
+            endpoint: self.endpoint.clone(),
+            serve: Box::new(move |l, stop| {
+                crate::net::serve(
+                    l,
+                    svc,
+                    crate::net::Protocol::Auto,
+                    stop,
+                    std::time::Duration::from_secs(1),
+                )
+            }),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ZPagesConfig {
@@ -48,7 +107,7 @@ impl ZPagesConfig {
 }
 
 /// One pipeline as the pages show it: id, receivers, processors, exporters.
-pub type PipelineRow = (String, Vec<String>, Vec<String>, Vec<String>);
+pub use crate::pipeline::registry::PipelineRow;
 
 /// What the pages show: taken from the config in force when the server (re)starts.
 #[derive(Debug, Clone, PartialEq)]

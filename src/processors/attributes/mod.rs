@@ -17,6 +17,133 @@
 //! Actions run in order on each item. Everything is compiled (regexes, values) when the config
 //! is validated; applying allocates only for the values it writes.
 pub mod config;
+
+// The pipeline stage and its registration.
+
+/// A stage that edits decoded data in place with `apply`.
+struct Editing<F> {
+    id: Arc<str>,
+    apply: F,
+    dropped: Counter,
+}
+
+/// `from_context` lookups: `metadata.<key>` reads client metadata, as upstream does.
+fn context_lookup(ctx: &Context) -> impl Fn(&str) -> Option<String> + '_ {
+    move |key: &str| {
+        let k = key.strip_prefix("metadata.").unwrap_or(key);
+        ctx.metadata_value(k).map(str::to_owned)
+    }
+}
+
+impl<F> Processor for Editing<F>
+where
+    F: FnMut(&mut Payload, &dyn Fn(&str) -> Option<String>) + Send,
+{
+    fn process(&mut self, mut batch: Batch, out: &mut Vec<Batch>) {
+        if let Err(e) = batch.decode() {
+            self.dropped.add(e.lost as u64);
+            tracing::error!(processor = %self.id, "dropping {} items: {e}", e.lost);
+            if batch.items == 0 {
+                return;
+            }
+        }
+        let ctx = batch.context.clone();
+        let lookup = context_lookup(&ctx);
+        (self.apply)(&mut batch.payload, &lookup);
+        out.push(batch);
+    }
+}
+
+fn dropped_counter(id: &str, registry: &Registry) -> Counter {
+    registry.counter(
+        "weir_processor_dropped_items_total",
+        "Items a processor could not handle and dropped.",
+        &[("processor", id)],
+    )
+}
+
+/// The `attributes` processor as a pipeline stage.
+fn attributes_stage(id: &str, cfg: &AttributesConfig, registry: &Registry) -> Box<dyn Processor> {
+    // The config was validated before the graph is built; a failure here cannot happen, but
+    // if it did the stage passes data through unchanged rather than taking weir down.
+    let p = AttributesProcessor::new(cfg).ok();
+    Box::new(Editing {
+        id: Arc::from(id),
+        dropped: dropped_counter(id, registry),
+        apply: move |payload: &mut Payload, ctx: &dyn Fn(&str) -> Option<String>| {
+            let Some(p) = &p else { return };
+            match payload {
+                Payload::Traces(r) => p.apply_traces(r, ctx),
+                Payload::Metrics(r) => p.apply_metrics(r, ctx),
+                Payload::Logs(r) => p.apply_logs(r, ctx),
+                Payload::Encoded(_) => {}
+            }
+        },
+    })
+}
+
+/// The `resource` processor as a pipeline stage.
+fn resource_stage(id: &str, cfg: &ResourceConfig, registry: &Registry) -> Box<dyn Processor> {
+    let p = ResourceProcessor::new(cfg).ok();
+    Box::new(Editing {
+        id: Arc::from(id),
+        dropped: dropped_counter(id, registry),
+        apply: move |payload: &mut Payload, ctx: &dyn Fn(&str) -> Option<String>| {
+            let Some(p) = &p else { return };
+            match payload {
+                Payload::Traces(r) => p.apply_traces(r, ctx),
+                Payload::Metrics(r) => p.apply_metrics(r, ctx),
+                Payload::Logs(r) => p.apply_logs(r, ctx),
+                Payload::Encoded(_) => {}
+            }
+        },
+    })
+}
+
+pub static FACTORY: Factory = Factory {
+    type_name: "attributes",
+    aliases: &[],
+    stability: &all_signals(Stability::Beta),
+    description: "inserts, updates, deletes or hashes span, log and data point attributes",
+    decode: Decode::Processor(decode_attributes),
+};
+
+pub static RESOURCE_FACTORY: Factory = Factory {
+    type_name: "resource",
+    aliases: &[],
+    stability: &all_signals(Stability::Beta),
+    description: "inserts, updates, deletes or hashes resource attributes",
+    decode: Decode::Processor(decode_resource),
+};
+
+fn decode_attributes(b: &mut Body<'_>) -> Option<Box<dyn ProcessorSettings>> {
+    let c = b.decode_checked::<AttributesConfig>(|c| match AttributesProcessor::new(c) {
+        Ok(_) => Vec::new(),
+        Err(p) => vec![(p.path, p.message)],
+    })?;
+    Some(Box::new(c))
+}
+
+fn decode_resource(b: &mut Body<'_>) -> Option<Box<dyn ProcessorSettings>> {
+    let c = b.decode_checked::<ResourceConfig>(|c| match ResourceProcessor::new(c) {
+        Ok(_) => Vec::new(),
+        Err(p) => vec![(p.path, p.message)],
+    })?;
+    Some(Box::new(c))
+}
+
+impl ProcessorSettings for AttributesConfig {
+    fn build(&self, id: &str, env: &BuildEnv<'_>) -> Box<dyn Processor> {
+        attributes_stage(id, self, env.registry)
+    }
+}
+
+impl ProcessorSettings for ResourceConfig {
+    fn build(&self, id: &str, env: &BuildEnv<'_>) -> Box<dyn Processor> {
+        resource_stage(id, self, env.registry)
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -32,11 +159,19 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use regex::Regex;
 use sha2::{Digest, Sha256};
 
+use crate::config::loader::Body;
 use crate::config::loader::Value as Yaml;
+use crate::pdata::{Batch, Context, Payload};
+use crate::pipeline::registry::{
+    all_signals, BuildEnv, Decode, Factory, ProcessorSettings, Stability,
+};
+use crate::pipeline::Processor;
+use crate::telemetry::metrics::{Counter, Registry};
 use config::{
     ActionConfig, ActionKind, AttributesConfig, KeyValueMatch, MatchConfig, MatchType,
     ResourceConfig,
 };
+use std::sync::Arc;
 
 /// A config mistake: `path` is relative to the processor (`actions[2].value`).
 #[derive(Debug, Clone, PartialEq)]

@@ -13,10 +13,39 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::time::Instant;
 
+use crate::config::loader::Body;
 use crate::pdata::{Batch, Context, Payload};
+use crate::pipeline::registry::{
+    all_signals, BuildEnv, Carry, Decode, Factory, ProcessorSettings, Stability,
+};
 use crate::pipeline::Processor;
 use crate::telemetry::metrics::{Counter, Registry};
 use config::BatchConfig;
+
+pub static FACTORY: Factory = Factory {
+    type_name: "batch",
+    aliases: &[],
+    stability: &all_signals(Stability::Beta),
+    description: "groups data into batches by size and time",
+    decode: Decode::Processor(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ProcessorSettings>> {
+    let c = b.decode_checked::<BatchConfig>(|c| match c.validate() {
+        Ok(()) => Vec::new(),
+        Err((k, m)) => vec![(k.to_string(), m)],
+    })?;
+    Some(Box::new(c))
+}
+
+impl ProcessorSettings for BatchConfig {
+    fn build(&self, id: &str, env: &BuildEnv<'_>) -> Box<dyn Processor> {
+        Box::new(BatchProcessor::new(id, self.clone(), env.registry))
+    }
+    fn carry(&self) -> Carry {
+        Carry::StateWhenOutputsStay
+    }
+}
 
 type Key = (Option<Arc<str>>, Vec<Option<String>>);
 
@@ -35,6 +64,26 @@ pub struct BatchProcessor {
 }
 
 impl BatchProcessor {
+    /// The batching of an exporter's `sending_queue.batch`: by items, or by bytes when
+    /// `in_bytes`.
+    pub fn for_queue(
+        id: &str,
+        flush_timeout: std::time::Duration,
+        min_size: usize,
+        max_size: usize,
+        in_bytes: bool,
+        registry: &Registry,
+    ) -> Self {
+        let cfg = BatchConfig {
+            timeout: flush_timeout.into(),
+            send_batch_size: min_size,
+            send_batch_max_size: max_size,
+            sizer_bytes: in_bytes,
+            ..Default::default()
+        };
+        BatchProcessor::new(id, cfg, registry)
+    }
+
     pub fn new(id: &str, cfg: BatchConfig, registry: &Registry) -> Self {
         BatchProcessor {
             dropped: registry.counter(
@@ -236,16 +285,16 @@ fn merge(mut parts: Vec<Batch>, context: Arc<Context>) -> Option<Batch> {
 impl Processor for BatchProcessor {
     fn reconfigure(
         &mut self,
-        cfg: &crate::config::model::ProcessorConfig,
+        cfg: &dyn ProcessorSettings,
         _registry: &Arc<crate::telemetry::metrics::Registry>,
     ) -> bool {
-        match cfg {
-            crate::config::model::ProcessorConfig::Batch(c) => {
+        match cfg.as_any().downcast_ref::<BatchConfig>() {
+            Some(c) => {
                 // Partitions held keep their deadlines; new sizes apply from the next batch.
                 self.cfg = c.clone();
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 

@@ -31,10 +31,39 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use regex::Regex;
 use tokio::time::Instant;
 
+use crate::config::loader::Body;
 use crate::pdata::{Batch, Payload};
+use crate::pipeline::registry::{
+    BuildEnv, Carry, Decode, Factory, Handles, ProcessorSettings, Stability,
+};
 use crate::pipeline::Processor;
 use crate::telemetry::metrics::{Counter, Gauge, Registry};
 use config::{Action, CardinalityLimiterConfig, Per};
+
+pub static FACTORY: Factory = Factory {
+    type_name: "cardinality_limiter",
+    aliases: &[],
+    stability: &[(
+        Handles::Signal(crate::pdata::Signal::Metrics),
+        Stability::Alpha,
+    )],
+    description: "caps distinct series per metric and per tenant (overflow, drop, strip_labels)",
+    decode: Decode::Processor(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ProcessorSettings>> {
+    let c = b.decode_checked::<CardinalityLimiterConfig>(|c| c.validate())?;
+    Some(Box::new(c))
+}
+
+impl ProcessorSettings for CardinalityLimiterConfig {
+    fn build(&self, id: &str, env: &BuildEnv<'_>) -> Box<dyn Processor> {
+        Box::new(CardinalityLimiter::new(id, self, Arc::clone(env.registry)))
+    }
+    fn carry(&self) -> Carry {
+        Carry::State
+    }
+}
 
 /// The label an overflow series carries.
 pub const OVERFLOW_LABEL: &str = "otel_metric_overflow";
@@ -848,17 +877,13 @@ fn sweep_interval(cfg: &CardinalityLimiterConfig) -> Duration {
 }
 
 impl Processor for CardinalityLimiter {
-    fn reconfigure(
-        &mut self,
-        cfg: &crate::config::model::ProcessorConfig,
-        _registry: &Arc<Registry>,
-    ) -> bool {
-        match cfg {
-            crate::config::model::ProcessorConfig::CardinalityLimiter(c) => {
+    fn reconfigure(&mut self, cfg: &dyn ProcessorSettings, _registry: &Arc<Registry>) -> bool {
+        match cfg.as_any().downcast_ref::<CardinalityLimiterConfig>() {
+            Some(c) => {
                 CardinalityLimiter::reconfigure(self, c);
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 

@@ -24,11 +24,34 @@ use std::cell::Cell;
 
 use opentelemetry_proto::tonic::metrics::v1::{metric, Metric};
 
+use crate::config::loader::Body;
 use crate::ottl::{infer_context, point_count, points_of, Condition, ConditionSet, ContextKind};
 use crate::pdata::{Batch, Payload, Signal};
+use crate::pipeline::registry::{
+    all_signals, BuildEnv, Decode, Factory, ProcessorSettings, Stability,
+};
 use crate::pipeline::Processor;
 use crate::telemetry::metrics::{Counter, Registry};
 use config::{check_error_mode, ConditionEntry, FilterConfig};
+
+pub static FACTORY: Factory = Factory {
+    type_name: "filter",
+    aliases: &[],
+    stability: &all_signals(Stability::Alpha),
+    description: "drops spans, span events, metrics, data points and logs matching OTTL conditions",
+    decode: Decode::Processor(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ProcessorSettings>> {
+    let c = b.decode_checked::<FilterConfig>(|c| Filter::new(c).err().unwrap_or_default())?;
+    Some(Box::new(c))
+}
+
+impl ProcessorSettings for FilterConfig {
+    fn build(&self, id: &str, env: &BuildEnv<'_>) -> Box<dyn Processor> {
+        Box::new(FilterProcessor::new(id, self, env.registry))
+    }
+}
 
 use ContextKind as C;
 

@@ -18,11 +18,42 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use crate::config::loader::Body;
 use crate::pdata::{Batch, Context, Signal};
 use crate::pipeline::inbox::{Gate, Refused};
+use crate::pipeline::registry::{
+    all_signals, BuildEnv, Decode, Factory, ProcessorSettings, Stability,
+};
 use crate::pipeline::Processor;
 use crate::telemetry::metrics::{Counter, Registry};
 use config::{Limits, MemoryLimiterConfig};
+
+pub static FACTORY: Factory = Factory {
+    type_name: "memory_limiter",
+    aliases: &[],
+    stability: &all_signals(Stability::Beta),
+    description: "refuses new data (retryable) while memory is over its soft limit",
+    decode: Decode::Processor(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ProcessorSettings>> {
+    let c = b.decode_checked::<MemoryLimiterConfig>(|c| c.validate())?;
+    Some(Box::new(c))
+}
+
+impl ProcessorSettings for MemoryLimiterConfig {
+    fn build(&self, id: &str, env: &BuildEnv<'_>) -> Box<dyn Processor> {
+        Box::new(MemoryLimiter::new(id, env.registry))
+    }
+    fn gate(&self, id: &str, registry: &Arc<Registry>) -> Option<Arc<dyn Gate>> {
+        Some(Arc::new(MemoryGate::new(id, self, registry)))
+    }
+    /// Half the soft limit: the other half is room for decoded copies, compression buffers
+    /// and the stages' own state.
+    fn memory_budget(&self, total_memory: u64) -> Option<u64> {
+        Some(self.limits(total_memory).soft / 2)
+    }
+}
 
 /// The message clients get, the Collector's.
 pub const REFUSED: &str = "data refused due to high memory usage";

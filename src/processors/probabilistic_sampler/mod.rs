@@ -26,10 +26,34 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde::Deserialize;
 
+use crate::config::loader::Body;
 use crate::pdata::{Batch, Payload, Signal};
+use crate::pipeline::registry::{BuildEnv, Decode, Factory, Handles, ProcessorSettings, Stability};
 use crate::pipeline::Processor;
 use crate::telemetry::metrics::{Counter, Registry};
 use sampling::{TraceState, ALWAYS, MIN_PROBABILITY, NEVER};
+
+pub static FACTORY: Factory = Factory {
+    type_name: "probabilistic_sampler",
+    aliases: &[],
+    stability: &[
+        (Handles::Signal(Signal::Traces), Stability::Beta),
+        (Handles::Signal(Signal::Logs), Stability::Alpha),
+    ],
+    description: "keeps a percentage of traces and logs, consistently with the Collector (hash seed, OTEP 235 thresholds)",
+    decode: Decode::Processor(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ProcessorSettings>> {
+    let c = b.decode_checked::<ProbabilisticSamplerConfig>(|c| c.validate())?;
+    Some(Box::new(c))
+}
+
+impl ProcessorSettings for ProbabilisticSamplerConfig {
+    fn build(&self, id: &str, env: &BuildEnv<'_>) -> Box<dyn Processor> {
+        Box::new(ProbabilisticSampler::new(id, self, env.registry))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -28,10 +28,43 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TrySendError};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::config::loader::Body;
 use crate::pdata::{Batch, Signal};
+use crate::pipeline::registry::{
+    BuildEnv, Carry, Decode, Factory, Handles, ProcessorSettings, Stability,
+};
 use crate::pipeline::Processor;
 use crate::telemetry::metrics::{Counter, Histogram, Registry};
 use config::TailSamplingConfig;
+
+pub static FACTORY: Factory = Factory {
+    type_name: "tail_sampling",
+    aliases: &[],
+    stability: &[(Handles::Signal(Signal::Traces), Stability::Beta)],
+    description: "keeps whole traces by policy (errors, latency, attributes, rates)",
+    decode: Decode::Processor(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ProcessorSettings>> {
+    let c = b.decode_checked::<TailSamplingConfig>(|c| validate(c))?;
+    Some(Box::new(c))
+}
+
+impl ProcessorSettings for TailSamplingConfig {
+    fn build(&self, id: &str, env: &BuildEnv<'_>) -> Box<dyn Processor> {
+        Box::new(TailSampling::new(id, self, env.registry, env.wake.clone()))
+    }
+    fn carry(&self) -> Carry {
+        Carry::State
+    }
+    fn buffered_bytes(&self) -> usize {
+        if self.max_buffered_bytes.0 == 0 {
+            DEFAULT_BUFFER_BYTES as usize
+        } else {
+            self.max_buffered_bytes.0 as usize
+        }
+    }
+}
 use shard::{Control, Reconfigure, Shard};
 
 /// Messages a shard's data channel holds before ingest waits.
@@ -343,17 +376,13 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 impl Processor for TailSampling {
-    fn reconfigure(
-        &mut self,
-        cfg: &crate::config::model::ProcessorConfig,
-        registry: &Arc<Registry>,
-    ) -> bool {
-        match cfg {
-            crate::config::model::ProcessorConfig::TailSampling(c) => {
+    fn reconfigure(&mut self, cfg: &dyn ProcessorSettings, registry: &Arc<Registry>) -> bool {
+        match cfg.as_any().downcast_ref::<TailSamplingConfig>() {
+            Some(c) => {
                 TailSampling::reconfigure(self, c, registry);
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 

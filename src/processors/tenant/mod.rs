@@ -26,10 +26,41 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use regex::Regex;
 
+use crate::config::loader::Body;
 use crate::pdata::{Batch, Context, Payload};
+use crate::pipeline::registry::{
+    all_signals, BuildEnv, Decode, Factory, ProcessorSettings, Stability,
+};
 use crate::pipeline::Processor;
 use crate::telemetry::metrics::{Counter, Registry};
 use config::{Missing, SourceConfig, TenantConfig};
+
+pub static FACTORY: Factory = Factory {
+    type_name: "tenant",
+    aliases: &[],
+    stability: &all_signals(Stability::Beta),
+    description:
+        "decides each resource's tenant (token, header, attribute, static) and keeps tenants apart",
+    decode: Decode::Processor(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ProcessorSettings>> {
+    let c = b.decode_checked::<TenantConfig>(prepare)?;
+    Some(Box::new(c))
+}
+
+impl ProcessorSettings for TenantConfig {
+    fn build(&self, id: &str, env: &BuildEnv<'_>) -> Box<dyn Processor> {
+        Box::new(TenantProcessor::new(id, self, env.registry))
+    }
+    fn gate(
+        &self,
+        id: &str,
+        registry: &Arc<Registry>,
+    ) -> Option<Arc<dyn crate::pipeline::inbox::Gate>> {
+        Some(Arc::new(gate::TenantGate::new(id, self, registry)))
+    }
+}
 
 /// Reads a tokens file: one `token tenant` pair a line, `#` comments, blank lines ignored.
 pub fn read_tokens_file(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {

@@ -22,7 +22,30 @@ use crate::pipeline::Processor;
 use crate::processors::filter::config::check_error_mode;
 use crate::telemetry::metrics::{Counter, Registry};
 
+use crate::config::loader::Body;
+use crate::pipeline::registry::{
+    all_signals, BuildEnv, Decode, Factory, ProcessorSettings, Stability,
+};
 use ContextKind as C;
+
+pub static FACTORY: Factory = Factory {
+    type_name: "transform",
+    aliases: &[],
+    stability: &all_signals(Stability::Beta),
+    description: "edits spans, events, metrics, data points and logs with OTTL statements (set, delete_key, replace_pattern, ...)",
+    decode: Decode::Processor(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ProcessorSettings>> {
+    let c = b.decode_checked::<TransformConfig>(|c| Transform::new(c).err().unwrap_or_default())?;
+    Some(Box::new(c))
+}
+
+impl ProcessorSettings for TransformConfig {
+    fn build(&self, id: &str, env: &BuildEnv<'_>) -> Box<dyn Processor> {
+        Box::new(TransformProcessor::new(id, self, env.registry))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]

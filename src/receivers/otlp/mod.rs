@@ -16,9 +16,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::config::loader::Body;
 use crate::net::{self, Protocol};
 use crate::pdata::Signal;
 use crate::pipeline::inbox::{ReceiverCounters, ReceiverOutput};
+use crate::pipeline::registry::{
+    all_signals, AuthSlot, BoxFuture, Decode, Factory, ReceiverSettings, RunningReceiver, Stability,
+};
 use config::OtlpReceiverConfig;
 
 /// What both transports of one receiver share.
@@ -111,6 +115,66 @@ pub struct BindError {
     pub endpoint: String,
     #[source]
     pub source: std::io::Error,
+}
+
+pub static FACTORY: Factory = Factory {
+    type_name: "otlp",
+    aliases: &[],
+    stability: &all_signals(Stability::Stable),
+    description: "OTLP over gRPC and HTTP (protobuf, JSON, gzip, zstd)",
+    decode: Decode::Receiver(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ReceiverSettings>> {
+    // `otlp:` with no body has no protocols, which validate reports.
+    let c = b.decode_checked::<OtlpReceiverConfig>(|c| {
+        c.normalize();
+        c.validate()
+    })?;
+    Some(Box::new(c))
+}
+
+impl ReceiverSettings for OtlpReceiverConfig {
+    fn endpoints(&self) -> Vec<(String, String)> {
+        OtlpReceiverConfig::endpoints(self)
+            .into_iter()
+            .map(|(k, e)| (k.to_string(), e.to_string()))
+            .collect()
+    }
+
+    fn auth_slots(&mut self) -> Vec<AuthSlot<'_>> {
+        let mut v = Vec::new();
+        if let Some(a) = self.protocols.grpc.as_mut().and_then(|g| g.auth.as_mut()) {
+            v.push(AuthSlot {
+                key: "protocols.grpc.auth".into(),
+                auth: a,
+            });
+        }
+        if let Some(a) = self.protocols.http.as_mut().and_then(|h| h.auth.as_mut()) {
+            v.push(AuthSlot {
+                key: "protocols.http.auth".into(),
+                auth: a,
+            });
+        }
+        v
+    }
+
+    fn start<'a>(
+        &'a self,
+        out: ReceiverOutput,
+        stop: watch::Receiver<bool>,
+        grace: Duration,
+        reuse: &'a [(&'static str, String, std::net::TcpListener)],
+    ) -> BoxFuture<'a, Result<RunningReceiver, Box<dyn std::error::Error + Send + Sync>>> {
+        Box::pin(async move {
+            let r = start(self, out, stop, grace, reuse).await?;
+            Ok(RunningReceiver {
+                addrs: r.addrs,
+                tasks: r.tasks,
+                listeners: r.listeners,
+            })
+        })
+    }
 }
 
 /// Binds the configured endpoints and starts serving.

@@ -12,8 +12,54 @@ use std::sync::{Arc, RwLock};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use crate::config::loader::Body;
 use crate::ottl::{Condition, ContextKind};
 use crate::pdata::{Batch, Payload, Signal};
+use crate::pipeline::registry::{
+    BoxFuture, Connector, ConnectorSettings, Decode, Factory, Handles, Stability,
+};
+use crate::telemetry::metrics::Registry;
+
+pub static FACTORY: Factory = Factory {
+    type_name: "routing",
+    aliases: &[],
+    stability: &[
+        (
+            Handles::Pair(Signal::Traces, Signal::Traces),
+            Stability::Alpha,
+        ),
+        (
+            Handles::Pair(Signal::Metrics, Signal::Metrics),
+            Stability::Alpha,
+        ),
+        (Handles::Pair(Signal::Logs, Signal::Logs), Stability::Alpha),
+    ],
+    description: "routes each resource's data to pipelines by OTTL condition (e.g. by tenant)",
+    decode: Decode::Connector(decode),
+};
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ConnectorSettings>> {
+    let c = b.decode_checked::<RoutingConfig>(|c| c.validate())?;
+    Some(Box::new(c))
+}
+
+impl ConnectorSettings for RoutingConfig {
+    fn build(&self, id: &str, _registry: &Arc<Registry>) -> Arc<dyn Connector> {
+        Arc::new(Router::new(id, self))
+    }
+    fn named_pipelines(&self) -> Vec<(String, String)> {
+        self.targets()
+    }
+}
+
+impl Connector for Router {
+    fn push(&self, batch: Batch) -> BoxFuture<'_, ()> {
+        Box::pin(Router::push(self, batch))
+    }
+    fn set_targets(&self, targets: crate::pipeline::registry::Targets) {
+        *self.targets.write().unwrap_or_else(|e| e.into_inner()) = targets;
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
