@@ -1,2 +1,3 @@
 //! Connectors: components that are an exporter of one pipeline and a receiver of others.
 pub mod routing;
+pub mod spanmetrics;

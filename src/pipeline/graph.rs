@@ -262,6 +262,11 @@ impl Engine {
                     tracing::warn!("extensions.{id}: {w}");
                 }
             }
+            for (id, c) in &cfg.connectors {
+                for w in c.settings.start_warnings() {
+                    tracing::warn!("connectors.{id}: {w}");
+                }
+            }
         }
 
         // 1. Exporters some pipeline uses: start the new and the changed ones.

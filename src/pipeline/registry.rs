@@ -47,6 +47,7 @@ pub static FACTORIES: &[&Factory] = &[
     &crate::exporters::prometheusremotewrite::FACTORY,
     &crate::exporters::debug::FACTORY,
     &crate::connectors::routing::FACTORY,
+    &crate::connectors::spanmetrics::FACTORY,
     &crate::extensions::health_check::FACTORY,
     &crate::extensions::pprof::FACTORY,
     &crate::extensions::zpages::FACTORY,
@@ -364,6 +365,10 @@ pub trait Connector: Send + Sync {
 
 pub trait ConnectorSettings: Settings {
     fn build(&self, id: &str, registry: &Arc<Registry>) -> Arc<dyn Connector>;
+    /// Warnings logged when weir starts with this connector (keys with no effect).
+    fn start_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Pipelines its settings name, as (key under the component, pipeline id).
     fn named_pipelines(&self) -> Vec<(String, String)> {
         Vec::new()

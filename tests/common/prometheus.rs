@@ -22,7 +22,13 @@ impl Prometheus {
 
     /// Starts on a given port (a test that first runs weir against a backend that is down).
     pub fn start_on(port: u16) -> Prometheus {
-        Prometheus::start_with(port, None)
+        Prometheus::start_with(port, None, None)
+    }
+
+    /// Evaluates `rules` (a rules file's text) every second.
+    #[allow(dead_code)]
+    pub fn start_with_rules(rules: &str) -> Prometheus {
+        Prometheus::start_with(free_port(), None, Some(rules))
     }
 
     /// Serves over TLS (its `--web.config.file` with `tls_server_config`) with `cert` and
@@ -32,17 +38,27 @@ impl Prometheus {
         key: &std::path::Path,
         ca: &std::path::Path,
     ) -> Prometheus {
-        Prometheus::start_with(free_port(), Some((cert, key, ca)))
+        Prometheus::start_with(free_port(), Some((cert, key, ca)), None)
     }
 
     fn start_with(
         port: u16,
         tls: Option<(&std::path::Path, &std::path::Path, &std::path::Path)>,
+        rules: Option<&str>,
     ) -> Prometheus {
         let bin = std::env::var("WEIR_TEST_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
         let dir = scratch_dir();
         let cfg = dir.join("prometheus.yml");
-        std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").expect("write prometheus.yml");
+        let mut text = String::from("global:\n  scrape_interval: 1h\n");
+        if let Some(rules) = rules {
+            let file = dir.join("rules.yml");
+            std::fs::write(&file, rules).expect("write rules.yml");
+            text.push_str(&format!(
+                "  evaluation_interval: 1s\nrule_files: [{}]\n",
+                file.display()
+            ));
+        }
+        std::fs::write(&cfg, text).expect("write prometheus.yml");
         let mut cmd = Command::new(&bin);
         if let Some((cert, key, _)) = tls {
             let web = dir.join("web.yml");
@@ -62,7 +78,7 @@ impl Prometheus {
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-remote-write-receiver")
-            .arg("--enable-feature=native-histograms")
+            .arg("--enable-feature=native-histograms,exemplar-storage")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -133,6 +149,37 @@ impl Prometheus {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The exemplars of the series `q` selects over the last hour: (series labels, exemplar
+    /// labels, value).
+    #[allow(dead_code)]
+    pub fn exemplars(&self, q: &str) -> Vec<(serde_json::Value, serde_json::Value, f64)> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let path = format!(
+            "/api/v1/query_exemplars?query={}&start={}&end={}",
+            urlencode(q),
+            now - 3600,
+            now + 60
+        );
+        let Some(body) = self.get(&path) else {
+            return Vec::new();
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let mut out = Vec::new();
+        for series in v["data"].as_array().into_iter().flatten() {
+            for e in series["exemplars"].as_array().into_iter().flatten() {
+                let value = e["value"]
+                    .as_str()
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(0.0);
+                out.push((series["seriesLabels"].clone(), e["labels"].clone(), value));
+            }
+        }
+        out
     }
 
     /// Waits until `q` returns at least one series, then returns the results.

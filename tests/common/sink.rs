@@ -65,6 +65,8 @@ pub struct State {
     pub span_attrs: Mutex<Vec<BTreeMap<String, String>>>,
     /// The name of every metric received.
     pub metric_names: Mutex<Vec<String>>,
+    /// Every sum data point: (metric name, its attributes as `k=v,...` sorted, value).
+    pub sum_points: Mutex<Vec<(String, String, f64)>>,
     /// (trace id, tracestate) of every span.
     pub span_trace_states: Mutex<Vec<(Vec<u8>, String)>>,
     pub resource_attrs: Mutex<Vec<BTreeMap<String, String>>>,
@@ -221,6 +223,30 @@ impl State {
                 .flat_map(|sm| &sm.metrics)
                 .map(|m| m.name.clone()),
         );
+        for m in r
+            .resource_metrics
+            .iter()
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+        {
+            if let Some(Data::Sum(sum)) = &m.data {
+                for p in &sum.data_points {
+                    let a: Vec<String> = attrs(&p.attributes)
+                        .into_iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    let v = match p.value {
+                        Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsInt(i)) => i as f64,
+                        Some(opentelemetry_proto::tonic::metrics::v1::number_data_point::Value::AsDouble(d)) => d,
+                        None => 0.0,
+                    };
+                    self.sum_points
+                        .lock()
+                        .unwrap()
+                        .push((m.name.clone(), a.join(","), v));
+                }
+            }
+        }
         self.requests.lock().unwrap().push(Received {
             signal: "metrics",
             items: n,
@@ -415,6 +441,7 @@ impl Sink {
             span_attrs: Mutex::new(Vec::new()),
             span_trace_states: Mutex::new(Vec::new()),
             metric_names: Mutex::new(Vec::new()),
+            sum_points: Mutex::new(Vec::new()),
             resource_attrs: Mutex::new(Vec::new()),
             log_bodies: Mutex::new(Vec::new()),
             mode,
