@@ -560,3 +560,30 @@ fn published_collector_configs() {
     }
     assert_eq!(loaded, 16);
 }
+
+#[test]
+fn the_readme_table_lists_every_component_weir_has() {
+    let out = std::process::Command::new(common::weir_bin())
+        .arg("components")
+        .output()
+        .expect("run weir components");
+    let readme = std::fs::read_to_string(repo("README.md")).expect("README.md");
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `")).collect();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut f = line.split_whitespace();
+        let (Some(kind), Some(ty)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let cell = format!("`{ty}`");
+        assert!(
+            rows.iter().any(|r| {
+                let cols: Vec<&str> = r.split('|').map(str::trim).collect();
+                cols.len() > 3
+                    && cols[1].contains(&cell)
+                    && cols[2] == kind
+                    && cols[4].contains("](#")
+            }),
+            "the README's component table has no {kind} {ty} row linking to its section"
+        );
+    }
+}

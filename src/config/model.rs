@@ -244,7 +244,7 @@ impl Config {
         );
 
         if let Some(service) = &service {
-            cx.check_ports(&receivers, &extensions, service);
+            cx.check_ports(&receivers, &exporters, &extensions, service);
             cx.resolve_auth(&mut receivers, &mut exporters, &extensions, service);
             cx.check_storage(&exporters, &extensions, service);
         }
@@ -655,6 +655,7 @@ impl Ctx<'_> {
     fn check_ports(
         &mut self,
         receivers: &Boxed<dyn ReceiverSettings>,
+        exporters: &Boxed<dyn ExporterSettings>,
         extensions: &BTreeMap<String, ExtensionConfig>,
         service: &ServiceConfig,
     ) {
@@ -689,6 +690,19 @@ impl Ctx<'_> {
             }
             for (key, ep) in r.endpoints() {
                 check(self, format!("receivers.{id}.{key}"), &ep);
+            }
+        }
+        let used_exporters: Vec<&String> = service
+            .pipelines
+            .values()
+            .flat_map(|p| &p.exporters)
+            .collect();
+        for (id, (_, e)) in exporters {
+            if !used_exporters.contains(&id) {
+                continue;
+            }
+            for (key, ep) in e.endpoints() {
+                check(self, format!("exporters.{id}.{key}"), &ep);
             }
         }
         for (id, e) in extensions {

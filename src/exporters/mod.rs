@@ -5,6 +5,7 @@ pub mod helper;
 pub mod loki;
 pub mod otlp;
 pub mod otlphttp;
+pub mod prometheus;
 pub mod prometheusremotewrite;
 
 use serde::Deserialize;

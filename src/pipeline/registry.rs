@@ -46,6 +46,7 @@ pub static FACTORIES: &[&Factory] = &[
     &crate::exporters::loki::FACTORY,
     &crate::exporters::prometheusremotewrite::FACTORY,
     &crate::exporters::debug::FACTORY,
+    &crate::exporters::prometheus::FACTORY,
     &crate::connectors::routing::FACTORY,
     &crate::connectors::spanmetrics::FACTORY,
     &crate::extensions::health_check::FACTORY,
@@ -331,6 +332,11 @@ pub struct ExporterParts {
 
 pub trait ExporterSettings: Settings {
     fn build(&self, id: &str, registry: &Arc<Registry>) -> Result<ExporterParts, String>;
+    /// The endpoints it listens on (an exporter that serves, like `prometheus`), as (key
+    /// under the component, endpoint).
+    fn endpoints(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// Its `sending_queue`, when it has one a user configures.
     fn sending_queue(&self) -> Option<&QueueConfig> {
         None

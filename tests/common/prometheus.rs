@@ -7,6 +7,12 @@ use std::time::Duration;
 
 use super::{free_port, http_get, scratch_dir, wait_until};
 
+/// What a test adds to Prometheus' config.
+enum Extra<'a> {
+    Rules(&'a str),
+    Scrape(&'a str),
+}
+
 pub struct Prometheus {
     pub port: u16,
     child: Child,
@@ -28,7 +34,13 @@ impl Prometheus {
     /// Evaluates `rules` (a rules file's text) every second.
     #[allow(dead_code)]
     pub fn start_with_rules(rules: &str) -> Prometheus {
-        Prometheus::start_with(free_port(), None, Some(rules))
+        Prometheus::start_with(free_port(), None, Some(Extra::Rules(rules)))
+    }
+
+    /// Scrapes `target` (`127.0.0.1:port`) every second, as job `weir`.
+    #[allow(dead_code)]
+    pub fn start_scraping(target: &str) -> Prometheus {
+        Prometheus::start_with(free_port(), None, Some(Extra::Scrape(target)))
     }
 
     /// Serves over TLS (its `--web.config.file` with `tls_server_config`) with `cert` and
@@ -44,19 +56,25 @@ impl Prometheus {
     fn start_with(
         port: u16,
         tls: Option<(&std::path::Path, &std::path::Path, &std::path::Path)>,
-        rules: Option<&str>,
+        extra: Option<Extra<'_>>,
     ) -> Prometheus {
         let bin = std::env::var("WEIR_TEST_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
         let dir = scratch_dir();
         let cfg = dir.join("prometheus.yml");
         let mut text = String::from("global:\n  scrape_interval: 1h\n");
-        if let Some(rules) = rules {
-            let file = dir.join("rules.yml");
-            std::fs::write(&file, rules).expect("write rules.yml");
-            text.push_str(&format!(
-                "  evaluation_interval: 1s\nrule_files: [{}]\n",
-                file.display()
-            ));
+        match extra {
+            Some(Extra::Rules(rules)) => {
+                let file = dir.join("rules.yml");
+                std::fs::write(&file, rules).expect("write rules.yml");
+                text.push_str(&format!(
+                    "  evaluation_interval: 1s\nrule_files: [{}]\n",
+                    file.display()
+                ));
+            }
+            Some(Extra::Scrape(target)) => text.push_str(&format!(
+                "scrape_configs:\n  - job_name: weir\n    scrape_interval: 1s\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            )),
+            None => {}
         }
         std::fs::write(&cfg, text).expect("write prometheus.yml");
         let mut cmd = Command::new(&bin);
