@@ -277,6 +277,12 @@ pub fn start(
     let sent = PerSignal::new(registry, "sent", &id);
     let send_failed = PerSignal::new(registry, "send_failed", &id);
     let enqueue_failed = PerSignal::new(registry, "enqueue_failed", &id);
+    let latency = registry.histogram(
+        "weir_exporter_send_duration_seconds",
+        "How long each attempt to send a request to the backend took (timeouts included).",
+        &[("exporter", &id)],
+        SEND_BUCKETS,
+    );
     {
         let q = queued.clone();
         registry.gauge_fn(
@@ -301,6 +307,7 @@ pub fn start(
                 timeout,
                 sent: sent.clone(),
                 send_failed: send_failed.clone(),
+                latency: latency.clone(),
                 cancel: cancel_rx.clone(),
             };
             let rx = rx.clone();
@@ -405,8 +412,14 @@ struct Worker {
     timeout: Duration,
     sent: PerSignal,
     send_failed: PerSignal,
+    latency: crate::telemetry::metrics::Histogram,
     cancel: watch::Receiver<bool>,
 }
+
+/// Send attempt durations, in seconds: 1 ms to 30 s.
+const SEND_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 impl Worker {
     /// Stops delivering `batch` because weir is stopping: data from a durable pipeline stays
@@ -441,6 +454,7 @@ impl Worker {
         let mut backoff = Backoff::new(&self.retry);
         let mut cancel = self.cancel.clone();
         loop {
+            let attempt_started = Instant::now();
             let attempt = tokio::time::timeout(self.timeout, self.sender.send(&batch));
             let result = tokio::select! {
                 r = attempt => match r {
@@ -455,6 +469,8 @@ impl Worker {
                     return;
                 }
             };
+            self.latency
+                .observe(attempt_started.elapsed().as_secs_f64());
             let (message, retry_after) = match result {
                 Ok(ok) => {
                     let accepted = batch.items.saturating_sub(ok.rejected);
