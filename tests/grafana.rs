@@ -21,7 +21,10 @@ fn dashboards() -> Vec<(String, serde_json::Value)> {
         .map(|f| {
             let text = std::fs::read_to_string(repo(&format!("deploy/grafana/dashboards/{f}")))
                 .expect("dashboard");
-            (f.to_string(), serde_json::from_str(&text).expect("dashboard JSON"))
+            (
+                f.to_string(),
+                serde_json::from_str(&text).expect("dashboard JSON"),
+            )
         })
         .collect()
 }
@@ -37,7 +40,10 @@ fn exprs(d: &serde_json::Value) -> Vec<String> {
         }
     }
     for v in d["templating"]["list"].as_array().into_iter().flatten() {
-        if let Some(q) = v["query"].as_str().filter(|q| q.starts_with("label_values(")) {
+        if let Some(q) = v["query"]
+            .as_str()
+            .filter(|q| q.starts_with("label_values("))
+        {
             // label_values(metric, label): the metric must exist.
             let inner = &q["label_values(".len()..];
             if let Some((metric, _)) = inner.split_once(',') {
@@ -62,7 +68,10 @@ fn the_dashboards_are_what_the_grafana_sdk_builds() {
         String::from_utf8_lossy(&out.stderr)
     );
     for (name, d) in dashboards() {
-        assert!(d["uid"].as_str().is_some_and(|u| u.starts_with("weir-")), "{name}");
+        assert!(
+            d["uid"].as_str().is_some_and(|u| u.starts_with("weir-")),
+            "{name}"
+        );
         let panels = d["panels"].as_array().expect("panels");
         let ids: BTreeSet<i64> = panels.iter().filter_map(|p| p["id"].as_i64()).collect();
         assert_eq!(ids.len(), panels.len(), "{name}: panel ids must be unique");
@@ -108,7 +117,10 @@ fn every_query_parses_in_prometheus_and_reads_metrics_weir_produces() {
                 } else {
                     connector_names.contains(&metric.as_str())
                 };
-                assert!(known, "{name}: {metric} (in {e}) is not a metric weir produces");
+                assert!(
+                    known,
+                    "{name}: {metric} (in {e}) is not a metric weir produces"
+                );
             }
             checked += 1;
         }
@@ -132,7 +144,11 @@ fn the_datasources_the_dashboards_and_links_name_are_provisioned() {
             .to_string()
     };
     let (prom, tempo, loki) = (uid("prometheus"), uid("tempo"), uid("loki"));
-    let by_uid = |u: &str| list.iter().find(|d| d["uid"].as_str() == Some(u)).expect("uid");
+    let by_uid = |u: &str| {
+        list.iter()
+            .find(|d| d["uid"].as_str() == Some(u))
+            .expect("uid")
+    };
     let p = by_uid(&prom);
     assert_eq!(
         p["jsonData"]["exemplarTraceIdDestinations"][0]["datasourceUid"].as_str(),
@@ -149,7 +165,10 @@ fn the_datasources_the_dashboards_and_links_name_are_provisioned() {
         t["jsonData"]["tracesToLogsV2"]["datasourceUid"].as_str(),
         Some(loki.as_str())
     );
-    assert_eq!(t["jsonData"]["tracesToLogsV2"]["filterByTraceID"].as_bool(), Some(true));
+    assert_eq!(
+        t["jsonData"]["tracesToLogsV2"]["filterByTraceID"].as_bool(),
+        Some(true)
+    );
     assert_eq!(
         t["jsonData"]["serviceMap"]["datasourceUid"].as_str(),
         Some(prom.as_str())
@@ -167,10 +186,9 @@ fn the_datasources_the_dashboards_and_links_name_are_provisioned() {
             assert!(text.contains(&format!("\"uid\":\"{tempo}\"")), "{name}");
         }
     }
-    let provider = std::fs::read_to_string(repo(
-        "deploy/grafana/provisioning/dashboards/weir.yaml",
-    ))
-    .expect("dashboard provider");
+    let provider =
+        std::fs::read_to_string(repo("deploy/grafana/provisioning/dashboards/weir.yaml"))
+            .expect("dashboard provider");
     let provider: serde_yaml::Value = serde_yaml::from_str(&provider).expect("YAML");
     assert_eq!(provider["providers"][0]["type"].as_str(), Some("file"));
 }
@@ -200,9 +218,14 @@ fn metric_names(expr: &str) -> Vec<String> {
                 i += 1;
             }
             let word: String = bytes[start..i].iter().collect();
-            if ["otelcol_", "weir_", "traces_span_metrics_", "traces_service_graph_"]
-                .iter()
-                .any(|p| word.starts_with(p))
+            if [
+                "otelcol_",
+                "weir_",
+                "traces_span_metrics_",
+                "traces_service_graph_",
+            ]
+            .iter()
+            .any(|p| word.starts_with(p))
             {
                 out.push(word);
             }

@@ -1,3 +1,4 @@
 //! Connectors: components that are an exporter of one pipeline and a receiver of others.
 pub mod routing;
+pub mod servicegraph;
 pub mod spanmetrics;

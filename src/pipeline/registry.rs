@@ -49,6 +49,7 @@ pub static FACTORIES: &[&Factory] = &[
     &crate::exporters::prometheus::FACTORY,
     &crate::connectors::routing::FACTORY,
     &crate::connectors::spanmetrics::FACTORY,
+    &crate::connectors::servicegraph::FACTORY,
     &crate::extensions::health_check::FACTORY,
     &crate::extensions::pprof::FACTORY,
     &crate::extensions::zpages::FACTORY,

@@ -10,7 +10,7 @@
 //! per metric and resource (past it, the overflow series takes the rest) nor more resources
 //! than `resource_metrics_cache_size`.
 pub mod config;
-mod expo;
+pub mod expo;
 #[cfg(test)]
 mod tests;
 
