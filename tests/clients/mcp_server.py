@@ -4,7 +4,8 @@ one SERVER span per `tools/call`, with the MCP and GenAI semantic-convention att
 (enduser.id), and every ERROR_EVERY-th call
 failing (0: none fail). The calls are spread over SECONDS.
 
-Usage: mcp_server.py ENDPOINT SECONDS CALLS ERROR_EVERY
+Usage: mcp_server.py ENDPOINT SECONDS CALLS ERROR_EVERY [TENANT]
+With TENANT, every request carries `X-Scope-OrgID: TENANT`.
 Prints one line: "sent calls=N errors=M".
 """
 import sys
@@ -22,10 +23,12 @@ endpoint, seconds, calls, error_every = (
     int(sys.argv[3]),
     int(sys.argv[4]),
 )
+headers = {"X-Scope-OrgID": sys.argv[5]} if len(sys.argv) > 5 else None
 tp = TracerProvider(resource=Resource.create({"service.name": "weather-mcp"}))
 tp.add_span_processor(
     BatchSpanProcessor(
-        OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces"), schedule_delay_millis=200
+        OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", headers=headers),
+        schedule_delay_millis=200,
     )
 )
 tracer = tp.get_tracer("mcp-server")
@@ -39,6 +42,7 @@ for i in range(calls):
         span.set_attribute("gen_ai.operation.name", "execute_tool")
         span.set_attribute("gen_ai.tool.name", tool)
         span.set_attribute("enduser.id", f"user-{i}")
+        span.set_attribute("gen_ai.request.model", "gpt-4o-mini")
         if error_every and i % error_every == 0:
             span.set_status(Status(StatusCode.ERROR, "tool failed"))
             errors += 1

@@ -1,0 +1,107 @@
+//! `pipelines/agent-platform.yaml` as a user runs it, on top of a base config: the Python SDK
+//! reports an MCP server's tool calls under a tenant; the RED metrics per tool and model reach
+//! a real Prometheus by remote write with every call counted, and the tail-sampled traces reach
+//! Tempo (a faithful OTLP sink) under the tenant's header — errors kept, most others not.
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::prometheus::Prometheus;
+use common::sink::Sink;
+use common::{free_port, wait_until_async, Weir};
+
+fn sum(prom: &Prometheus, q: &str) -> f64 {
+    prom.query(q).iter().map(|(_, v)| v).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_platform_piece_counts_every_call_and_keeps_the_failed_traces() {
+    let check = Command::new("python3")
+        .args(["-c", "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http"])
+        .status();
+    assert!(
+        matches!(check, Ok(s) if s.success()),
+        "python3 with opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http is required (.ci/run installs them)"
+    );
+    let prom = Prometheus::start();
+    let tempo = Sink::start().await;
+    let http = free_port();
+    // The base a user already has: a receiver and batch. The piece brings the rest.
+    let base = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+processors:
+  batch: {{timeout: 100ms}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+"#
+    );
+    let piece = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/agent-platform.yaml");
+    let tempo_endpoint = format!("127.0.0.1:{}", tempo.grpc_port);
+    let write_url = prom.write_url();
+    let loki = format!("http://127.0.0.1:{}/loki/api/v1/push", free_port());
+    let weir = Weir::start_with_env(
+        &base,
+        http,
+        &["--config", piece],
+        &[
+            ("TEMPO_ENDPOINT", tempo_endpoint.as_str()),
+            ("PROMETHEUS_WRITE_URL", write_url.as_str()),
+            ("LOKI_URL", loki.as_str()),
+        ],
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/mcp_server.py");
+    let endpoint = format!("http://127.0.0.1:{http}");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([script, &endpoint, "2", "200", "4", "acme"])
+            .output()
+            .expect("run the python client")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sent calls=200 errors=50");
+
+    // RED per tool and model (the piece flushes every 15 s).
+    let calls = "sum(traces_span_metrics_calls_total{service_name=\"weather-mcp\"})";
+    wait_until_async("200 calls in prometheus", Duration::from_secs(60), || {
+        sum(&prom, calls) >= 200.0
+    })
+    .await;
+    assert_eq!(sum(&prom, calls), 200.0);
+    let per_tool = prom.query(
+        "sum by (gen_ai_tool_name, gen_ai_request_model, gen_ai_operation_name) (traces_span_metrics_calls_total)",
+    );
+    assert_eq!(per_tool.len(), 2, "{per_tool:?}");
+    for (labels, v) in &per_tool {
+        assert_eq!(*v, 100.0, "{labels:?}");
+        assert_eq!(labels["gen_ai_request_model"], "gpt-4o-mini");
+        assert_eq!(labels["gen_ai_operation_name"], "execute_tool");
+    }
+    assert_eq!(
+        sum(&prom, "sum(traces_span_metrics_calls_total{status_code=\"STATUS_CODE_ERROR\"})"),
+        50.0
+    );
+
+    // Tail sampling (10 s decisions): the 50 failed calls and about 5 % of the rest, all
+    // under the tenant's header.
+    wait_until_async("the failed traces in tempo", Duration::from_secs(60), || {
+        tempo.state.spans() >= 50
+    })
+    .await;
+    let per_tenant = tempo.state.items_per_header("x-scope-orgid");
+    let kept = per_tenant.get("acme").copied().unwrap_or(0);
+    assert!((50..=90).contains(&kept), "{per_tenant:?}");
+    assert_eq!(per_tenant.len(), 1, "{per_tenant:?}");
+    assert!(weir.stop().success());
+}
