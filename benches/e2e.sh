@@ -92,6 +92,23 @@ run() {
   file_storage/q: {directory: \"$WORK/wal-$grpc\", create_directory: true, fsync: ${WAL_FSYNC:-false}}"
     svcext="extensions: [file_storage/q]"
   fi
+  # SPANMETRICS=1: the traces also go to a spanmetrics connector (5 dimensions, exemplars)
+  # whose RED metrics go to the same sink; received counts the spans.
+  local conn="" pipes="$signal: {receivers: [otlp], processors: [$procs], exporters: [$expid]}"
+  if [ "${SPANMETRICS:-0}" = 1 ]; then
+    conn="connectors:
+  spanmetrics:
+    dimensions:
+      - {name: http.method}
+      - {name: http.route}
+      - {name: host.name}
+      - {name: deployment.environment, default: prod}
+      - {name: gen_ai.tool.name, default: none}
+    exemplars: {enabled: true}
+    metrics_flush_interval: 1s"
+    pipes="$signal: {receivers: [otlp], processors: [$procs], exporters: [spanmetrics, $expid]}
+    metrics/red: {receivers: [spanmetrics], exporters: [$expid]}"
+  fi
   cat > "$WORK/cfg.yaml" <<EOF
 receivers:
   otlp:
@@ -115,13 +132,14 @@ processors:
       - {name: slow, type: latency, latency: {threshold_ms: 500}}
       - {name: some, type: probabilistic, probabilistic: {sampling_percentage: 10}}
 $ext
+$conn
 exporters:
   $exp
 service:
   $svcext
   telemetry: {metrics: {level: none}}
   pipelines:
-    $signal: {receivers: [otlp], processors: [$procs], exporters: [$expid]}
+    $pipes
 EOF
   # shellcheck disable=SC2086 # SINK_EXTRA is a list of arguments
   taskset -c "$LOAD_CPU" "$LOADGEN" sink --listen "127.0.0.1:$sinkp" --idle 3s "${sink_tls[@]}" ${SINK_EXTRA:-} > "$WORK/sink.json" 2>/dev/null &
@@ -194,6 +212,7 @@ run "traces + transform (redacts one attribute of every span) + batch" traces "t
 run "traces + batch, persistent queue (file_storage, fsync off)" traces "batch" otlp-wal
 WAL_FSYNC=true run "traces + batch, persistent queue (file_storage, fsync on)" traces "batch" otlp-wal
 run "traces + tail sampling (3 policies, 1 s) + batch" traces "tail_sampling, batch" otlp
+SPANMETRICS=1 run "traces → spanmetrics (5 dimensions, exemplars) and → batch → otlp" traces "batch" otlp
 run "metrics → remote write (data points)" metrics "batch" prw
 run "logs → Loki, protobuf+snappy (records)" logs "batch" loki
 # A slow backend (each request answered 500 ms late) under 16 connections of large spans,

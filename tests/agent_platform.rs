@@ -18,7 +18,10 @@ fn sum(prom: &Prometheus, q: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_platform_piece_counts_every_call_and_keeps_the_failed_traces() {
     let check = Command::new("python3")
-        .args(["-c", "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http"])
+        .args([
+            "-c",
+            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http",
+        ])
         .status();
     assert!(
         matches!(check, Ok(s) if s.success()),
@@ -70,7 +73,10 @@ service:
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sent calls=200 errors=50");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "sent calls=200 errors=50"
+    );
 
     // RED per tool and model (the piece flushes every 15 s).
     let calls = "sum(traces_span_metrics_calls_total{service_name=\"weather-mcp\"})";
@@ -89,15 +95,20 @@ service:
         assert_eq!(labels["gen_ai_operation_name"], "execute_tool");
     }
     assert_eq!(
-        sum(&prom, "sum(traces_span_metrics_calls_total{status_code=\"STATUS_CODE_ERROR\"})"),
+        sum(
+            &prom,
+            "sum(traces_span_metrics_calls_total{status_code=\"STATUS_CODE_ERROR\"})"
+        ),
         50.0
     );
 
     // Tail sampling (10 s decisions): the 50 failed calls and about 5 % of the rest, all
     // under the tenant's header.
-    wait_until_async("the failed traces in tempo", Duration::from_secs(60), || {
-        tempo.state.spans() >= 50
-    })
+    wait_until_async(
+        "the failed traces in tempo",
+        Duration::from_secs(60),
+        || tempo.state.spans() >= 50,
+    )
     .await;
     let per_tenant = tempo.state.items_per_header("x-scope-orgid");
     let kept = per_tenant.get("acme").copied().unwrap_or(0);

@@ -248,6 +248,19 @@ impl SpanMetricsConfig {
                 own.push(&d.name);
             }
         }
+        for (key, list) in [
+            ("dimensions", &self.dimensions),
+            ("calls_dimensions", &self.calls_dimensions),
+            ("histogram.dimensions", &self.histogram.dimensions),
+            ("events.dimensions", &self.events.dimensions),
+        ] {
+            if list.len() > 4000 {
+                errs.push((
+                    key.into(),
+                    format!("at most 4000 dimensions, got {}", list.len()),
+                ));
+            }
+        }
         if self.events.enabled && self.events.dimensions.is_empty() {
             errs.push((
                 "events.dimensions".into(),

@@ -90,9 +90,9 @@ struct ResourceAgg {
     tenant: Option<Arc<str>>,
     attrs: Vec<KeyValue>,
     last_seen: Instant,
-    calls: HashMap<String, CountSeries>,
-    durations: HashMap<String, HistSeries>,
-    events: HashMap<String, CountSeries>,
+    calls: HashMap<String, CountSeries, FxBuild>,
+    durations: HashMap<String, HistSeries, FxBuild>,
+    events: HashMap<String, CountSeries, FxBuild>,
 }
 
 #[derive(Default)]
@@ -253,39 +253,109 @@ pub fn status_text(s: Option<&opentelemetry_proto::tonic::trace::v1::Status>) ->
     }
 }
 
-/// Series attributes and key under construction.
-#[derive(Clone, Default)]
-struct Dims {
-    attrs: Vec<KeyValue>,
-    key: String,
+/// A dimension's value as found: borrowed from the span or resource, or a fixed text.
+#[derive(Clone, Copy)]
+enum DimValue<'a> {
+    Found(&'a AnyValue),
+    Text(&'a str),
+    True,
 }
 
-impl Dims {
-    fn push(&mut self, name: &str, v: AnyValue) {
-        self.key.push_str(name);
-        self.key.push('\u{1}');
-        key_text(&mut self.key, &v);
-        self.key.push('\u{0}');
-        self.attrs.push(KeyValue {
-            key: name.to_string(),
-            value: Some(v),
-            ..Default::default()
-        });
+/// Series dimensions under construction: the key is built as values are found; the
+/// attributes only when the series is new.
+#[derive(Clone, Default)]
+struct Dims<'a> {
+    /// (slot, name, value): the slot tells dimensions apart in the key.
+    parts: Vec<(u16, &'a str, DimValue<'a>)>,
+}
+
+/// Key slots of each group of dimensions.
+const SLOT_DEFAULT: u16 = 0;
+const SLOT_DIMENSIONS: u16 = 16;
+const SLOT_CALLS: u16 = 4096;
+const SLOT_HISTOGRAM: u16 = 8192;
+const SLOT_EVENTS: u16 = 12288;
+const SLOT_SCOPE: u16 = 16384;
+
+impl<'a> Dims<'a> {
+    fn push(&mut self, slot: u16, name: &'a str, v: DimValue<'a>) {
+        self.parts.push((slot, name, v));
     }
 
     /// Adds the configured dimensions found in `sources` (first match wins), else their
     /// default; a dimension with neither is left out.
-    fn extend(&mut self, dims: &[Dimension], sources: &[&[KeyValue]]) {
-        for d in dims {
+    fn extend(&mut self, first_slot: u16, dims: &'a [Dimension], sources: &[&'a [KeyValue]]) {
+        for (i, d) in dims.iter().enumerate() {
+            let slot = first_slot.saturating_add(i as u16);
             let found = sources.iter().find_map(|s| find(s, &d.name));
             match (found, &d.default) {
-                (Some(v), _) => self.push(&d.name, v.clone()),
-                (None, Some(def)) => self.push(&d.name, string_value(def)),
+                (Some(v), _) => self.push(slot, &d.name, DimValue::Found(v)),
+                (None, Some(def)) => self.push(slot, &d.name, DimValue::Text(def)),
                 (None, None) => {}
             }
         }
     }
+
+    /// The series key into `out` (cleared first): each value tagged with its slot (some
+    /// dimensions may be absent), so the names need not be written.
+    fn key(&self, out: &mut String) {
+        out.clear();
+        for (slot, _, v) in &self.parts {
+            out.push(char::from_u32(u32::from(*slot) + 1).unwrap_or('\u{1}'));
+            match v {
+                DimValue::Found(v) => key_text(out, v),
+                DimValue::Text(t) => {
+                    out.push('s');
+                    out.push_str(t);
+                }
+                DimValue::True => out.push_str("btrue"),
+            }
+            out.push('\u{0}');
+        }
+    }
+
+    fn attrs(&self) -> Vec<KeyValue> {
+        self.parts
+            .iter()
+            .map(|(_, name, v)| KeyValue {
+                key: name.to_string(),
+                value: Some(match v {
+                    DimValue::Found(v) => (*v).clone(),
+                    DimValue::Text(t) => string_value(t),
+                    DimValue::True => AnyValue {
+                        value: Some(any_value::Value::BoolValue(true)),
+                    },
+                }),
+                ..Default::default()
+            })
+            .collect()
+    }
 }
+
+/// FxHash: series keys are ours, not an attacker's choice of hash flooding target beyond
+/// what the cardinality limit already bounds, and SipHash was a tenth of the time here.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(K);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
 
 fn resource_key(attrs: &[KeyValue], only: &[String]) -> String {
     let mut picked: Vec<&KeyValue> = attrs
@@ -341,6 +411,7 @@ impl Shared {
         let now = Instant::now();
         let start = now_nanos();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut key = String::with_capacity(256);
         for rs in resource_spans {
             let empty = Vec::new();
             let rattrs: &[KeyValue] = rs.resource.as_ref().map_or(&empty, |r| &r.attributes);
@@ -360,9 +431,9 @@ impl Shared {
                         tenant: tenant.clone(),
                         attrs: rattrs.to_vec(),
                         last_seen: now,
-                        calls: HashMap::new(),
-                        durations: HashMap::new(),
-                        events: HashMap::new(),
+                        calls: HashMap::default(),
+                        durations: HashMap::default(),
+                        events: HashMap::default(),
                     },
                 );
             }
@@ -373,7 +444,7 @@ impl Shared {
             for ss in &rs.scope_spans {
                 let scope = ss.scope.as_ref();
                 for sp in &ss.spans {
-                    self.count_span(agg, service, scope, sp, rattrs, start);
+                    self.count_span(agg, service, scope, sp, rattrs, start, &mut key);
                 }
             }
         }
@@ -394,30 +465,40 @@ impl Shared {
         }
     }
 
-    fn base_dims(
-        &self,
-        service: &AnyValue,
-        scope: Option<&InstrumentationScope>,
-        sp: &Span,
-        rattrs: &[KeyValue],
-    ) -> Dims {
+    fn base_dims<'a>(
+        &'a self,
+        service: &'a AnyValue,
+        scope: Option<&'a InstrumentationScope>,
+        sp: &'a Span,
+        rattrs: &'a [KeyValue],
+    ) -> Dims<'a> {
         let mut d = Dims::default();
-        for name in &self.defaults {
+        for (i, name) in self.defaults.iter().enumerate() {
+            let slot = SLOT_DEFAULT + i as u16;
             match *name {
-                "service.name" => d.push(name, service.clone()),
-                "span.name" => d.push(name, string_value(&sp.name)),
-                "span.kind" => d.push(name, string_value(kind_text(sp.kind))),
-                _ => d.push(name, string_value(status_text(sp.status.as_ref()))),
+                "service.name" => d.push(slot, name, DimValue::Found(service)),
+                "span.name" => d.push(slot, name, DimValue::Text(&sp.name)),
+                "span.kind" => d.push(slot, name, DimValue::Text(kind_text(sp.kind))),
+                _ => d.push(slot, name, DimValue::Text(status_text(sp.status.as_ref()))),
             }
         }
-        d.extend(&self.cfg.dimensions, &[&sp.attributes, rattrs]);
+        d.extend(
+            SLOT_DIMENSIONS,
+            &self.cfg.dimensions,
+            &[&sp.attributes, rattrs],
+        );
         if let Some(sc) = scope {
             if !sc.name.is_empty() && self.cfg.include_instrumentation_scope.contains(&sc.name) {
-                d.push("span.instrumentation.scope.name", string_value(&sc.name));
+                d.push(
+                    SLOT_SCOPE,
+                    "span.instrumentation.scope.name",
+                    DimValue::Text(&sc.name),
+                );
                 if !sc.version.is_empty() {
                     d.push(
+                        SLOT_SCOPE + 1,
                         "span.instrumentation.scope.version",
-                        string_value(&sc.version),
+                        DimValue::Text(&sc.version),
                     );
                 }
             }
@@ -425,6 +506,7 @@ impl Shared {
         d
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn count_span(
         &self,
         agg: &mut ResourceAgg,
@@ -433,6 +515,7 @@ impl Shared {
         sp: &Span,
         rattrs: &[KeyValue],
         start: u64,
+        key: &mut String,
     ) {
         let base = self.base_dims(service, scope, sp, rattrs);
         let value = if sp.end_time_unix_nano > sp.start_time_unix_nano {
@@ -440,42 +523,58 @@ impl Shared {
         } else {
             0.0
         };
-        let exemplar = (self.cfg.exemplars.enabled && !sp.trace_id.is_empty()).then(|| Exemplar {
+        let exemplars = self.cfg.exemplars.enabled && !sp.trace_id.is_empty();
+        let exemplar = || Exemplar {
             filtered_attributes: Vec::new(),
             time_unix_nano: 0,
             span_id: sp.span_id.clone(),
             trace_id: sp.trace_id.clone(),
             value: Some(exemplar::Value::AsDouble(value)),
-        });
+        };
         let limit = self.limit();
         let max_ex = self.cfg.max_exemplars();
 
         // calls
+        let extra;
         let calls_dims = if self.cfg.calls_dimensions.is_empty() {
-            base.clone()
+            &base
         } else {
             let mut d = base.clone();
-            d.extend(&self.cfg.calls_dimensions, &[&sp.attributes, rattrs]);
-            d
+            d.extend(
+                SLOT_CALLS,
+                &self.cfg.calls_dimensions,
+                &[&sp.attributes, rattrs],
+            );
+            extra = d;
+            &extra
         };
-        let s = self.count_series(&mut agg.calls, calls_dims, limit, start);
+        calls_dims.key(key);
+        let s = self.count_series(&mut agg.calls, calls_dims, key.as_str(), limit, start);
         s.value += 1;
-        if let Some(e) = &exemplar {
-            if s.exemplars.len() < max_ex {
-                s.exemplars.push(e.clone());
-            }
+        if exemplars && s.exemplars.len() < max_ex {
+            s.exemplars.push(exemplar());
         }
 
         // duration
         if !self.cfg.histogram.disable {
+            let extra;
             let hist_dims = if self.cfg.histogram.dimensions.is_empty() {
-                base.clone()
+                if !self.cfg.calls_dimensions.is_empty() {
+                    base.key(key);
+                }
+                &base
             } else {
                 let mut d = base.clone();
-                d.extend(&self.cfg.histogram.dimensions, &[&sp.attributes, rattrs]);
-                d
+                d.extend(
+                    SLOT_HISTOGRAM,
+                    &self.cfg.histogram.dimensions,
+                    &[&sp.attributes, rattrs],
+                );
+                d.key(key);
+                extra = d;
+                &extra
             };
-            let h = self.hist_series(&mut agg.durations, hist_dims, limit, start);
+            let h = self.hist_series(&mut agg.durations, hist_dims, key.as_str(), limit, start);
             h.count += 1;
             h.sum += value;
             match &mut h.buckets {
@@ -488,10 +587,8 @@ impl Shared {
                 }
                 Buckets::Exponential(e) => e.record(value),
             }
-            if let Some(e) = &exemplar {
-                if h.exemplars.len() < max_ex {
-                    h.exemplars.push(e.clone());
-                }
+            if exemplars && h.exemplars.len() < max_ex {
+                h.exemplars.push(exemplar());
             }
         }
 
@@ -500,81 +597,111 @@ impl Shared {
             for ev in &sp.events {
                 let mut d = base.clone();
                 d.extend(
+                    SLOT_EVENTS,
                     &self.cfg.events.dimensions,
                     &[&ev.attributes, &sp.attributes, rattrs],
                 );
-                let s = self.count_series(&mut agg.events, d, limit, start);
+                d.key(key);
+                let s = self.count_series(&mut agg.events, &d, key.as_str(), limit, start);
                 s.value += 1;
-                if let Some(e) = &exemplar {
-                    if s.exemplars.len() < max_ex {
-                        s.exemplars.push(e.clone());
-                    }
+                if exemplars && s.exemplars.len() < max_ex {
+                    s.exemplars.push(exemplar());
                 }
             }
         }
     }
 
-    fn overflow_dims() -> Dims {
+    fn overflow_dims() -> Dims<'static> {
         let mut d = Dims::default();
-        d.push(
-            OVERFLOW_KEY,
-            AnyValue {
-                value: Some(any_value::Value::BoolValue(true)),
-            },
-        );
+        d.push(SLOT_SCOPE + 2, OVERFLOW_KEY, DimValue::True);
         d
     }
 
+    /// The series `key` names (made from `dims` when new), or the overflow series when the
+    /// limit is reached.
     fn count_series<'m>(
         &self,
-        map: &'m mut HashMap<String, CountSeries>,
-        dims: Dims,
+        map: &'m mut HashMap<String, CountSeries, FxBuild>,
+        dims: &Dims<'_>,
+        key: &str,
         limit: usize,
         start: u64,
     ) -> &'m mut CountSeries {
-        let dims = if limit > 0 && map.len() >= limit && !map.contains_key(&dims.key) {
-            self.overflowed.inc();
-            Self::overflow_dims()
+        let mut overflow = String::new();
+        let key = if map.contains_key(key) {
+            key
         } else {
-            dims
+            let (k, attrs) = if limit > 0 && map.len() >= limit {
+                self.overflowed.inc();
+                let o = Self::overflow_dims();
+                o.key(&mut overflow);
+                (overflow.as_str(), o.attrs())
+            } else {
+                (key, dims.attrs())
+            };
+            if !map.contains_key(k) {
+                map.insert(
+                    k.to_string(),
+                    CountSeries {
+                        attrs,
+                        value: 0,
+                        start,
+                        exemplars: Vec::new(),
+                    },
+                );
+            }
+            k
         };
-        map.entry(dims.key).or_insert_with(|| CountSeries {
-            attrs: dims.attrs,
-            value: 0,
-            start,
-            exemplars: Vec::new(),
-        })
+        map.get_mut(key)
+            .unwrap_or_else(|| unreachable!("inserted above"))
     }
 
     fn hist_series<'m>(
         &self,
-        map: &'m mut HashMap<String, HistSeries>,
-        dims: Dims,
+        map: &'m mut HashMap<String, HistSeries, FxBuild>,
+        dims: &Dims<'_>,
+        key: &str,
         limit: usize,
         start: u64,
     ) -> &'m mut HistSeries {
-        let dims = if limit > 0 && map.len() >= limit && !map.contains_key(&dims.key) {
-            Self::overflow_dims()
+        let mut overflow = String::new();
+        let key = if map.contains_key(key) {
+            key
         } else {
-            dims
+            let (key, attrs) = if limit > 0 && map.len() >= limit {
+                let o = Self::overflow_dims();
+                o.key(&mut overflow);
+                (overflow.as_str(), o.attrs())
+            } else {
+                (key, dims.attrs())
+            };
+            if !map.contains_key(key) {
+                let expo = self.cfg.histogram.exponential.as_ref().map(|e| e.max_size);
+                map.insert(
+                    key.to_string(),
+                    HistSeries {
+                        attrs,
+                        count: 0,
+                        sum: 0.0,
+                        buckets: match expo {
+                            Some(max) => {
+                                Buckets::Exponential(expo::ExpoHistogram::new(if max == 0 {
+                                    160
+                                } else {
+                                    max as usize
+                                }))
+                            }
+                            None => Buckets::Explicit(vec![0; self.bounds.len() + 1]),
+                        },
+                        start,
+                        exemplars: Vec::new(),
+                    },
+                );
+            }
+            key
         };
-        let bounds = self.bounds.len();
-        let expo = self.cfg.histogram.exponential.as_ref().map(|e| e.max_size);
-        map.entry(dims.key).or_insert_with(|| HistSeries {
-            attrs: dims.attrs,
-            count: 0,
-            sum: 0.0,
-            buckets: match expo {
-                Some(max) => Buckets::Exponential(expo::ExpoHistogram::new(if max == 0 {
-                    160
-                } else {
-                    max as usize
-                })),
-                None => Buckets::Explicit(vec![0; bounds + 1]),
-            },
-            start,
-            exemplars: Vec::new(),
-        })
+        map.get_mut(key)
+            .unwrap_or_else(|| unreachable!("inserted above"))
     }
 
     /// The aggregate as one request per tenant; delta resets it, cumulative keeps it (and
@@ -617,7 +744,7 @@ impl Shared {
             let mut points = 0;
             let sum_metric =
                 |name: &str,
-                 series: &mut HashMap<String, CountSeries>,
+                 series: &mut HashMap<String, CountSeries, FxBuild>,
                  start_of: &mut dyn FnMut(&str, u64) -> u64| {
                     let data_points: Vec<NumberDataPoint> = series
                         .iter_mut()
@@ -700,7 +827,7 @@ impl Shared {
 
     fn duration_metric(
         &self,
-        series: &mut HashMap<String, HistSeries>,
+        series: &mut HashMap<String, HistSeries, FxBuild>,
         now: u64,
         temporality: i32,
         start_of: &mut dyn FnMut(&str, u64) -> u64,
