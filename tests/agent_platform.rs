@@ -1,6 +1,7 @@
 //! `pipelines/agent-platform.yaml` as a user runs it, on top of a base config: the Python SDK
-//! reports an MCP server's tool calls under a tenant; the RED metrics per tool and model reach
-//! a real Prometheus by remote write with every call counted, and the tail-sampled traces reach
+//! reports an MCP server's tool calls (each with an LLM call) under a tenant; the RED metrics
+//! per tool and model and the tokens per model reach a real Prometheus by remote write with
+//! every call and token counted, and the tail-sampled traces reach
 //! Tempo (a faithful OTLP sink) under the tenant's header — errors kept, most others not.
 mod common;
 
@@ -62,6 +63,7 @@ service:
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .args([script, &endpoint, "2", "200", "4", "acme"])
+            .env("MCP_LLM_CALLS", "1")
             .output()
             .expect("run the python client")
     })
@@ -79,14 +81,14 @@ service:
     );
 
     // RED per tool and model (the piece flushes every 15 s).
-    let calls = "sum(traces_span_metrics_calls_total{service_name=\"weather-mcp\"})";
+    let calls = "sum(traces_span_metrics_calls_total{service_name=\"weather-mcp\",gen_ai_operation_name=\"execute_tool\"})";
     wait_until_async("200 calls in prometheus", Duration::from_secs(60), || {
         sum(&prom, calls) >= 200.0
     })
     .await;
     assert_eq!(sum(&prom, calls), 200.0);
     let per_tool = prom.query(
-        "sum by (gen_ai_tool_name, gen_ai_request_model, gen_ai_operation_name) (traces_span_metrics_calls_total)",
+        "sum by (gen_ai_tool_name, gen_ai_request_model, gen_ai_operation_name) (traces_span_metrics_calls_total{gen_ai_operation_name=\"execute_tool\"})",
     );
     assert_eq!(per_tool.len(), 2, "{per_tool:?}");
     for (labels, v) in &per_tool {
@@ -101,18 +103,43 @@ service:
         ),
         50.0
     );
+    // Every tool call's LLM call: RED per model, and its tokens added up (sum connector,
+    // deltatocumulative, remote write).
+    assert_eq!(
+        sum(
+            &prom,
+            "sum(traces_span_metrics_calls_total{gen_ai_operation_name=\"chat\",gen_ai_request_model=\"gpt-4o-mini\"})"
+        ),
+        200.0
+    );
+    let input = "sum(gen_ai_usage_input_tokens_total{gen_ai_request_model=\"gpt-4o-mini\",gen_ai_provider_name=\"openai\"})";
+    wait_until_async("20,000 input tokens", Duration::from_secs(30), || {
+        sum(&prom, input) >= 20_000.0
+    })
+    .await;
+    assert_eq!(sum(&prom, input), 20_000.0);
+    assert_eq!(
+        sum(
+            &prom,
+            "sum(gen_ai_usage_output_tokens_total{gen_ai_request_model=\"gpt-4o-mini\"})"
+        ),
+        4_000.0
+    );
 
-    // Tail sampling (10 s decisions): the 50 failed calls and about 5 % of the rest, all
-    // under the tenant's header.
+    // Tail sampling (10 s decisions): the 50 failed calls' traces (tool and LLM span each)
+    // and about 5 % of the rest, all under the tenant's header.
     wait_until_async(
         "the failed traces in tempo",
         Duration::from_secs(60),
-        || tempo.state.spans() >= 50,
+        || tempo.state.spans() >= 100,
     )
     .await;
     let per_tenant = tempo.state.items_per_header("x-scope-orgid");
     let kept = per_tenant.get("acme").copied().unwrap_or(0);
-    assert!((50..=90).contains(&kept), "{per_tenant:?}");
+    assert!(
+        (100..=180).contains(&kept) && kept % 2 == 0,
+        "{per_tenant:?}"
+    );
     assert_eq!(per_tenant.len(), 1, "{per_tenant:?}");
     assert!(weir.stop().success());
 }

@@ -2,3 +2,4 @@
 pub mod routing;
 pub mod servicegraph;
 pub mod spanmetrics;
+pub mod sum;

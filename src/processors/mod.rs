@@ -2,6 +2,7 @@
 pub mod attributes;
 pub mod batch;
 pub mod cardinality_limiter;
+pub mod deltatocumulative;
 pub mod filter;
 pub mod memory_limiter;
 pub mod probabilistic_sampler;

@@ -5,9 +5,12 @@ one SERVER span per `tools/call`, with the MCP and GenAI semantic-convention att
 failing (0: none fail). The calls are spread over SECONDS.
 
 Usage: mcp_server.py ENDPOINT SECONDS CALLS ERROR_EVERY [TENANT]
-With TENANT, every request carries `X-Scope-OrgID: TENANT`.
+With TENANT, every request carries `X-Scope-OrgID: TENANT`. With MCP_LLM_CALLS=1 in the
+environment, each tool call also makes an LLM call (a CLIENT `chat` span under it with
+gen_ai.request.model and 100 input / 20 output tokens in gen_ai.usage.*).
 Prints one line: "sent calls=N errors=M".
 """
+import os
 import sys
 import time
 
@@ -43,6 +46,13 @@ for i in range(calls):
         span.set_attribute("gen_ai.tool.name", tool)
         span.set_attribute("enduser.id", f"user-{i}")
         span.set_attribute("gen_ai.request.model", "gpt-4o-mini")
+        if os.environ.get("MCP_LLM_CALLS") == "1":
+            with tracer.start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT) as chat:
+                chat.set_attribute("gen_ai.operation.name", "chat")
+                chat.set_attribute("gen_ai.provider.name", "openai")
+                chat.set_attribute("gen_ai.request.model", "gpt-4o-mini")
+                chat.set_attribute("gen_ai.usage.input_tokens", 100)
+                chat.set_attribute("gen_ai.usage.output_tokens", 20)
         if error_every and i % error_every == 0:
             span.set_status(Status(StatusCode.ERROR, "tool failed"))
             errors += 1

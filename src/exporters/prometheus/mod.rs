@@ -23,8 +23,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, AggregationTemporality};
+use opentelemetry_proto::tonic::metrics::v1::{metric, AggregationTemporality};
 use prost::Message;
 use tokio::sync::watch;
 
@@ -86,19 +85,13 @@ struct Entry {
 /// A metric family as the translation declared it: (type, help).
 type Families = HashMap<String, (i32, String)>;
 
-/// Delta points added up into cumulative ones, by series.
-#[derive(Default)]
-struct Accumulated {
-    sums: HashMap<String, (f64, u64)>,
-    histograms: HashMap<String, (Vec<u64>, u64, f64, u64)>,
-}
-
 pub struct Store {
     cfg: PrometheusExporterConfig,
     settings: Settings,
     series: Mutex<HashMap<String, Entry>>,
     families: Mutex<Families>,
-    accumulated: Mutex<Accumulated>,
+    /// Delta points added up into cumulative ones (the deltatocumulative processor's).
+    accumulated: Mutex<crate::processors::deltatocumulative::Accumulator>,
     dropped: Counter,
 }
 
@@ -228,18 +221,6 @@ impl Sender for PromSender {
     }
 }
 
-fn attrs_key(out: &mut String, attrs: &[KeyValue]) {
-    let mut v: Vec<String> = attrs
-        .iter()
-        .map(|kv| format!("{}={:?}", kv.key, kv.value))
-        .collect();
-    v.sort();
-    for a in v {
-        out.push_str(&a);
-        out.push('\u{0}');
-    }
-}
-
 impl Store {
     fn new(id: &str, cfg: &PrometheusExporterConfig, registry: &Registry) -> Store {
         let mut external: Vec<Label> = cfg
@@ -263,7 +244,10 @@ impl Store {
             cfg: cfg.clone(),
             series: Mutex::new(HashMap::new()),
             families: Mutex::new(HashMap::new()),
-            accumulated: Mutex::new(Accumulated::default()),
+            accumulated: Mutex::new(crate::processors::deltatocumulative::Accumulator::new(
+                cfg.metric_expiration.0,
+                u64::MAX,
+            )),
             dropped: registry.counter(
                 "weir_prometheus_dropped_points_total",
                 "Data points the prometheus exporter could not represent (exponential histograms) and dropped.",
@@ -290,73 +274,10 @@ impl Store {
             return None;
         }
         let mut req = req.clone();
-        let mut acc = self.accumulated.lock().unwrap_or_else(|e| e.into_inner());
-        for rm in &mut req.resource_metrics {
-            let mut rkey = String::new();
-            if let Some(r) = &rm.resource {
-                attrs_key(&mut rkey, &r.attributes);
-            }
-            for sm in &mut rm.scope_metrics {
-                let scope = sm
-                    .scope
-                    .as_ref()
-                    .map(|s| s.name.clone())
-                    .unwrap_or_default();
-                for m in &mut sm.metrics {
-                    let base = format!("{rkey}\u{1}{scope}\u{1}{}\u{1}", m.name);
-                    match &mut m.data {
-                        Some(metric::Data::Sum(s)) if s.aggregation_temporality == delta => {
-                            s.aggregation_temporality = AggregationTemporality::Cumulative as i32;
-                            for p in &mut s.data_points {
-                                let mut k = base.clone();
-                                attrs_key(&mut k, &p.attributes);
-                                let v = match p.value {
-                                    Some(number_data_point::Value::AsInt(i)) => i as f64,
-                                    Some(number_data_point::Value::AsDouble(d)) => d,
-                                    None => 0.0,
-                                };
-                                let e = acc.sums.entry(k).or_insert((0.0, p.start_time_unix_nano));
-                                e.0 += v;
-                                p.value = Some(number_data_point::Value::AsDouble(e.0));
-                                p.start_time_unix_nano = e.1;
-                            }
-                        }
-                        Some(metric::Data::Histogram(h)) if h.aggregation_temporality == delta => {
-                            h.aggregation_temporality = AggregationTemporality::Cumulative as i32;
-                            for p in &mut h.data_points {
-                                let mut k = base.clone();
-                                attrs_key(&mut k, &p.attributes);
-                                let e = acc.histograms.entry(k).or_insert((
-                                    vec![0; p.bucket_counts.len()],
-                                    0,
-                                    0.0,
-                                    p.start_time_unix_nano,
-                                ));
-                                if e.0.len() != p.bucket_counts.len() {
-                                    // The buckets changed: start again from this point.
-                                    *e = (
-                                        vec![0; p.bucket_counts.len()],
-                                        0,
-                                        0.0,
-                                        p.start_time_unix_nano,
-                                    );
-                                }
-                                for (a, b) in e.0.iter_mut().zip(&p.bucket_counts) {
-                                    *a += b;
-                                }
-                                e.1 += p.count;
-                                e.2 += p.sum.unwrap_or(0.0);
-                                p.bucket_counts = e.0.clone();
-                                p.count = e.1;
-                                p.sum = Some(e.2);
-                                p.start_time_unix_nano = e.3;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
+        self.accumulated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(&mut req, Instant::now());
         Some(req)
     }
 

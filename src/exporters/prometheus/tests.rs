@@ -1,8 +1,8 @@
 use super::*;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
-    exemplar, Exemplar as OtlpExemplar, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum,
+    exemplar, number_data_point, Exemplar as OtlpExemplar, Histogram, HistogramDataPoint, Metric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -132,11 +132,20 @@ fn open_metrics_names_counter_families_and_carries_exemplars() {
 #[test]
 fn delta_points_add_up_into_cumulative_ones() {
     let s = store("{endpoint: '127.0.0.1:0'}");
-    for _ in 0..3 {
-        s.update(&req(vec![
+    for k in 0..3u64 {
+        // Each delta point newer than the last (a repeated one would be dropped).
+        let mut r = req(vec![
             counter("calls", 2, AggregationTemporality::Delta),
             histogram(AggregationTemporality::Delta),
-        ]));
+        ]);
+        for m in &mut r.resource_metrics[0].scope_metrics[0].metrics {
+            match &mut m.data {
+                Some(metric::Data::Sum(x)) => x.data_points[0].time_unix_nano = T + k,
+                Some(metric::Data::Histogram(x)) => x.data_points[0].time_unix_nano = T + k,
+                _ => {}
+            }
+        }
+        s.update(&r);
     }
     let text = s.render(false);
     assert!(
