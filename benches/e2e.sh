@@ -7,6 +7,7 @@
 #   benches/e2e.sh [SECONDS]      (default 10 seconds per path)
 #   ONLY="persistent queue" benches/e2e.sh 6     (only the rows whose name contains ONLY)
 #   PERF_OUT=/tmp/weir.perf ONLY=... benches/e2e.sh 6   (perf record of weir during the row)
+#   RSS_LOG=/tmp/rss.txt ONLY=spanmetrics benches/e2e.sh 600   (RSS every second: memory over time)
 #   ROTEL=/path/to/rotel-agent ONLY="gzip in → batch" benches/e2e.sh 6   (Rotel side by side;
 #     pip install --pre rotel puts rotel-agent in site-packages/rotel/)
 #
@@ -159,7 +160,9 @@ EOF
   wait_port "$grpc"
   sleep 1
   local idle; idle=$(rss_kib $weirpid)
-  ( peak=0; while kill -0 $weirpid 2>/dev/null; do r=$(rss_kib $weirpid); [ "${r:-0}" -gt "$peak" ] && peak=$r && echo $peak > "$WORK/peak"; sleep 0.2; done ) &
+  # RSS_LOG=file: weir's RSS every second ("seconds KiB"), to see memory stay flat on long runs.
+  ( peak=0; n=0; while kill -0 $weirpid 2>/dev/null; do r=$(rss_kib $weirpid); [ "${r:-0}" -gt "$peak" ] && peak=$r && echo $peak > "$WORK/peak"
+      n=$((n+1)); if [ -n "${RSS_LOG:-}" ] && [ $((n % 5)) = 0 ]; then echo "$((n/5)) $r" >> "$RSS_LOG"; fi; sleep 0.2; done ) &
   local sampler=$!
   # PERF_OUT=file: a CPU profile of weir during the run (perf report -i file).
   if [ -n "${PERF_OUT:-}" ]; then perf record -F 499 -g -p $weirpid -o "$PERF_OUT" -- sleep "$SECS" 2>/dev/null & fi

@@ -56,30 +56,44 @@ impl hyper::service::Service<Request<Incoming>> for GrpcService {
             }
             // A spent memory budget refuses before the body is read (its size is known only
             // once it is); the reservation proper follows the check.
+            let read_for = read_deadline(req.headers());
             if !this.shared.out.budget.has_room() {
                 // The request body is read and dropped first (nothing is kept), up to the
                 // message size limit: a response that overtakes the body makes the HTTP/2
                 // stream end with a reset that clients report as UNKNOWN, not retryable.
-                drain(req.into_body(), this.max_message_size.saturating_add(5)).await;
+                drain(
+                    req.into_body(),
+                    this.max_message_size.saturating_add(5),
+                    tokio::time::Instant::now() + read_for,
+                )
+                .await;
                 return Ok(refusal(Refused::OverBudget).into_http());
             }
             let encoding = match Encoding::of(req.headers()) {
                 Ok(e) => e,
                 Err(status) => {
-                    drain(req.into_body(), this.max_message_size.saturating_add(5)).await;
+                    drain(
+                        req.into_body(),
+                        this.max_message_size.saturating_add(5),
+                        tokio::time::Instant::now() + read_for,
+                    )
+                    .await;
                     return Ok(status.into_http());
                 }
             };
             let (parts, body) = req.into_parts();
-            let message = match read_unary(body, encoding, this.max_message_size).await {
-                Ok(m) => m,
-                Err(status) => return Ok(status.into_http()),
-            };
+            let deadline = tokio::time::Instant::now() + read_deadline(&parts.headers);
+            let budget = this.shared.out.budget.clone();
+            let (message, charge) =
+                match read_unary(body, encoding, this.max_message_size, &budget, deadline).await {
+                    Ok(m) => m,
+                    Err(status) => return Ok(status.into_http()),
+                };
             let auth = parts
                 .extensions
                 .get::<Arc<crate::extensions::auth::Identity>>()
                 .cloned();
-            match export(&this.shared, signal, &parts.headers, auth, message).await {
+            match export(&this.shared, signal, &parts.headers, auth, message, charge).await {
                 Ok(()) => Ok(unary_ok()),
                 Err(status) => Ok(status.into_http()),
             }
@@ -128,7 +142,62 @@ impl Encoding {
 /// Reads the one message of a unary request: the body up to the size limit, the 5-byte
 /// frame header, and the message inflated as its `grpc-encoding` says into a buffer sized
 /// from what the format declares, never past `limit`.
-async fn read_unary(body: Incoming, encoding: Encoding, limit: usize) -> Result<Bytes, Status> {
+/// How long a request's message may take to arrive: the client's `grpc-timeout` when it sets
+/// one, never more than [`MAX_READ`].
+fn read_deadline(headers: &http::HeaderMap) -> std::time::Duration {
+    headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map_or(MAX_READ, |d| d.min(MAX_READ))
+}
+
+/// The longest a unary request's body may take to arrive. A client that stalls mid-body
+/// would otherwise hold its bytes (and its share of the memory budget) until its connection
+/// is aged out.
+pub const MAX_READ: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(v: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Reads the message as [`read_unary_bytes`] does, charging the memory budget for the bytes
+/// as they arrive (a full budget refuses mid-body, retryably) and giving up at `deadline`.
+/// The charge returned covers the message; the caller resizes it to what it keeps.
+async fn read_unary(
+    body: Incoming,
+    encoding: Encoding,
+    limit: usize,
+    budget: &Arc<crate::pipeline::budget::Budget>,
+    deadline: tokio::time::Instant,
+) -> Result<(Bytes, crate::pipeline::budget::Charge), Status> {
+    let mut charge = budget.force(0);
+    let message = read_unary_bytes(body, encoding, limit, &mut charge, deadline).await?;
+    Ok((message, charge))
+}
+
+async fn read_unary_bytes(
+    body: Incoming,
+    encoding: Encoding,
+    limit: usize,
+    charge: &mut crate::pipeline::budget::Charge,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, Status> {
     use http_body_util::BodyExt;
     let too_large = |len: usize| {
         Status::resource_exhausted(format!(
@@ -141,13 +210,27 @@ async fn read_unary(body: Incoming, encoding: Encoding, limit: usize) -> Result<
     let mut first: Option<Bytes> = None;
     let mut gathered: Vec<u8> = Vec::new();
     let mut declared: Option<usize> = None;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(Status::deadline_exceeded(
+                    "the request message did not arrive in time (grpc-timeout, at most 60s); its bytes were let go",
+                ))
+            }
+        };
         let frame = frame.map_err(|e| Status::internal(format!("cannot read the request: {e}")))?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
         if data.is_empty() {
             continue;
+        }
+        // The bytes held while the rest arrives count against the memory budget.
+        if !charge.try_grow(data.len()) {
+            drain(body, limit.saturating_add(5), deadline).await;
+            return Err(refusal(Refused::OverBudget));
         }
         let have = match (&first, gathered.is_empty()) {
             (None, true) => {
@@ -172,13 +255,13 @@ async fn read_unary(body: Incoming, encoding: Encoding, limit: usize) -> Result<
             if len > limit {
                 // Read (and drop) the rest first: an answer that overtakes the body ends the
                 // stream with a reset that clients report as UNKNOWN.
-                drain(body, limit.saturating_add(5)).await;
+                drain(body, limit.saturating_add(5), deadline).await;
                 return Err(too_large(len));
             }
             declared = Some(len);
         }
         if have > limit.saturating_add(5) {
-            drain(body, limit.saturating_add(5)).await;
+            drain(body, limit.saturating_add(5), deadline).await;
             return Err(too_large(have - 5));
         }
     }
@@ -285,6 +368,7 @@ async fn export(
     headers: &http::HeaderMap,
     auth: Option<Arc<crate::extensions::auth::Identity>>,
     body: Bytes,
+    mut charge: crate::pipeline::budget::Charge,
 ) -> Result<(), Status> {
     let metadata = shared.include_metadata.then(|| {
         Arc::new(
@@ -301,10 +385,8 @@ async fn export(
         // Nothing to forward; an empty request is valid OTLP.
         return Ok(());
     }
-    let Some(charge) = shared.out.budget.try_charge(body.len()) else {
-        shared.grpc_counters.refused(signal, items);
-        return Err(refusal(Refused::OverBudget));
-    };
+    // Charged while it arrived; now what is kept (inflated, the message alone).
+    charge.resize(body.len());
     let ctx = Arc::new(Context {
         receiver: shared.out.id.clone(),
         transport: "grpc",
@@ -360,10 +442,12 @@ fn refusal(r: Refused) -> Status {
 }
 
 /// Reads a request body to its end and drops it, stopping after `limit` bytes.
-async fn drain(mut body: Incoming, limit: usize) {
+/// Reads and drops the rest of a body, up to `limit` bytes and until `deadline` (a client
+/// that stalls is not waited for longer than its read deadline).
+async fn drain(mut body: Incoming, limit: usize, deadline: tokio::time::Instant) {
     use http_body_util::BodyExt;
     let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
+    while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, body.frame()).await {
         let Ok(frame) = frame else { return };
         if let Some(d) = frame.data_ref() {
             seen += d.len();
@@ -371,5 +455,34 @@ async fn drain(mut body: Incoming, limit: usize) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeout_is_read_as_the_spec_writes_it_and_capped() {
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in ["S", "123456789S", "5x", "", "-1S", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+        let mut h = http::HeaderMap::new();
+        assert_eq!(read_deadline(&h), MAX_READ, "no grpc-timeout: 60 s");
+        h.insert("grpc-timeout", http::HeaderValue::from_static("2S"));
+        assert_eq!(read_deadline(&h), Duration::from_secs(2));
+        h.insert("grpc-timeout", http::HeaderValue::from_static("1H"));
+        assert_eq!(read_deadline(&h), MAX_READ, "capped");
+        h.insert("grpc-timeout", http::HeaderValue::from_static("bogus"));
+        assert_eq!(read_deadline(&h), MAX_READ);
     }
 }
