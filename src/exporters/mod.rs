@@ -2,6 +2,7 @@
 //! backoff, timeouts and the self-metrics live once in [`helper`].
 pub mod debug;
 pub mod helper;
+pub mod loadbalancing;
 pub mod loki;
 pub mod otlp;
 pub mod otlphttp;

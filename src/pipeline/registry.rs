@@ -48,6 +48,7 @@ pub static FACTORIES: &[&Factory] = &[
     &crate::exporters::prometheusremotewrite::FACTORY,
     &crate::exporters::debug::FACTORY,
     &crate::exporters::prometheus::FACTORY,
+    &crate::exporters::loadbalancing::FACTORY,
     &crate::connectors::routing::FACTORY,
     &crate::connectors::spanmetrics::FACTORY,
     &crate::connectors::servicegraph::FACTORY,

@@ -60,6 +60,11 @@ pub struct Sent {
 /// One exporter's way of sending a batch.
 pub trait Sender: Send + Sync + 'static {
     fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Sent, ExportError>>;
+    /// Called once the exporter's own queue is drained (or `deadline` passed): a sender that
+    /// queues further (the load balancer's backends) delivers what it holds by `deadline`.
+    fn close(&self, _deadline: Instant) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 fn signal_index(s: Signal) -> usize {
@@ -186,6 +191,7 @@ fn abandon(batch: &Batch) {
 /// The running side of an exporter: its workers.
 pub struct ExporterTask {
     pub id: Arc<str>,
+    sender: Arc<dyn Sender>,
     workers: Vec<JoinHandle<()>>,
     cancel: watch::Sender<bool>,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Queued>>>,
@@ -247,6 +253,8 @@ impl ExporterTask {
         if lost > 0 {
             tracing::error!(exporter = %self.id, "shutdown deadline passed; {lost} queued items were not delivered");
         }
+        drop(rx);
+        self.sender.close(deadline).await;
     }
 }
 
@@ -345,6 +353,7 @@ pub fn start(
     }
     let task = ExporterTask {
         id,
+        sender: sender.clone(),
         workers,
         cancel: cancel_tx,
         rx,

@@ -1,0 +1,730 @@
+//! The `loadbalancing` exporter: the first tier of a two-tier gateway. It sends each trace
+//! (or service, resource or metric) to one backend of a set it resolves, by consistent hash,
+//! so the second tier's tail sampling sees every span of a trace and its cardinality limiter
+//! every point of a series. The Collector's exporter and its keys: `routing_key`,
+//! `protocol.otlp` (the `otlp` exporter's settings for every backend; its endpoint is the
+//! backend's), `resolver.static.hostnames` and `resolver.dns`.
+//!
+//! A batch is split by key: one request never carries another key's data to the wrong
+//! backend. Every backend is an `otlp` exporter of its own with the queue and retry of
+//! `protocol.otlp`; the load balancer's own queue hands parts to them (waiting for room).
+//! When the backends change (DNS answers, a reload), new ones start before keys move to
+//! them; a removed backend delivers what it queued before it stops. It must never send a
+//! key's data to two backends under one membership.
+pub mod ring;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::config::loader::{Body, Value};
+use crate::config::units::DurationValue;
+use crate::exporters::helper::config::{QueueConfig, RetryConfig};
+use crate::exporters::helper::{
+    self, BoxFuture, ExportError, ExporterHandle, ExporterTask, Sender, Sent,
+};
+use crate::exporters::otlp::config::OtlpExporterConfig;
+use crate::pdata::{Batch, Payload};
+use crate::pipeline::registry::{
+    all_signals, AuthSlot, Decode, ExporterParts, ExporterSettings, Factory, Stability,
+};
+use crate::telemetry::metrics::{Counter, Registry};
+use ring::Ring;
+
+pub static FACTORY: Factory = Factory {
+    type_name: "loadbalancing",
+    aliases: &["load_balancing"],
+    stability: &all_signals(Stability::Alpha),
+    description: "sends each trace (service, resource, metric) to one backend by consistent hash: the first tier of a two-tier gateway",
+    decode: Decode::Exporter(decode),
+};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadBalancingConfig {
+    /// `traceID` (default), `service`, `resource`, `metric`.
+    pub routing_key: String,
+    pub protocol: ProtocolConfig,
+    pub resolver: ResolverConfig,
+    /// The load balancer's own timeout for handing a part to a backend's queue.
+    pub timeout: DurationValue,
+    pub sending_queue: QueueConfig,
+    pub retry_on_failure: RetryConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtocolConfig {
+    /// Settings of every backend's `otlp` exporter; `endpoint` is set per backend.
+    pub otlp: OtlpExporterConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResolverConfig {
+    #[serde(rename = "static")]
+    pub static_: Option<StaticResolver>,
+    pub dns: Option<DnsResolver>,
+    /// Not in weir yet: refused with a message.
+    pub k8s: Option<Value>,
+    pub aws_cloud_map: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticResolver {
+    /// `host[:port]` (port 4317 when left out).
+    pub hostnames: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsResolver {
+    pub hostname: String,
+    pub port: String,
+    pub interval: DurationValue,
+    pub timeout: DurationValue,
+}
+
+impl Default for DnsResolver {
+    fn default() -> Self {
+        DnsResolver {
+            hostname: String::new(),
+            port: "4317".into(),
+            interval: Duration::from_secs(5).into(),
+            timeout: Duration::from_secs(1).into(),
+        }
+    }
+}
+
+impl Default for LoadBalancingConfig {
+    fn default() -> Self {
+        LoadBalancingConfig {
+            routing_key: "traceID".into(),
+            protocol: ProtocolConfig::default(),
+            resolver: ResolverConfig::default(),
+            timeout: Duration::from_secs(5).into(),
+            sending_queue: QueueConfig::default(),
+            retry_on_failure: RetryConfig::default(),
+        }
+    }
+}
+
+/// What a batch is split by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    TraceId,
+    Service,
+    Resource,
+    Metric,
+}
+
+impl LoadBalancingConfig {
+    fn key(&self) -> Key {
+        match self.routing_key.as_str() {
+            "service" => Key::Service,
+            "resource" => Key::Resource,
+            "metric" => Key::Metric,
+            _ => Key::TraceId,
+        }
+    }
+
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        match self.routing_key.as_str() {
+            "traceID" | "service" | "resource" | "metric" => {}
+            "streamID" | "attributes" => errs.push((
+                "routing_key".into(),
+                format!("routing_key {:?} is not available in weir yet; use traceID, service, resource or metric", self.routing_key),
+            )),
+            other => errs.push((
+                "routing_key".into(),
+                format!("unsupported routing_key: {other:?}; expected traceID, service, resource or metric"),
+            )),
+        }
+        let r = &self.resolver;
+        if r.k8s.is_some() {
+            errs.push((
+                "resolver.k8s".into(),
+                "the k8s resolver is not available in weir yet; use static or dns (a headless Service's name)".into(),
+            ));
+        }
+        if r.aws_cloud_map.is_some() {
+            errs.push((
+                "resolver.aws_cloud_map".into(),
+                "the aws_cloud_map resolver is not available in weir".into(),
+            ));
+        }
+        match (&r.static_, &r.dns) {
+            (None, None) if r.k8s.is_none() && r.aws_cloud_map.is_none() => errs.push((
+                "resolver".into(),
+                "no resolvers specified for the exporter: set static.hostnames or dns.hostname"
+                    .into(),
+            )),
+            (Some(_), Some(_)) => errs.push((
+                "resolver".into(),
+                "only one resolver should be specified: static or dns".into(),
+            )),
+            _ => {}
+        }
+        if let Some(s) = &r.static_ {
+            if s.hostnames.is_empty() {
+                errs.push((
+                    "resolver.static.hostnames".into(),
+                    "no endpoints specified for the static resolver".into(),
+                ));
+            }
+            for (i, h) in s.hostnames.iter().enumerate() {
+                if let Err(e) = crate::net::check_endpoint(&with_port(h, "4317")) {
+                    errs.push((format!("resolver.static.hostnames[{i}]"), e));
+                }
+            }
+        }
+        if let Some(d) = &r.dns {
+            if d.hostname.is_empty() {
+                errs.push((
+                    "resolver.dns.hostname".into(),
+                    "no hostname specified to resolve the backends".into(),
+                ));
+            }
+            if d.port.parse::<u16>().is_err() {
+                errs.push((
+                    "resolver.dns.port".into(),
+                    format!("invalid port {:?}", d.port),
+                ));
+            }
+            if d.interval.0.is_zero() {
+                errs.push(("resolver.dns.interval".into(), "must be positive".into()));
+            }
+        }
+        let mut proto = self.protocol.otlp.clone();
+        if proto.endpoint.is_empty() {
+            // Checked with a placeholder: the endpoint is each backend's.
+            proto.endpoint = "127.0.0.1:4317".into();
+        }
+        for (k, m) in proto.validate() {
+            errs.push((format!("protocol.otlp.{k}"), m));
+        }
+        if let Err((k, m)) = self.sending_queue.validate() {
+            errs.push((format!("sending_queue.{k}"), m));
+        }
+        errs
+    }
+
+    fn static_endpoints(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .resolver
+            .static_
+            .iter()
+            .flat_map(|s| &s.hostnames)
+            .map(|h| with_port(h, "4317"))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// `host` with `:port` added when it has none.
+fn with_port(host: &str, port: &str) -> String {
+    let has_port = match host.rsplit_once(':') {
+        Some((h, p)) => {
+            !p.is_empty()
+                && p.chars().all(|c| c.is_ascii_digit())
+                && (!h.contains(':') || h.ends_with(']'))
+        }
+        None => false,
+    };
+    if has_port {
+        host.to_string()
+    } else if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn decode(b: &mut Body<'_>) -> Option<Box<dyn ExporterSettings>> {
+    let c = b.decode_checked::<LoadBalancingConfig>(|c| c.validate())?;
+    Some(Box::new(c))
+}
+
+impl ExporterSettings for LoadBalancingConfig {
+    fn build(&self, id: &str, registry: &Arc<Registry>) -> Result<ExporterParts, String> {
+        Ok(ExporterParts {
+            sender: LoadBalancer::start(id, self, registry)?,
+            queue: self.sending_queue.clone(),
+            retry: self.retry_on_failure.clone(),
+            timeout: self.timeout.0,
+        })
+    }
+    fn sending_queue(&self) -> Option<&QueueConfig> {
+        Some(&self.sending_queue)
+    }
+    fn auth_slot(&mut self) -> Option<AuthSlot<'_>> {
+        self.protocol.otlp.auth.as_mut().map(|auth| AuthSlot {
+            key: "protocol.otlp.auth".into(),
+            auth,
+        })
+    }
+}
+
+/// One backend: an `otlp` exporter of its own.
+struct Backend {
+    handle: ExporterHandle,
+}
+
+/// The backends in force and the ring over them.
+struct Members {
+    ring: Ring,
+    backends: Vec<Arc<Backend>>,
+}
+
+pub struct LoadBalancer {
+    id: Arc<str>,
+    cfg: LoadBalancingConfig,
+    key: Key,
+    registry: Arc<Registry>,
+    members: RwLock<Arc<Members>>,
+    /// Tasks of every backend started (removed ones included, until they drain).
+    tasks: std::sync::Mutex<Vec<ExporterTask>>,
+    stop: watch::Sender<bool>,
+    resolutions: Counter,
+    rr: std::sync::atomic::AtomicUsize,
+}
+
+impl LoadBalancer {
+    pub fn start(
+        id: &str,
+        cfg: &LoadBalancingConfig,
+        registry: &Arc<Registry>,
+    ) -> Result<Arc<dyn Sender>, String> {
+        let (stop, stop_rx) = watch::channel(false);
+        let lb = Arc::new(LoadBalancer {
+            id: Arc::from(id),
+            cfg: cfg.clone(),
+            key: cfg.key(),
+            registry: registry.clone(),
+            members: RwLock::new(Arc::new(Members {
+                ring: Ring::default(),
+                backends: Vec::new(),
+            })),
+            tasks: std::sync::Mutex::new(Vec::new()),
+            stop,
+            resolutions: registry.counter(
+                "otelcol_loadbalancer_num_resolutions_total",
+                "Number of times the resolver has triggered new resolutions.",
+                &[
+                    ("exporter", id),
+                    (
+                        "resolver",
+                        if cfg.resolver.dns.is_some() {
+                            "dns"
+                        } else {
+                            "static"
+                        },
+                    ),
+                ],
+            ),
+            rr: std::sync::atomic::AtomicUsize::new(0),
+        });
+        {
+            let l = Arc::downgrade(&lb);
+            registry.gauge_fn(
+                "otelcol_loadbalancer_num_backends",
+                "Current number of backends in use.",
+                &[("exporter", id)],
+                move || {
+                    l.upgrade()
+                        .and_then(|l| l.members.read().ok().map(|m| m.backends.len() as f64))
+                        .unwrap_or(0.0)
+                },
+            );
+        }
+        if cfg.resolver.dns.is_some() {
+            tokio::spawn(Self::resolve_dns(Arc::downgrade(&lb), stop_rx));
+        } else {
+            lb.set_endpoints(cfg.static_endpoints())?;
+            lb.resolutions.inc();
+        }
+        Ok(lb)
+    }
+
+    /// Puts `endpoints` (sorted) in force: new backends start first, then the ring switches;
+    /// backends no longer listed keep delivering what they queued.
+    fn set_endpoints(&self, endpoints: Vec<String>) -> Result<(), String> {
+        let current = self
+            .members
+            .read()
+            .map_err(|_| "poisoned".to_string())?
+            .clone();
+        if current.ring.endpoints == endpoints {
+            return Ok(());
+        }
+        let mut backends = Vec::with_capacity(endpoints.len());
+        for e in &endpoints {
+            if let Some(i) = current.ring.endpoints.iter().position(|x| x == e) {
+                backends.push(current.backends[i].clone());
+                continue;
+            }
+            let mut cfg = self.cfg.protocol.otlp.clone();
+            cfg.endpoint = e.clone();
+            let sender = crate::exporters::otlp::OtlpGrpcSender::new(&cfg)? as Arc<dyn Sender>;
+            let (handle, task) = helper::start(
+                &format!("{}/{e}", self.id),
+                sender,
+                &cfg.sending_queue,
+                &cfg.retry_on_failure,
+                cfg.timeout.0,
+                &self.registry,
+            );
+            if let Ok(mut t) = self.tasks.lock() {
+                t.push(task);
+            }
+            backends.push(Arc::new(Backend { handle }));
+        }
+        tracing::info!(exporter = %self.id, "backends: {}", if endpoints.is_empty() { "none".to_string() } else { endpoints.join(", ") });
+        let members = Arc::new(Members {
+            ring: Ring::new(endpoints),
+            backends,
+        });
+        if let Ok(mut m) = self.members.write() {
+            *m = members;
+        }
+        Ok(())
+    }
+
+    async fn resolve_dns(lb: std::sync::Weak<LoadBalancer>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let Some(this) = lb.upgrade() else { return };
+            let Some(d) = this.cfg.resolver.dns.clone() else {
+                return;
+            };
+            let target = format!("{}:{}", d.hostname, d.port);
+            match tokio::time::timeout(
+                d.timeout.0.max(Duration::from_millis(100)),
+                tokio::net::lookup_host(target.clone()),
+            )
+            .await
+            {
+                Ok(Ok(addrs)) => {
+                    let mut eps: Vec<String> = addrs.map(|a| a.to_string()).collect();
+                    eps.sort();
+                    eps.dedup();
+                    this.resolutions.inc();
+                    if let Err(e) = this.set_endpoints(eps) {
+                        tracing::error!(exporter = %this.id, "cannot start backends: {e}");
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(exporter = %this.id, "dns resolver: {target}: {e}; keeping the backends in use")
+                }
+                Err(_) => {
+                    tracing::warn!(exporter = %this.id, "dns resolver: {target}: timed out; keeping the backends in use")
+                }
+            }
+            let interval = d.interval.0;
+            drop(this);
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Splits a batch into one payload per backend index.
+    fn split(&self, payload: Payload, ring: &Ring) -> Vec<(usize, Payload)> {
+        let n = ring.endpoints.len();
+        let mut out: Vec<Option<Payload>> = (0..n).map(|_| None).collect();
+        let rr = || self.rr.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n.max(1);
+        let service = |attrs: &[KeyValue]| -> Vec<u8> {
+            attrs
+                .iter()
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(|v| match &v.value {
+                    Some(any_value::Value::StringValue(s)) => Some(s.as_bytes().to_vec()),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        };
+        let resource_key = |attrs: &[KeyValue]| -> Vec<u8> {
+            let mut v: Vec<String> = attrs
+                .iter()
+                .map(|kv| format!("{}={:?}", kv.key, kv.value))
+                .collect();
+            v.sort();
+            v.join(",").into_bytes()
+        };
+        match payload {
+            Payload::Traces(req) => {
+                for rs in req.resource_spans {
+                    let rattrs = rs
+                        .resource
+                        .as_ref()
+                        .map(|r| r.attributes.as_slice())
+                        .unwrap_or(&[]);
+                    if self.key != Key::TraceId {
+                        let key = if self.key == Key::Service {
+                            service(rattrs)
+                        } else {
+                            resource_key(rattrs)
+                        };
+                        let i = ring.index_for(&key).unwrap_or(0);
+                        push_traces(&mut out[i], rs);
+                        continue;
+                    }
+                    // By trace: each span to its trace's backend, under copies of its
+                    // resource and scope.
+                    let mut parts: BTreeMap<usize, ResourceSpans> = BTreeMap::new();
+                    for ss in rs.scope_spans {
+                        let mut scoped: BTreeMap<usize, ScopeSpans> = BTreeMap::new();
+                        for sp in ss.spans {
+                            let i = ring.index_for(&sp.trace_id).unwrap_or(0);
+                            scoped
+                                .entry(i)
+                                .or_insert_with(|| ScopeSpans {
+                                    scope: ss.scope.clone(),
+                                    spans: Vec::new(),
+                                    schema_url: ss.schema_url.clone(),
+                                })
+                                .spans
+                                .push(sp);
+                        }
+                        for (i, s) in scoped {
+                            parts
+                                .entry(i)
+                                .or_insert_with(|| ResourceSpans {
+                                    resource: rs.resource.clone(),
+                                    scope_spans: Vec::new(),
+                                    schema_url: rs.schema_url.clone(),
+                                })
+                                .scope_spans
+                                .push(s);
+                        }
+                    }
+                    for (i, p) in parts {
+                        push_traces(&mut out[i], p);
+                    }
+                }
+            }
+            Payload::Logs(req) => {
+                for rl in req.resource_logs {
+                    let rattrs = rl
+                        .resource
+                        .as_ref()
+                        .map(|r| r.attributes.as_slice())
+                        .unwrap_or(&[]);
+                    if self.key != Key::TraceId {
+                        let key = if self.key == Key::Service {
+                            service(rattrs)
+                        } else {
+                            resource_key(rattrs)
+                        };
+                        let i = ring.index_for(&key).unwrap_or(0);
+                        push_logs(&mut out[i], rl);
+                        continue;
+                    }
+                    let mut parts: BTreeMap<usize, ResourceLogs> = BTreeMap::new();
+                    for sl in rl.scope_logs {
+                        let mut scoped: BTreeMap<usize, ScopeLogs> = BTreeMap::new();
+                        for lr in sl.log_records {
+                            // Records without a trace id spread round-robin, as upstream.
+                            let i = if lr.trace_id.is_empty() {
+                                rr()
+                            } else {
+                                ring.index_for(&lr.trace_id).unwrap_or(0)
+                            };
+                            scoped
+                                .entry(i)
+                                .or_insert_with(|| ScopeLogs {
+                                    scope: sl.scope.clone(),
+                                    log_records: Vec::new(),
+                                    schema_url: sl.schema_url.clone(),
+                                })
+                                .log_records
+                                .push(lr);
+                        }
+                        for (i, s) in scoped {
+                            parts
+                                .entry(i)
+                                .or_insert_with(|| ResourceLogs {
+                                    resource: rl.resource.clone(),
+                                    scope_logs: Vec::new(),
+                                    schema_url: rl.schema_url.clone(),
+                                })
+                                .scope_logs
+                                .push(s);
+                        }
+                    }
+                    for (i, p) in parts {
+                        push_logs(&mut out[i], p);
+                    }
+                }
+            }
+            Payload::Metrics(req) => {
+                for rm in req.resource_metrics {
+                    let rattrs = rm
+                        .resource
+                        .as_ref()
+                        .map(|r| r.attributes.as_slice())
+                        .unwrap_or(&[]);
+                    match self.key {
+                        Key::Metric => {
+                            let mut parts: BTreeMap<usize, ResourceMetrics> = BTreeMap::new();
+                            for sm in rm.scope_metrics {
+                                let mut scoped: BTreeMap<usize, ScopeMetrics> = BTreeMap::new();
+                                for m in sm.metrics {
+                                    let i = ring.index_for(m.name.as_bytes()).unwrap_or(0);
+                                    scoped
+                                        .entry(i)
+                                        .or_insert_with(|| ScopeMetrics {
+                                            scope: sm.scope.clone(),
+                                            metrics: Vec::new(),
+                                            schema_url: sm.schema_url.clone(),
+                                        })
+                                        .metrics
+                                        .push(m);
+                                }
+                                for (i, s) in scoped {
+                                    parts
+                                        .entry(i)
+                                        .or_insert_with(|| ResourceMetrics {
+                                            resource: rm.resource.clone(),
+                                            scope_metrics: Vec::new(),
+                                            schema_url: rm.schema_url.clone(),
+                                        })
+                                        .scope_metrics
+                                        .push(s);
+                                }
+                            }
+                            for (i, p) in parts {
+                                push_metrics(&mut out[i], p);
+                            }
+                        }
+                        Key::Resource => {
+                            let i = ring.index_for(&resource_key(rattrs)).unwrap_or(0);
+                            push_metrics(&mut out[i], rm);
+                        }
+                        // traceID means nothing for metrics: by service, as upstream defaults.
+                        Key::Service | Key::TraceId => {
+                            let i = ring.index_for(&service(rattrs)).unwrap_or(0);
+                            push_metrics(&mut out[i], rm);
+                        }
+                    }
+                }
+            }
+            Payload::Encoded(_) => {}
+        }
+        out.into_iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.map(|p| (i, p)))
+            .collect()
+    }
+}
+
+fn push_traces(slot: &mut Option<Payload>, rs: ResourceSpans) {
+    match slot {
+        Some(Payload::Traces(r)) => r.resource_spans.push(rs),
+        _ => {
+            *slot = Some(Payload::Traces(ExportTraceServiceRequest {
+                resource_spans: vec![rs],
+            }))
+        }
+    }
+}
+
+fn push_logs(slot: &mut Option<Payload>, rl: ResourceLogs) {
+    match slot {
+        Some(Payload::Logs(r)) => r.resource_logs.push(rl),
+        _ => {
+            *slot = Some(Payload::Logs(ExportLogsServiceRequest {
+                resource_logs: vec![rl],
+            }))
+        }
+    }
+}
+
+fn push_metrics(slot: &mut Option<Payload>, rm: ResourceMetrics) {
+    match slot {
+        Some(Payload::Metrics(r)) => r.resource_metrics.push(rm),
+        _ => {
+            *slot = Some(Payload::Metrics(ExportMetricsServiceRequest {
+                resource_metrics: vec![rm],
+            }))
+        }
+    }
+}
+
+impl Sender for LoadBalancer {
+    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Sent, ExportError>> {
+        Box::pin(async move {
+            let members = self
+                .members
+                .read()
+                .map_err(|_| ExportError::retryable("load balancer state poisoned"))?
+                .clone();
+            if members.ring.is_empty() {
+                return Err(ExportError::retryable("no backends resolved yet; retrying"));
+            }
+            let mut b = batch.clone();
+            if let Err(e) = b.decode() {
+                return Err(ExportError::permanent(format!(
+                    "cannot decode the batch: {e}"
+                )));
+            }
+            let held = b.held.clone();
+            let parts = self.split(b.payload, &members.ring);
+            for (i, payload) in parts {
+                let mut part = Batch {
+                    signal: batch.signal,
+                    items: 0,
+                    payload,
+                    context: batch.context.clone(),
+                    held: held.clone(),
+                    compressed: None,
+                };
+                part.recount();
+                members.backends[i].handle.push(part).await;
+            }
+            Ok(Sent::default())
+        })
+    }
+
+    fn close(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.stop.send(true);
+            // Let go of the backends' queues, then wait for them to deliver.
+            if let Ok(mut m) = self.members.write() {
+                *m = Arc::new(Members {
+                    ring: Ring::default(),
+                    backends: Vec::new(),
+                });
+            }
+            let tasks: Vec<ExporterTask> = self
+                .tasks
+                .lock()
+                .map(|mut t| std::mem::take(&mut *t))
+                .unwrap_or_default();
+            for t in tasks {
+                t.drain(deadline).await;
+            }
+        })
+    }
+}
+
+impl Drop for LoadBalancer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}

@@ -1,0 +1,267 @@
+//! Two tiers on loopback, as `deploy/` describes them: one weir with the `loadbalancing`
+//! exporter (static resolver, routing by trace id) in front of two weirs that tail-sample,
+//! each into a sink of its own; and, side by side, one weir that tail-samples everything
+//! alone. Traces whose spans arrive interleaved over many requests and connections arrive
+//! whole at exactly one second-tier weir, and the two tiers keep exactly the traces the single
+//! weir keeps.
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::sink::Sink;
+use common::{free_port, http_get, metric, wait_until_async, Weir};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    trace_service_client::TraceServiceClient, ExportTraceServiceRequest,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+const TRACES: usize = 2000;
+const SPANS_PER_TRACE: usize = 4;
+
+fn sampler(grpc: u16, tel: u16, sink: &Sink) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+processors:
+  tail_sampling:
+    decision_wait: 1s
+    policies:
+      - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}
+      - {{name: some, type: probabilistic, probabilistic: {{sampling_percentage: 30}}}}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sink}
+    tls: {{insecure: true}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:{tel}"}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [tail_sampling], exporters: [otlp]}}
+"#,
+        sink = sink.grpc_port
+    )
+}
+
+/// Traces a sampler has decided on (`must`: e.g. only the kept ones).
+fn decided_with(tel: u16, must: &[&str]) -> f64 {
+    http_get(tel, "/metrics")
+        .map(|(_, t)| {
+            metric(
+                &t,
+                "otelcol_processor_tail_sampling_global_count_traces_sampled_total",
+                must,
+            )
+        })
+        .unwrap_or(0.0)
+}
+
+fn decided(tel: u16) -> f64 {
+    decided_with(tel, &[])
+}
+
+fn kept(tel: u16) -> usize {
+    decided_with(tel, &["sampled=\"true\""]) as usize
+}
+
+fn trace_id(t: usize) -> Vec<u8> {
+    let x = (t as u128 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+    x.to_be_bytes().to_vec()
+}
+
+/// Request `k` of `n`: span `k` of every trace in `traces` (so each trace's spans arrive in
+/// `SPANS_PER_TRACE` different requests).
+fn request(traces: std::ops::Range<usize>, k: usize) -> ExportTraceServiceRequest {
+    let spans = traces
+        .map(|t| Span {
+            trace_id: trace_id(t),
+            span_id: ((t * SPANS_PER_TRACE + k) as u64 + 1)
+                .to_be_bytes()
+                .to_vec(),
+            name: format!("op-{k}"),
+            kind: 2,
+            start_time_unix_nano: 1_700_000_000_000_000_000,
+            end_time_unix_nano: 1_700_000_000_001_000_000,
+            status: Some(Status {
+                code: if t % 50 == 0 && k == 2 { 2 } else { 0 },
+                message: String::new(),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("shop".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+/// trace id -> spans received, per sink.
+fn traces_at(sink: &Sink) -> BTreeMap<Vec<u8>, usize> {
+    let mut m = BTreeMap::new();
+    for (t, _) in sink.state.span_trace_states.lock().unwrap().iter() {
+        *m.entry(t.clone()).or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_trace_arrives_whole_at_one_sampler_and_the_decisions_match_one_weir() {
+    let (sink_a, sink_b, sink_one) = (
+        Sink::start().await,
+        Sink::start().await,
+        Sink::start().await,
+    );
+    let (a, b, one, front, tel) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let (tel_a, tel_b, tel_one) = (free_port(), free_port(), free_port());
+    let tier2a = Weir::start(&sampler(a, tel_a, &sink_a), a);
+    let tier2b = Weir::start(&sampler(b, tel_b, &sink_b), b);
+    let single = Weir::start(&sampler(one, tel_one, &sink_one), one);
+    let tier1 = Weir::start(
+        &format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{front}"}}
+exporters:
+  loadbalancing:
+    routing_key: traceID
+    protocol:
+      otlp:
+        tls: {{insecure: true}}
+        timeout: 5s
+    resolver:
+      static:
+        hostnames: [127.0.0.1:{a}, 127.0.0.1:{b}]
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:{tel}"}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [loadbalancing]}}
+"#
+        ),
+        front,
+    );
+
+    // Four connections to each entry point; each request holds one span of 250 traces.
+    let mut jobs = Vec::new();
+    for (conn, port) in (0..4).flat_map(|c| [(c, front), (c, one)]) {
+        jobs.push(tokio::spawn(async move {
+            let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{port}"))
+                .await
+                .expect("connect");
+            for k in 0..SPANS_PER_TRACE {
+                for chunk in (0..TRACES).step_by(250).skip(conn).step_by(4) {
+                    client
+                        .export(request(chunk..(chunk + 250).min(TRACES), k))
+                        .await
+                        .expect("export");
+                }
+            }
+        }));
+    }
+    for j in jobs {
+        j.await.expect("sender");
+    }
+
+    // Every trace decided (1 s after its first span), by the single weir and by the two.
+    wait_until_async(
+        "the single weir's decisions",
+        Duration::from_secs(30),
+        || decided(tel_one) >= TRACES as f64,
+    )
+    .await;
+    wait_until_async(
+        "the two samplers' decisions",
+        Duration::from_secs(30),
+        || decided(tel_a) + decided(tel_b) >= TRACES as f64,
+    )
+    .await;
+    assert_eq!(
+        decided(tel_a) + decided(tel_b),
+        TRACES as f64,
+        "each trace decided once"
+    );
+    // Everything kept delivered.
+    let (k_one, k_two) = (kept(tel_one), kept(tel_a) + kept(tel_b));
+    wait_until_async("the kept traces delivered", Duration::from_secs(30), || {
+        traces_at(&sink_one).len() >= k_one
+            && traces_at(&sink_a).len() + traces_at(&sink_b).len() >= k_two
+    })
+    .await;
+    let kept_by_one: BTreeSet<Vec<u8>> = traces_at(&sink_one).into_keys().collect();
+    assert!(
+        kept_by_one.len() > TRACES / 5 && kept_by_one.len() < TRACES / 2,
+        "30 % and the errors: {} of {TRACES}",
+        kept_by_one.len()
+    );
+    let total = kept_by_one.len() * SPANS_PER_TRACE;
+    assert_eq!(
+        sink_one.state.spans(),
+        total,
+        "kept traces whole at the single weir"
+    );
+    let (at_a, at_b) = (traces_at(&sink_a), traces_at(&sink_b));
+    assert!(
+        !at_a.is_empty() && !at_b.is_empty(),
+        "both samplers get traces"
+    );
+    for (t, n) in at_a.iter().chain(&at_b) {
+        assert_eq!(*n, SPANS_PER_TRACE, "trace {t:02x?} arrived whole");
+    }
+    let both: BTreeSet<&Vec<u8>> = at_a.keys().filter(|t| at_b.contains_key(*t)).collect();
+    assert!(
+        both.is_empty(),
+        "{} traces split across samplers",
+        both.len()
+    );
+    let kept_by_two: BTreeSet<Vec<u8>> = at_a.keys().chain(at_b.keys()).cloned().collect();
+    assert_eq!(kept_by_two, kept_by_one, "the same decisions as one weir");
+    eprintln!(
+        "kept {} of {TRACES} traces: {} at tier-2 a, {} at tier-2 b, the same set as one weir",
+        kept_by_one.len(),
+        at_a.len(),
+        at_b.len()
+    );
+    assert_eq!(sink_a.state.spans() + sink_b.state.spans(), total);
+
+    let text = http_get(tel, "/metrics")
+        .map(|(_, t)| t)
+        .unwrap_or_default();
+    assert_eq!(metric(&text, "otelcol_loadbalancer_num_backends", &[]), 2.0);
+    assert_eq!(
+        metric(
+            &text,
+            "otelcol_exporter_sent_spans_total",
+            &["exporter=\"loadbalancing\""]
+        ),
+        (TRACES * SPANS_PER_TRACE) as f64
+    );
+    for w in [tier1, tier2a, tier2b, single] {
+        assert!(w.stop().success());
+    }
+}
