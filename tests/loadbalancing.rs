@@ -265,3 +265,167 @@ service:
         assert!(w.stop().success());
     }
 }
+
+fn passthrough(ip: &str, port: u16, tel: u16, sink: &Sink) -> String {
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "{ip}:{port}"}}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{sink}
+    tls: {{insecure: true}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:{tel}"}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp]}}
+"#,
+        sink = sink.grpc_port
+    )
+}
+
+/// Sends `traces` (ids from `first`), each trace's spans in different requests.
+async fn send_traces(port: u16, first: usize, traces: usize) {
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    for k in 0..SPANS_PER_TRACE {
+        for chunk in (first..first + traces).step_by(100) {
+            client
+                .export(request(chunk..(chunk + 100).min(first + traces), k))
+                .await
+                .expect("export");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dns_resolver_follows_the_answers_and_nothing_is_lost() {
+    use std::net::Ipv4Addr;
+    let name = "samplers.weir.test";
+    let dns = common::dns::FakeDns::start(
+        name,
+        vec![Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)],
+    )
+    .await;
+    let sinks = [
+        Sink::start().await,
+        Sink::start().await,
+        Sink::start().await,
+    ];
+    let port = free_port();
+    let mut tier2 = Vec::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        let ip = format!("127.0.0.{}", i + 2);
+        let tel = free_port();
+        tier2.push(Weir::start(&passthrough(&ip, port, tel, sink), tel));
+        let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("addr");
+        wait_until_async("the tier-2 receiver", Duration::from_secs(10), || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+        })
+        .await;
+    }
+    let (front, tel) = (free_port(), free_port());
+    let dns_addr = dns.addr.to_string();
+    let tier1 = Weir::start_with_env(
+        &format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{front}"}}
+exporters:
+  loadbalancing:
+    protocol:
+      otlp: {{tls: {{insecure: true}}}}
+    resolver:
+      dns: {{hostname: {name}, port: {port}, interval: 200ms, timeout: 1s}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:{tel}"}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [loadbalancing]}}
+"#
+        ),
+        front,
+        &[],
+        &[("WEIR_DNS_SERVER", dns_addr.as_str())],
+    );
+    let backends = || {
+        http_get(tel, "/metrics")
+            .map(|(_, t)| metric(&t, "otelcol_loadbalancer_num_backends", &[]))
+            .unwrap_or(0.0)
+    };
+    wait_until_async("two backends resolved", Duration::from_secs(10), || {
+        backends() == 2.0
+    })
+    .await;
+
+    // 1. Two backends: every trace whole at one of them.
+    send_traces(front, 0, 1000).await;
+    // 2. A third appears in the answers.
+    dns.set(vec![
+        Ipv4Addr::new(127, 0, 0, 2),
+        Ipv4Addr::new(127, 0, 0, 3),
+        Ipv4Addr::new(127, 0, 0, 4),
+    ]);
+    wait_until_async("three backends", Duration::from_secs(10), || {
+        backends() == 3.0
+    })
+    .await;
+    send_traces(front, 1000, 1000).await;
+    // 3. One leaves while traces are being sent.
+    let sending = tokio::spawn(send_traces(front, 2000, 1000));
+    dns.set(vec![
+        Ipv4Addr::new(127, 0, 0, 2),
+        Ipv4Addr::new(127, 0, 0, 4),
+    ]);
+    wait_until_async("two backends again", Duration::from_secs(10), || {
+        backends() == 2.0
+    })
+    .await;
+    sending.await.expect("sender");
+
+    let sent = 3000 * SPANS_PER_TRACE;
+    wait_until_async("every span delivered", Duration::from_secs(30), || {
+        sinks.iter().map(|s| s.state.spans()).sum::<usize>() >= sent
+    })
+    .await;
+    assert_eq!(
+        sinks.iter().map(|s| s.state.spans()).sum::<usize>(),
+        sent,
+        "nothing lost, nothing twice"
+    );
+    let at: Vec<BTreeMap<Vec<u8>, usize>> = sinks.iter().map(traces_at).collect();
+    let owners = |t: usize| -> Vec<usize> {
+        let id = trace_id(t);
+        (0..3).filter(|i| at[*i].contains_key(&id)).collect()
+    };
+    for t in 0..2000 {
+        let o = owners(t);
+        assert_eq!(o.len(), 1, "trace {t} whole at one backend: {o:?}");
+        assert_eq!(at[o[0]][&trace_id(t)], SPANS_PER_TRACE);
+        if t < 1000 {
+            assert_ne!(o[0], 2, "127.0.0.4 was not a backend yet");
+        }
+    }
+    let third: usize = (1000..2000).filter(|t| owners(*t) == [2]).count();
+    assert!(
+        (200..=500).contains(&third),
+        "the new backend took {third} of 1000 traces"
+    );
+    let split = (2000..3000).filter(|t| owners(*t).len() > 1).count();
+    eprintln!(
+        "new backend took {third} of 1000 traces; while one left, {split} of 1000 traces were split across backends (moved mid-trace)"
+    );
+    assert!(weir_stop_all(tier1, tier2));
+}
+
+fn weir_stop_all(tier1: Weir, tier2: Vec<Weir>) -> bool {
+    let mut ok = tier1.stop().success();
+    for w in tier2 {
+        ok &= w.stop().success();
+    }
+    ok
+}

@@ -3,6 +3,7 @@
 //! arrives.
 #![allow(dead_code)]
 pub mod certs;
+pub mod dns;
 pub mod loadgen;
 pub mod loki;
 pub mod prometheus;

@@ -11,6 +11,7 @@
 //! When the backends change (DNS answers, a reload), new ones start before keys move to
 //! them; a removed backend delivers what it queued before it stops. It must never send a
 //! key's data to two backends under one membership.
+pub mod dns;
 pub mod ring;
 
 use std::collections::BTreeMap;
@@ -91,9 +92,24 @@ pub struct StaticResolver {
 #[serde(deny_unknown_fields, default)]
 pub struct DnsResolver {
     pub hostname: String,
+    /// A number or a string of one (upstream reads it as a string; YAML writes a number).
+    #[serde(deserialize_with = "port_text")]
     pub port: String,
     pub interval: DurationValue,
     pub timeout: DurationValue,
+}
+
+fn port_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        N(u64),
+        S(String),
+    }
+    Ok(match Port::deserialize(d)? {
+        Port::N(n) => n.to_string(),
+        Port::S(s) => s,
+    })
 }
 
 impl Default for DnsResolver {
@@ -410,27 +426,21 @@ impl LoadBalancer {
             let Some(d) = this.cfg.resolver.dns.clone() else {
                 return;
             };
-            let target = format!("{}:{}", d.hostname, d.port);
-            match tokio::time::timeout(
-                d.timeout.0.max(Duration::from_millis(100)),
-                tokio::net::lookup_host(target.clone()),
-            )
-            .await
-            {
-                Ok(Ok(addrs)) => {
-                    let mut eps: Vec<String> = addrs.map(|a| a.to_string()).collect();
+            let port: u16 = d.port.parse().unwrap_or(4317);
+            match dns::resolve(&d.hostname, d.timeout.0.max(Duration::from_millis(100))).await {
+                Ok(ips) => {
+                    let mut eps: Vec<String> = ips
+                        .into_iter()
+                        .map(|ip| std::net::SocketAddr::new(ip, port).to_string())
+                        .collect();
                     eps.sort();
-                    eps.dedup();
                     this.resolutions.inc();
                     if let Err(e) = this.set_endpoints(eps) {
                         tracing::error!(exporter = %this.id, "cannot start backends: {e}");
                     }
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(exporter = %this.id, "dns resolver: {target}: {e}; keeping the backends in use")
-                }
-                Err(_) => {
-                    tracing::warn!(exporter = %this.id, "dns resolver: {target}: timed out; keeping the backends in use")
+                Err(e) => {
+                    tracing::warn!(exporter = %this.id, "dns resolver: {e}; keeping the backends in use")
                 }
             }
             let interval = d.interval.0;
