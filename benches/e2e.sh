@@ -75,6 +75,10 @@ run() {
     $etls
     compression: none
     sending_queue: {storage: file_storage/q}" ;;
+    lb) exp="loadbalancing:
+    routing_key: traceID
+    protocol: {otlp: {compression: none, tls: {insecure: true}}}
+    resolver: {static: {hostnames: [\"127.0.0.1:$sinkp\"]}}" ;;
     prw) exp="prometheusremotewrite:
     endpoint: http://127.0.0.1:$sinkp/api/v1/write" ;;
     loki) exp="loki:
@@ -83,6 +87,7 @@ run() {
   esac
   local expid="${exporter/prw/prometheusremotewrite}"
   expid="${expid/otlp-wal/otlp}"
+  expid="${expid/lb/loadbalancing}"
   expid="${expid/otlp-default/otlp}"
   expid="${expid/otlp-zstd/otlp}"
   expid="${expid/otlphttp-default/otlphttp}"
@@ -179,7 +184,7 @@ EOF
   p50=$(json '["p50_ms"]' < "$WORK/send.json")
   p99=$(json '["p99_ms"]' < "$WORK/send.json")
   case "$exporter" in
-    otlp*) got=$(json "[\"$signal\"]" < "$WORK/sink.json") ;;
+    otlp*|lb) got=$(json "[\"$signal\"]" < "$WORK/sink.json") ;;
     prw) got=$(json '["remote_write_samples"]' < "$WORK/sink.json") ;;
     loki) got=$(json '["loki_entries"]' < "$WORK/sink.json") ;;
   esac
@@ -216,6 +221,7 @@ run "traces + batch, persistent queue (file_storage, fsync off)" traces "batch" 
 WAL_FSYNC=true run "traces + batch, persistent queue (file_storage, fsync on)" traces "batch" otlp-wal
 run "traces + tail sampling (3 policies, 1 s) + batch" traces "tail_sampling, batch" otlp
 SPANMETRICS=1 run "traces → spanmetrics (5 dimensions, exemplars) and → batch → otlp" traces "batch" otlp
+run "traces → loadbalancing by trace id (tier 1, static resolver)" traces "" lb
 run "metrics → remote write (data points)" metrics "batch" prw
 run "logs → Loki, protobuf+snappy (records)" logs "batch" loki
 # A slow backend (each request answered 500 ms late) under 16 connections of large spans,
