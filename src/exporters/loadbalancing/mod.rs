@@ -643,6 +643,73 @@ impl LoadBalancer {
     }
 }
 
+/// Splits an encoded traces request by trace id without decoding the spans: each span's bytes
+/// are copied, as they came, under copies of its resource's and scope's other fields. Returns
+/// per backend index the request and its span count.
+fn split_traces_on_the_wire(
+    body: &[u8],
+    ring: &Ring,
+) -> Result<Vec<Option<(Vec<u8>, usize)>>, crate::pdata::wire::WireError> {
+    use crate::pdata::wire::{for_each_field, put_len_header};
+    const LEN: u8 = 2;
+    let n = ring.endpoints.len();
+    let mut out: Vec<Option<(Vec<u8>, usize)>> = (0..n).map(|_| None).collect();
+    for_each_field(body, |number, wt, rs, _| {
+        if number != 1 || wt != LEN {
+            return Ok(()); // not resource_spans
+        }
+        let mut head: Vec<u8> = Vec::new();
+        let mut scopes: Vec<Vec<u8>> = vec![Vec::new(); n];
+        let mut counts = vec![0usize; n];
+        for_each_field(rs, |number, wt, ss, whole| {
+            if number != 2 || wt != LEN {
+                head.extend_from_slice(whole);
+                return Ok(());
+            }
+            let mut scope_head: Vec<u8> = Vec::new();
+            let mut spans: Vec<Vec<u8>> = vec![Vec::new(); n];
+            for_each_field(ss, |number, wt, span, whole| {
+                if number != 2 || wt != LEN {
+                    scope_head.extend_from_slice(whole);
+                    return Ok(());
+                }
+                let mut trace: &[u8] = &[];
+                for_each_field(span, |number, wt, data, _| {
+                    if number == 1 && wt == LEN {
+                        trace = data;
+                    }
+                    Ok(())
+                })?;
+                let i = ring.index_for(trace).unwrap_or(0);
+                spans[i].extend_from_slice(whole);
+                counts[i] += 1;
+                Ok(())
+            })?;
+            for (i, s) in spans.iter().enumerate() {
+                if s.is_empty() {
+                    continue;
+                }
+                put_len_header(&mut scopes[i], 2, scope_head.len() + s.len());
+                scopes[i].extend_from_slice(&scope_head);
+                scopes[i].extend_from_slice(s);
+            }
+            Ok(())
+        })?;
+        for (i, sc) in scopes.iter().enumerate() {
+            if sc.is_empty() {
+                continue;
+            }
+            let slot = out[i].get_or_insert_with(|| (Vec::new(), 0));
+            put_len_header(&mut slot.0, 1, head.len() + sc.len());
+            slot.0.extend_from_slice(&head);
+            slot.0.extend_from_slice(sc);
+            slot.1 += counts[i];
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 fn push_traces(slot: &mut Option<Payload>, rs: ResourceSpans) {
     match slot {
         Some(Payload::Traces(r)) => r.resource_spans.push(rs),
@@ -686,6 +753,26 @@ impl Sender for LoadBalancer {
                 .clone();
             if members.ring.is_empty() {
                 return Err(ExportError::retryable("no backends resolved yet; retrying"));
+            }
+            // Traces by trace id, still encoded: split on the wire (no decode).
+            if let (Payload::Encoded(body), Key::TraceId, crate::pdata::Signal::Traces) =
+                (&batch.payload, self.key, batch.signal)
+            {
+                if let Ok(parts) = split_traces_on_the_wire(body, &members.ring) {
+                    for (i, part) in parts.into_iter().enumerate() {
+                        let Some((bytes, items)) = part else { continue };
+                        let mut part = Batch::encoded(
+                            batch.signal,
+                            bytes::Bytes::from(bytes),
+                            items,
+                            batch.context.clone(),
+                        );
+                        part.held = batch.held.clone();
+                        members.backends[i].handle.push(part).await;
+                    }
+                    return Ok(Sent::default());
+                }
+                // A body the walk refuses is decoded below (and refused there if it must be).
             }
             let mut b = batch.clone();
             if let Err(e) = b.decode() {
@@ -736,5 +823,99 @@ impl Sender for LoadBalancer {
 impl Drop for LoadBalancer {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+
+    fn request() -> ExportTraceServiceRequest {
+        let res = |svc: &str| Resource {
+            attributes: vec![KeyValue {
+                key: "service.name".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(svc.into())),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let spans = |base: u8| -> Vec<Span> {
+            (0..40u8)
+                .map(|i| Span {
+                    trace_id: vec![base.wrapping_add(i / 4); 16],
+                    span_id: vec![i; 8],
+                    name: format!("s{i}"),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        ExportTraceServiceRequest {
+            resource_spans: vec![
+                ResourceSpans {
+                    resource: Some(res("a")),
+                    scope_spans: vec![ScopeSpans {
+                        spans: spans(0),
+                        schema_url: "s1".into(),
+                        ..Default::default()
+                    }],
+                    schema_url: "r1".into(),
+                },
+                ResourceSpans {
+                    resource: Some(res("b")),
+                    scope_spans: vec![ScopeSpans {
+                        spans: spans(100),
+                        ..Default::default()
+                    }],
+                    schema_url: String::new(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_wire_split_and_the_decoded_split_agree() {
+        let ring = Ring::new((1..=3).map(|i| format!("10.0.0.{i}:4317")).collect());
+        let req = request();
+        let wire = split_traces_on_the_wire(&req.encode_to_vec(), &ring).expect("walks");
+        let lb = LoadBalancer {
+            id: Arc::from("lb"),
+            cfg: LoadBalancingConfig::default(),
+            key: Key::TraceId,
+            registry: Registry::new(),
+            members: RwLock::new(Arc::new(Members {
+                ring: Ring::default(),
+                backends: Vec::new(),
+            })),
+            tasks: std::sync::Mutex::new(Vec::new()),
+            stop: watch::channel(false).0,
+            resolutions: Registry::new().counter("x", "x", &[]),
+            rr: std::sync::atomic::AtomicUsize::new(0),
+        };
+        let decoded = lb.split(Payload::Traces(req.clone()), &ring);
+        let mut total = 0;
+        for (i, p) in decoded {
+            let Payload::Traces(want) = p else { panic!() };
+            let (bytes, items) = wire[i].clone().expect("the same backends");
+            let got = ExportTraceServiceRequest::decode(bytes.as_slice()).expect("decodes");
+            assert_eq!(got, want, "backend {i}");
+            assert_eq!(items, crate::pdata::count_spans(&want));
+            total += items;
+            // Every trace's spans are together.
+            for rs in &got.resource_spans {
+                for ss in &rs.scope_spans {
+                    for s in &ss.spans {
+                        assert_eq!(ring.index_for(&s.trace_id), Some(i));
+                    }
+                }
+            }
+        }
+        assert_eq!(total, 80);
+        assert!(wire.iter().filter(|w| w.is_some()).count() >= 2, "spread");
     }
 }
