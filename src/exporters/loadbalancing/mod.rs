@@ -646,14 +646,17 @@ impl LoadBalancer {
 /// Splits an encoded traces request by trace id without decoding the spans: each span's bytes
 /// are copied, as they came, under copies of its resource's and scope's other fields. Returns
 /// per backend index the request and its span count.
+/// Per backend index: its encoded request and span count, if it gets any.
+type WireParts = Vec<Option<(Vec<u8>, usize)>>;
+
 fn split_traces_on_the_wire(
     body: &[u8],
     ring: &Ring,
-) -> Result<Vec<Option<(Vec<u8>, usize)>>, crate::pdata::wire::WireError> {
+) -> Result<WireParts, crate::pdata::wire::WireError> {
     use crate::pdata::wire::{for_each_field, put_len_header};
     const LEN: u8 = 2;
     let n = ring.endpoints.len();
-    let mut out: Vec<Option<(Vec<u8>, usize)>> = (0..n).map(|_| None).collect();
+    let mut out: WireParts = (0..n).map(|_| None).collect();
     for_each_field(body, |number, wt, rs, _| {
         if number != 1 || wt != LEN {
             return Ok(()); // not resource_spans
