@@ -197,11 +197,9 @@ fn the_two_tiers_are_wired_to_each_other() {
             continue;
         }
         lbs += 1;
-        assert_eq!(
-            e["resolver"]["dns"]["hostname"].as_str(),
-            Some("weir-tier2")
-        );
-        assert_eq!(e["resolver"]["dns"]["port"].as_u64(), Some(t2_port));
+        let k8s = &e["resolver"]["k8s"];
+        assert_eq!(k8s["service"].as_str(), Some("weir-tier2"));
+        assert_eq!(k8s["ports"][0].as_u64(), Some(t2_port));
     }
     assert_eq!(lbs, 2, "traces by trace id, metrics by service");
     assert_eq!(
@@ -238,6 +236,26 @@ fn the_two_tiers_are_wired_to_each_other() {
     }
     check_workload(&dep, &t1, "weir-tier1");
     check_workload(&sts, &t2, "weir-tier2");
+    // The k8s resolver's account may list EndpointSlices.
+    let sa = dep["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .expect("tier 1 runs under its own service account");
+    find("ServiceAccount", sa);
+    let binding = all
+        .iter()
+        .map(|(_, d)| d)
+        .find(|d| kind(d) == "RoleBinding" && d["subjects"][0]["name"].as_str() == Some(sa))
+        .expect("a RoleBinding for the account");
+    let role = find(
+        "Role",
+        binding["roleRef"]["name"].as_str().expect("roleRef"),
+    );
+    let rule = &role["rules"][0];
+    assert_eq!(rule["apiGroups"][0].as_str(), Some("discovery.k8s.io"));
+    assert_eq!(rule["resources"][0].as_str(), Some("endpointslices"));
+    assert!(serde_yaml::to_string(&rule["verbs"])
+        .expect("verbs")
+        .contains("list"));
     let hpa = find("HorizontalPodAutoscaler", "weir-tier1");
     assert_eq!(
         hpa["spec"]["scaleTargetRef"]["kind"].as_str(),

@@ -429,3 +429,134 @@ fn weir_stop_all(tier1: Weir, tier2: Vec<Weir>) -> bool {
     }
     ok
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_k8s_resolver_follows_the_ready_endpoints_of_the_service() {
+    use std::net::Ipv4Addr;
+    let dir = common::scratch_dir();
+    let api = common::k8s::FakeK8s::start(&dir, "observability", "weir-tier2").await;
+    // Three pods, one not ready yet.
+    api.set(vec![
+        (Ipv4Addr::new(127, 0, 0, 2), true),
+        (Ipv4Addr::new(127, 0, 0, 3), true),
+        (Ipv4Addr::new(127, 0, 0, 4), false),
+    ]);
+    let sinks = [
+        Sink::start().await,
+        Sink::start().await,
+        Sink::start().await,
+    ];
+    let port = free_port();
+    let mut tier2 = Vec::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        let ip = format!("127.0.0.{}", i + 2);
+        let tel = free_port();
+        tier2.push(Weir::start(&passthrough(&ip, port, tel, sink), tel));
+        let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("addr");
+        wait_until_async("the tier-2 receiver", Duration::from_secs(10), || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+        })
+        .await;
+    }
+    let (front, tel) = (free_port(), free_port());
+    let api_port = api.port.to_string();
+    let sa = api.sa_dir.to_string_lossy().to_string();
+    let tier1 = Weir::start_with_env(
+        &format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{front}"}}
+exporters:
+  loadbalancing:
+    protocol:
+      otlp: {{tls: {{insecure: true}}}}
+    resolver:
+      k8s: {{service: weir-tier2, ports: [{port}], timeout: 2s}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:{tel}"}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [loadbalancing]}}
+"#
+        ),
+        front,
+        &[],
+        &[
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", api_port.as_str()),
+            ("WEIR_K8S_SERVICEACCOUNT_DIR", sa.as_str()),
+        ],
+    );
+    let backends = || {
+        http_get(tel, "/metrics")
+            .map(|(_, t)| metric(&t, "otelcol_loadbalancer_num_backends", &[]))
+            .unwrap_or(0.0)
+    };
+    wait_until_async("the two ready pods", Duration::from_secs(10), || {
+        backends() == 2.0
+    })
+    .await;
+    send_traces(front, 0, 500).await;
+    // The third pod becomes ready.
+    api.set(vec![
+        (Ipv4Addr::new(127, 0, 0, 2), true),
+        (Ipv4Addr::new(127, 0, 0, 3), true),
+        (Ipv4Addr::new(127, 0, 0, 4), true),
+    ]);
+    wait_until_async("three backends", Duration::from_secs(10), || {
+        backends() == 3.0
+    })
+    .await;
+    send_traces(front, 500, 500).await;
+    let sent = 1000 * SPANS_PER_TRACE;
+    wait_until_async("every span delivered", Duration::from_secs(30), || {
+        sinks.iter().map(|s| s.state.spans()).sum::<usize>() >= sent
+    })
+    .await;
+    assert_eq!(sinks.iter().map(|s| s.state.spans()).sum::<usize>(), sent);
+    let at: Vec<BTreeMap<Vec<u8>, usize>> = sinks.iter().map(traces_at).collect();
+    for t in 0..1000 {
+        let owners: Vec<usize> = (0..3)
+            .filter(|i| at[*i].contains_key(&trace_id(t)))
+            .collect();
+        assert_eq!(owners.len(), 1, "trace {t} whole at one backend");
+        if t < 500 {
+            assert_ne!(owners[0], 2, "the not-ready pod got no traces");
+        }
+    }
+    assert!(
+        at[2].len() > 50,
+        "the pod that became ready takes its share: {}",
+        at[2].len()
+    );
+    assert_eq!(
+        api.refused.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the token was sent"
+    );
+    assert!(weir_stop_all(tier1, tier2));
+
+    // Without the service account's token the API refuses, and weir says so (and keeps going).
+    std::fs::write(api.sa_dir.join("token"), "wrong\n").expect("token");
+    let (front2, tel2) = (free_port(), free_port());
+    let lonely = Weir::start_with_env(
+        &format!(
+            "receivers: {{otlp: {{protocols: {{grpc: {{endpoint: '127.0.0.1:{front2}'}}}}}}}}\nexporters:\n  loadbalancing:\n    protocol: {{otlp: {{tls: {{insecure: true}}}}}}\n    resolver: {{k8s: {{service: weir-tier2.observability}}}}\nservice:\n  telemetry: {{metrics: {{address: '127.0.0.1:{tel2}'}}}}\n  pipelines: {{traces: {{receivers: [otlp], exporters: [loadbalancing]}}}}\n"
+        ),
+        front2,
+        &[],
+        &[
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", api_port.as_str()),
+            ("WEIR_K8S_SERVICEACCOUNT_DIR", sa.as_str()),
+        ],
+    );
+    wait_until_async("the refusal logged", Duration::from_secs(10), || {
+        lonely.log().contains("401 Unauthorized")
+    })
+    .await;
+    assert!(api.refused.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert!(lonely.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}

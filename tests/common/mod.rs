@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 pub mod certs;
 pub mod dns;
+pub mod k8s;
 pub mod loadgen;
 pub mod loki;
 pub mod prometheus;

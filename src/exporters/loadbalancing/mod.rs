@@ -12,6 +12,7 @@
 //! them; a removed backend delivers what it queued before it stops. It must never send a
 //! key's data to two backends under one membership.
 pub mod dns;
+pub mod k8s;
 pub mod ring;
 
 use std::collections::BTreeMap;
@@ -76,9 +77,33 @@ pub struct ResolverConfig {
     #[serde(rename = "static")]
     pub static_: Option<StaticResolver>,
     pub dns: Option<DnsResolver>,
-    /// Not in weir yet: refused with a message.
-    pub k8s: Option<Value>,
+    pub k8s: Option<K8sResolver>,
+    /// Not in weir: refused with a message.
     pub aws_cloud_map: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct K8sResolver {
+    /// `name` or `name.namespace` of the Service whose ready endpoints are the backends.
+    pub service: String,
+    /// Each endpoint address with each of these ports is a backend.
+    pub ports: Vec<u16>,
+    /// For each request to the Kubernetes API.
+    pub timeout: DurationValue,
+    /// Backends by the endpoints' hostnames (a StatefulSet's pods) instead of addresses.
+    pub return_hostnames: bool,
+}
+
+impl Default for K8sResolver {
+    fn default() -> Self {
+        K8sResolver {
+            service: String::new(),
+            ports: vec![4317],
+            timeout: Duration::from_secs(1).into(),
+            return_hostnames: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -169,11 +194,19 @@ impl LoadBalancingConfig {
             )),
         }
         let r = &self.resolver;
-        if r.k8s.is_some() {
-            errs.push((
-                "resolver.k8s".into(),
-                "the k8s resolver is not available in weir yet; use static or dns (a headless Service's name)".into(),
-            ));
+        if let Some(k) = &r.k8s {
+            if k.service.is_empty() {
+                errs.push((
+                    "resolver.k8s.service".into(),
+                    "no service specified to resolve the backends".into(),
+                ));
+            }
+            if k.ports.is_empty() || k.ports.contains(&0) {
+                errs.push((
+                    "resolver.k8s.ports".into(),
+                    "at least one port, none of them 0".into(),
+                ));
+            }
         }
         if r.aws_cloud_map.is_some() {
             errs.push((
@@ -369,6 +402,9 @@ impl LoadBalancer {
         }
         if cfg.resolver.dns.is_some() {
             tokio::spawn(Self::resolve_dns(Arc::downgrade(&lb), stop_rx));
+        } else if let Some(k) = &cfg.resolver.k8s {
+            let api = k8s::K8sApi::in_cluster(&k.service)?;
+            tokio::spawn(Self::resolve_k8s(Arc::downgrade(&lb), api, stop_rx));
         } else {
             lb.set_endpoints(cfg.static_endpoints())?;
             lb.resolutions.inc();
@@ -447,6 +483,46 @@ impl LoadBalancer {
             drop(this);
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn resolve_k8s(
+        lb: std::sync::Weak<LoadBalancer>,
+        api: k8s::K8sApi,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let Some(this) = lb.upgrade() else { return };
+            let Some(k) = this.cfg.resolver.k8s.clone() else {
+                return;
+            };
+            match api
+                .ready_addresses(
+                    k.return_hostnames,
+                    k.timeout.0.max(Duration::from_millis(100)),
+                )
+                .await
+            {
+                Ok(addrs) => {
+                    let mut eps: Vec<String> = addrs
+                        .iter()
+                        .flat_map(|a| k.ports.iter().map(move |p| with_port(a, &p.to_string())))
+                        .collect();
+                    eps.sort();
+                    this.resolutions.inc();
+                    if let Err(e) = this.set_endpoints(eps) {
+                        tracing::error!(exporter = %this.id, "cannot start backends: {e}");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(exporter = %this.id, "k8s resolver: {e}; keeping the backends in use")
+                }
+            }
+            drop(this);
+            tokio::select! {
+                _ = tokio::time::sleep(k8s::POLL) => {}
                 _ = stop.changed() => return,
             }
         }
