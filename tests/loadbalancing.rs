@@ -560,3 +560,98 @@ service:
     assert!(lonely.stop().success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn tier1_static(front: u16, tel: u16, backends: &[u16], max_elapsed: &str) -> String {
+    let hosts: Vec<String> = backends.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{front}"}}
+exporters:
+  loadbalancing:
+    protocol:
+      otlp:
+        tls: {{insecure: true}}
+        timeout: 500ms
+        retry_on_failure: {{initial_interval: 50ms, max_interval: 100ms, max_elapsed_time: {max_elapsed}}}
+    resolver:
+      static: {{hostnames: [{}]}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:{tel}"}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [loadbalancing]}}
+"#,
+        hosts.join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_backend_fails_over_and_a_removed_one_hands_its_queue_on() {
+    use common::sink::Mode;
+    // 1. Backend b fails every request (UNAVAILABLE): after its retries (1 s), its traces go
+    // to the next backend on the ring, a, counted.
+    let (a, b) = (Sink::start().await, Sink::start().await);
+    b.state.set_mode(Mode::Fail(tonic::Code::Unavailable));
+    let (front, tel) = (free_port(), free_port());
+    let weir = Weir::start(
+        &tier1_static(front, tel, &[a.grpc_port, b.grpc_port], "1s"),
+        front,
+    );
+    send_traces(front, 0, 500).await;
+    let sent = 500 * SPANS_PER_TRACE;
+    wait_until_async("every span at a", Duration::from_secs(30), || {
+        a.state.spans() >= sent
+    })
+    .await;
+    assert_eq!(a.state.spans(), sent, "nothing lost, nothing twice");
+    assert_eq!(b.state.spans(), 0);
+    let text = http_get(tel, "/metrics")
+        .map(|(_, t)| t)
+        .unwrap_or_default();
+    let failed_over = metric(&text, "weir_loadbalancer_failover_items_total", &[]);
+    assert!(failed_over > 0.0, "{text}");
+    assert!(
+        metric(
+            &text,
+            "otelcol_loadbalancer_backend_outcome_total",
+            &["success=\"false\""]
+        ) > 0.0
+    );
+    assert!(
+        metric(
+            &text,
+            "otelcol_loadbalancer_backend_outcome_total",
+            &["success=\"true\""]
+        ) > 0.0
+    );
+    eprintln!("failed over: {failed_over} spans of {sent}");
+    assert!(weir.stop().success());
+
+    // 2. Backend d fails with long retries; a reload removes it: what its queue holds goes to
+    // the new owner, c, instead of waiting for d.
+    let (c, d) = (Sink::start().await, Sink::start().await);
+    d.state.set_mode(Mode::Fail(tonic::Code::Unavailable));
+    let (front, tel) = (free_port(), free_port());
+    let weir = Weir::start(
+        &tier1_static(front, tel, &[c.grpc_port, d.grpc_port], "10m"),
+        front,
+    );
+    send_traces(front, 0, 500).await;
+    wait_until_async(
+        "c's share delivered, d's stuck",
+        Duration::from_secs(10),
+        || c.state.spans() > 0 && c.state.spans() < sent,
+    )
+    .await;
+    weir.rewrite_config(&tier1_static(front, tel, &[c.grpc_port], "10m"));
+    weir.signal("HUP");
+    wait_until_async("d's queue handed to c", Duration::from_secs(30), || {
+        c.state.spans() >= sent
+    })
+    .await;
+    assert_eq!(c.state.spans(), sent, "nothing lost, nothing twice");
+    assert_eq!(d.state.spans(), 0);
+    assert!(weir.stop().success());
+}

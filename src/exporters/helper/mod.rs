@@ -65,6 +65,11 @@ pub trait Sender: Send + Sync + 'static {
     fn close(&self, _deadline: Instant) -> BoxFuture<'_, ()> {
         Box::pin(std::future::ready(()))
     }
+    /// Called when retries for `batch` run out: a sender that can deliver it another way
+    /// (the load balancer's backends fail over) does so and returns true; else it is dropped.
+    fn rescue<'a>(&'a self, _batch: &'a Batch) -> BoxFuture<'a, bool> {
+        Box::pin(std::future::ready(false))
+    }
 }
 
 fn signal_index(s: Signal) -> usize {
@@ -507,12 +512,18 @@ impl Worker {
                 }) => (message, retry_after),
             };
             if !self.retry.enabled {
+                if self.sender.rescue(&batch).await {
+                    return;
+                }
                 self.give_up(&batch, &format!("{message} (retry_on_failure is disabled)"));
                 return;
             }
             let wait = retry_after.unwrap_or_else(|| backoff.next_wait());
             let budget = self.retry.max_elapsed_time.0;
             if !budget.is_zero() && started.elapsed() + wait > budget {
+                if self.sender.rescue(&batch).await {
+                    return;
+                }
                 self.give_up(
                     &batch,
                     &format!("{message} (no more retries left after {budget:?})"),

@@ -331,6 +331,74 @@ impl ExporterSettings for LoadBalancingConfig {
 /// One backend: an `otlp` exporter of its own.
 struct Backend {
     handle: ExporterHandle,
+    /// Set when the backend leaves the membership: what it still holds is re-routed.
+    removed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The load balancer in force for each exporter id: a replaced one (a reload) hands what its
+/// backends still hold to its successor.
+static LIVE: std::sync::Mutex<Vec<(String, std::sync::Weak<LoadBalancer>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn live(id: &str) -> Option<Arc<LoadBalancer>> {
+    LIVE.lock()
+        .ok()?
+        .iter()
+        .find(|(i, _)| i == id)
+        .and_then(|(_, w)| w.upgrade())
+}
+
+/// A backend's sender: its `otlp` exporter, with the load balancer's policies around it.
+/// Once the backend is removed, what its queue still holds goes to the keys' new owners;
+/// when its retries run out, the batch fails over to the next backend on the ring.
+struct BackendSender {
+    endpoint: String,
+    inner: Arc<dyn Sender>,
+    removed: Arc<std::sync::atomic::AtomicBool>,
+    lb: std::sync::Weak<LoadBalancer>,
+    ok: Counter,
+    failed: Counter,
+}
+
+impl Sender for BackendSender {
+    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Sent, ExportError>> {
+        Box::pin(async move {
+            if self.removed.load(std::sync::atomic::Ordering::Acquire) {
+                // To the keys' owners now: this load balancer's, or its successor's.
+                let own = self.lb.upgrade();
+                let target = own.as_ref().and_then(|l| live(&l.id)).or(own);
+                if let Some(lb) = target {
+                    lb.rerouted.add(batch.items as u64);
+                    return lb.route(batch, None).await;
+                }
+            }
+            let r = self.inner.send(batch).await;
+            match &r {
+                Ok(_) => self.ok.inc(),
+                Err(_) => self.failed.inc(),
+            }
+            r
+        })
+    }
+
+    fn rescue<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let Some(lb) = self.lb.upgrade() else {
+                return false;
+            };
+            let others = lb
+                .members
+                .read()
+                .map(|m| m.ring.endpoints.iter().any(|e| *e != self.endpoint))
+                .unwrap_or(false);
+            if !others {
+                return false;
+            }
+            tracing::warn!(exporter = %lb.id, "backend {} kept failing: {} {} fail over to the next backend", self.endpoint, batch.items, batch.signal.item_noun());
+            lb.failovers.add(batch.items as u64);
+            lb.route(batch, Some(&self.endpoint)).await.is_ok()
+        })
+    }
 }
 
 /// The backends in force and the ring over them.
@@ -349,7 +417,10 @@ pub struct LoadBalancer {
     tasks: std::sync::Mutex<Vec<ExporterTask>>,
     stop: watch::Sender<bool>,
     resolutions: Counter,
+    failovers: Counter,
+    rerouted: Counter,
     rr: std::sync::atomic::AtomicUsize,
+    me: std::sync::OnceLock<std::sync::Weak<LoadBalancer>>,
 }
 
 impl LoadBalancer {
@@ -385,8 +456,24 @@ impl LoadBalancer {
                     ),
                 ],
             ),
+            failovers: registry.counter(
+                "weir_loadbalancer_failover_items_total",
+                "Items whose backend kept failing past its retries, sent to the next backend on the ring instead.",
+                &[("exporter", id)],
+            ),
+            rerouted: registry.counter(
+                "weir_loadbalancer_rerouted_items_total",
+                "Items queued for a backend that left, sent to the keys' new owners.",
+                &[("exporter", id)],
+            ),
             rr: std::sync::atomic::AtomicUsize::new(0),
+            me: std::sync::OnceLock::new(),
         });
+        let _ = lb.me.set(Arc::downgrade(&lb));
+        if let Ok(mut l) = LIVE.lock() {
+            l.retain(|(i, w)| i != id && w.strong_count() > 0);
+            l.push((id.to_string(), Arc::downgrade(&lb)));
+        }
         {
             let l = Arc::downgrade(&lb);
             registry.gauge_fn(
@@ -431,7 +518,26 @@ impl LoadBalancer {
             }
             let mut cfg = self.cfg.protocol.otlp.clone();
             cfg.endpoint = e.clone();
-            let sender = crate::exporters::otlp::OtlpGrpcSender::new(&cfg)? as Arc<dyn Sender>;
+            let removed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let outcome = |success: &str| {
+                self.registry.counter(
+                    "otelcol_loadbalancer_backend_outcome_total",
+                    "Number of successes and failures for each endpoint.",
+                    &[
+                        ("exporter", &self.id),
+                        ("endpoint", e),
+                        ("success", success),
+                    ],
+                )
+            };
+            let sender = Arc::new(BackendSender {
+                endpoint: e.clone(),
+                inner: crate::exporters::otlp::OtlpGrpcSender::new(&cfg)? as Arc<dyn Sender>,
+                removed: removed.clone(),
+                lb: self.me.get().cloned().unwrap_or_default(),
+                ok: outcome("true"),
+                failed: outcome("false"),
+            }) as Arc<dyn Sender>;
             let (handle, task) = helper::start(
                 &format!("{}/{e}", self.id),
                 sender,
@@ -443,7 +549,14 @@ impl LoadBalancer {
             if let Ok(mut t) = self.tasks.lock() {
                 t.push(task);
             }
-            backends.push(Arc::new(Backend { handle }));
+            backends.push(Arc::new(Backend { handle, removed }));
+        }
+        for (i, e) in current.ring.endpoints.iter().enumerate() {
+            if !endpoints.contains(e) {
+                current.backends[i]
+                    .removed
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
         }
         tracing::info!(exporter = %self.id, "backends: {}", if endpoints.is_empty() { "none".to_string() } else { endpoints.join(", ") });
         let members = Arc::new(Members {
@@ -822,64 +935,96 @@ fn push_metrics(slot: &mut Option<Payload>, rm: ResourceMetrics) {
     }
 }
 
+impl LoadBalancer {
+    /// Splits `batch` by key over the backends in force (without `exclude`, failing over)
+    /// and hands each part to its backend's queue.
+    async fn route(&self, batch: &Batch, exclude: Option<&str>) -> Result<Sent, ExportError> {
+        let members = self
+            .members
+            .read()
+            .map_err(|_| ExportError::retryable("load balancer state poisoned"))?
+            .clone();
+        let (ring, backends): (Ring, Vec<Arc<Backend>>) = match exclude {
+            None => (members.ring.clone(), members.backends.clone()),
+            Some(x) => {
+                let keep: Vec<usize> = (0..members.ring.endpoints.len())
+                    .filter(|i| members.ring.endpoints[*i] != x)
+                    .collect();
+                (
+                    Ring::new(
+                        keep.iter()
+                            .map(|i| members.ring.endpoints[*i].clone())
+                            .collect(),
+                    ),
+                    keep.iter().map(|i| members.backends[*i].clone()).collect(),
+                )
+            }
+        };
+        if ring.is_empty() {
+            return Err(ExportError::retryable("no backends resolved yet; retrying"));
+        }
+        // Traces by trace id, still encoded: split on the wire (no decode).
+        if let (Payload::Encoded(body), Key::TraceId, crate::pdata::Signal::Traces) =
+            (&batch.payload, self.key, batch.signal)
+        {
+            if let Ok(parts) = split_traces_on_the_wire(body, &ring) {
+                for (i, part) in parts.into_iter().enumerate() {
+                    let Some((bytes, items)) = part else { continue };
+                    let mut part = Batch::encoded(
+                        batch.signal,
+                        bytes::Bytes::from(bytes),
+                        items,
+                        batch.context.clone(),
+                    );
+                    part.held = batch.held.clone();
+                    backends[i].handle.push(part).await;
+                }
+                return Ok(Sent::default());
+            }
+            // A body the walk refuses is decoded below (and refused there if it must be).
+        }
+        let mut b = batch.clone();
+        if let Err(e) = b.decode() {
+            return Err(ExportError::permanent(format!(
+                "cannot decode the batch: {e}"
+            )));
+        }
+        let held = b.held.clone();
+        let parts = self.split(b.payload, &ring);
+        for (i, payload) in parts {
+            let mut part = Batch {
+                signal: batch.signal,
+                items: 0,
+                payload,
+                context: batch.context.clone(),
+                held: held.clone(),
+                compressed: None,
+            };
+            part.recount();
+            backends[i].handle.push(part).await;
+        }
+        Ok(Sent::default())
+    }
+}
+
 impl Sender for LoadBalancer {
     fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Sent, ExportError>> {
-        Box::pin(async move {
-            let members = self
-                .members
-                .read()
-                .map_err(|_| ExportError::retryable("load balancer state poisoned"))?
-                .clone();
-            if members.ring.is_empty() {
-                return Err(ExportError::retryable("no backends resolved yet; retrying"));
-            }
-            // Traces by trace id, still encoded: split on the wire (no decode).
-            if let (Payload::Encoded(body), Key::TraceId, crate::pdata::Signal::Traces) =
-                (&batch.payload, self.key, batch.signal)
-            {
-                if let Ok(parts) = split_traces_on_the_wire(body, &members.ring) {
-                    for (i, part) in parts.into_iter().enumerate() {
-                        let Some((bytes, items)) = part else { continue };
-                        let mut part = Batch::encoded(
-                            batch.signal,
-                            bytes::Bytes::from(bytes),
-                            items,
-                            batch.context.clone(),
-                        );
-                        part.held = batch.held.clone();
-                        members.backends[i].handle.push(part).await;
-                    }
-                    return Ok(Sent::default());
-                }
-                // A body the walk refuses is decoded below (and refused there if it must be).
-            }
-            let mut b = batch.clone();
-            if let Err(e) = b.decode() {
-                return Err(ExportError::permanent(format!(
-                    "cannot decode the batch: {e}"
-                )));
-            }
-            let held = b.held.clone();
-            let parts = self.split(b.payload, &members.ring);
-            for (i, payload) in parts {
-                let mut part = Batch {
-                    signal: batch.signal,
-                    items: 0,
-                    payload,
-                    context: batch.context.clone(),
-                    held: held.clone(),
-                    compressed: None,
-                };
-                part.recount();
-                members.backends[i].handle.push(part).await;
-            }
-            Ok(Sent::default())
-        })
+        Box::pin(self.route(batch, None))
     }
 
     fn close(&self, deadline: tokio::time::Instant) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let _ = self.stop.send(true);
+            // Replaced by a reload: what the backends still hold goes to the successor's
+            // backends (the keys' owners now), not to backends that may be gone.
+            let successor = live(&self.id).filter(|l| !std::ptr::eq(Arc::as_ptr(l), self));
+            if successor.is_some() {
+                if let Ok(m) = self.members.read() {
+                    for b in &m.backends {
+                        b.removed.store(true, std::sync::atomic::Ordering::Release);
+                    }
+                }
+            }
             // Let go of the backends' queues, then wait for them to deliver.
             if let Ok(mut m) = self.members.write() {
                 *m = Arc::new(Members {
@@ -974,7 +1119,10 @@ mod tests {
             tasks: std::sync::Mutex::new(Vec::new()),
             stop: watch::channel(false).0,
             resolutions: Registry::new().counter("x", "x", &[]),
+            failovers: Registry::new().counter("x", "x", &[]),
+            rerouted: Registry::new().counter("x", "x", &[]),
             rr: std::sync::atomic::AtomicUsize::new(0),
+            me: std::sync::OnceLock::new(),
         };
         let decoded = lb.split(Payload::Traces(req.clone()), &ring);
         let mut total = 0;
