@@ -54,8 +54,11 @@ pub static FACTORY: Factory = Factory {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoadBalancingConfig {
-    /// `traceID` (default), `service`, `resource`, `metric`.
+    /// `traceID` (default), `service`, `resource`, `metric`, `streamID`, `attributes`.
     pub routing_key: String,
+    /// With `routing_key: attributes`: the attributes whose values route a span or record
+    /// (the span's, else its resource's; none found: its trace id).
+    pub routing_attributes: Vec<String>,
     pub protocol: ProtocolConfig,
     pub resolver: ResolverConfig,
     /// The load balancer's own timeout for handing a part to a backend's queue.
@@ -152,6 +155,7 @@ impl Default for LoadBalancingConfig {
     fn default() -> Self {
         LoadBalancingConfig {
             routing_key: "traceID".into(),
+            routing_attributes: Vec::new(),
             protocol: ProtocolConfig::default(),
             resolver: ResolverConfig::default(),
             timeout: Duration::from_secs(5).into(),
@@ -168,6 +172,8 @@ enum Key {
     Service,
     Resource,
     Metric,
+    StreamId,
+    Attributes,
 }
 
 impl LoadBalancingConfig {
@@ -176,6 +182,8 @@ impl LoadBalancingConfig {
             "service" => Key::Service,
             "resource" => Key::Resource,
             "metric" => Key::Metric,
+            "streamID" => Key::StreamId,
+            "attributes" => Key::Attributes,
             _ => Key::TraceId,
         }
     }
@@ -183,15 +191,25 @@ impl LoadBalancingConfig {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
         match self.routing_key.as_str() {
-            "traceID" | "service" | "resource" | "metric" => {}
-            "streamID" | "attributes" => errs.push((
-                "routing_key".into(),
-                format!("routing_key {:?} is not available in weir yet; use traceID, service, resource or metric", self.routing_key),
+            "traceID" | "service" | "resource" | "metric" | "streamID" => {}
+            "attributes" if self.routing_attributes.is_empty() => errs.push((
+                "routing_attributes".into(),
+                "routing_key attributes needs routing_attributes: the attributes to route by".into(),
             )),
+            "attributes" => {}
             other => errs.push((
                 "routing_key".into(),
-                format!("unsupported routing_key: {other:?}; expected traceID, service, resource or metric"),
+                format!("unsupported routing_key: {other:?}; expected traceID, service, resource, metric, streamID or attributes"),
             )),
+        }
+        if !self.routing_attributes.is_empty() && self.routing_key != "attributes" {
+            errs.push((
+                "routing_attributes".into(),
+                format!(
+                    "routing_attributes is used with routing_key: attributes, not {:?}",
+                    self.routing_key
+                ),
+            ));
         }
         let r = &self.resolver;
         if let Some(k) = &r.k8s {
@@ -673,7 +691,7 @@ impl LoadBalancer {
                         .as_ref()
                         .map(|r| r.attributes.as_slice())
                         .unwrap_or(&[]);
-                    if self.key != Key::TraceId {
+                    if !matches!(self.key, Key::TraceId | Key::Attributes) {
                         let key = if self.key == Key::Service {
                             service(rattrs)
                         } else {
@@ -689,7 +707,16 @@ impl LoadBalancer {
                     for ss in rs.scope_spans {
                         let mut scoped: BTreeMap<usize, ScopeSpans> = BTreeMap::new();
                         for sp in ss.spans {
-                            let i = ring.index_for(&sp.trace_id).unwrap_or(0);
+                            let i = match self.key {
+                                Key::Attributes => ring
+                                    .index_for(&self.attributes_key(
+                                        &sp.attributes,
+                                        rattrs,
+                                        &sp.trace_id,
+                                    ))
+                                    .unwrap_or(0),
+                                _ => ring.index_for(&sp.trace_id).unwrap_or(0),
+                            };
                             scoped
                                 .entry(i)
                                 .or_insert_with(|| ScopeSpans {
@@ -724,7 +751,7 @@ impl LoadBalancer {
                         .as_ref()
                         .map(|r| r.attributes.as_slice())
                         .unwrap_or(&[]);
-                    if self.key != Key::TraceId {
+                    if !matches!(self.key, Key::TraceId | Key::Attributes) {
                         let key = if self.key == Key::Service {
                             service(rattrs)
                         } else {
@@ -739,7 +766,14 @@ impl LoadBalancer {
                         let mut scoped: BTreeMap<usize, ScopeLogs> = BTreeMap::new();
                         for lr in sl.log_records {
                             // Records without a trace id spread round-robin, as upstream.
-                            let i = if lr.trace_id.is_empty() {
+                            let i = if self.key == Key::Attributes {
+                                ring.index_for(&self.attributes_key(
+                                    &lr.attributes,
+                                    rattrs,
+                                    &lr.trace_id,
+                                ))
+                                .unwrap_or(0)
+                            } else if lr.trace_id.is_empty() {
                                 rr()
                             } else {
                                 ring.index_for(&lr.trace_id).unwrap_or(0)
@@ -779,21 +813,46 @@ impl LoadBalancer {
                         .map(|r| r.attributes.as_slice())
                         .unwrap_or(&[]);
                     match self.key {
-                        Key::Metric => {
+                        Key::Metric | Key::StreamId => {
                             let mut parts: BTreeMap<usize, ResourceMetrics> = BTreeMap::new();
                             for sm in rm.scope_metrics {
                                 let mut scoped: BTreeMap<usize, ScopeMetrics> = BTreeMap::new();
+                                let scope_name = sm
+                                    .scope
+                                    .as_ref()
+                                    .map(|s| s.name.clone())
+                                    .unwrap_or_default();
                                 for m in sm.metrics {
-                                    let i = ring.index_for(m.name.as_bytes()).unwrap_or(0);
-                                    scoped
-                                        .entry(i)
-                                        .or_insert_with(|| ScopeMetrics {
-                                            scope: sm.scope.clone(),
-                                            metrics: Vec::new(),
-                                            schema_url: sm.schema_url.clone(),
+                                    let pieces: Vec<(
+                                        usize,
+                                        opentelemetry_proto::tonic::metrics::v1::Metric,
+                                    )> = if self.key == Key::StreamId {
+                                        // Each data point's stream: resource, scope, metric
+                                        // and the point's attributes.
+                                        let base = format!(
+                                            "{}\u{1}{scope_name}\u{1}{}\u{1}",
+                                            String::from_utf8_lossy(&resource_key(rattrs)),
+                                            m.name
+                                        );
+                                        split_metric(m, |attrs| {
+                                            let mut k = base.clone().into_bytes();
+                                            k.extend(resource_key(attrs));
+                                            ring.index_for(&k).unwrap_or(0)
                                         })
-                                        .metrics
-                                        .push(m);
+                                    } else {
+                                        vec![(ring.index_for(m.name.as_bytes()).unwrap_or(0), m)]
+                                    };
+                                    for (i, m) in pieces {
+                                        scoped
+                                            .entry(i)
+                                            .or_insert_with(|| ScopeMetrics {
+                                                scope: sm.scope.clone(),
+                                                metrics: Vec::new(),
+                                                schema_url: sm.schema_url.clone(),
+                                            })
+                                            .metrics
+                                            .push(m);
+                                    }
                                 }
                                 for (i, s) in scoped {
                                     parts
@@ -816,7 +875,7 @@ impl LoadBalancer {
                             push_metrics(&mut out[i], rm);
                         }
                         // traceID means nothing for metrics: by service, as upstream defaults.
-                        Key::Service | Key::TraceId => {
+                        Key::Service | Key::TraceId | Key::Attributes => {
                             let i = ring.index_for(&service(rattrs)).unwrap_or(0);
                             push_metrics(&mut out[i], rm);
                         }
@@ -900,6 +959,77 @@ fn split_traces_on_the_wire(
         Ok(())
     })?;
     Ok(out)
+}
+
+impl LoadBalancer {
+    /// The routing key of a span or record under `routing_key: attributes`: the values of
+    /// `routing_attributes` (its own, else its resource's); none found: its trace id.
+    fn attributes_key(&self, own: &[KeyValue], resource: &[KeyValue], trace_id: &[u8]) -> Vec<u8> {
+        let mut k = Vec::new();
+        let mut found = false;
+        for name in &self.cfg.routing_attributes {
+            let v = own
+                .iter()
+                .chain(resource)
+                .find(|kv| kv.key == *name)
+                .and_then(|kv| kv.value.as_ref());
+            if let Some(v) = v {
+                found = true;
+                k.extend_from_slice(format!("{v:?}").as_bytes());
+            }
+            k.push(0);
+        }
+        if found {
+            k
+        } else {
+            trace_id.to_vec()
+        }
+    }
+}
+
+/// A metric's data points grouped by backend (`idx` of each point's attributes), each group a
+/// copy of the metric holding only its points.
+fn split_metric(
+    m: opentelemetry_proto::tonic::metrics::v1::Metric,
+    mut idx: impl FnMut(&[KeyValue]) -> usize,
+) -> Vec<(usize, opentelemetry_proto::tonic::metrics::v1::Metric)> {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    let mut out: BTreeMap<usize, opentelemetry_proto::tonic::metrics::v1::Metric> = BTreeMap::new();
+    let shell = opentelemetry_proto::tonic::metrics::v1::Metric {
+        data: None,
+        ..m.clone()
+    };
+    macro_rules! by_point {
+        ($d:expr, $variant:ident) => {{
+            let mut d = $d;
+            let points = std::mem::take(&mut d.data_points);
+            for p in points {
+                let i = idx(&p.attributes);
+                let e = out.entry(i).or_insert_with(|| {
+                    let mut empty = d.clone();
+                    empty.data_points.clear();
+                    opentelemetry_proto::tonic::metrics::v1::Metric {
+                        data: Some(Data::$variant(empty)),
+                        ..shell.clone()
+                    }
+                });
+                if let Some(Data::$variant(x)) = &mut e.data {
+                    x.data_points.push(p);
+                }
+            }
+        }};
+    }
+    match m.data {
+        Some(Data::Gauge(d)) => by_point!(d, Gauge),
+        Some(Data::Sum(d)) => by_point!(d, Sum),
+        Some(Data::Histogram(d)) => by_point!(d, Histogram),
+        Some(Data::ExponentialHistogram(d)) => by_point!(d, ExponentialHistogram),
+        Some(Data::Summary(d)) => by_point!(d, Summary),
+        None => {
+            out.insert(idx(&[]), shell);
+        }
+    }
+    out.into_iter().collect()
 }
 
 fn push_traces(slot: &mut Option<Payload>, rs: ResourceSpans) {
@@ -1100,6 +1230,167 @@ mod tests {
                 },
             ],
         }
+    }
+
+    fn lb(key: &str, attrs: &[&str]) -> LoadBalancer {
+        let cfg = LoadBalancingConfig {
+            routing_key: key.into(),
+            routing_attributes: attrs.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        };
+        LoadBalancer {
+            id: Arc::from("lb"),
+            key: cfg.key(),
+            cfg,
+            registry: Registry::new(),
+            members: RwLock::new(Arc::new(Members {
+                ring: Ring::default(),
+                backends: Vec::new(),
+            })),
+            tasks: std::sync::Mutex::new(Vec::new()),
+            stop: watch::channel(false).0,
+            resolutions: Registry::new().counter("x", "x", &[]),
+            failovers: Registry::new().counter("x", "x", &[]),
+            rerouted: Registry::new().counter("x", "x", &[]),
+            rr: std::sync::atomic::AtomicUsize::new(0),
+            me: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stream_id_sends_each_series_to_one_backend() {
+        use opentelemetry_proto::tonic::metrics::v1::{metric, Gauge, Metric, NumberDataPoint};
+        let ring = Ring::new((1..=3).map(|i| format!("10.0.0.{i}:4317")).collect());
+        let points = |n: usize| -> Vec<NumberDataPoint> {
+            (0..n)
+                .map(|i| NumberDataPoint {
+                    attributes: vec![kv("series", &format!("s{i}"))],
+                    ..Default::default()
+                })
+                .collect()
+        };
+        let req = |n| ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "cpu".into(),
+                        unit: "1".into(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: points(n),
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let lb = lb("streamID", &[]);
+        let owner = |req: ExportMetricsServiceRequest| -> BTreeMap<String, usize> {
+            let mut m = BTreeMap::new();
+            for (i, p) in lb.split(Payload::Metrics(req), &ring) {
+                let Payload::Metrics(r) = p else { panic!() };
+                let metric = &r.resource_metrics[0].scope_metrics[0].metrics[0];
+                assert_eq!((metric.name.as_str(), metric.unit.as_str()), ("cpu", "1"));
+                let Some(metric::Data::Gauge(g)) = &metric.data else {
+                    panic!()
+                };
+                for p in &g.data_points {
+                    let s = format!("{:?}", p.attributes[0].value);
+                    assert!(m.insert(s, i).is_none(), "a series in one part only");
+                }
+            }
+            m
+        };
+        let all = owner(req(300));
+        assert_eq!(all.len(), 300, "no point lost");
+        assert_eq!(
+            all.values()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            3,
+            "spread over the backends"
+        );
+        // The same series goes to the same backend in another request.
+        let again = owner(req(50));
+        for (s, i) in again {
+            assert_eq!(all[&s], i, "{s}");
+        }
+    }
+
+    #[test]
+    fn attributes_route_by_their_values_else_by_trace_id() {
+        let ring = Ring::new((1..=4).map(|i| format!("10.0.0.{i}:4317")).collect());
+        let lb = lb("attributes", &["tenant.id"]);
+        let span = |t: u8, tenant: Option<&str>| Span {
+            trace_id: vec![t; 16],
+            attributes: tenant.map(|x| vec![kv("tenant.id", x)]).unwrap_or_default(),
+            ..Default::default()
+        };
+        let spans: Vec<Span> = (0..60u8)
+            .map(|t| {
+                span(
+                    t,
+                    if t % 3 == 0 {
+                        None
+                    } else {
+                        Some(["a", "b"][(t % 2) as usize])
+                    },
+                )
+            })
+            .collect();
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut tenant_owner: BTreeMap<String, usize> = BTreeMap::new();
+        let mut n = 0;
+        for (i, p) in lb.split(Payload::Traces(req), &ring) {
+            let Payload::Traces(r) = p else { panic!() };
+            for s in &r.resource_spans[0].scope_spans[0].spans {
+                n += 1;
+                match s.attributes.first() {
+                    Some(a) => {
+                        let t = format!("{:?}", a.value);
+                        assert_eq!(
+                            *tenant_owner.entry(t).or_insert(i),
+                            i,
+                            "one tenant, one backend"
+                        );
+                    }
+                    None => assert_eq!(ring.index_for(&s.trace_id), Some(i), "by trace id"),
+                }
+            }
+        }
+        assert_eq!(n, 60);
+        assert_eq!(tenant_owner.len(), 2);
+        // Keys that need routing_attributes, and the reverse, are config errors.
+        let bad = LoadBalancingConfig {
+            routing_key: "attributes".into(),
+            resolver: ResolverConfig {
+                static_: Some(StaticResolver {
+                    hostnames: vec!["a".into()],
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(format!("{:?}", bad.validate()).contains("needs routing_attributes"));
     }
 
     #[test]
