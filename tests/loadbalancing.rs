@@ -655,3 +655,70 @@ async fn a_failing_backend_fails_over_and_a_removed_one_hands_its_queue_on() {
     assert_eq!(d.state.spans(), 0);
     assert!(weir.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changed_by_reload_while_sending_loses_nothing() {
+    // The backends are sinks; tier 1's static list changes by SIGHUP: {a, b} -> {a, b, c}
+    // -> {a, c}, each while traces are being sent.
+    let sinks = [
+        Sink::start().await,
+        Sink::start().await,
+        Sink::start().await,
+    ];
+    let ports: Vec<u16> = sinks.iter().map(|s| s.grpc_port).collect();
+    let (front, tel) = (free_port(), free_port());
+    let weir = Weir::start(&tier1_static(front, tel, &ports[..2], "10m"), front);
+    let backends = || {
+        http_get(tel, "/metrics")
+            .map(|(_, t)| metric(&t, "otelcol_loadbalancer_num_backends", &[]))
+            .unwrap_or(0.0)
+    };
+    send_traces(front, 0, 1000).await;
+    let sending = tokio::spawn(send_traces(front, 1000, 1000));
+    weir.rewrite_config(&tier1_static(front, tel, &ports, "10m"));
+    weir.signal("HUP");
+    wait_until_async("three backends", Duration::from_secs(10), || {
+        backends() == 3.0
+    })
+    .await;
+    sending.await.expect("sender");
+    send_traces(front, 2000, 1000).await;
+    let sending = tokio::spawn(send_traces(front, 3000, 1000));
+    weir.rewrite_config(&tier1_static(front, tel, &[ports[0], ports[2]], "10m"));
+    weir.signal("HUP");
+    wait_until_async("two backends again", Duration::from_secs(10), || {
+        backends() == 2.0
+    })
+    .await;
+    sending.await.expect("sender");
+    send_traces(front, 4000, 1000).await;
+
+    let sent = 5000 * SPANS_PER_TRACE;
+    wait_until_async("every span delivered", Duration::from_secs(30), || {
+        sinks.iter().map(|s| s.state.spans()).sum::<usize>() >= sent
+    })
+    .await;
+    assert_eq!(
+        sinks.iter().map(|s| s.state.spans()).sum::<usize>(),
+        sent,
+        "nothing lost, nothing twice"
+    );
+    let at: Vec<BTreeMap<Vec<u8>, usize>> = sinks.iter().map(traces_at).collect();
+    let owners = |t: usize| -> Vec<usize> {
+        (0..3)
+            .filter(|i| at[*i].contains_key(&trace_id(t)))
+            .collect()
+    };
+    // Between the changes every trace is whole at one backend.
+    for t in (0..1000).chain(2000..3000).chain(4000..5000) {
+        assert_eq!(owners(t).len(), 1, "trace {t}");
+    }
+    let to_c = (2000..3000).filter(|t| owners(*t) == [2]).count();
+    let moved_in = (1000..2000).filter(|t| owners(*t).len() > 1).count();
+    let moved_out = (3000..4000).filter(|t| owners(*t).len() > 1).count();
+    eprintln!(
+        "reload: the added backend took {to_c} of 1000 traces; traces split while it was added: {moved_in} of 1000, while b was removed: {moved_out} of 1000"
+    );
+    assert!((150..=550).contains(&to_c), "{to_c}");
+    assert!(weir.stop().success());
+}

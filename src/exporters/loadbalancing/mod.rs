@@ -376,7 +376,13 @@ struct BackendSender {
     lb: std::sync::Weak<LoadBalancer>,
     ok: Counter,
     failed: Counter,
+    latency: crate::telemetry::metrics::Histogram,
 }
+
+/// `otelcol_loadbalancer_backend_latency` buckets, in milliseconds.
+const LATENCY_MS: &[f64] = &[
+    5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
 
 impl Sender for BackendSender {
     fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, Result<Sent, ExportError>> {
@@ -390,7 +396,10 @@ impl Sender for BackendSender {
                     return lb.route(batch, None).await;
                 }
             }
+            let started = std::time::Instant::now();
             let r = self.inner.send(batch).await;
+            self.latency
+                .observe(started.elapsed().as_secs_f64() * 1000.0);
             match &r {
                 Ok(_) => self.ok.inc(),
                 Err(_) => self.failed.inc(),
@@ -555,6 +564,12 @@ impl LoadBalancer {
                 lb: self.me.get().cloned().unwrap_or_default(),
                 ok: outcome("true"),
                 failed: outcome("false"),
+                latency: self.registry.histogram(
+                    "otelcol_loadbalancer_backend_latency",
+                    "Response latency in ms for the backends.",
+                    &[("exporter", &self.id), ("endpoint", e)],
+                    LATENCY_MS,
+                ),
             }) as Arc<dyn Sender>;
             let (handle, task) = helper::start(
                 &format!("{}/{e}", self.id),
