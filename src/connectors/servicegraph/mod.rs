@@ -417,6 +417,12 @@ impl Shared {
                 self.dropped_spans.inc();
                 return None;
             }
+            // Completed edges leave `order` only when their time comes: compact it when it
+            // runs past the store's bound, so it follows max_items, not the edge rate.
+            if st.order.len() >= self.cfg.store.max_items.saturating_mul(2).max(64) {
+                let State { order, edges, .. } = &mut *st;
+                order.retain(|(k, _)| edges.contains_key(k));
+            }
             st.order.push_back((key.clone(), expires));
             st.edges.insert(key.clone(), Edge::new(expires));
         }

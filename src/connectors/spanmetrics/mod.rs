@@ -735,7 +735,11 @@ impl Shared {
                 if !delta {
                     return created;
                 }
-                let k = format!("{}\u{2}{key}", rkey.1);
+                let k = format!(
+                    "{}\u{2}{}\u{2}{key}",
+                    rkey.0.as_deref().unwrap_or(""),
+                    rkey.1
+                );
                 let s = last_flush.get(&k).copied().unwrap_or(created);
                 last_flush.insert(k, now);
                 s

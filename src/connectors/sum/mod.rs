@@ -13,7 +13,6 @@
 mod tests;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -164,7 +163,7 @@ pub struct SumConnector {
     datapoints: Vec<Rule>,
     targets: std::sync::Mutex<Targets>,
     /// The end of the last interval reported (the next one's start).
-    last: AtomicU64,
+    last: std::sync::Mutex<u64>,
     unreadable: Counter,
 }
 
@@ -177,12 +176,14 @@ fn now_nanos() -> u64 {
 
 /// The number in an attribute: ints, doubles, and strings that parse as one.
 fn number(v: &AnyValue) -> Option<f64> {
-    match &v.value {
-        Some(any_value::Value::IntValue(i)) => Some(*i as f64),
-        Some(any_value::Value::DoubleValue(d)) => Some(*d),
-        Some(any_value::Value::StringValue(s)) => s.trim().parse().ok(),
-        _ => None,
-    }
+    let n = match &v.value {
+        Some(any_value::Value::IntValue(i)) => *i as f64,
+        Some(any_value::Value::DoubleValue(d)) => *d,
+        Some(any_value::Value::StringValue(s)) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    // NaN or infinity would poison every cumulative sum after it.
+    n.is_finite().then_some(n)
 }
 
 fn text(v: &AnyValue) -> Option<String> {
@@ -230,7 +231,7 @@ impl SumConnector {
             logs: compile(&cfg.logs, ContextKind::Log),
             datapoints: compile(&cfg.datapoints, ContextKind::DataPoint),
             targets: std::sync::Mutex::new(Targets::new()),
-            last: AtomicU64::new(now_nanos()),
+            last: std::sync::Mutex::new(now_nanos()),
             unreadable: registry.counter(
                 "weir_connector_sum_unreadable_items_total",
                 "Items whose source attribute is missing or not a number: not added.",
@@ -289,8 +290,12 @@ impl SumConnector {
     pub fn sum(&self, payload: &Payload) -> Option<(ExportMetricsServiceRequest, usize)> {
         let mut resources: Vec<ResourceMetrics> = Vec::new();
         let mut points = 0;
-        let start = self.last.swap(now_nanos(), Ordering::Relaxed);
-        let now = now_nanos();
+        // Intervals follow each other: [last, now), then [now, ...).
+        let (start, now) = {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            let now = now_nanos().max(*last + 1);
+            (std::mem::replace(&mut *last, now), now)
+        };
         let mut emit = |resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>,
                         sums: Sums,
                         rules: &[&Rule]| {

@@ -149,6 +149,60 @@ impl ExporterHandle {
     }
 
     /// Puts a batch in the sending queue.
+    /// Waits for room for `batch` without queueing it: [`ExporterHandle::commit`] queues it
+    /// at once. A caller that queues several parts (the load balancer) reserves them all
+    /// first, so giving up half-way (a timeout) queues nothing and a retry sends nothing
+    /// twice. `None`: no room will come (the queue is closed, or full without
+    /// `block_on_overflow`); the batch is counted and dropped as `push` would.
+    pub async fn reserve(&self, batch: &Batch) -> Option<Reservation<'_>> {
+        if let Some(b) = &self.batcher {
+            return match b.reserve().await {
+                Ok(p) => Some(Reservation::Batcher(p)),
+                Err(_) => {
+                    self.enqueue_failed.add(batch.signal, batch.items);
+                    abandon(batch);
+                    None
+                }
+            };
+        }
+        let size = self.sizer.size(batch).clamp(1, self.capacity);
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        let permit = if self.block_on_overflow {
+            Arc::clone(&self.room)
+                .acquire_many_owned(permits)
+                .await
+                .ok()
+        } else {
+            Arc::clone(&self.room).try_acquire_many_owned(permits).ok()
+        };
+        match permit {
+            Some(p) => Some(Reservation::Queue(p, size)),
+            None => {
+                self.enqueue_failed.add(batch.signal, batch.items);
+                abandon(batch);
+                tracing::warn!(exporter = %self.id, "sending queue is full or stopped; dropped {} {}", batch.items, batch.signal.item_noun());
+                None
+            }
+        }
+    }
+
+    /// Queues `batch` into the room `r` reserved for it.
+    pub fn commit(&self, r: Reservation<'_>, batch: Batch) {
+        match r {
+            Reservation::Batcher(p) => p.send(batch),
+            Reservation::Queue(permit, size) => {
+                let (items, signal) = (batch.items, batch.signal);
+                self.queued.fetch_add(size, Ordering::Relaxed);
+                if let Err(e) = self.tx.send((batch, permit)) {
+                    self.queued.fetch_sub(size, Ordering::Relaxed);
+                    self.enqueue_failed.add(signal, items);
+                    abandon(&(e.0).0);
+                    tracing::error!(exporter = %self.id, "exporter stopped; dropped {items} {}", signal.item_noun());
+                }
+            }
+        }
+    }
+
     async fn enqueue(&self, batch: Batch) {
         let items = batch.items;
         let signal = batch.signal;
@@ -183,6 +237,12 @@ impl ExporterHandle {
     }
 }
 
+/// Room reserved in an exporter's queue (or its batcher) for one batch.
+pub enum Reservation<'a> {
+    Queue(tokio::sync::OwnedSemaphorePermit, usize),
+    Batcher(mpsc::Permit<'a, Batch>),
+}
+
 /// A batch this exporter could not take because it is stopping: a durable pipeline keeps it
 /// in its write-ahead log for the next start.
 fn abandon(batch: &Batch) {
@@ -206,6 +266,11 @@ pub struct ExporterTask {
 }
 
 impl ExporterTask {
+    /// Whether every worker has ended (its handles dropped and its queue delivered).
+    pub fn is_finished(&self) -> bool {
+        self.workers.iter().all(|w| w.is_finished())
+    }
+
     /// Waits for the workers to drain the queue once every handle is dropped. At `deadline`
     /// they are told to stop; whatever is still queued is counted as failed and logged.
     pub async fn drain(self, deadline: Instant) {

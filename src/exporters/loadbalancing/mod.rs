@@ -379,6 +379,9 @@ struct BackendSender {
     latency: crate::telemetry::metrics::Histogram,
 }
 
+/// How long a failing-over batch waits for room at the other backends before it is dropped.
+const RESCUE_WAIT: Duration = Duration::from_secs(5);
+
 /// `otelcol_loadbalancer_backend_latency` buckets, in milliseconds.
 const LATENCY_MS: &[f64] = &[
     5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
@@ -422,8 +425,14 @@ impl Sender for BackendSender {
                 return false;
             }
             tracing::warn!(exporter = %lb.id, "backend {} kept failing: {} {} fail over to the next backend", self.endpoint, batch.items, batch.signal.item_noun());
-            lb.failovers.add(batch.items as u64);
-            lb.route(batch, Some(&self.endpoint)).await.is_ok()
+            // Bounded: two failing backends must not wait on each other's full queues.
+            match tokio::time::timeout(RESCUE_WAIT, lb.route(batch, Some(&self.endpoint))).await {
+                Ok(Ok(_)) => {
+                    lb.failovers.add(batch.items as u64);
+                    true
+                }
+                _ => false,
+            }
         })
     }
 }
@@ -440,8 +449,9 @@ pub struct LoadBalancer {
     key: Key,
     registry: Arc<Registry>,
     members: RwLock<Arc<Members>>,
-    /// Tasks of every backend started (removed ones included, until they drain).
-    tasks: std::sync::Mutex<Vec<ExporterTask>>,
+    /// Tasks of every backend started (removed ones included, until they drain), with
+    /// their backend's removed flag.
+    tasks: std::sync::Mutex<Vec<(Arc<std::sync::atomic::AtomicBool>, ExporterTask)>>,
     stop: watch::Sender<bool>,
     resolutions: Counter,
     failovers: Counter,
@@ -580,7 +590,9 @@ impl LoadBalancer {
                 &self.registry,
             );
             if let Ok(mut t) = self.tasks.lock() {
-                t.push(task);
+                // Backends that left and delivered everything are done with.
+                t.retain(|(_, task)| !task.is_finished());
+                t.push((removed.clone(), task));
             }
             backends.push(Arc::new(Backend { handle, removed }));
         }
@@ -1113,18 +1125,22 @@ impl LoadBalancer {
             (&batch.payload, self.key, batch.signal)
         {
             if let Ok(parts) = split_traces_on_the_wire(body, &ring) {
-                for (i, part) in parts.into_iter().enumerate() {
-                    let Some((bytes, items)) = part else { continue };
-                    let mut part = Batch::encoded(
-                        batch.signal,
-                        bytes::Bytes::from(bytes),
-                        items,
-                        batch.context.clone(),
-                    );
-                    part.held = batch.held.clone();
-                    backends[i].handle.push(part).await;
-                }
-                return Ok(Sent::default());
+                let parts: Vec<(usize, Batch)> = parts
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| {
+                        let (bytes, items) = p?;
+                        let mut part = Batch::encoded(
+                            batch.signal,
+                            bytes::Bytes::from(bytes),
+                            items,
+                            batch.context.clone(),
+                        );
+                        part.held = batch.held.clone();
+                        Some((i, part))
+                    })
+                    .collect();
+                return Self::hand_over(&backends, parts).await;
             }
             // A body the walk refuses is decoded below (and refused there if it must be).
         }
@@ -1135,18 +1151,42 @@ impl LoadBalancer {
             )));
         }
         let held = b.held.clone();
-        let parts = self.split(b.payload, &ring);
-        for (i, payload) in parts {
-            let mut part = Batch {
-                signal: batch.signal,
-                items: 0,
-                payload,
-                context: batch.context.clone(),
-                held: held.clone(),
-                compressed: None,
-            };
-            part.recount();
-            backends[i].handle.push(part).await;
+        let parts: Vec<(usize, Batch)> = self
+            .split(b.payload, &ring)
+            .into_iter()
+            .map(|(i, payload)| {
+                let mut part = Batch {
+                    signal: batch.signal,
+                    items: 0,
+                    payload,
+                    context: batch.context.clone(),
+                    held: held.clone(),
+                    compressed: None,
+                };
+                part.recount();
+                (i, part)
+            })
+            .collect();
+        Self::hand_over(&backends, parts).await
+    }
+
+    /// Queues every part to its backend, all or nothing: room is reserved in every target
+    /// queue first (waiting for it: backpressure), then the parts are queued at once. Given
+    /// up half-way (the exporter's timeout), nothing was queued, so its retry sends nothing
+    /// twice.
+    async fn hand_over(
+        backends: &[Arc<Backend>],
+        parts: Vec<(usize, Batch)>,
+    ) -> Result<Sent, ExportError> {
+        let mut reserved = Vec::with_capacity(parts.len());
+        for (i, part) in &parts {
+            // None: the backend's queue refused it for good (counted and logged there).
+            reserved.push(backends[*i].handle.reserve(part).await);
+        }
+        for ((i, part), r) in parts.into_iter().zip(reserved) {
+            if let Some(r) = r {
+                backends[i].handle.commit(r, part);
+            }
         }
         Ok(Sent::default())
     }
@@ -1170,19 +1210,26 @@ impl Sender for LoadBalancer {
                     }
                 }
             }
-            // Let go of the backends' queues, then wait for them to deliver.
+            // Backends that already left deliver first (what they re-route goes to the
+            // backends still in force), then the rest let go of their queues and deliver.
+            let tasks: Vec<(Arc<std::sync::atomic::AtomicBool>, ExporterTask)> = self
+                .tasks
+                .lock()
+                .map(|mut t| std::mem::take(&mut *t))
+                .unwrap_or_default();
+            let (gone, staying): (Vec<_>, Vec<_>) = tasks.into_iter().partition(|(removed, _)| {
+                successor.is_none() && removed.load(std::sync::atomic::Ordering::Acquire)
+            });
+            for (_, t) in gone {
+                t.drain(deadline).await;
+            }
             if let Ok(mut m) = self.members.write() {
                 *m = Arc::new(Members {
                     ring: Ring::default(),
                     backends: Vec::new(),
                 });
             }
-            let tasks: Vec<ExporterTask> = self
-                .tasks
-                .lock()
-                .map(|mut t| std::mem::take(&mut *t))
-                .unwrap_or_default();
-            for t in tasks {
+            for (_, t) in staying {
                 t.drain(deadline).await;
             }
         })

@@ -90,6 +90,7 @@ pub struct Store {
     settings: Settings,
     series: Mutex<HashMap<String, Entry>>,
     families: Mutex<Families>,
+    last_sweep: Mutex<Instant>,
     /// Delta points added up into cumulative ones (the deltatocumulative processor's).
     accumulated: Mutex<crate::processors::deltatocumulative::Accumulator>,
     dropped: Counter,
@@ -215,7 +216,7 @@ impl Sender for PromSender {
                     &decoded
                 }
             };
-            self.store.update(req);
+            self.store.update_for(req, batch.context.tenant.as_deref());
             Ok(Sent::default())
         })
     }
@@ -244,6 +245,7 @@ impl Store {
             cfg: cfg.clone(),
             series: Mutex::new(HashMap::new()),
             families: Mutex::new(HashMap::new()),
+            last_sweep: Mutex::new(Instant::now()),
             accumulated: Mutex::new(crate::processors::deltatocumulative::Accumulator::new(
                 cfg.metric_expiration.0,
                 u64::MAX,
@@ -258,7 +260,11 @@ impl Store {
 
     /// Delta sums and histograms added up into cumulative points (a copy of the request
     /// when there are any).
-    fn cumulative(&self, req: &ExportMetricsServiceRequest) -> Option<ExportMetricsServiceRequest> {
+    fn cumulative(
+        &self,
+        req: &ExportMetricsServiceRequest,
+        tenant: Option<&str>,
+    ) -> Option<ExportMetricsServiceRequest> {
         let delta = AggregationTemporality::Delta as i32;
         let any = req
             .resource_metrics
@@ -277,12 +283,17 @@ impl Store {
         self.accumulated
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .apply(&mut req, Instant::now());
+            .apply(&mut req, tenant, Instant::now());
         Some(req)
     }
 
     pub fn update(&self, req: &ExportMetricsServiceRequest) {
-        let owned = self.cumulative(req);
+        self.update_for(req, None)
+    }
+
+    /// As [`Store::update`], for `tenant`'s data (its delta streams add up on their own).
+    pub fn update_for(&self, req: &ExportMetricsServiceRequest, tenant: Option<&str>) {
+        let owned = self.cumulative(req, tenant);
         let req = owned.as_ref().unwrap_or(req);
         let t = translate(req, &self.settings);
         let now = Instant::now();
@@ -293,6 +304,16 @@ impl Store {
             }
         }
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        // Expired series go at scrapes, and here too (at most every 10 s), so a page nobody
+        // scrapes does not grow without end.
+        {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() >= std::time::Duration::from_secs(10) {
+                let expiration = self.cfg.metric_expiration.0;
+                series.retain(|_, e| e.updated.elapsed() < expiration);
+                *last = Instant::now();
+            }
+        }
         for ts in t.series {
             if !ts.histograms.is_empty() {
                 // Native (exponential) histograms have no text form.

@@ -164,9 +164,14 @@ impl Accumulator {
         self.streams.len()
     }
 
-    /// Turns every delta sum and histogram of `req` cumulative in place; returns how many
-    /// points were dropped.
-    pub fn apply(&mut self, req: &mut ExportMetricsServiceRequest, now: Instant) -> usize {
+    /// Turns every delta sum and histogram of `req` (of `tenant`: tenants' streams never
+    /// add up together) cumulative in place; returns how many points were dropped.
+    pub fn apply(
+        &mut self,
+        req: &mut ExportMetricsServiceRequest,
+        tenant: Option<&str>,
+        now: Instant,
+    ) -> usize {
         if now.duration_since(self.last_sweep) >= self.max_stale.min(Duration::from_secs(10)) {
             let stale = self.max_stale;
             self.streams
@@ -178,6 +183,8 @@ impl Accumulator {
         let mut dropped = 0;
         for rm in &mut req.resource_metrics {
             let mut rkey = String::new();
+            rkey.push_str(tenant.unwrap_or(""));
+            rkey.push('\u{2}');
             if let Some(r) = &rm.resource {
                 attrs_key(&mut rkey, &r.attributes);
             }
@@ -340,7 +347,9 @@ impl Processor for DeltaToCumulative {
             tracing::error!(processor = %self.id, "dropping {} points: {e}", e.lost);
         }
         if let Payload::Metrics(req) = &mut batch.payload {
-            let n = self.acc.apply(req, Instant::now());
+            let n = self
+                .acc
+                .apply(req, batch.context.tenant.as_deref(), Instant::now());
             if n > 0 {
                 self.dropped.add(n as u64);
                 tracing::debug!(processor = %self.id, "dropped {n} delta points (out of order or past max_streams)");

@@ -70,10 +70,10 @@ fn delta_sums_add_up_per_stream_from_their_first_start() {
         sum(10.0, 100, 200, d, "a"),
         sum(1.0, 100, 200, d, "b"),
     ]);
-    assert_eq!(a.apply(&mut r1, now), 0);
+    assert_eq!(a.apply(&mut r1, None, now), 0);
     assert_eq!(value(&r1), vec![(10.0, 100, 2), (1.0, 100, 2)]);
     let mut r2 = req(vec![sum(5.0, 200, 300, d, "a")]);
-    a.apply(&mut r2, now);
+    a.apply(&mut r2, None, now);
     assert_eq!(
         value(&r2),
         vec![(15.0, 100, 2)],
@@ -81,7 +81,7 @@ fn delta_sums_add_up_per_stream_from_their_first_start() {
     );
     // Out of order (not newer than the last point): dropped.
     let mut r3 = req(vec![sum(7.0, 150, 250, d, "a")]);
-    assert_eq!(a.apply(&mut r3, now), 1);
+    assert_eq!(a.apply(&mut r3, None, now), 1);
     assert!(value(&r3).is_empty());
     // Cumulative data passes untouched.
     let mut c = req(vec![sum(
@@ -91,7 +91,7 @@ fn delta_sums_add_up_per_stream_from_their_first_start() {
         AggregationTemporality::Cumulative,
         "z",
     )]);
-    a.apply(&mut c, now);
+    a.apply(&mut c, None, now);
     assert_eq!(value(&c), vec![(3.0, 1, 2)]);
     assert_eq!(a.streams(), 2);
 }
@@ -102,11 +102,15 @@ fn new_streams_past_max_streams_are_dropped_and_stale_ones_forgotten() {
     let now = Instant::now();
     let d = AggregationTemporality::Delta;
     let mut r = req(vec![sum(1.0, 1, 2, d, "a"), sum(1.0, 1, 2, d, "b")]);
-    assert_eq!(a.apply(&mut r, now), 1);
+    assert_eq!(a.apply(&mut r, None, now), 1);
     assert_eq!(value(&r).len(), 1);
     let later = now + Duration::from_secs(120);
     let mut r = req(vec![sum(4.0, 2, 3, d, "b")]);
-    assert_eq!(a.apply(&mut r, later), 0, "a was forgotten: room for b");
+    assert_eq!(
+        a.apply(&mut r, None, later),
+        0,
+        "a was forgotten: room for b"
+    );
     assert_eq!(value(&r), vec![(4.0, 2, 2)]);
 }
 
@@ -133,9 +137,9 @@ fn delta_histograms_add_bucket_by_bucket() {
     };
     let now = Instant::now();
     let mut r1 = req(vec![h(vec![1, 2, 0], 100)]);
-    a.apply(&mut r1, now);
+    a.apply(&mut r1, None, now);
     let mut r2 = req(vec![h(vec![0, 1, 4], 200)]);
-    a.apply(&mut r2, now);
+    a.apply(&mut r2, None, now);
     let Some(metric::Data::Histogram(out)) =
         &r2.resource_metrics[0].scope_metrics[0].metrics[0].data
     else {
@@ -147,6 +151,21 @@ fn delta_histograms_add_bucket_by_bucket() {
     assert_eq!(p.sum, Some(2.0));
     assert_eq!(p.start_time_unix_nano, 90);
     assert_eq!(out.aggregation_temporality, 2);
+}
+
+#[test]
+fn two_tenants_streams_never_add_up() {
+    let mut a = Accumulator::new(Duration::from_secs(300), 100);
+    let now = Instant::now();
+    let d = AggregationTemporality::Delta;
+    let mut x = req(vec![sum(10.0, 1, 2, d, "m")]);
+    a.apply(&mut x, Some("acme"), now);
+    let mut y = req(vec![sum(1.0, 1, 2, d, "m")]);
+    a.apply(&mut y, Some("globex"), now);
+    assert_eq!(value(&y), vec![(1.0, 1, 2)], "globex's own sum");
+    let mut z = req(vec![sum(5.0, 2, 3, d, "m")]);
+    a.apply(&mut z, Some("acme"), now);
+    assert_eq!(value(&z), vec![(15.0, 1, 2)], "acme's own sum");
 }
 
 #[test]

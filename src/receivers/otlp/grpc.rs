@@ -385,8 +385,16 @@ async fn export(
         // Nothing to forward; an empty request is valid OTLP.
         return Ok(());
     }
-    // Charged while it arrived; now what is kept (inflated, the message alone).
-    charge.resize(body.len());
+    // Charged while it arrived; now what is kept (inflated, the message alone). Inflating
+    // asks the budget like arriving bytes do: many small bombs cannot pass it.
+    if body.len() > charge.bytes() {
+        if !charge.try_grow(body.len() - charge.bytes()) {
+            shared.grpc_counters.refused(signal, items);
+            return Err(refusal(Refused::OverBudget));
+        }
+    } else {
+        charge.resize(body.len());
+    }
     let ctx = Arc::new(Context {
         receiver: shared.out.id.clone(),
         transport: "grpc",
