@@ -286,6 +286,22 @@ service:
     )
 }
 
+/// Tier-2 weirs on 127.0.0.2, .3, ... all on `port`, each forwarding to its sink.
+async fn start_tier2s(sinks: &[Sink], port: u16) -> Vec<Weir> {
+    let mut tier2 = Vec::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        let ip = format!("127.0.0.{}", i + 2);
+        let tel = free_port();
+        tier2.push(Weir::start(&passthrough(&ip, port, tel, sink), tel));
+        let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("addr");
+        wait_until_async("the tier-2 receiver", Duration::from_secs(10), || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+        })
+        .await;
+    }
+    tier2
+}
+
 /// Sends `traces` (ids from `first`), each trace's spans in different requests.
 async fn send_traces(port: u16, first: usize, traces: usize) {
     let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{port}"))
@@ -316,17 +332,7 @@ async fn the_dns_resolver_follows_the_answers_and_nothing_is_lost() {
         Sink::start().await,
     ];
     let port = free_port();
-    let mut tier2 = Vec::new();
-    for (i, sink) in sinks.iter().enumerate() {
-        let ip = format!("127.0.0.{}", i + 2);
-        let tel = free_port();
-        tier2.push(Weir::start(&passthrough(&ip, port, tel, sink), tel));
-        let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("addr");
-        wait_until_async("the tier-2 receiver", Duration::from_secs(10), || {
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
-        })
-        .await;
-    }
+    let tier2 = start_tier2s(&sinks, port).await;
     let (front, tel) = (free_port(), free_port());
     let dns_addr = dns.addr.to_string();
     let tier1 = Weir::start_with_env(
@@ -447,17 +453,7 @@ async fn the_k8s_resolver_follows_the_ready_endpoints_of_the_service() {
         Sink::start().await,
     ];
     let port = free_port();
-    let mut tier2 = Vec::new();
-    for (i, sink) in sinks.iter().enumerate() {
-        let ip = format!("127.0.0.{}", i + 2);
-        let tel = free_port();
-        tier2.push(Weir::start(&passthrough(&ip, port, tel, sink), tel));
-        let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().expect("addr");
-        wait_until_async("the tier-2 receiver", Duration::from_secs(10), || {
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
-        })
-        .await;
-    }
+    let tier2 = start_tier2s(&sinks, port).await;
     let (front, tel) = (free_port(), free_port());
     let api_port = api.port.to_string();
     let sa = api.sa_dir.to_string_lossy().to_string();

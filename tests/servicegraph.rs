@@ -16,16 +16,7 @@ fn sum(prom: &Prometheus, q: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_spans_become_the_service_graph_in_prometheus() {
-    let check = Command::new("python3")
-        .args([
-            "-c",
-            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http",
-        ])
-        .status();
-    assert!(
-        matches!(check, Ok(s) if s.success()),
-        "python3 with opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http is required (.ci/run installs them)"
-    );
+    common::require_python_sdk();
     let prom = Prometheus::start();
     let http = free_port();
     let cfg = format!(

@@ -14,19 +14,6 @@ use common::prometheus::Prometheus;
 use common::sink::Sink;
 use common::{free_port, wait_until_async, Weir};
 
-fn python_ok() {
-    let check = Command::new("python3")
-        .args([
-            "-c",
-            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http",
-        ])
-        .status();
-    assert!(
-        matches!(check, Ok(s) if s.success()),
-        "python3 with opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http is required (.ci/run installs them)"
-    );
-}
-
 /// Runs the MCP server client: `seconds` long, `calls` tool calls, every `error_every`-th
 /// failing.
 async fn mcp_calls(endpoint: String, seconds: f64, calls: usize, error_every: usize) -> String {
@@ -72,7 +59,7 @@ fn sum(prom: &Prometheus, q: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_mcp_spans_become_red_metrics_exemplars_and_an_alert_in_prometheus() {
-    python_ok();
+    common::require_python_sdk();
     let prom = Prometheus::start_with_rules(&test_rules());
     let sink = Sink::start().await;
     let http = free_port();
@@ -197,7 +184,7 @@ service:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dimension_unique_per_span_stays_under_the_cardinality_limit_and_loses_nothing() {
-    python_ok();
+    common::require_python_sdk();
     let sink = Sink::start().await;
     let http = free_port();
     // enduser.id is unique per call: 100 would-be series against a limit of 10.

@@ -324,3 +324,17 @@ pub fn curl_json(url: &str, body: &str, extra: &[&str]) -> (i32, u16) {
         .unwrap_or(0);
     (out.status.code().unwrap_or(-1), code)
 }
+
+/// Fails loudly (not skips) without the OpenTelemetry Python SDK (`.ci/run` installs it).
+pub fn require_python_sdk() {
+    let check = Command::new("python3")
+        .args([
+            "-c",
+            "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http",
+        ])
+        .status();
+    assert!(
+        matches!(check, Ok(s) if s.success()),
+        "python3 with opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http is required (.ci/run installs them)"
+    );
+}

@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 use super::spanmetrics::expo::ExpoHistogram;
 use crate::config::loader::Body;
-use crate::pdata::{Batch, Context, Payload, Signal};
+use crate::pdata::{Batch, Payload, Signal};
 use crate::pipeline::registry::{
     BoxFuture, Connector, ConnectorSettings, Decode, Factory, Handles, Stability, Targets,
 };
@@ -560,7 +560,7 @@ impl Shared {
     }
 
     /// All series, cumulative, one request per tenant.
-    fn flush(&self) -> Vec<(Option<Arc<str>>, ExportMetricsServiceRequest, usize)> {
+    fn flush(&self) -> super::TenantRequests {
         let now = now_nanos().saturating_sub(self.cfg.metrics_timestamp_offset.0.as_nanos() as u64);
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let sweep = ServiceGraphConfig::loop_or(self.cfg.cache_loop, Duration::from_secs(60));
@@ -691,36 +691,7 @@ impl Shared {
     }
 
     async fn flush_and_send(&self) {
-        let requests = self.flush();
-        if requests.is_empty() {
-            return;
-        }
-        let targets: Vec<(String, tokio::sync::mpsc::Sender<Batch>)> = self
-            .targets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (tenant, req, points) in requests {
-            let batch = Batch {
-                signal: Signal::Metrics,
-                items: points,
-                payload: Payload::Metrics(req),
-                context: Arc::new(Context {
-                    receiver: self.id.clone(),
-                    tenant,
-                    ..Default::default()
-                }),
-                held: None,
-                compressed: None,
-            };
-            for (p, tx) in &targets {
-                if tx.send(batch.clone()).await.is_err() {
-                    tracing::error!(connector = %self.id, "pipeline {p} has stopped; dropped {points} data points");
-                }
-            }
-        }
+        super::emit_metrics(&self.id, &self.targets, self.flush()).await;
     }
 }
 

@@ -30,7 +30,7 @@ use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
 use tokio::sync::watch;
 
 use crate::config::loader::Body;
-use crate::pdata::{Batch, Context, Payload, Signal};
+use crate::pdata::{Batch, Payload, Signal};
 use crate::pipeline::registry::{
     BoxFuture, Connector, ConnectorSettings, Decode, Factory, Handles, Stability, Targets,
 };
@@ -706,7 +706,7 @@ impl Shared {
 
     /// The aggregate as one request per tenant; delta resets it, cumulative keeps it (and
     /// forgets resources past `metrics_expiration`). Exemplars are reported once.
-    fn flush(&self) -> Vec<(Option<Arc<str>>, ExportMetricsServiceRequest, usize)> {
+    fn flush(&self) -> super::TenantRequests {
         let now = now_nanos();
         let delta = self.cfg.delta();
         let temporality = if delta { 1 } else { 2 };
@@ -896,36 +896,6 @@ impl Shared {
 
     /// Flushes and hands each tenant's request to every target pipeline (waiting for room).
     async fn flush_and_send(&self) {
-        let requests = self.flush();
-        if requests.is_empty() {
-            return;
-        }
-        let targets: Vec<(String, tokio::sync::mpsc::Sender<Batch>)> = self
-            .targets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (tenant, req, points) in requests {
-            let ctx = Arc::new(Context {
-                receiver: self.id.clone(),
-                tenant,
-                ..Default::default()
-            });
-            let batch = Batch {
-                signal: Signal::Metrics,
-                items: points,
-                payload: Payload::Metrics(req),
-                context: ctx,
-                held: None,
-                compressed: None,
-            };
-            for (p, tx) in &targets {
-                if tx.send(batch.clone()).await.is_err() {
-                    tracing::error!(connector = %self.id, "pipeline {p} has stopped; dropped {points} data points");
-                }
-            }
-        }
+        super::emit_metrics(&self.id, &self.targets, self.flush()).await;
     }
 }

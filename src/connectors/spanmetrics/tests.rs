@@ -1,4 +1,5 @@
 use super::*;
+use crate::pdata::Context;
 use opentelemetry_proto::tonic::trace::v1::{span::Event, ResourceSpans, ScopeSpans, Status};
 
 fn kv(k: &str, v: &str) -> KeyValue {
