@@ -194,6 +194,17 @@ impl Batch {
         }
     }
 
+    /// The metrics request this batch holds: borrowed when decoded, decoded from its bytes
+    /// otherwise (for exporters that read metrics without keeping them).
+    pub fn metrics_request(
+        &self,
+    ) -> Result<std::borrow::Cow<'_, ExportMetricsServiceRequest>, prost::DecodeError> {
+        match &self.payload {
+            Payload::Metrics(r) => Ok(std::borrow::Cow::Borrowed(r)),
+            _ => ExportMetricsServiceRequest::decode(self.to_bytes()).map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// The encoded OTLP request: the received bytes when nothing decoded them.
     pub fn to_bytes(&self) -> Bytes {
         match &self.payload {
@@ -329,4 +340,23 @@ pub fn count_points(r: &ExportMetricsServiceRequest) -> usize {
             None => 0,
         })
         .sum()
+}
+
+/// The value of attribute `key` in `attrs`, when set.
+pub fn attr<'a>(
+    attrs: &'a [opentelemetry_proto::tonic::common::v1::KeyValue],
+    key: &str,
+) -> Option<&'a opentelemetry_proto::tonic::common::v1::AnyValue> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+}
+
+/// Now, in Unix nanoseconds (0 before 1970).
+pub fn now_unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }

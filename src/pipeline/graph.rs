@@ -639,10 +639,9 @@ impl Engine {
                 );
             }
         }
-        // Replaced and removed connectors hand on what they hold.
-        for c in retired_connectors {
-            c.shutdown();
-        }
+        // Replaced and removed connectors hand on what they hold when their last reference
+        // (the retired pipelines') goes: their flush tasks end on drop.
+        drop(retired_connectors);
         // 5. Replaced and removed exporters deliver what they queued.
         for e in retired_exporters {
             drop(e.handle);
@@ -987,10 +986,7 @@ impl Engine {
         }
         let _ = self.drain.send(true);
         // Connectors' inboxes close once the pipelines feeding them have finished (they hold
-        // the routers); the engine lets go of its own references first.
-        for (_, c) in self.connectors.values() {
-            c.shutdown();
-        }
+        // the connectors); the engine lets go of its own references first.
         drop(self.connectors);
         let mut tasks = Vec::new();
         for (_, p) in self.pipelines {

@@ -367,10 +367,9 @@ pub type Targets = BTreeMap<String, mpsc::Sender<Batch>>;
 pub trait Connector: Send + Sync {
     /// Takes a batch from a pipeline that exports to it (waits for room downstream).
     fn push(&self, batch: Batch) -> BoxFuture<'_, ()>;
-    /// The pipelines it feeds now (set at start and on every reload).
+    /// The pipelines it feeds now (set at start and on every reload). A connector with work
+    /// of its own (a flush task) stops it when its last reference is dropped.
     fn set_targets(&self, targets: Targets);
-    /// Stops its background work, handing on what it holds.
-    fn shutdown(&self) {}
 }
 
 pub trait ConnectorSettings: Settings {

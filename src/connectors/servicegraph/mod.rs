@@ -18,7 +18,7 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
@@ -32,6 +32,7 @@ use tokio::sync::watch;
 
 use super::spanmetrics::expo::ExpoHistogram;
 use crate::config::loader::Body;
+use crate::pdata::{attr as find, now_unix_nanos as now_nanos};
 use crate::pdata::{Batch, Payload, Signal};
 use crate::pipeline::registry::{
     BoxFuture, Connector, ConnectorSettings, Decode, Factory, Handles, Stability, Targets,
@@ -160,13 +161,6 @@ impl Drop for ServiceGraph {
     }
 }
 
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 fn text(v: &AnyValue) -> String {
     match &v.value {
         Some(any_value::Value::StringValue(s)) => s.clone(),
@@ -176,13 +170,6 @@ fn text(v: &AnyValue) -> String {
         Some(other) => format!("{other:?}"),
         None => String::new(),
     }
-}
-
-fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
 }
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {

@@ -17,7 +17,7 @@ mod tests;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
@@ -30,6 +30,7 @@ use opentelemetry_proto::tonic::trace::v1::{span, status, Span};
 use tokio::sync::watch;
 
 use crate::config::loader::Body;
+use crate::pdata::{attr as find, now_unix_nanos as now_nanos};
 use crate::pdata::{Batch, Payload, Signal};
 use crate::pipeline::registry::{
     BoxFuture, Connector, ConnectorSettings, Decode, Factory, Handles, Stability, Targets,
@@ -128,13 +129,6 @@ impl Drop for SpanMetrics {
     }
 }
 
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 impl SpanMetrics {
     pub fn start(id: &str, cfg: SpanMetricsConfig, registry: &Registry) -> Arc<SpanMetrics> {
         let shared = Arc::new(Shared::new(id, cfg, registry));
@@ -223,13 +217,6 @@ fn string_value(s: &str) -> AnyValue {
     AnyValue {
         value: Some(any_value::Value::StringValue(s.to_string())),
     }
-}
-
-fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
 }
 
 /// `SPAN_KIND_SERVER`, as upstream's traceutil writes it.

@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use crate::config::loader::Body;
 use crate::ottl::{Condition, ContextKind};
+use crate::pdata::{attr as find, now_unix_nanos as now_nanos};
 use crate::pdata::{Batch, Context, Payload, Signal};
 use crate::pipeline::registry::{
     BoxFuture, Connector, ConnectorSettings, Decode, Factory, Handles, Stability, Targets,
@@ -167,13 +168,6 @@ pub struct SumConnector {
     unreadable: Counter,
 }
 
-fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 /// The number in an attribute: ints, doubles, and strings that parse as one.
 fn number(v: &AnyValue) -> Option<f64> {
     let n = match &v.value {
@@ -194,13 +188,6 @@ fn text(v: &AnyValue) -> Option<String> {
         Some(any_value::Value::BoolValue(b)) => Some(b.to_string()),
         _ => None,
     }
-}
-
-fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
 }
 
 /// Per output metric: attribute set (as text key) -> (attributes, sum).

@@ -24,7 +24,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::metrics::v1::{metric, AggregationTemporality};
-use prost::Message;
 use tokio::sync::watch;
 
 use crate::config::loader::Body;
@@ -33,7 +32,7 @@ use crate::exporters::prometheusremotewrite::proto::{
     Exemplar, Label, TYPE_COUNTER, TYPE_GAUGE, TYPE_HISTOGRAM, TYPE_SUMMARY,
 };
 use crate::exporters::prometheusremotewrite::translate::{translate, Settings};
-use crate::pdata::{Batch, Payload, Signal};
+use crate::pdata::{Batch, Signal};
 use crate::pipeline::registry::{
     AuthSlot, Decode, ExporterParts, ExporterSettings, Factory, Handles, Stability,
 };
@@ -205,18 +204,10 @@ impl Sender for PromSender {
                     batch.signal
                 )));
             }
-            let decoded;
-            let req = match &batch.payload {
-                Payload::Metrics(r) => r,
-                _ => {
-                    decoded =
-                        ExportMetricsServiceRequest::decode(batch.to_bytes()).map_err(|e| {
-                            ExportError::permanent(format!("cannot decode metrics: {e}"))
-                        })?;
-                    &decoded
-                }
-            };
-            self.store.update_for(req, batch.context.tenant.as_deref());
+            let req = batch
+                .metrics_request()
+                .map_err(|e| ExportError::permanent(format!("cannot decode metrics: {e}")))?;
+            self.store.update_for(&req, batch.context.tenant.as_deref());
             Ok(Sent::default())
         })
     }

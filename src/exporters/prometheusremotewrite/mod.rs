@@ -24,7 +24,7 @@ use prost::Message;
 
 use crate::config::loader::Body;
 use crate::exporters::helper::{BoxFuture, ExportError, Sender, Sent};
-use crate::pdata::{Batch, Payload, Signal};
+use crate::pdata::{Batch, Signal};
 use crate::pipeline::registry::{
     AuthSlot, Decode, ExporterParts, ExporterSettings, Factory, Handles, Stability,
 };
@@ -197,18 +197,10 @@ impl Sender for PrwSender {
                     batch.signal
                 )));
             }
-            let decoded;
-            let req = match &batch.payload {
-                Payload::Metrics(r) => r,
-                _ => {
-                    decoded =
-                        ExportMetricsServiceRequest::decode(batch.to_bytes()).map_err(|e| {
-                            ExportError::permanent(format!("cannot decode metrics: {e}"))
-                        })?;
-                    &decoded
-                }
-            };
-            for body in self.requests(req) {
+            let req = batch
+                .metrics_request()
+                .map_err(|e| ExportError::permanent(format!("cannot decode metrics: {e}")))?;
+            for body in self.requests(&req) {
                 self.post(body, batch.context.tenant.as_deref(), &batch.context)
                     .await?;
             }
