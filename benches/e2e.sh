@@ -217,6 +217,7 @@ SINK_EXTRA="--delay 50ms" run "slow backend (50 ms), gzip in → batch → gzip 
 run "traces + tenant tagging + batch" traces "tenant, batch" otlp
 run "traces + filter (2 conditions, no span matches) + batch" traces "filter/health, batch" otlp
 run "traces + transform (redacts one attribute of every span) + batch" traces "transform/redact, batch" otlp
+run "traces + filter + transform + batch (the two in a row)" traces "filter/health, transform/redact, batch" otlp
 run "traces + batch, persistent queue (file_storage, fsync off)" traces "batch" otlp-wal
 WAL_FSYNC=true run "traces + batch, persistent queue (file_storage, fsync on)" traces "batch" otlp-wal
 run "traces + tail sampling (3 policies, 1 s) + batch" traces "tail_sampling, batch" otlp

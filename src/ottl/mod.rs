@@ -577,3 +577,133 @@ impl Statement {
         }
     }
 }
+
+/// Where statements and conditions reach, for the paths that work on encoded data without
+/// decoding whole items (the transform and filter processors' wire paths): which protobuf
+/// fields of the context's item (a span, a log record) they read or change, which keys of its
+/// attributes, and whether they change the resource or the scope. Built with
+/// [`Footprint::add_statement`] / [`Footprint::add_condition`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Field numbers of `Span` / `LogRecord` as bits (`1 << number`); the attributes' field
+    /// (9 / 6) only when the whole map is reached.
+    pub item_fields: u64,
+    /// Attribute keys reached one by one (`attributes["k"]`, `delete_key(attributes, "k")`),
+    /// when the whole map is not.
+    pub attr_keys: Vec<Box<str>>,
+    pub writes_resource: bool,
+    pub writes_scope: bool,
+    /// Something only a decoded request gives (metrics, data points).
+    pub opaque: bool,
+}
+
+impl Footprint {
+    fn reach(&mut self, (f, key): parser::Reach<'_>) {
+        use parser::Field as F;
+        if let (F::SpanAttrs | F::LogAttrs, Some(k)) = (f, key) {
+            if !self.attr_keys.iter().any(|x| &**x == k) {
+                self.attr_keys.push(k.into());
+            }
+            return;
+        }
+        let n: u32 = match f {
+            F::ResourceAttrs
+            | F::RequestHeaders
+            | F::ResourceDroppedAttrs
+            | F::ScopeName
+            | F::ScopeVersion
+            | F::ScopeAttrs
+            | F::ScopeDroppedAttrs => return,
+            F::SpanTraceId | F::SpanTraceIdBytes => 1,
+            F::SpanSpanId | F::SpanSpanIdBytes => 2,
+            F::SpanTraceState => 3,
+            F::SpanParentSpanId | F::SpanParentIdBytes => 4,
+            F::SpanName => 5,
+            F::SpanKind => 6,
+            F::SpanStart | F::SpanStartTime => 7,
+            F::SpanEnd | F::SpanEndTime => 8,
+            F::SpanAttrs => 9,
+            F::SpanDroppedAttrs => 10,
+            F::EventName
+            | F::EventTime
+            | F::EventAttrs
+            | F::EventDroppedAttrs
+            | F::EventTimeValue => 11,
+            F::SpanDroppedEvents => 12,
+            F::SpanDroppedLinks => 14,
+            F::SpanStatusCode | F::SpanStatusMessage => 15,
+            F::SpanFlags => 16,
+            F::LogTime | F::LogTimeValue => 1,
+            F::LogSeverityNumber => 2,
+            F::LogSeverityText => 3,
+            F::LogBody => 5,
+            F::LogAttrs => 6,
+            F::LogDroppedAttrs => 7,
+            F::LogFlags => 8,
+            F::LogTraceId | F::LogTraceIdBytes => 9,
+            F::LogSpanId | F::LogSpanIdBytes => 10,
+            F::LogObservedTime | F::LogObservedTimeValue => 11,
+            F::LogEventName => 12,
+            _ => {
+                self.opaque = true;
+                return;
+            }
+        };
+        self.item_fields |= 1 << n;
+    }
+
+    pub fn add_statement(&mut self, s: &Statement) {
+        use parser::Field as F;
+        s.st.visit(&mut |r| self.reach(r));
+        match s.st.target().0 {
+            F::ResourceAttrs | F::ResourceDroppedAttrs => self.writes_resource = true,
+            F::ScopeName | F::ScopeVersion | F::ScopeAttrs | F::ScopeDroppedAttrs => {
+                self.writes_scope = true
+            }
+            _ => {}
+        }
+    }
+
+    pub fn add_condition(&mut self, c: &Condition) {
+        parser::visit_expr(&c.expr, &mut |r| self.reach(r));
+    }
+
+    /// Everything `other` reaches too.
+    pub fn merge(&mut self, other: &Footprint) {
+        self.item_fields |= other.item_fields;
+        for k in &other.attr_keys {
+            if !self.attr_keys.contains(k) {
+                self.attr_keys.push(k.clone());
+            }
+        }
+        self.writes_resource |= other.writes_resource;
+        self.writes_scope |= other.writes_scope;
+        self.opaque |= other.opaque;
+    }
+
+    /// Whether field `number` (payload `data`) of an item is one to decode, the item's
+    /// attributes being its field `attrs_field`.
+    pub fn wants(&self, attrs_field: u64, number: u64, data: &[u8]) -> bool {
+        if number == attrs_field {
+            return self.wants_attribute(attrs_field, data);
+        }
+        number < 64 && self.item_fields & (1 << number) != 0
+    }
+
+    /// Whether attribute `KeyValue` `kv` (encoded, field `attrs_field` of the item) is one
+    /// the statements reach: all of them when the whole map is reached.
+    pub fn wants_attribute(&self, attrs_field: u64, kv: &[u8]) -> bool {
+        if self.item_fields & (1 << attrs_field) != 0 {
+            return true;
+        }
+        if self.attr_keys.is_empty() {
+            return false;
+        }
+        // KeyValue.key is field 1 (normally first).
+        let key = crate::pdata::wire::fields(kv).find_map(|f| match f {
+            Ok((1, 2, k, _)) => Some(k),
+            _ => None,
+        });
+        key.is_some_and(|k| self.attr_keys.iter().any(|x| x.as_bytes() == k))
+    }
+}

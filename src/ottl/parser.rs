@@ -1254,7 +1254,8 @@ impl<'s> Parser<'s> {
                 };
                 Ok(Arg::Call(f, args.into_iter().map(|(a, _)| a).collect()))
             }
-            _ => Ok(Arg::Op(self.operand()?)),
+            // An operand, or math on operands (`end_time_unix_nano - start_time_unix_nano`).
+            _ => Ok(Arg::Op(self.math()?)),
         }
     }
 
@@ -1460,5 +1461,104 @@ impl<'s> Parser<'s> {
                 Editor::Limit(f, n, strings(it.next())?)
             }
         })
+    }
+}
+
+/// What a path reaches: its field and, for a map read at a string key (`attributes["k"]`),
+/// that key (`None`: the whole field).
+pub(crate) type Reach<'a> = (Field, Option<&'a str>);
+
+fn reach(p: &Path) -> Reach<'_> {
+    match p.keys.first() {
+        Some(Key::Str(k)) => (p.field, Some(k)),
+        _ => (p.field, None),
+    }
+}
+
+/// Calls `f` with everything `e` reads.
+pub(crate) fn visit_expr<'a>(e: &'a Expr, f: &mut dyn FnMut(Reach<'a>)) {
+    match e {
+        Expr::Or(v) | Expr::And(v) => v.iter().for_each(|e| visit_expr(e, f)),
+        Expr::Not(e) => visit_expr(e, f),
+        Expr::Const(_) => {}
+        Expr::Cmp(a, _, b) => {
+            visit_operand(a, f);
+            visit_operand(b, f);
+        }
+        Expr::Call(c) => visit_converter(c, f),
+    }
+}
+
+fn visit_operand<'a>(o: &'a Operand, f: &mut dyn FnMut(Reach<'a>)) {
+    match o {
+        Operand::Lit(_) | Operand::Now => {}
+        Operand::Path(p) => f(reach(p)),
+        Operand::Call(c) => visit_converter(c, f),
+        Operand::Value(a) => visit_arg(a, f),
+        Operand::Math(m) => {
+            visit_operand(&m.0, f);
+            visit_operand(&m.2, f);
+        }
+    }
+}
+
+fn visit_converter<'a>(c: &'a Converter, f: &mut dyn FnMut(Reach<'a>)) {
+    match c {
+        Converter::IsMatch(o, _)
+        | Converter::IsString(o)
+        | Converter::IsInt(o)
+        | Converter::IsBool(o)
+        | Converter::IsDouble(o)
+        | Converter::IsMap(o)
+        | Converter::IsList(o) => visit_operand(o, f),
+        Converter::HasAttrKeyOnDatapoint(_) | Converter::HasAttrOnDatapoint(..) => {
+            f((Field::PointAttrs, None))
+        }
+    }
+}
+
+fn visit_arg<'a>(a: &'a Arg, f: &mut dyn FnMut(Reach<'a>)) {
+    match a {
+        Arg::Op(o) => visit_operand(o, f),
+        Arg::List(v) | Arg::Concat(v, _) | Arg::Call(_, v) => {
+            v.iter().for_each(|a| visit_arg(a, f))
+        }
+        Arg::Sha256(a) | Arg::ConvertCase(a, _) => visit_arg(a, f),
+    }
+}
+
+impl Statement {
+    /// What the statement changes: a field, or one key of a map.
+    pub(crate) fn target(&self) -> Reach<'_> {
+        match &self.editor {
+            Editor::Set(p, _)
+            | Editor::ReplacePattern(p, _, _)
+            | Editor::ReplaceMatch(p, _, _)
+            | Editor::Append(p, _) => reach(p),
+            Editor::DeleteKey(f, k) => (*f, Some(k)),
+            Editor::DeleteMatchingKeys(f, _)
+            | Editor::KeepKeys(f, _)
+            | Editor::KeepMatchingKeys(f, _)
+            | Editor::ReplaceAllPatterns(f, _, _, _)
+            | Editor::ReplaceAllMatches(f, _, _)
+            | Editor::TruncateAll(f, _)
+            | Editor::Limit(f, _, _)
+            | Editor::MergeMaps(f, _, _)
+            | Editor::Flatten(f, _, _) => (*f, None),
+        }
+    }
+
+    /// Calls `f` with everything the statement reads or changes.
+    pub(crate) fn visit<'a>(&'a self, f: &mut dyn FnMut(Reach<'a>)) {
+        f(self.target());
+        match &self.editor {
+            Editor::Set(_, a) | Editor::MergeMaps(_, a, _) | Editor::Append(_, a) => {
+                visit_arg(a, f)
+            }
+            _ => {}
+        }
+        if let Some(c) = &self.cond {
+            visit_expr(c, f);
+        }
     }
 }

@@ -237,6 +237,114 @@ pub fn for_each_field<'a>(
     Ok(())
 }
 
+/// The fields of the message in `buf` as `(number, wire_type, data, whole)`, as
+/// [`for_each_field`] gives them; an error ends the walk.
+pub fn fields(buf: &[u8]) -> Fields<'_> {
+    Fields {
+        r: Reader::new(buf, 0),
+        failed: false,
+    }
+}
+
+pub struct Fields<'a> {
+    r: Reader<'a>,
+    failed: bool,
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u64, u8, &'a [u8], &'a [u8]), WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let start = self.r.pos;
+        match self.r.next()? {
+            Ok((f, _)) => Some(Ok((
+                f.number,
+                f.wire_type,
+                f.data,
+                &self.r.buf[start..self.r.pos],
+            ))),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Why decoding part of a message failed.
+#[derive(Debug)]
+pub struct PartError;
+
+impl From<WireError> for PartError {
+    fn from(_: WireError) -> PartError {
+        PartError
+    }
+}
+
+impl From<prost::DecodeError> for PartError {
+    fn from(_: prost::DecodeError) -> PartError {
+        PartError
+    }
+}
+
+/// The whole fields of `body` that `wanted` picks, concatenated into `out`: a message holding
+/// only them, which prost merges as it would in the whole message. Whether any was found.
+pub fn pick(
+    body: &[u8],
+    wanted: impl Fn(u64, &[u8]) -> bool,
+    out: &mut Vec<u8>,
+) -> Result<bool, WireError> {
+    out.clear();
+    let mut any = false;
+    for f in fields(body) {
+        let (n, _, data, whole) = f?;
+        if wanted(n, data) {
+            out.extend_from_slice(whole);
+            any = true;
+        }
+    }
+    Ok(any)
+}
+
+/// The `resource` (field 1) of an encoded `ResourceSpans`/`ResourceMetrics`/`ResourceLogs`,
+/// decoded alone; `scratch` is reused.
+pub fn decode_resource(
+    body: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Result<Option<opentelemetry_proto::tonic::resource::v1::Resource>, PartError> {
+    use prost::Message;
+    if !pick(body, |n, _| n == 1, scratch)? {
+        return Ok(None);
+    }
+    Ok(opentelemetry_proto::tonic::trace::v1::ResourceSpans::decode(&scratch[..])?.resource)
+}
+
+/// The `scope` (field 1) of an encoded `ScopeSpans`/`ScopeMetrics`/`ScopeLogs`, decoded alone.
+pub fn decode_scope(
+    body: &[u8],
+    scratch: &mut Vec<u8>,
+) -> Result<Option<opentelemetry_proto::tonic::common::v1::InstrumentationScope>, PartError> {
+    use prost::Message;
+    if !pick(body, |n, _| n == 1, scratch)? {
+        return Ok(None);
+    }
+    Ok(opentelemetry_proto::tonic::trace::v1::ScopeSpans::decode(&scratch[..])?.scope)
+}
+
+/// The fields of `body` (a span, a log record, ...) that `wanted(number, payload)` picks,
+/// decoded into an otherwise empty `M`.
+pub fn decode_part<M: prost::Message + Default>(
+    body: &[u8],
+    wanted: impl Fn(u64, &[u8]) -> bool,
+    scratch: &mut Vec<u8>,
+) -> Result<M, PartError> {
+    pick(body, wanted, scratch)?;
+    Ok(M::decode(&scratch[..])?)
+}
+
 /// Appends a protobuf varint.
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod legacy;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
@@ -309,6 +310,50 @@ impl Filter {
         }
     }
 
+    /// Filters an encoded request without decoding it whole (see [`wire`]); `None` when this
+    /// signal's conditions or these bytes need the decoded path.
+    fn on_wire(
+        &self,
+        signal: Signal,
+        bytes: &[u8],
+        scratch: &mut Vec<u8>,
+    ) -> Option<wire::Outcome> {
+        use opentelemetry_proto::tonic::logs::v1::LogRecord;
+        use opentelemetry_proto::tonic::trace::v1::Span;
+        match signal {
+            Signal::Traces => {
+                let legacy = self.legacy_spans.0.is_some() || self.legacy_spans.1.is_some();
+                if legacy || !self.t_event.is_empty() {
+                    return None;
+                }
+                let levels = wire::Levels::<Span> {
+                    resource: &self.t_resource,
+                    scope: &self.t_scope,
+                    item: &self.t_span,
+                    reach: wire::reach(&self.t_span)?,
+                    attrs_field: 9,
+                    eval: |c, r, s, span| c.eval_span(r, s, span),
+                };
+                wire::filter(bytes, &levels, scratch).ok()
+            }
+            Signal::Logs => {
+                if self.legacy_logs.0.is_some() || self.legacy_logs.1.is_some() {
+                    return None;
+                }
+                let levels = wire::Levels::<LogRecord> {
+                    resource: &self.l_resource,
+                    scope: &self.l_scope,
+                    item: &self.l_log,
+                    reach: wire::reach(&self.l_log)?,
+                    attrs_field: 6,
+                    eval: |c, r, s, log| c.eval_log(r, s, log),
+                };
+                wire::filter(bytes, &levels, scratch).ok()
+            }
+            Signal::Metrics => None,
+        }
+    }
+
     /// Drops what matches; returns whether anything was dropped.
     pub fn traces(&self, req: &mut ExportTraceServiceRequest) -> bool {
         let changed = Cell::new(false);
@@ -541,6 +586,7 @@ pub struct FilterProcessor {
     points: Counter,
     logs: Counter,
     dropped: Counter,
+    scratch: Vec<u8>,
 }
 
 impl FilterProcessor {
@@ -569,6 +615,17 @@ impl FilterProcessor {
                 "Items a processor could not handle and dropped.",
                 &[("processor", id)],
             ),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn count(&self, signal: Signal, filtered: u64) {
+        if filtered > 0 {
+            match signal {
+                Signal::Traces => self.spans.add(filtered),
+                Signal::Metrics => self.points.add(filtered),
+                Signal::Logs => self.logs.add(filtered),
+            }
         }
     }
 }
@@ -578,6 +635,26 @@ impl Processor for FilterProcessor {
         if !self.filter.acts_on(batch.signal) {
             out.push(batch);
             return;
+        }
+        // Conditions that can be evaluated on the wire: nothing decoded whole, and the bytes
+        // received go on untouched when nothing matches.
+        if let Payload::Encoded(b) = &batch.payload {
+            match self.filter.on_wire(batch.signal, b, &mut self.scratch) {
+                Some(wire::Outcome::Unchanged) => {
+                    out.push(batch);
+                    return;
+                }
+                Some(wire::Outcome::Filtered(kept, gone)) => {
+                    self.count(batch.signal, gone as u64);
+                    batch.items = batch.items.saturating_sub(gone);
+                    if !kept.is_empty() {
+                        batch.payload = Payload::Encoded(kept.into());
+                        out.push(batch);
+                    }
+                    return;
+                }
+                None => {}
+            }
         }
         // The bytes as received: forwarded again when nothing is dropped, so the common case
         // (nothing matches) pays no re-encoding.
@@ -612,14 +689,7 @@ impl Processor for FilterProcessor {
             }
         }
         batch.recount();
-        let filtered = before.saturating_sub(batch.items) as u64;
-        if filtered > 0 {
-            match batch.signal {
-                Signal::Traces => self.spans.add(filtered),
-                Signal::Metrics => self.points.add(filtered),
-                Signal::Logs => self.logs.add(filtered),
-            }
-        }
+        self.count(batch.signal, before.saturating_sub(batch.items) as u64);
         // Nothing left: nothing to forward (its memory charge and any write-ahead-log record
         // are released as the batch is dropped).
         let empty = match &batch.payload {

@@ -757,3 +757,184 @@ fn short_non_error_spans_as_the_readme_example() {
     f.traces(&mut r);
     assert_eq!(names(&r), ["fast error", "slow"]);
 }
+
+/// Two resources of two scopes each, spans of every kind of field, for comparing the wire
+/// path with the decoded one.
+fn mixed_traces() -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    let sp = |i: u8, name: &str, route: &str| Span {
+        trace_id: vec![i; 16],
+        span_id: vec![i; 8],
+        name: name.into(),
+        kind: i32::from(i % 3),
+        start_time_unix_nano: 1_000,
+        end_time_unix_nano: 1_000 + u64::from(i) * 1_000_000,
+        attributes: vec![
+            kv("http.route", s(route)),
+            kv(
+                "http.status_code",
+                Value::IntValue(200 + i64::from(i % 4) * 100),
+            ),
+        ],
+        events: vec![span::Event {
+            name: "e".into(),
+            ..Default::default()
+        }],
+        status: Some(Status {
+            code: i32::from(i % 3),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let scope = |name: &str, base: u8| ScopeSpans {
+        scope: Some(InstrumentationScope {
+            name: name.into(),
+            ..Default::default()
+        }),
+        spans: vec![
+            sp(base, "GET /health", "/health"),
+            sp(base + 1, "readinessProbe", "/ready"),
+            sp(base + 2, "GET /cart", "/api/cart"),
+            sp(base + 3, "POST /pay", "/api/pay"),
+        ],
+        schema_url: "s".into(),
+    };
+    let resource = |svc: &str, base: u8| ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![kv("service.name", s(svc))],
+            ..Default::default()
+        }),
+        scope_spans: vec![scope("http", base), scope("db", base + 10)],
+        schema_url: "r".into(),
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![resource("checkout", 1), resource("cart", 30)],
+    }
+}
+
+#[test]
+fn the_wire_path_filters_as_the_decoded_path_does() {
+    use prost::Message;
+    let cases = [
+        // (config, spans the decoded path drops)
+        (
+            r#"traces: {span: ['attributes["http.route"] == "/health"', 'IsMatch(name, "^readiness")']}"#,
+            8,
+        ),
+        (
+            r#"traces: {span: ['attributes["http.route"] == "/nothing"']}"#,
+            0,
+        ),
+        (
+            r#"traces: {span: ['resource.attributes["service.name"] == "cart" and kind == SPAN_KIND_SERVER']}"#,
+            2,
+        ),
+        (
+            r#"traces: {span: ['status.code == STATUS_CODE_ERROR', 'end_time - start_time > Duration("2ms")']}"#,
+            15,
+        ),
+        (
+            r#"traces: {span: ['attributes["http.status_code"] >= 400']}"#,
+            8,
+        ),
+        (
+            r#"traces: {span: ['trace_id == TraceID(0x02020202020202020202020202020202)']}"#,
+            1,
+        ),
+        (
+            r#"traces: {span: ['instrumentation_scope.name == "db"']}"#,
+            8,
+        ),
+        (r#"traces: {span: ['name != ""']}"#, 16),
+        (
+            r#"trace_conditions: ['instrumentation_scope.name == "http"']"#,
+            8,
+        ),
+        (
+            r#"traces: {resource: ['attributes["service.name"] == "checkout"']}"#,
+            8,
+        ),
+        (
+            r#"trace_conditions: ['span.name == "GET /cart"', 'resource.attributes["service.name"] == "cart"']"#,
+            10,
+        ),
+    ];
+    for (yaml, want_gone) in cases {
+        let f = filter(yaml);
+        let input = mixed_traces();
+        let bytes = input.encode_to_vec();
+        let mut decoded = input.clone();
+        let changed = f.traces(&mut decoded);
+        let outcome = f
+            .on_wire(Signal::Traces, &bytes, &mut Vec::new())
+            .unwrap_or_else(|| panic!("{yaml}: not on the wire"));
+        let before = crate::pdata::wire::count_items(Signal::Traces, &bytes).unwrap();
+        let after =
+            crate::pdata::wire::count_items(Signal::Traces, &decoded.encode_to_vec()).unwrap();
+        assert_eq!(before - after, want_gone, "{yaml}");
+        match outcome {
+            wire::Outcome::Unchanged => assert!(!changed, "{yaml}"),
+            wire::Outcome::Filtered(kept, gone) => {
+                assert!(changed, "{yaml}");
+                assert_eq!(gone, want_gone, "{yaml}");
+                assert_eq!(
+                    ExportTraceServiceRequest::decode(&kept[..]).unwrap(),
+                    decoded,
+                    "{yaml}"
+                );
+            }
+        }
+    }
+    // Event conditions and the legacy form take the decoded path.
+    for yaml in [
+        r#"traces: {spanevent: ['name == "e"']}"#,
+        "spans: {exclude: {match_type: strict, span_names: [x]}}",
+    ] {
+        let bytes = mixed_traces().encode_to_vec();
+        assert!(
+            filter(yaml)
+                .on_wire(Signal::Traces, &bytes, &mut Vec::new())
+                .is_none(),
+            "{yaml}"
+        );
+    }
+    // Bytes that do not walk: the decoded path decides what survives.
+    let f = filter(r#"traces: {span: ['name == "x"']}"#);
+    let bytes = mixed_traces().encode_to_vec();
+    assert!(f
+        .on_wire(Signal::Traces, &bytes[..bytes.len() - 3], &mut Vec::new())
+        .is_none());
+}
+
+#[test]
+fn logs_filtered_on_the_wire_as_decoded() {
+    use prost::Message;
+    let f = filter(
+        r#"logs: {log_record: ['severity_number < SEVERITY_NUMBER_WARN', 'IsMatch(body, "^debug")']}"#,
+    );
+    let input = logs(vec![
+        rec("debug a", 13),
+        rec("hello", 5),
+        rec("kept", 17),
+        rec("warn", 13),
+    ]);
+    let mut decoded = input.clone();
+    assert!(f.logs(&mut decoded));
+    match f.on_wire(Signal::Logs, &input.encode_to_vec(), &mut Vec::new()) {
+        Some(wire::Outcome::Filtered(kept, gone)) => {
+            assert_eq!(gone, 2);
+            assert_eq!(
+                ExportLogsServiceRequest::decode(&kept[..]).unwrap(),
+                decoded
+            );
+            assert_eq!(bodies(&decoded), ["kept", "warn"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Everything dropped: an empty request, which the stage forwards as nothing.
+    let f = filter(r#"logs: {log_record: ['true']}"#);
+    assert_eq!(
+        f.on_wire(Signal::Logs, &input.encode_to_vec(), &mut Vec::new()),
+        Some(wire::Outcome::Filtered(Vec::new(), 4))
+    );
+}

@@ -7,11 +7,16 @@
 //! only where its own `where` clause holds.
 #[cfg(test)]
 mod tests;
+mod wire;
 
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
     trace::v1::ExportTraceServiceRequest,
 };
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use serde::Deserialize;
 
 use crate::ottl::{
@@ -86,11 +91,118 @@ struct Group {
     statements: Vec<Statement>,
 }
 
+impl Group {
+    fn holds(&self, f: impl FnOnce(&ConditionSet) -> bool) -> bool {
+        self.conditions.is_empty() || f(&self.conditions)
+    }
+
+    fn on_resource(&self, res: &mut Option<Resource>) {
+        if self.holds(|c| c.eval_resource(res.as_ref())) {
+            self.statements.iter().for_each(|s| s.run_resource(res));
+        }
+    }
+
+    fn on_scope(&self, res: &mut Option<Resource>, scope: &mut Option<InstrumentationScope>) {
+        if self.holds(|c| c.eval_scope(res.as_ref(), scope.as_ref())) {
+            self.statements.iter().for_each(|s| s.run_scope(res, scope));
+        }
+    }
+
+    /// A span group on one span, or a span event group on each of its events.
+    fn on_span(
+        &self,
+        res: &mut Option<Resource>,
+        scope: &mut Option<InstrumentationScope>,
+        span: &mut Span,
+    ) {
+        if self.ctx == C::Span {
+            if self.holds(|c| c.eval_span(res.as_ref(), scope.as_ref(), span)) {
+                self.statements
+                    .iter()
+                    .for_each(|s| s.run_span(res, scope, span));
+            }
+            return;
+        }
+        for i in 0..span.events.len() {
+            let hold = self
+                .holds(|c| c.eval_span_event(res.as_ref(), scope.as_ref(), span, &span.events[i]));
+            if hold {
+                self.statements
+                    .iter()
+                    .for_each(|s| s.run_span_event(res, scope, span, i));
+            }
+        }
+    }
+
+    fn on_log(
+        &self,
+        res: &mut Option<Resource>,
+        scope: &mut Option<InstrumentationScope>,
+        r: &mut LogRecord,
+    ) {
+        if self.holds(|c| c.eval_log(res.as_ref(), scope.as_ref(), r)) {
+            self.statements
+                .iter()
+                .for_each(|s| s.run_log(res, scope, r));
+        }
+    }
+}
+
+/// A signal's groups, level by level, for the wire path (which runs them item by item).
+struct Levels<'a>(&'a [Group]);
+
+impl<'a> Levels<'a> {
+    fn at<'l>(&self, level: &'l [ContextKind]) -> impl Iterator<Item = &'a Group> + 'l
+    where
+        'a: 'l,
+    {
+        self.0.iter().filter(move |g| level.contains(&g.ctx))
+    }
+}
+
+impl wire::Run<Span> for Levels<'_> {
+    fn resource(&self, res: &mut Option<Resource>) {
+        self.at(&[C::Resource]).for_each(|g| g.on_resource(res));
+    }
+    fn scope(&self, res: &mut Option<Resource>, scope: &mut Option<InstrumentationScope>) {
+        self.at(&[C::Scope]).for_each(|g| g.on_scope(res, scope));
+    }
+    fn item(
+        &self,
+        res: &mut Option<Resource>,
+        scope: &mut Option<InstrumentationScope>,
+        span: &mut Span,
+    ) {
+        self.at(&[C::Span, C::SpanEvent])
+            .for_each(|g| g.on_span(res, scope, span));
+    }
+}
+
+impl wire::Run<LogRecord> for Levels<'_> {
+    fn resource(&self, res: &mut Option<Resource>) {
+        self.at(&[C::Resource]).for_each(|g| g.on_resource(res));
+    }
+    fn scope(&self, res: &mut Option<Resource>, scope: &mut Option<InstrumentationScope>) {
+        self.at(&[C::Scope]).for_each(|g| g.on_scope(res, scope));
+    }
+    fn item(
+        &self,
+        res: &mut Option<Resource>,
+        scope: &mut Option<InstrumentationScope>,
+        r: &mut LogRecord,
+    ) {
+        self.at(&[C::Log]).for_each(|g| g.on_log(res, scope, r));
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Transform {
     traces: Vec<Group>,
     metrics: Vec<Group>,
     logs: Vec<Group>,
+    /// Whether, and how, traces and logs can be edited without decoding whole requests.
+    traces_wire: Option<wire::WirePlan>,
+    logs_wire: Option<wire::WirePlan>,
 }
 
 const TRACE_CONTEXTS: &[ContextKind] = &[C::SpanEvent, C::Span, C::Scope, C::Resource];
@@ -227,7 +339,9 @@ impl Transform {
                 "flatten_data is not supported by weir".into(),
             ));
         }
-        let t = Transform {
+        let mut t = Transform {
+            traces_wire: None,
+            logs_wire: None,
             traces: compile(
                 &cfg.trace_statements,
                 "trace_statements",
@@ -247,6 +361,8 @@ impl Transform {
                 &mut problems,
             ),
         };
+        t.traces_wire = wire::WirePlan::new(&t.traces, 9);
+        t.logs_wire = wire::WirePlan::new(&t.logs, 6);
         if problems.is_empty() {
             Ok(t)
         } else {
@@ -256,51 +372,20 @@ impl Transform {
 
     pub fn traces(&self, req: &mut ExportTraceServiceRequest) {
         for g in &self.traces {
-            let all = g.conditions.is_empty();
             for rs in &mut req.resource_spans {
                 let res = &mut rs.resource;
                 if g.ctx == C::Resource {
-                    if all || g.conditions.eval_resource(res.as_ref()) {
-                        g.statements.iter().for_each(|s| s.run_resource(res));
-                    }
+                    g.on_resource(res);
                     continue;
                 }
                 for ss in &mut rs.scope_spans {
                     let scope = &mut ss.scope;
-                    match g.ctx {
-                        C::Scope => {
-                            if all || g.conditions.eval_scope(res.as_ref(), scope.as_ref()) {
-                                g.statements.iter().for_each(|s| s.run_scope(res, scope));
-                            }
-                        }
-                        C::Span => {
-                            for span in &mut ss.spans {
-                                if all || g.conditions.eval_span(res.as_ref(), scope.as_ref(), span)
-                                {
-                                    g.statements
-                                        .iter()
-                                        .for_each(|s| s.run_span(res, scope, span));
-                                }
-                            }
-                        }
-                        _ => {
-                            for span in &mut ss.spans {
-                                for i in 0..span.events.len() {
-                                    let hold = all
-                                        || g.conditions.eval_span_event(
-                                            res.as_ref(),
-                                            scope.as_ref(),
-                                            span,
-                                            &span.events[i],
-                                        );
-                                    if hold {
-                                        g.statements
-                                            .iter()
-                                            .for_each(|s| s.run_span_event(res, scope, span, i));
-                                    }
-                                }
-                            }
-                        }
+                    if g.ctx == C::Scope {
+                        g.on_scope(res, scope);
+                        continue;
+                    }
+                    for span in &mut ss.spans {
+                        g.on_span(res, scope, span);
                     }
                 }
             }
@@ -313,19 +398,13 @@ impl Transform {
             for rm in &mut req.resource_metrics {
                 let res = &mut rm.resource;
                 if g.ctx == C::Resource {
-                    if all || g.conditions.eval_resource(res.as_ref()) {
-                        g.statements.iter().for_each(|s| s.run_resource(res));
-                    }
+                    g.on_resource(res);
                     continue;
                 }
                 for sm in &mut rm.scope_metrics {
                     let scope = &mut sm.scope;
                     match g.ctx {
-                        C::Scope => {
-                            if all || g.conditions.eval_scope(res.as_ref(), scope.as_ref()) {
-                                g.statements.iter().for_each(|s| s.run_scope(res, scope));
-                            }
-                        }
+                        C::Scope => g.on_scope(res, scope),
                         C::Metric => {
                             for m in &mut sm.metrics {
                                 if all || g.conditions.eval_metric(res.as_ref(), scope.as_ref(), m)
@@ -364,30 +443,44 @@ impl Transform {
 
     pub fn logs(&self, req: &mut ExportLogsServiceRequest) {
         for g in &self.logs {
-            let all = g.conditions.is_empty();
             for rl in &mut req.resource_logs {
                 let res = &mut rl.resource;
                 if g.ctx == C::Resource {
-                    if all || g.conditions.eval_resource(res.as_ref()) {
-                        g.statements.iter().for_each(|s| s.run_resource(res));
-                    }
+                    g.on_resource(res);
                     continue;
                 }
                 for sl in &mut rl.scope_logs {
                     let scope = &mut sl.scope;
                     if g.ctx == C::Scope {
-                        if all || g.conditions.eval_scope(res.as_ref(), scope.as_ref()) {
-                            g.statements.iter().for_each(|s| s.run_scope(res, scope));
-                        }
+                        g.on_scope(res, scope);
                         continue;
                     }
                     for r in &mut sl.log_records {
-                        if all || g.conditions.eval_log(res.as_ref(), scope.as_ref(), r) {
-                            g.statements.iter().for_each(|s| s.run_log(res, scope, r));
-                        }
+                        g.on_log(res, scope, r);
                     }
                 }
             }
+        }
+    }
+
+    /// Runs the statements on an encoded request without decoding it (see [`wire`]):
+    /// `None` when this signal's groups or these bytes need the decoded path.
+    fn on_wire(
+        &self,
+        signal: crate::pdata::Signal,
+        bytes: &[u8],
+        scratch: &mut wire::Scratch,
+    ) -> Option<Vec<u8>> {
+        match signal {
+            crate::pdata::Signal::Traces => {
+                let plan = self.traces_wire.as_ref()?;
+                wire::rewrite::<Span>(bytes, plan, &Levels(&self.traces), scratch).ok()
+            }
+            crate::pdata::Signal::Logs => {
+                let plan = self.logs_wire.as_ref()?;
+                wire::rewrite::<LogRecord>(bytes, plan, &Levels(&self.logs), scratch).ok()
+            }
+            crate::pdata::Signal::Metrics => None,
         }
     }
 
@@ -405,6 +498,7 @@ pub struct TransformProcessor {
     id: String,
     t: Transform,
     dropped: Counter,
+    scratch: wire::Scratch,
 }
 
 impl TransformProcessor {
@@ -418,6 +512,7 @@ impl TransformProcessor {
                 "Items a processor could not handle and dropped.",
                 &[("processor", id)],
             ),
+            scratch: wire::Scratch::default(),
         }
     }
 }
@@ -427,6 +522,15 @@ impl Processor for TransformProcessor {
         if !self.t.acts_on(batch.signal) {
             out.push(batch);
             return;
+        }
+        // An encoded batch is edited on the wire when its statements allow; a batch a stage
+        // before decoded stays decoded (decoded once, whatever runs after).
+        if let Payload::Encoded(bytes) = &batch.payload {
+            if let Some(b) = self.t.on_wire(batch.signal, bytes, &mut self.scratch) {
+                batch.payload = Payload::Encoded(b.into());
+                out.push(batch);
+                return;
+            }
         }
         if let Err(e) = batch.decode() {
             self.dropped.add(e.lost as u64);

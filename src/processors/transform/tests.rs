@@ -495,3 +495,300 @@ trace_statements:
     let e = Transform::new(&cfg).unwrap_err();
     assert!(e[0].1.contains("TraceID takes 16 bytes"), "{e:?}");
 }
+
+/// A request with every span field set, two resources and two scopes each, for comparing the
+/// wire path with the decoded one.
+fn rich_traces() -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::trace::v1::Status;
+    let span = |i: u8| Span {
+        trace_id: vec![i; 16],
+        span_id: vec![i + 1; 8],
+        parent_span_id: vec![i + 2; 8],
+        trace_state: "ot=th:8".into(),
+        flags: 257,
+        name: format!("GET /orders/{i}"),
+        kind: 2,
+        start_time_unix_nano: 1_700_000_000_000_000_000 + u64::from(i),
+        end_time_unix_nano: 1_700_000_000_500_000_000 + u64::from(i),
+        attributes: {
+            let mut a = span_attrs();
+            a.push(kv("http.route", s(&format!("/api/items/{i}"))));
+            a
+        },
+        dropped_attributes_count: 1,
+        events: vec![span::Event {
+            name: "exception".into(),
+            time_unix_nano: 5,
+            attributes: vec![kv("exception.message", s("token=abc123 failed"))],
+            dropped_attributes_count: 2,
+        }],
+        dropped_events_count: 3,
+        links: vec![span::Link {
+            trace_id: vec![9; 16],
+            span_id: vec![8; 8],
+            ..Default::default()
+        }],
+        dropped_links_count: 4,
+        status: Some(Status {
+            code: if i.is_multiple_of(2) { 2 } else { 1 },
+            message: "boom".into(),
+        }),
+    };
+    let scope = |name: &str, i: u8| ScopeSpans {
+        scope: Some(InstrumentationScope {
+            name: name.into(),
+            version: "1.0".into(),
+            attributes: vec![kv("lib", s(name))],
+            ..Default::default()
+        }),
+        spans: vec![span(i), span(i + 10), span(i + 20)],
+        schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
+    };
+    let resource = |svc: &str, i: u8| ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![kv("service.name", s(svc)), kv("host.name", s("web-1"))],
+            ..Default::default()
+        }),
+        scope_spans: vec![scope("http", i), scope("db", i + 1)],
+        schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![resource("checkout", 1), resource("cart", 2)],
+    }
+}
+
+/// Runs `yaml`'s trace statements on the wire and decoded; both must give the same request.
+fn same_on_wire(yaml: &str) -> ExportTraceServiceRequest {
+    let t = transform(yaml);
+    let input = rich_traces();
+    let mut decoded = input.clone();
+    t.traces(&mut decoded);
+    let bytes = input.encode_to_vec();
+    let mut scratch = wire::Scratch::default();
+    let out = t
+        .on_wire(crate::pdata::Signal::Traces, &bytes, &mut scratch)
+        .unwrap_or_else(|| panic!("{yaml}: not run on the wire"));
+    let mut on_wire = ExportTraceServiceRequest::decode(&out[..]).expect("decodes");
+    // Attributes are a map: the wire path may write the keys it edited where the first of
+    // them stood, the decoded path where each was.
+    let by_key = |r: &mut ExportTraceServiceRequest| {
+        for rs in &mut r.resource_spans {
+            for ss in &mut rs.scope_spans {
+                for sp in &mut ss.spans {
+                    sp.attributes.sort_by(|a, b| a.key.cmp(&b.key));
+                }
+            }
+        }
+    };
+    by_key(&mut on_wire);
+    let mut sorted = decoded.clone();
+    by_key(&mut sorted);
+    assert_eq!(on_wire, sorted, "{yaml}");
+    // The wire path's encoding is canonical enough for the decoded form to re-encode alike.
+    assert_eq!(out.len(), decoded.encoded_len(), "{yaml}");
+    decoded
+}
+
+use prost::Message as _;
+
+#[test]
+fn the_wire_path_edits_as_the_decoded_path_does() {
+    let statements = [
+        r#"set(span.attributes["environment"], "prod")"#,
+        r#"set(span.attributes["user.email"], SHA256(span.attributes["user.email"]))"#,
+        r#"replace_pattern(span.attributes["http.route"], "/api/items/(.*)", "/api/items/{id}")"#,
+        r#"replace_pattern(span.attributes["http.url"], "\\?.*", "?redacted")"#,
+        r#"delete_key(span.attributes, "user.email")"#,
+        r#"delete_matching_keys(span.attributes, "^k8s\\.pod\\..*")"#,
+        r#"keep_keys(span.attributes, ["http.url"])"#,
+        r#"keep_keys(span.attributes, [])"#,
+        r#"replace_all_patterns(span.attributes, "key", "^k8s\\.pod\\.", "pod.")"#,
+        r#"truncate_all(span.attributes, 4)"#,
+        r#"limit(span.attributes, 2, ["user.email"])"#,
+        r#"set(span.name, Concat([span.name, span.attributes["http.status_code"]], " "))"#,
+        r#"set(span.attributes["service"], resource.attributes["service.name"])"#,
+        r#"set(span.attributes["lib"], instrumentation_scope.name)"#,
+        r#"set(span.status.message, "redacted") where span.status.code == STATUS_CODE_ERROR"#,
+        r#"set(span.attributes["id"], span.trace_id.string) where span.kind == SPAN_KIND_SERVER"#,
+        r#"set(span.attributes["d"], span.end_time_unix_nano - span.start_time_unix_nano)"#,
+        r#"set(span.attributes["late"], true) where span.end_time - span.start_time > Duration("1ms")"#,
+        r#"set(span.attributes["sampled"], span.flags)"#,
+        r#"set(span.attributes["ts"], span.trace_state)"#,
+        r#"set(span.attributes["drops"], span.dropped_events_count + span.dropped_links_count)"#,
+        r#"set(span.name, "x") where span.parent_span_id.string == "0404040404040404""#,
+        r#"merge_maps(span.attributes, ExtractPatterns(span.attributes["http.url"], "session=(?P<session>[0-9]+)"), "upsert")"#,
+        r#"flatten(span.attributes, "f")"#,
+        r#"append(span.attributes["tags"], span.name)"#,
+    ];
+    for st in statements {
+        let out = same_on_wire(&format!("trace_statements: ['{}']", st.replace('\'', "''")));
+        if st.contains("span.end_time_unix_nano - ") {
+            // Math as a value, as upstream: the span's duration in nanoseconds.
+            let sp = &out.resource_spans[0].scope_spans[0].spans[0];
+            assert!(show(&sp.attributes).contains(&"d=500000000".to_string()));
+        }
+    }
+    // Groups of every level, in order, with conditions.
+    let out = same_on_wire(
+        r#"
+trace_statements:
+  - context: resource
+    conditions: ['attributes["service.name"] == "cart"']
+    statements:
+      - 'delete_key(attributes, "host.name")'
+      - 'set(attributes["deployment.environment"], "prod")'
+  - context: scope
+    statements: ['set(name, Concat([name, "-lib"], "")) where name == "db"']
+  - context: spanevent
+    statements:
+      - 'replace_pattern(attributes["exception.message"], "token=\\w+", "token=***")'
+      - 'set(name, span.name)'
+  - context: span
+    conditions: ['resource.attributes["deployment.environment"] == "prod"']
+    statements: ['set(attributes["from.scope"], instrumentation_scope.name)']
+"#,
+    );
+    let rs = &out.resource_spans[1];
+    assert_eq!(rs.scope_spans[1].scope.as_ref().unwrap().name, "db-lib");
+    assert_eq!(
+        show(&rs.scope_spans[1].spans[0].attributes)
+            .iter()
+            .filter(|a| a.starts_with("from.scope"))
+            .collect::<Vec<_>>(),
+        ["from.scope=db-lib"]
+    );
+}
+
+#[test]
+fn groups_that_see_each_others_items_take_the_decoded_path() {
+    // A span group before a resource group, a span statement writing the resource, a scope
+    // statement writing the resource: item by item would differ from group by group.
+    for yaml in [
+        r#"
+trace_statements:
+  - context: span
+    statements: ['set(attributes["r"], resource.attributes["x"])']
+  - context: resource
+    statements: ['set(attributes["x"], "new")']
+"#,
+        r#"trace_statements: ['set(resource.attributes["x"], span.name)']"#,
+        r#"
+trace_statements:
+  - context: scope
+    statements: ['set(resource.attributes["x"], name)']
+"#,
+    ] {
+        let t = transform(yaml);
+        let bytes = rich_traces().encode_to_vec();
+        assert!(
+            t.on_wire(
+                crate::pdata::Signal::Traces,
+                &bytes,
+                &mut wire::Scratch::default()
+            )
+            .is_none(),
+            "{yaml}"
+        );
+    }
+    // Metrics always take the decoded path.
+    let t = transform(r#"metric_statements: ['set(metric.name, "x")']"#);
+    assert!(t
+        .on_wire(
+            crate::pdata::Signal::Metrics,
+            &[],
+            &mut wire::Scratch::default()
+        )
+        .is_none());
+}
+
+#[test]
+fn bytes_that_do_not_walk_take_the_decoded_path() {
+    let t = transform(r#"trace_statements: ['set(span.attributes["x"], "y")']"#);
+    let good = rich_traces().encode_to_vec();
+    let mut scratch = wire::Scratch::default();
+    for cut in [1, 7, good.len() / 2, good.len() - 1] {
+        assert!(
+            t.on_wire(crate::pdata::Signal::Traces, &good[..cut], &mut scratch)
+                .is_none(),
+            "cut at {cut}"
+        );
+    }
+    // A span name that is not a string (wire type varint for field 5), where the statement
+    // reads it: prost refuses it, so the decoded path decides.
+    let t = transform(r#"trace_statements: ['set(span.name, "y") where span.name == "x"']"#);
+    let mut bad = Vec::new();
+    crate::pdata::wire::put_len_header(&mut bad, 1, 6);
+    crate::pdata::wire::put_len_header(&mut bad, 2, 4);
+    crate::pdata::wire::put_len_header(&mut bad, 2, 2);
+    bad.extend_from_slice(&[5 << 3, 1]);
+    assert!(t
+        .on_wire(crate::pdata::Signal::Traces, &bad, &mut scratch)
+        .is_none());
+    // The scratch is reusable after a failure.
+    assert!(t
+        .on_wire(crate::pdata::Signal::Traces, &good, &mut scratch)
+        .is_some());
+}
+
+#[test]
+fn logs_on_the_wire_as_decoded() {
+    let t = transform(
+        r#"
+log_statements:
+  - 'set(log.severity_text, "WARN") where log.severity_number >= SEVERITY_NUMBER_WARN'
+  - 'replace_pattern(log.body, "password=\\S+", "password=***")'
+  - 'set(log.attributes["body.copy"], log.body)'
+  - 'set(log.attributes["svc"], resource.attributes["service.name"])'
+"#,
+    );
+    let rec = |n: i32, body: &str| LogRecord {
+        time_unix_nano: 7,
+        observed_time_unix_nano: 8,
+        severity_number: n,
+        body: Some(AnyValue {
+            value: Some(s(body)),
+        }),
+        attributes: vec![kv("a", s("b"))],
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        flags: 1,
+        event_name: "e".into(),
+        ..Default::default()
+    };
+    let input = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", s("auth"))],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![rec(13, "login password=hunter2 ok"), rec(5, "debug")],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let mut decoded = input.clone();
+    t.logs(&mut decoded);
+    let out = t
+        .on_wire(
+            crate::pdata::Signal::Logs,
+            &input.encode_to_vec(),
+            &mut wire::Scratch::default(),
+        )
+        .expect("on the wire");
+    let mut on_wire = ExportLogsServiceRequest::decode(&out[..]).unwrap();
+    for r in [&mut on_wire, &mut decoded] {
+        for rec in &mut r.resource_logs[0].scope_logs[0].log_records {
+            rec.attributes.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+    }
+    assert_eq!(on_wire, decoded);
+    let r = &decoded.resource_logs[0].scope_logs[0].log_records;
+    assert_eq!(r[0].severity_text, "WARN");
+    assert_eq!(
+        show(&r[1].attributes),
+        ["a=b", "body.copy=debug", "svc=auth"]
+    );
+}
