@@ -289,6 +289,10 @@ fn call_value(f: &ValueFn, args: &[Arg], c: &Ctx<'_>) -> Option<AnyValue> {
                 as_str(&v)?.trim_matches(|ch| cut.contains(ch)).to_string(),
             ))
         }
+        ValueFn::Time(format) => {
+            let v = first?;
+            Some(any(V::IntValue(format.parse(as_str(&v)?)?)))
+        }
         ValueFn::Hex => {
             let v = first?;
             let bytes: Vec<u8> = match v.value? {
@@ -410,6 +414,42 @@ fn set(p: &Path, v: AnyValue, it: &mut Item<'_>) {
                 (it.log.as_deref_mut(), v.value.as_ref())
             {
                 l.severity_number = i32::try_from(*n).unwrap_or(l.severity_number);
+            }
+        }
+        Field::LogTime
+        | Field::LogTimeValue
+        | Field::LogObservedTime
+        | Field::LogObservedTimeValue
+        | Field::SpanStart
+        | Field::SpanEnd
+        | Field::SpanStartTime
+        | Field::SpanEndTime
+        | Field::EventTime
+        | Field::EventTimeValue => {
+            // Unix nanoseconds (times are written as such); a value of another type, or
+            // before 1970, leaves the field alone.
+            let Some(any_value::Value::IntValue(n)) = v.value else {
+                return;
+            };
+            let Ok(n) = u64::try_from(n) else { return };
+            let field = match p.field {
+                Field::LogTime | Field::LogTimeValue => {
+                    it.log.as_deref_mut().map(|l| &mut l.time_unix_nano)
+                }
+                Field::LogObservedTime | Field::LogObservedTimeValue => it
+                    .log
+                    .as_deref_mut()
+                    .map(|l| &mut l.observed_time_unix_nano),
+                Field::SpanStart | Field::SpanStartTime => {
+                    it.span.as_deref_mut().map(|s| &mut s.start_time_unix_nano)
+                }
+                Field::SpanEnd | Field::SpanEndTime => {
+                    it.span.as_deref_mut().map(|s| &mut s.end_time_unix_nano)
+                }
+                _ => it.event.as_deref_mut().map(|e| &mut e.time_unix_nano),
+            };
+            if let Some(f) = field {
+                *f = n;
             }
         }
         _ => {

@@ -23,6 +23,7 @@
 //! processor's editors) are parsed by [`Statement`]. Other functions are parse errors.
 //! Parentheses and calls nest at most 64 deep.
 
+mod ctime;
 mod edit;
 mod eval;
 mod lexer;

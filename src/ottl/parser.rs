@@ -52,6 +52,7 @@ const VALUE_CONVERTERS: &[&str] = &[
     "ParseJSON",
     "Trim",
     "Hex",
+    "Time",
 ];
 
 #[derive(Debug, Clone)]
@@ -960,6 +961,8 @@ pub(crate) enum ValueFn {
     ParseJson,
     Trim,
     Hex,
+    /// `Time(target, format, [location], [locale])`: the format compiled.
+    Time(Box<super::ctime::Format>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1009,6 +1012,12 @@ fn settable(ctx: ContextKind, f: Field) -> bool {
         F::SpanName | F::SpanAttrs | F::SpanStatusMessage => ctx == C::Span,
         F::EventName | F::EventAttrs => ctx == C::SpanEvent,
         F::LogBody | F::LogAttrs | F::LogSeverityText | F::LogSeverityNumber => ctx == C::Log,
+        // Times, as nanoseconds or time values (`Time(...)`, `Now()`).
+        F::LogTime | F::LogTimeValue | F::LogObservedTime | F::LogObservedTimeValue => {
+            ctx == C::Log
+        }
+        F::SpanStart | F::SpanEnd | F::SpanStartTime | F::SpanEndTime => ctx == C::Span,
+        F::EventTime | F::EventTimeValue => ctx == C::SpanEvent,
         F::MetricName | F::MetricDescription | F::MetricUnit => ctx == C::Metric,
         F::PointAttrs => ctx == C::DataPoint,
         _ => false,
@@ -1096,6 +1105,43 @@ impl<'s> Parser<'s> {
         self.pos += 1;
         self.depth -= 1;
         Ok(args)
+    }
+
+    /// `Time(target, format, [location], [locale])`: the format, location and locale are
+    /// string literals, checked here.
+    fn time_args(&self, t: &Token, args: Vec<(Arg, usize)>) -> Result<Arg, ParseError> {
+        if !(2..=4).contains(&args.len()) {
+            return Err(self.error_at(
+                t.start,
+                format!(
+                    "Time expects 2 to 4 arguments (target, format, [location], [locale]), got {}",
+                    args.len()
+                ),
+            ));
+        }
+        let mut it = args.into_iter();
+        let target = it.next().map(|(a, _)| a).unwrap_or(Arg::List(Vec::new()));
+        let mut literal = |what: &str| -> Result<Option<(Box<str>, usize)>, ParseError> {
+            match it.next() {
+                None => Ok(None),
+                Some((Arg::Op(Operand::Lit(Lit::Str(s))), at)) => Ok(Some((s, at))),
+                Some((_, at)) => {
+                    Err(self.error_at(at, format!("the {what} of Time must be a string")))
+                }
+            }
+        };
+        let (format, at) = literal("format")?.unwrap_or_default();
+        if format.is_empty() {
+            return Err(self.error_at(at, "format cannot be nil"));
+        }
+        let compiled = super::ctime::Format::compile(&format).map_err(|e| self.error_at(at, e))?;
+        if let Some((loc, at)) = literal("location")? {
+            super::ctime::check_location(&loc).map_err(|e| self.error_at(at, e))?;
+        }
+        if let Some((locale, at)) = literal("locale")? {
+            super::ctime::check_locale(&locale).map_err(|e| self.error_at(at, e))?;
+        }
+        Ok(Arg::Call(ValueFn::Time(Box::new(compiled)), vec![target]))
     }
 
     fn arg(&mut self) -> Result<Arg, ParseError> {
@@ -1196,12 +1242,16 @@ impl<'s> Parser<'s> {
                             | "ParseJSON"
                             | "Trim"
                             | "Hex"
+                            | "Time"
                     ) =>
             {
                 let t = t.clone();
                 let name = self.text(t.start, t.end);
                 self.pos += 1;
                 let mut args = self.call_args(&t, name)?;
+                if name == "Time" {
+                    return self.time_args(&t, args);
+                }
                 let arity = match name {
                     "Substring" => 3,
                     "Split" | "ExtractPatterns" => 2,

@@ -792,3 +792,103 @@ log_statements:
         ["a=b", "body.copy=debug", "svc=auth"]
     );
 }
+
+#[test]
+fn time_converter_and_time_fields_as_documented() {
+    let t = transform(
+        r#"
+log_statements:
+  - 'set(log.time, Time(log.attributes["ts"], "%Y-%m-%dT%H:%M:%S%z"))'
+  - 'set(log.attributes["parsed"], Time("2012-11-01T22:08:41+0000 EST", "%Y-%m-%dT%H:%M:%S%z %Z"))'
+  - 'set(log.attributes["ctime"], Time(log.attributes["c"], "%a %b %e %H:%M:%S %Y", "UTC", "en"))'
+  - 'set(log.observed_time, Now()) where log.observed_time_unix_nano == 0'
+  - 'set(log.attributes["bad"], Time(log.attributes["c"], "%F"))'
+trace_statements:
+  - 'set(span.end_time_unix_nano, span.start_time_unix_nano + 1500)'
+  - 'set(span.start_time, Time("2024-01-02 03:04:05.25", "%Y-%m-%d %H:%M:%S.%L"))'
+"#,
+    );
+    let input = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    attributes: vec![
+                        kv("ts", s("2023-05-06T07:08:09+0200")),
+                        kv("c", s("Sat Jan  2 15:04:05 2021")),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let mut logs = input.clone();
+    t.logs(&mut logs);
+    let r = &logs.resource_logs[0].scope_logs[0].log_records[0];
+    assert_eq!(r.time_unix_nano, 1_683_349_689_000_000_000);
+    assert!(r.observed_time_unix_nano > 1_700_000_000_000_000_000);
+    let got = show(&r.attributes);
+    assert!(
+        got.contains(&"parsed=1351807721000000000".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&"ctime=1609599845000000000".to_string()),
+        "{got:?}"
+    );
+    assert!(!got.iter().any(|a| a.starts_with("bad=")), "{got:?}");
+    // The same on the wire.
+    let out = t
+        .on_wire(
+            crate::pdata::Signal::Logs,
+            &input.encode_to_vec(),
+            &mut wire::Scratch::default(),
+        )
+        .expect("on the wire");
+    let w = ExportLogsServiceRequest::decode(&out[..]).unwrap();
+    let wr = &w.resource_logs[0].scope_logs[0].log_records[0];
+    assert_eq!(wr.time_unix_nano, r.time_unix_nano);
+    assert!(wr.observed_time_unix_nano > 1_700_000_000_000_000_000);
+
+    let mut tr = one_span(vec![]);
+    tr.resource_spans[0].scope_spans[0].spans[0].start_time_unix_nano = 1_000;
+    t.traces(&mut tr);
+    let sp = &tr.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(sp.end_time_unix_nano, 2_500);
+    assert_eq!(sp.start_time_unix_nano, 1_704_164_645_250_000_000);
+}
+
+#[test]
+fn time_converter_config_errors() {
+    for (stmt, want) in [
+        (
+            r#"set(log.time, Time(log.body, "%Y-%m-%d", "America/New_York"))"#,
+            "column 42: location \"America/New_York\" is not supported: weir has no time zone database",
+        ),
+        (
+            r#"set(log.time, Time(log.body, "%A %h %e %Y", "", "it"))"#,
+            "column 49: locale \"it\" is not supported",
+        ),
+        (
+            r#"set(log.time, Time(log.body, "%Y %Q"))"#,
+            "column 30: invalid strptime format: [unsupported ctimefmt.toNative() directive: %Q]",
+        ),
+        (
+            r#"set(log.time, Time(log.body, "%H:%M:%S%L"))"#,
+            "invalid fractional seconds directive: 'S%L'. must be preceded with '.' or ','",
+        ),
+        (r#"set(log.time, Time(log.body))"#, "Time expects 2 to 4 arguments"),
+        (
+            r#"set(log.time, Time(log.body, log.body))"#,
+            "column 30: the format of Time must be a string",
+        ),
+        (r#"set(log.time, Time(log.body, ""))"#, "format cannot be nil"),
+    ] {
+        let cfg: TransformConfig =
+            serde_yaml::from_str(&format!("log_statements: ['{}']", stmt.replace('\'', "''")))
+                .unwrap();
+        let e = Transform::new(&cfg).unwrap_err();
+        assert!(e[0].1.contains(want), "{stmt}: {e:?}");
+    }
+}
