@@ -19,22 +19,27 @@ enum El {
     Year2,
     /// The year of `%D` / `%x`: four digits, else two.
     YearAny,
-    Month,
+    Month(Pad),
     MonthShort,
     MonthLong,
-    Day,
+    Day(Pad),
     WeekdayShort,
     WeekdayLong,
     Hour24,
-    Hour12,
+    Hour12(Pad),
     /// `%p` (`AM`/`PM`) and `%P` (`am`/`pm`).
     AmPm {
         upper: bool,
     },
     Minute,
     Second,
-    /// `.%L`, `.%f`, `.%s` (the separator is part of it): optional, any number of digits.
-    Fraction,
+    /// `.%L`, `.%f`, `.%s` (the separator is part of it): optional, any number of digits
+    /// when read; written with up to `digits` digits, trailing zeros (and an all-zero
+    /// fraction's separator) left out, as Go's `.999`.
+    Fraction {
+        sep: char,
+        digits: u8,
+    },
     /// `%Z`: a zone abbreviation.
     ZoneName,
     /// `%z`: `Z`, `±hhmm`, `±hh:mm` or `±hh`.
@@ -45,6 +50,14 @@ enum El {
         minutes: bool,
         seconds: bool,
     },
+}
+
+/// How a number is written (`%m` `01`, `%o` ` 1`, `%q` `1`); read alike.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pad {
+    Zero,
+    Space,
+    None,
 }
 
 /// A checked, compiled format.
@@ -130,19 +143,31 @@ impl Format {
                             "invalid fractional seconds directive: '{before}%{d}'. must be preceded with '.' or ','"
                         ));
                     }
-                    lit.pop();
-                    &[Fraction]
+                    let sep = lit.pop().unwrap_or('.');
+                    let digits = match d {
+                        'L' => 3,
+                        'f' => 6,
+                        _ => 9,
+                    };
+                    flush(&mut lit, &mut els);
+                    els.push(Fraction { sep, digits });
+                    continue;
                 }
                 'Y' => &[Year4],
                 'y' => &[Year2],
-                'm' | 'o' | 'q' => &[Month],
+                'm' => &[Month(Pad::Zero)],
+                'o' => &[Month(Pad::Space)],
+                'q' => &[Month(Pad::None)],
                 'b' | 'h' => &[MonthShort],
                 'B' => &[MonthLong],
-                'd' | 'e' | 'g' => &[Day],
+                'd' => &[Day(Pad::Zero)],
+                'e' => &[Day(Pad::Space)],
+                'g' => &[Day(Pad::None)],
                 'a' => &[WeekdayShort],
                 'A' => &[WeekdayLong],
                 'H' => &[Hour24],
-                'I' | 'l' => &[Hour12],
+                'I' => &[Hour12(Pad::Zero)],
+                'l' => &[Hour12(Pad::None)],
                 'p' => &[AmPm { upper: true }],
                 'P' => &[AmPm { upper: false }],
                 'M' => &[Minute],
@@ -171,12 +196,24 @@ impl Format {
                 }],
                 'D' | 'x' => {
                     flush(&mut lit, &mut els);
-                    els.extend([Month, Lit("/".into()), Day, Lit("/".into()), YearAny]);
+                    els.extend([
+                        Month(Pad::Zero),
+                        Lit("/".into()),
+                        Day(Pad::Zero),
+                        Lit("/".into()),
+                        YearAny,
+                    ]);
                     continue;
                 }
                 'F' => {
                     flush(&mut lit, &mut els);
-                    els.extend([Year4, Lit("-".into()), Month, Lit("-".into()), Day]);
+                    els.extend([
+                        Year4,
+                        Lit("-".into()),
+                        Month(Pad::Zero),
+                        Lit("-".into()),
+                        Day(Pad::Zero),
+                    ]);
                     continue;
                 }
                 'T' | 'X' => {
@@ -187,7 +224,7 @@ impl Format {
                 'r' => {
                     flush(&mut lit, &mut els);
                     els.extend([
-                        Hour12,
+                        Hour12(Pad::Zero),
                         Lit(":".into()),
                         Minute,
                         Lit(":".into()),
@@ -209,7 +246,7 @@ impl Format {
                         Lit(" ".into()),
                         MonthShort,
                         Lit(" ".into()),
-                        Day,
+                        Day(Pad::Zero),
                         Lit(" ".into()),
                         Hour24,
                         Lit(":".into()),
@@ -274,7 +311,7 @@ impl Format {
                     year = Some(v);
                     s = rest;
                 }
-                El::Month => {
+                El::Month(_) => {
                     let (v, rest) = digits(s, 1, 2)?;
                     (1..=12).contains(&v).then_some(())?;
                     month = v;
@@ -290,7 +327,7 @@ impl Format {
                     let (_, rest) = name(s, &DAYS, *el == El::WeekdayLong)?;
                     s = rest;
                 }
-                El::Day => {
+                El::Day(_) => {
                     let (v, rest) = digits(s, 1, 2)?;
                     day = v;
                     s = rest;
@@ -301,7 +338,7 @@ impl Format {
                     hour = v;
                     s = rest;
                 }
-                El::Hour12 => {
+                El::Hour12(_) => {
                     let (v, rest) = digits(s, 1, 2)?;
                     (v <= 12).then_some(())?;
                     hour = v;
@@ -329,14 +366,14 @@ impl Format {
                     sec = v;
                     s = rest;
                     // A fraction the format does not name is read anyway (Go's time.Parse).
-                    if self.els.get(i + 1) != Some(&El::Fraction) {
+                    if !matches!(self.els.get(i + 1), Some(El::Fraction { .. })) {
                         if let Some((n, rest)) = fraction(s) {
                             nanos = n;
                             s = rest;
                         }
                     }
                 }
-                El::Fraction => {
+                El::Fraction { .. } => {
                     if let Some((n, rest)) = fraction(s) {
                         nanos = n;
                         s = rest;
@@ -387,6 +424,99 @@ impl Format {
             .checked_add(hour * 3600 + min * 60 + sec - offset)?;
         secs.checked_mul(1_000_000_000)?.checked_add(nanos)
     }
+}
+
+impl Format {
+    /// Unix nanoseconds `t` written in this format, in UTC (`FormatTime`).
+    pub(crate) fn format(&self, t: i64) -> String {
+        use std::fmt::Write;
+        let secs = t.div_euclid(1_000_000_000);
+        let nanos = t.rem_euclid(1_000_000_000);
+        let days = secs.div_euclid(86_400);
+        let in_day = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        let (hour, min, sec) = (in_day / 3600, in_day / 60 % 60, in_day % 60);
+        let h12 = match hour % 12 {
+            0 => 12,
+            h => h,
+        };
+        let weekday = (days + 4).rem_euclid(7) as usize;
+        let mut out = String::new();
+        let num = |out: &mut String, v: i64, pad: Pad| {
+            let _ = match pad {
+                Pad::Zero => write!(out, "{v:02}"),
+                Pad::Space => write!(out, "{v:>2}"),
+                Pad::None => write!(out, "{v}"),
+            };
+        };
+        for el in &self.els {
+            match el {
+                El::Lit(l) => out.push_str(l),
+                El::Year4 | El::YearAny => {
+                    let _ = write!(out, "{y:04}");
+                }
+                El::Year2 => {
+                    let _ = write!(out, "{:02}", y.rem_euclid(100));
+                }
+                El::Month(p) => num(&mut out, m, *p),
+                El::MonthShort => out.push_str(&MONTHS[(m - 1) as usize][..3]),
+                El::MonthLong => out.push_str(MONTHS[(m - 1) as usize]),
+                El::Day(p) => num(&mut out, d, *p),
+                El::WeekdayShort => out.push_str(&DAYS[weekday][..3]),
+                El::WeekdayLong => out.push_str(DAYS[weekday]),
+                El::Hour24 => num(&mut out, hour, Pad::Zero),
+                El::Hour12(p) => num(&mut out, h12, *p),
+                El::AmPm { upper } => out.push_str(match (hour >= 12, upper) {
+                    (true, true) => "PM",
+                    (false, true) => "AM",
+                    (true, false) => "pm",
+                    (false, false) => "am",
+                }),
+                El::Minute => num(&mut out, min, Pad::Zero),
+                El::Second => num(&mut out, sec, Pad::Zero),
+                El::Fraction { sep, digits } => {
+                    let frac = format!("{nanos:09}");
+                    let kept = frac[..usize::from(*digits)].trim_end_matches('0');
+                    if !kept.is_empty() {
+                        out.push(*sep);
+                        out.push_str(kept);
+                    }
+                }
+                El::ZoneName => out.push_str("UTC"),
+                El::ZoneFlexible => out.push('Z'),
+                El::Zone {
+                    colons,
+                    minutes,
+                    seconds,
+                } => {
+                    out.push_str("+00");
+                    for part in [*minutes, *seconds] {
+                        if part {
+                            if *colons {
+                                out.push(':');
+                            }
+                            out.push_str("00");
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Skips leading spaces (upstream ignores them before a number).
@@ -678,6 +808,36 @@ mod tests {
             at("%m/%d/%y %I:%M %p", "05/06/23 12:08 AM"),
             Some(base - 7 * 3600 * S - 9 * S)
         );
+    }
+
+    #[test]
+    fn format_time_writes_as_go_does() {
+        let t = at("%F %T", "2023-05-06 07:08:09").unwrap();
+        let f = |fmt: &str, t: i64| Format::compile(fmt).unwrap().format(t);
+        assert_eq!(f("%Y-%m-%dT%H:%M:%S%z", t), "2023-05-06T07:08:09Z");
+        assert_eq!(
+            f("%a %A %b %B %e %g %o %q %y", t),
+            "Sat Saturday May May  6 6  5 5 23"
+        );
+        assert_eq!(
+            f("%I:%M %p / %l %P / %r", t),
+            "07:08 AM / 7 am / 07:08:09 am"
+        );
+        assert_eq!(f("%c", t), "Sat May 06 07:08:09 2023");
+        assert_eq!(
+            f("%D %F %R %Z %j %k %i %w %%", t),
+            "05/06/2023 2023-05-06 07:08 UTC +00:00 +00:00:00 +00 +000000 %"
+        );
+        // Fractions: trailing zeros and an all-zero fraction left out (Go's ".999").
+        assert_eq!(f("%T.%L", t), "07:08:09");
+        assert_eq!(f("%T.%L", t + 120_000_000), "07:08:09.12");
+        assert_eq!(f("%T,%f", t + 123_456_789), "07:08:09,123456");
+        assert_eq!(f("%T.%s", t + 5), "07:08:09.000000005");
+        // Before 1970, and a round trip through Time.
+        assert_eq!(f("%F %T", -1_000_000_000), "1969-12-31 23:59:59");
+        for v in [0, t, 1_704_164_645_250_000_000, -86_400_000_000_000 * 365] {
+            assert_eq!(at("%F %T.%s", &f("%F %T.%s", v)), Some(v));
+        }
     }
 
     #[test]

@@ -91,26 +91,71 @@ fn text_of(v: &AnyValue) -> String {
     }
 }
 
-fn words(s: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    let mut prev_lower = false;
-    for c in s.chars() {
-        if !c.is_alphanumeric() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
+/// `snake`: strcase's `ToSnake`, which upstream uses: a `_` where the case changes between
+/// letters and digits, before the last capital of an acronym followed by a lower-case letter
+/// (`HTTPServer` → `http_server`), and for spaces, `-` and `.`.
+fn to_snake(s: &str) -> String {
+    let s = s.trim().as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(s.len() + 2);
+    for (i, &b) in s.iter().enumerate() {
+        let cap = b.is_ascii_uppercase();
+        let low = b.is_ascii_lowercase();
+        let num = b.is_ascii_digit();
+        let v = b.to_ascii_lowercase();
+        if let Some(&next) = s.get(i + 1) {
+            let (n_cap, n_low, n_num) = (
+                next.is_ascii_uppercase(),
+                next.is_ascii_lowercase(),
+                next.is_ascii_digit(),
+            );
+            if (cap && (n_low || n_num)) || (low && (n_cap || n_num)) || (num && (n_cap || n_low)) {
+                if cap && n_low && i > 0 && s[i - 1].is_ascii_uppercase() {
+                    out.push(b'_');
+                }
+                out.push(v);
+                if low || num || n_num {
+                    out.push(b'_');
+                }
+                continue;
             }
-            prev_lower = false;
-            continue;
         }
-        if c.is_uppercase() && prev_lower && !cur.is_empty() {
-            out.push(std::mem::take(&mut cur));
-        }
-        prev_lower = c.is_lowercase() || c.is_ascii_digit();
-        cur.push(c);
+        out.push(if matches!(b, b' ' | b'_' | b'-' | b'.') {
+            b'_'
+        } else {
+            v
+        });
     }
-    if !cur.is_empty() {
-        out.push(cur);
+    // Only ASCII bytes were changed or added: still UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// `camel`: strcase's `ToCamel`: words (split at `_`, spaces, `-`, `.` and after digits)
+/// capitalised, the rest of an acronym lowered, other characters dropped.
+fn to_camel(s: &str) -> String {
+    let s = s.trim();
+    let mut out = String::with_capacity(s.len());
+    let mut cap_next = true;
+    let mut prev_cap = false;
+    for c in s.chars() {
+        let cap = c.is_ascii_uppercase();
+        let low = c.is_ascii_lowercase();
+        let v = if cap_next {
+            c.to_ascii_uppercase()
+        } else if prev_cap && cap {
+            c.to_ascii_lowercase()
+        } else {
+            c
+        };
+        prev_cap = cap;
+        if cap || low {
+            out.push(v);
+            cap_next = false;
+        } else if c.is_ascii_digit() {
+            out.push(c);
+            cap_next = true;
+        } else {
+            cap_next = matches!(c, '_' | ' ' | '-' | '.');
+        }
     }
     out
 }
@@ -119,24 +164,8 @@ fn convert_case(s: &str, case: Case) -> String {
     match case {
         Case::Lower => s.to_lowercase(),
         Case::Upper => s.to_uppercase(),
-        Case::Snake => words(s)
-            .iter()
-            .map(|w| w.to_lowercase())
-            .collect::<Vec<_>>()
-            .join("_"),
-        Case::Camel => words(s)
-            .iter()
-            .map(|w| {
-                let mut c = w.chars();
-                match c.next() {
-                    Some(f) => f
-                        .to_uppercase()
-                        .chain(c.flat_map(char::to_lowercase))
-                        .collect(),
-                    None => String::new(),
-                }
-            })
-            .collect(),
+        Case::Snake => to_snake(s),
+        Case::Camel => to_camel(s),
     }
 }
 
@@ -292,6 +321,37 @@ fn call_value(f: &ValueFn, args: &[Arg], c: &Ctx<'_>) -> Option<AnyValue> {
         ValueFn::Time(format) => {
             let v = first?;
             Some(any(V::IntValue(format.parse(as_str(&v)?)?)))
+        }
+        ValueFn::FormatTime(format) => match first?.value? {
+            V::IntValue(t) => Some(string(format.format(t))),
+            _ => None,
+        },
+        ValueFn::Unix => {
+            let secs = int_arg(0)?;
+            let nanos = if args.len() > 1 { int_arg(1)? } else { 0 };
+            Some(any(V::IntValue(
+                secs.checked_mul(1_000_000_000)?.checked_add(nanos)?,
+            )))
+        }
+        ValueFn::UnixIn(unit) => Some(any(V::IntValue(int_arg(0)?.div_euclid(*unit)))),
+        ValueFn::DurationIn(unit, float) => {
+            let d = int_arg(0)?;
+            Some(any(if *float {
+                V::DoubleValue((d / unit) as f64 + (d % unit) as f64 / *unit as f64)
+            } else {
+                V::IntValue(d / unit)
+            }))
+        }
+        ValueFn::TruncateTime => {
+            let (t, d) = (int_arg(0)?, int_arg(1)?);
+            if d <= 0 {
+                return Some(any(V::IntValue(t)));
+            }
+            // Multiples of `d` since Go's zero time (January 1, year 1, UTC), as upstream.
+            const ZERO_TO_UNIX: i128 = 62_135_596_800 * 1_000_000_000;
+            let abs = i128::from(t) + ZERO_TO_UNIX;
+            let cut = abs - abs.rem_euclid(i128::from(d)) - ZERO_TO_UNIX;
+            Some(any(V::IntValue(i64::try_from(cut).ok()?)))
         }
         ValueFn::Hex => {
             let v = first?;
@@ -692,5 +752,42 @@ fn flatten_into(out: &mut Vec<KeyValue>, key: String, v: AnyValue, depth: Option
             value: Some(AnyValue { value }),
             ..Default::default()
         }),
+    }
+}
+
+#[cfg(test)]
+mod case_tests {
+    use super::{to_camel, to_snake};
+
+    /// strcase's own cases (upstream's ConvertCase and To*Case use it).
+    #[test]
+    fn snake_and_camel_as_strcase() {
+        for (i, o) in [
+            ("AnyKind of_string", "any_kind_of_string"),
+            ("numbers2And55with000", "numbers_2_and_55_with_000"),
+            ("JSONData", "json_data"),
+            ("userID", "user_id"),
+            ("AAAbbb", "aa_abbb"),
+            ("1A2", "1_a_2"),
+            ("A1B", "a_1_b"),
+            ("A1 A2 A3", "a_1_a_2_a_3"),
+            ("AB1AB2AB3", "ab_1_ab_2_ab_3"),
+            (" some string", "some_string"),
+            ("http.server-duration", "http_server_duration"),
+        ] {
+            assert_eq!(to_snake(i), o, "{i}");
+        }
+        for (i, o) in [
+            ("test_case", "TestCase"),
+            ("test.case", "TestCase"),
+            (" test  case ", "TestCase"),
+            ("", ""),
+            ("AnyKind of_string", "AnyKindOfString"),
+            ("odd-fix", "OddFix"),
+            ("numbers2And55with000", "Numbers2And55With000"),
+            ("ID", "Id"),
+        ] {
+            assert_eq!(to_camel(i), o, "{i}");
+        }
     }
 }

@@ -492,6 +492,10 @@ fn call(f: &Converter, c: &Ctx<'_>) -> bool {
         Converter::IsDouble(t) => with_val(t, c, |v| matches!(v, Val::Double(_))),
         Converter::IsMap(t) => with_val(t, c, |v| matches!(v, Val::Map(_) | Val::Headers(_))),
         Converter::IsList(t) => with_val(t, c, |v| matches!(v, Val::List(_))),
+        // A parent id that is empty (or all zero bytes, which reads as empty upstream).
+        Converter::IsRootSpan => c
+            .span
+            .is_some_and(|s| s.parent_span_id.iter().all(|b| *b == 0)),
         Converter::HasAttrKeyOnDatapoint(key) => first_with(c, key).is_some(),
         Converter::HasAttrOnDatapoint(key, value) => first_with(c, key).is_some_and(|v| {
             // A value that is not a string compares as "" (pdata's Str()).

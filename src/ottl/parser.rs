@@ -53,6 +53,23 @@ const VALUE_CONVERTERS: &[&str] = &[
     "Trim",
     "Hex",
     "Time",
+    "ToLowerCase",
+    "ToUpperCase",
+    "ToSnakeCase",
+    "ToCamelCase",
+    "Unix",
+    "UnixSeconds",
+    "UnixMilli",
+    "UnixMicro",
+    "UnixNano",
+    "Nanoseconds",
+    "Microseconds",
+    "Milliseconds",
+    "Seconds",
+    "Minutes",
+    "Hours",
+    "FormatTime",
+    "TruncateTime",
 ];
 
 #[derive(Debug, Clone)]
@@ -78,6 +95,8 @@ pub(crate) enum Converter {
     IsDouble(Operand),
     IsMap(Operand),
     IsList(Operand),
+    /// `IsRootSpan()`: the span has no parent (span context).
+    IsRootSpan,
     /// The filter processor's: whether the first data point with the key has it (metric
     /// context).
     HasAttrKeyOnDatapoint(Box<str>),
@@ -642,6 +661,13 @@ impl<'s> Parser<'s> {
             }
             "HasAttrKeyOnDatapoint" => 1,
             "HasAttrOnDatapoint" => 2,
+            "IsRootSpan" if self.ctx != ContextKind::Span => {
+                return Err(self.error_at(
+                    name_tok.start,
+                    "IsRootSpan is only available in the span context",
+                ))
+            }
+            "IsRootSpan" => 0,
             _ => {
                 return Err(self.error_at(name_tok.start, format!("unsupported function {name:?}")))
             }
@@ -679,6 +705,9 @@ impl<'s> Parser<'s> {
                     args.len()
                 ),
             ));
+        }
+        if name == "IsRootSpan" {
+            return Ok(Converter::IsRootSpan);
         }
         if name.starts_with("HasAttr") {
             let mut lits = Vec::new();
@@ -963,6 +992,18 @@ pub(crate) enum ValueFn {
     Hex,
     /// `Time(target, format, [location], [locale])`: the format compiled.
     Time(Box<super::ctime::Format>),
+    /// `FormatTime(time, format)`.
+    FormatTime(Box<super::ctime::Format>),
+    /// `Unix(seconds, [nanoseconds])`: a time.
+    Unix,
+    /// `UnixSeconds`, `UnixMilli`, `UnixMicro`, `UnixNano`: a time as an int of this many
+    /// nanoseconds.
+    UnixIn(i64),
+    /// `Nanoseconds`, `Microseconds`, `Milliseconds` (ints), `Seconds`, `Minutes`, `Hours`
+    /// (floats) of a duration: nanoseconds per unit, and whether the result is a float.
+    DurationIn(i64, bool),
+    /// `TruncateTime(time, duration)`.
+    TruncateTime,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1227,6 +1268,108 @@ impl<'s> Parser<'s> {
                         Arg::ConvertCase(Box::new(first), case)
                     }
                 })
+            }
+            Some(t)
+                if t.tok == Tok::Func
+                    && matches!(
+                        self.text(t.start, t.end),
+                        "ToLowerCase" | "ToUpperCase" | "ToSnakeCase" | "ToCamelCase"
+                    ) =>
+            {
+                let t = t.clone();
+                let name = self.text(t.start, t.end);
+                self.pos += 1;
+                let args = self.call_args(&t, name)?;
+                if args.len() != 1 {
+                    return Err(self.error_at(
+                        t.start,
+                        format!("{name} expects 1 argument, got {}", args.len()),
+                    ));
+                }
+                let case = match name {
+                    "ToLowerCase" => Case::Lower,
+                    "ToUpperCase" => Case::Upper,
+                    "ToSnakeCase" => Case::Snake,
+                    _ => Case::Camel,
+                };
+                let (target, _) = args
+                    .into_iter()
+                    .next()
+                    .unwrap_or((Arg::List(Vec::new()), 0));
+                Ok(Arg::ConvertCase(Box::new(target), case))
+            }
+            Some(t)
+                if t.tok == Tok::Func
+                    && matches!(
+                        self.text(t.start, t.end),
+                        "FormatTime"
+                            | "Unix"
+                            | "UnixSeconds"
+                            | "UnixMilli"
+                            | "UnixMicro"
+                            | "UnixNano"
+                            | "Nanoseconds"
+                            | "Microseconds"
+                            | "Milliseconds"
+                            | "Seconds"
+                            | "Minutes"
+                            | "Hours"
+                            | "TruncateTime"
+                    ) =>
+            {
+                let t = t.clone();
+                let name = self.text(t.start, t.end);
+                self.pos += 1;
+                let mut args = self.call_args(&t, name)?;
+                let (min, max) = match name {
+                    "Unix" => (1, 2),
+                    "FormatTime" | "TruncateTime" => (2, 2),
+                    _ => (1, 1),
+                };
+                if !(min..=max).contains(&args.len()) {
+                    let want = if min == max {
+                        format!("{min} argument{}", if min == 1 { "" } else { "s" })
+                    } else {
+                        format!("{min} or {max} arguments")
+                    };
+                    return Err(self.error_at(
+                        t.start,
+                        format!("{name} expects {want}, got {}", args.len()),
+                    ));
+                }
+                const NS: i64 = 1_000_000_000;
+                let f = match name {
+                    "FormatTime" => {
+                        let (format, at) = match args.pop() {
+                            Some((Arg::Op(Operand::Lit(Lit::Str(f))), at)) => (f, at),
+                            Some((_, at)) => {
+                                return Err(
+                                    self.error_at(at, "the format of FormatTime must be a string")
+                                )
+                            }
+                            None => return Err(self.error_at(t.start, "missing argument")),
+                        };
+                        if format.is_empty() {
+                            return Err(self.error_at(at, "format cannot be nil"));
+                        }
+                        let f = super::ctime::Format::compile(&format)
+                            .map_err(|e| self.error_at(at, e))?;
+                        ValueFn::FormatTime(Box::new(f))
+                    }
+                    "Unix" => ValueFn::Unix,
+                    "UnixSeconds" => ValueFn::UnixIn(NS),
+                    "UnixMilli" => ValueFn::UnixIn(1_000_000),
+                    "UnixMicro" => ValueFn::UnixIn(1_000),
+                    "UnixNano" => ValueFn::UnixIn(1),
+                    "Nanoseconds" => ValueFn::DurationIn(1, false),
+                    "Microseconds" => ValueFn::DurationIn(1_000, false),
+                    "Milliseconds" => ValueFn::DurationIn(1_000_000, false),
+                    "Seconds" => ValueFn::DurationIn(NS, true),
+                    "Minutes" => ValueFn::DurationIn(60 * NS, true),
+                    "Hours" => ValueFn::DurationIn(3600 * NS, true),
+                    _ => ValueFn::TruncateTime,
+                };
+                Ok(Arg::Call(f, args.into_iter().map(|(a, _)| a).collect()))
             }
             Some(t)
                 if t.tok == Tok::Func
@@ -1564,6 +1707,7 @@ fn visit_converter<'a>(c: &'a Converter, f: &mut dyn FnMut(Reach<'a>)) {
         Converter::HasAttrKeyOnDatapoint(_) | Converter::HasAttrOnDatapoint(..) => {
             f((Field::PointAttrs, None))
         }
+        Converter::IsRootSpan => f((Field::SpanParentIdBytes, None)),
     }
 }
 

@@ -847,6 +847,10 @@ fn the_wire_path_filters_as_the_decoded_path_does() {
         ),
         (r#"traces: {span: ['name != ""']}"#, 16),
         (
+            r#"traces: {span: ['IsRootSpan() and attributes["http.route"] == "/ready"']}"#,
+            4,
+        ),
+        (
             r#"trace_conditions: ['instrumentation_scope.name == "http"']"#,
             8,
         ),

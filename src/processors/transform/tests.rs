@@ -892,3 +892,97 @@ fn time_converter_config_errors() {
         assert!(e[0].1.contains(want), "{stmt}: {e:?}");
     }
 }
+
+#[test]
+fn time_duration_and_case_converters_as_documented() {
+    let t = transform(
+        r#"
+trace_statements:
+  - 'set(span.attributes["start_s"], UnixSeconds(span.start_time))'
+  - 'set(span.attributes["start_ms"], UnixMilli(span.start_time))'
+  - 'set(span.attributes["start_us"], UnixMicro(span.start_time))'
+  - 'set(span.attributes["start_ns"], UnixNano(span.start_time))'
+  - 'set(span.attributes["dur_ms"], Milliseconds(span.end_time - span.start_time))'
+  - 'set(span.attributes["dur_s"], Seconds(span.end_time - span.start_time))'
+  - 'set(span.attributes["dur_min"], Minutes(Duration("90s")))'
+  - 'set(span.attributes["dur_h"], Hours(Duration("90m")))'
+  - 'set(span.attributes["dur_us"], Microseconds(Duration("3ms")))'
+  - 'set(span.attributes["dur_ns"], Nanoseconds(Duration("2us")))'
+  - 'set(span.attributes["day"], FormatTime(TruncateTime(span.start_time, Duration("24h")), "%Y-%m-%d %H:%M"))'
+  - 'set(span.attributes["when"], FormatTime(span.start_time, "%a, %d %b %Y %T.%L %z"))'
+  - 'set(span.attributes["epoch"], FormatTime(Unix(1700000000, 5000000), "%FT%T.%L"))'
+  - 'set(span.attributes["lower"], ToLowerCase(span.name))'
+  - 'set(span.attributes["upper"], ToUpperCase(span.name))'
+  - 'set(span.attributes["snake"], ToSnakeCase("HTTPServerDuration"))'
+  - 'set(span.attributes["camel"], ToCamelCase("http_server_duration"))'
+  - 'set(span.attributes["root"], true) where IsRootSpan()'
+"#,
+    );
+    let mut r = one_span(vec![]);
+    {
+        let sp = &mut r.resource_spans[0].scope_spans[0].spans[0];
+        // 2023-05-06 07:08:09.250 UTC, 1.5 s long.
+        sp.start_time_unix_nano = 1_683_356_889_250_000_000;
+        sp.end_time_unix_nano = 1_683_356_890_750_000_000;
+    }
+    t.traces(&mut r);
+    let got = show(&r.resource_spans[0].scope_spans[0].spans[0].attributes);
+    for want in [
+        "start_s=1683356889",
+        "start_ms=1683356889250",
+        "start_us=1683356889250000",
+        "start_ns=1683356889250000000",
+        "dur_ms=1500",
+        "dur_s=1.5",
+        "dur_min=1.5",
+        "dur_h=1.5",
+        "dur_us=3000",
+        "dur_ns=2000",
+        "day=2023-05-06 00:00",
+        "when=Sat, 06 May 2023 07:08:09.25 Z",
+        "epoch=2023-11-14T22:13:20.005",
+        "lower=get /orders",
+        "upper=GET /ORDERS",
+        "snake=http_server_duration",
+        "camel=HttpServerDuration",
+        "root=true",
+    ] {
+        assert!(got.contains(&want.to_string()), "{want} in {got:?}");
+    }
+    // A span with a parent is not a root.
+    let mut r = one_span(vec![]);
+    r.resource_spans[0].scope_spans[0].spans[0].parent_span_id = vec![1; 8];
+    t.traces(&mut r);
+    assert!(
+        !show(&r.resource_spans[0].scope_spans[0].spans[0].attributes)
+            .iter()
+            .any(|a| a.starts_with("root="))
+    );
+    // Errors: arity, a format that is not a literal, IsRootSpan outside spans.
+    for (yaml, want) in [
+        (
+            r#"trace_statements: ['set(span.attributes["x"], Unix())']"#,
+            "Unix expects 1 or 2 arguments, got 0",
+        ),
+        (
+            r#"trace_statements: ['set(span.attributes["x"], FormatTime(span.start_time, span.name))']"#,
+            "the format of FormatTime must be a string",
+        ),
+        (
+            r#"trace_statements: ['set(span.attributes["x"], FormatTime(span.start_time, "%Q"))']"#,
+            "unsupported ctimefmt.toNative() directive: %Q",
+        ),
+        (
+            r#"log_statements: ['set(log.attributes["x"], true) where IsRootSpan()']"#,
+            "IsRootSpan is only available in the span context",
+        ),
+        (
+            r#"trace_statements: ['set(span.attributes["x"], ToLowerCase(span.name, "x"))']"#,
+            "ToLowerCase expects 1 argument, got 2",
+        ),
+    ] {
+        let cfg: TransformConfig = serde_yaml::from_str(yaml).unwrap();
+        let e = Transform::new(&cfg).unwrap_err();
+        assert!(e[0].1.contains(want), "{yaml}: {e:?}");
+    }
+}
