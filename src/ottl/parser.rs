@@ -398,11 +398,13 @@ impl<'s> Parser<'s> {
         if self.peek_tok() == Some(&Tok::LParen) {
             // A parenthesised condition, or a parenthesised math operand of a comparison
             // (`(end_time - start_time) < Duration("1s")`): try the first, else the second.
+            // The first reading is kept, not parsed again, so nested parentheses cost
+            // quadratic time, not exponential.
             let (pos, depth) = (self.pos, self.depth);
-            if let Ok(e) = self.paren_condition() {
-                if !matches!(self.peek_tok(), Some(Tok::Cmp(_)) | Some(Tok::Math)) {
-                    return Ok(e);
-                }
+            let first = self.paren_condition();
+            let after = (self.pos, self.depth);
+            if first.is_ok() && !matches!(self.peek_tok(), Some(Tok::Cmp(_)) | Some(Tok::Math)) {
+                return first;
             }
             self.pos = pos;
             self.depth = depth;
@@ -416,9 +418,8 @@ impl<'s> Parser<'s> {
                 }
                 _ => {
                     // Neither reading works: report the condition's own error.
-                    self.pos = pos;
-                    self.depth = depth;
-                    self.paren_condition()
+                    (self.pos, self.depth) = after;
+                    first
                 }
             };
         }

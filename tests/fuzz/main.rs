@@ -812,6 +812,14 @@ fn check_ottl(input: &[u8]) -> Result<String, String> {
                 }
             }
         }
+        // On the wire (encoded requests), the transform must give what it gives decoded.
+        if matches!(
+            kind,
+            ContextKind::Span | ContextKind::SpanEvent | ContextKind::Log
+        ) && !text.contains("Now")
+        {
+            same_on_the_wire(kind, &text, hash(input))?;
+        }
         // What the edits leave must still encode as a valid request.
         let bytes = weir::pdata::encode::encode_traces(&t);
         if weir::pdata::check::check_request(Signal::Traces, &bytes).is_err()
@@ -905,6 +913,170 @@ fn check_ottl(input: &[u8]) -> Result<String, String> {
             Ok(format!("{} refused: {}", kind.name(), e.message))
         }
     }
+}
+
+/// Span and log attributes sorted by key (stable), then encoded: the wire path may write the
+/// keys it edited where the first of them stood.
+fn canonical(signal: Signal, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let key =
+        |a: &opentelemetry_proto::tonic::common::v1::KeyValue,
+         b: &opentelemetry_proto::tonic::common::v1::KeyValue| a.key.cmp(&b.key);
+    match signal {
+        Signal::Traces => {
+            let mut r = ExportTraceServiceRequest::decode(bytes).map_err(|e| e.to_string())?;
+            for rs in &mut r.resource_spans {
+                for ss in &mut rs.scope_spans {
+                    for sp in &mut ss.spans {
+                        sp.attributes.sort_by(key);
+                    }
+                }
+            }
+            Ok(r.encode_to_vec())
+        }
+        _ => {
+            let mut r = ExportLogsServiceRequest::decode(bytes).map_err(|e| e.to_string())?;
+            for rl in &mut r.resource_logs {
+                for sl in &mut rl.scope_logs {
+                    for rec in &mut sl.log_records {
+                        rec.attributes.sort_by(key);
+                    }
+                }
+            }
+            Ok(r.encode_to_vec())
+        }
+    }
+}
+
+/// The transform and filter processors on an encoded request (their wire paths) against the
+/// same configuration on the decoded request: the same items, the same values.
+fn same_on_the_wire(kind: weir::ottl::ContextKind, text: &str, seed: u64) -> Result<(), String> {
+    use weir::pipeline::Processor;
+    use weir::processors::filter::{config::FilterConfig, Filter, FilterProcessor};
+    use weir::processors::transform::{
+        StatementEntry, StatementGroup, Transform, TransformConfig, TransformProcessor,
+    };
+    let logs = kind == weir::ottl::ContextKind::Log;
+    let signal = if logs { Signal::Logs } else { Signal::Traces };
+    let mut rng = Rng::new(seed ^ 2);
+    let (bytes, items) = if logs {
+        let r = gen::logs(&mut rng);
+        let n = r
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum();
+        (r.encode_to_vec(), n)
+    } else {
+        let r = gen::traces(&mut rng);
+        let n = r
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        (r.encode_to_vec(), n)
+    };
+    // Generated data can nest deeper than a decoder takes (the receiver refuses that); the
+    // comparison is for requests a decoder reads.
+    if canonical(signal, &bytes).is_err() {
+        return Ok(());
+    }
+    let run = |p: &mut dyn Processor| -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let batch =
+            weir::pdata::Batch::encoded(signal, bytes.clone().into(), items, Default::default());
+        p.process(batch, &mut out);
+        out.into_iter().next().map(|b| match b.payload {
+            Payload::Encoded(e) => e.to_vec(),
+            Payload::Traces(r) => r.encode_to_vec(),
+            Payload::Logs(r) => r.encode_to_vec(),
+            Payload::Metrics(r) => r.encode_to_vec(),
+        })
+    };
+    let registry = weir::telemetry::metrics::Registry::new();
+    // transform
+    let group = StatementEntry::Group(StatementGroup {
+        context: Some(kind.name().to_string()),
+        conditions: Vec::new(),
+        statements: vec![text.to_string()],
+        error_mode: None,
+    });
+    let cfg = if logs {
+        TransformConfig {
+            log_statements: vec![group],
+            ..Default::default()
+        }
+    } else {
+        TransformConfig {
+            trace_statements: vec![group],
+            ..Default::default()
+        }
+    };
+    if let Ok(t) = Transform::new(&cfg) {
+        let wire = run(&mut TransformProcessor::new("t", &cfg, &registry)).unwrap_or_default();
+        let decoded = if logs {
+            let mut r =
+                ExportLogsServiceRequest::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
+            t.logs(&mut r);
+            r.encode_to_vec()
+        } else {
+            let mut r =
+                ExportTraceServiceRequest::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
+            t.traces(&mut r);
+            r.encode_to_vec()
+        };
+        if canonical(signal, &wire)? != canonical(signal, &decoded)? {
+            return Err(format!(
+                "transform {text:?}: the wire path differs from the decoded one"
+            ));
+        }
+    }
+    // filter, with the statement's where clause as its condition
+    if kind == weir::ottl::ContextKind::SpanEvent {
+        return Ok(());
+    }
+    let Some((_, cond)) = text.split_once(" where ") else {
+        return Ok(());
+    };
+    let mut inner = serde_yaml::Mapping::new();
+    inner.insert(
+        (if logs { "log_record" } else { "span" }).into(),
+        serde_yaml::Value::Sequence(vec![cond.into()]),
+    );
+    let mut top = serde_yaml::Mapping::new();
+    top.insert(
+        (if logs { "logs" } else { "traces" }).into(),
+        serde_yaml::Value::Mapping(inner),
+    );
+    let Ok(fcfg) = serde_yaml::from_value::<FilterConfig>(serde_yaml::Value::Mapping(top)) else {
+        return Ok(());
+    };
+    if let Ok(f) = Filter::new(&fcfg) {
+        let wire = run(&mut FilterProcessor::new("f", &fcfg, &registry));
+        let decoded = if logs {
+            let mut r =
+                ExportLogsServiceRequest::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
+            let changed = f.logs(&mut r);
+            (!changed || !r.resource_logs.is_empty()).then(|| r.encode_to_vec())
+        } else {
+            let mut r =
+                ExportTraceServiceRequest::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
+            let changed = f.traces(&mut r);
+            (!changed || !r.resource_spans.is_empty()).then(|| r.encode_to_vec())
+        };
+        let same = match (&wire, &decoded) {
+            (Some(w), Some(d)) => canonical(signal, w)? == canonical(signal, d)?,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            return Err(format!(
+                "filter {cond:?}: the wire path differs from the decoded one"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[test]
