@@ -285,6 +285,25 @@ impl LoadBalancingConfig {
         if let Err((k, m)) = self.sending_queue.validate() {
             errs.push((format!("sending_queue.{k}"), m));
         }
+        if let Some(st) = &self.protocol.otlp.sending_queue.storage {
+            if self
+                .sending_queue
+                .storage
+                .as_ref()
+                .is_some_and(|own| own != st)
+            {
+                errs.push((
+                    "protocol.otlp.sending_queue.storage".into(),
+                    format!("{st:?} differs from sending_queue.storage {:?}: a load balancer persists to one storage", self.sending_queue.storage.as_deref().unwrap_or_default()),
+                ));
+            }
+            if !self.sending_queue.enabled {
+                errs.push((
+                    "protocol.otlp.sending_queue.storage".into(),
+                    "needs the load balancer's own sending_queue enabled: weir persists what the load balancer takes, until every backend it goes to has it".into(),
+                ));
+            }
+        }
         errs
     }
 
@@ -322,7 +341,14 @@ fn with_port(host: &str, port: &str) -> String {
 }
 
 fn decode(b: &mut Body<'_>) -> Option<Box<dyn ExporterSettings>> {
-    let c = b.decode_checked::<LoadBalancingConfig>(|c| c.validate())?;
+    let mut c = b.decode_checked::<LoadBalancingConfig>(|c| c.validate())?;
+    // The backends' persistent queues (upstream's `protocol.otlp.sending_queue.storage`) are
+    // the pipeline's write-ahead log: a request stays on disk until every part the load
+    // balancer made of it is delivered (each part carries the request's release), so either
+    // key makes the load balancer durable.
+    if c.sending_queue.storage.is_none() {
+        c.sending_queue.storage = c.protocol.otlp.sending_queue.storage.clone();
+    }
     Some(Box::new(c))
 }
 
@@ -1453,6 +1479,25 @@ mod tests {
             ..Default::default()
         };
         assert!(format!("{:?}", bad.validate()).contains("needs routing_attributes"));
+    }
+
+    #[test]
+    fn the_backends_storage_is_the_load_balancers_and_checked() {
+        let base = |yaml: &str| -> LoadBalancingConfig {
+            serde_yaml::from_str(&format!("resolver: {{static: {{hostnames: [a]}}}}\n{yaml}"))
+                .unwrap()
+        };
+        let both = base(
+            "protocol: {otlp: {sending_queue: {storage: file_storage/a}}}\nsending_queue: {storage: file_storage/b}",
+        );
+        assert!(format!("{:?}", both.validate()).contains("differs from sending_queue.storage"));
+        let off = base(
+            "protocol: {otlp: {sending_queue: {storage: file_storage/a}}}\nsending_queue: {enabled: false}",
+        );
+        assert!(format!("{:?}", off.validate())
+            .contains("needs the load balancer's own sending_queue enabled"));
+        let ok = base("protocol: {otlp: {sending_queue: {storage: file_storage/a}}}");
+        assert!(ok.validate().is_empty(), "{:?}", ok.validate());
     }
 
     #[test]
