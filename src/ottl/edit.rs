@@ -160,6 +160,52 @@ fn to_camel(s: &str) -> String {
     out
 }
 
+/// Upstream's `SplitString`: `input` split on `delim` outside `"` or `'` quotes, the quotes
+/// left out, a backslash keeping the next character from ending a quote; empty parts (a
+/// leading, trailing or doubled delimiter) dropped. `None` for an empty input or a quote never
+/// closed.
+fn split_quoted(input: &str, delim: &str) -> Option<Vec<String>> {
+    if input.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut rest = input;
+    while let Some(c) = rest.chars().next() {
+        if quote.is_none() && rest.starts_with(delim) {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            rest = &rest[delim.len()..];
+            continue;
+        }
+        rest = &rest[c.len_utf8()..];
+        if !escaped {
+            if quote.is_none() && (c == '"' || c == '\'') {
+                quote = Some(c);
+                continue;
+            }
+            if quote == Some(c) {
+                quote = None;
+                continue;
+            }
+            escaped = c == '\\';
+        } else {
+            escaped = false;
+        }
+        cur.push(c);
+    }
+    if quote.is_some() {
+        return None;
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Some(out)
+}
+
 fn convert_case(s: &str, case: Case) -> String {
     match case {
         Case::Lower => s.to_lowercase(),
@@ -321,6 +367,25 @@ fn call_value(f: &ValueFn, args: &[Arg], c: &Ctx<'_>) -> Option<AnyValue> {
         ValueFn::Time(format) => {
             let v = first?;
             Some(any(V::IntValue(format.parse(as_str(&v)?)?)))
+        }
+        ValueFn::ParseKeyValue(kv, pair) => {
+            let v = first?;
+            let src = as_str(&v)?;
+            let mut out: Vec<KeyValue> = Vec::new();
+            for p in split_quoted(src, pair)? {
+                // A pair without the delimiter fails the whole parse, as upstream.
+                let (k, v) = p.split_once(&**kv)?;
+                let (k, v) = (k.trim(), v.trim());
+                match out.iter_mut().find(|e| e.key == k) {
+                    Some(e) => e.value = Some(string(v.to_string())),
+                    None => out.push(KeyValue {
+                        key: k.to_string(),
+                        value: Some(string(v.to_string())),
+                        ..Default::default()
+                    }),
+                }
+            }
+            Some(any(V::KvlistValue(KeyValueList { values: out })))
         }
         ValueFn::FormatTime(format) => match first?.value? {
             V::IntValue(t) => Some(string(format.format(t))),

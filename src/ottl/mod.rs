@@ -700,11 +700,15 @@ impl Footprint {
         if self.attr_keys.is_empty() {
             return false;
         }
-        // KeyValue.key is field 1 (normally first).
-        let key = crate::pdata::wire::fields(kv).find_map(|f| match f {
-            Ok((1, 2, k, _)) => Some(k),
-            _ => None,
-        });
-        key.is_some_and(|k| self.attr_keys.iter().any(|x| x.as_bytes() == k))
+        // KeyValue.key is field 1; a decoder keeps the last of several, and an absent one
+        // is the empty key.
+        let key = crate::pdata::wire::fields(kv)
+            .filter_map(|f| match f {
+                Ok((1, 2, k, _)) => Some(k),
+                _ => None,
+            })
+            .last()
+            .unwrap_or_default();
+        self.attr_keys.iter().any(|x| x.as_bytes() == key)
     }
 }

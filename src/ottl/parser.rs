@@ -70,6 +70,7 @@ const VALUE_CONVERTERS: &[&str] = &[
     "Hours",
     "FormatTime",
     "TruncateTime",
+    "ParseKeyValue",
 ];
 
 #[derive(Debug, Clone)]
@@ -1005,6 +1006,8 @@ pub(crate) enum ValueFn {
     DurationIn(i64, bool),
     /// `TruncateTime(time, duration)`.
     TruncateTime,
+    /// `ParseKeyValue(target, [delimiter], [pair_delimiter])`.
+    ParseKeyValue(Box<str>, Box<str>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1184,6 +1187,47 @@ impl<'s> Parser<'s> {
             super::ctime::check_locale(&locale).map_err(|e| self.error_at(at, e))?;
         }
         Ok(Arg::Call(ValueFn::Time(Box::new(compiled)), vec![target]))
+    }
+
+    /// `ParseKeyValue(target, [delimiter], [pair_delimiter])`: the delimiters are string
+    /// literals (`=` and a space by default), checked as upstream checks them.
+    fn parse_key_value_args(&self, t: &Token, args: Vec<(Arg, usize)>) -> Result<Arg, ParseError> {
+        if !(1..=3).contains(&args.len()) {
+            return Err(self.error_at(
+                t.start,
+                format!("ParseKeyValue expects 1 to 3 arguments (target, [delimiter], [pair_delimiter]), got {}", args.len()),
+            ));
+        }
+        let mut it = args.into_iter();
+        let target = it.next().map(|(a, _)| a).unwrap_or(Arg::List(Vec::new()));
+        let mut delims = Vec::new();
+        for (what, default) in [("delimiter", "="), ("pair delimiter", " ")] {
+            delims.push(match it.next() {
+                None => Box::<str>::from(default),
+                Some((Arg::Op(Operand::Lit(Lit::Str(s))), at)) => {
+                    if s.is_empty() {
+                        return Err(
+                            self.error_at(at, format!("{what} cannot be set to an empty string"))
+                        );
+                    }
+                    s
+                }
+                Some((_, at)) => {
+                    return Err(
+                        self.error_at(at, format!("the {what} of ParseKeyValue must be a string"))
+                    )
+                }
+            });
+        }
+        let pair = delims.pop().unwrap_or_else(|| " ".into());
+        let kv = delims.pop().unwrap_or_else(|| "=".into());
+        if pair == kv {
+            return Err(self.error_at(
+                t.start,
+                format!("pair delimiter {pair:?} cannot be equal to delimiter {kv:?}"),
+            ));
+        }
+        Ok(Arg::Call(ValueFn::ParseKeyValue(kv, pair), vec![target]))
     }
 
     fn arg(&mut self) -> Result<Arg, ParseError> {
@@ -1387,6 +1431,7 @@ impl<'s> Parser<'s> {
                             | "Trim"
                             | "Hex"
                             | "Time"
+                            | "ParseKeyValue"
                     ) =>
             {
                 let t = t.clone();
@@ -1395,6 +1440,9 @@ impl<'s> Parser<'s> {
                 let mut args = self.call_args(&t, name)?;
                 if name == "Time" {
                     return self.time_args(&t, args);
+                }
+                if name == "ParseKeyValue" {
+                    return self.parse_key_value_args(&t, args);
                 }
                 let arity = match name {
                     "Substring" => 3,

@@ -14,7 +14,7 @@
 pub mod config;
 pub mod legacy;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod wire;
 
 use opentelemetry_proto::tonic::collector::{

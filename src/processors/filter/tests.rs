@@ -942,3 +942,118 @@ fn logs_filtered_on_the_wire_as_decoded() {
         Some(wire::Outcome::Filtered(Vec::new(), 4))
     );
 }
+
+#[test]
+fn resources_left_empty_keep_the_wire_path_in_step() {
+    use prost::Message;
+    // Resources emptied by item conditions or by a scope condition, beside kept ones: the
+    // wire path's two passes must stay in step (a found bug: the next resource was dropped).
+    let rl = |bodies: &[(&str, i32)]| ResourceLogs {
+        scope_logs: vec![ScopeLogs {
+            log_records: bodies.iter().map(|(b, n)| rec(b, *n)).collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let input = ExportLogsServiceRequest {
+        resource_logs: vec![
+            rl(&[("drop", 5)]),
+            rl(&[("keep", 13), ("drop", 5)]),
+            rl(&[("drop", 5)]),
+            rl(&[("keep too", 17)]),
+        ],
+    };
+    let f = filter(r#"logs: {log_record: ['severity_number < SEVERITY_NUMBER_INFO']}"#);
+    let mut decoded = input.clone();
+    assert!(f.logs(&mut decoded));
+    match f.on_wire(Signal::Logs, &input.encode_to_vec(), &mut Vec::new()) {
+        Some(wire::Outcome::Filtered(kept, gone)) => {
+            assert_eq!(gone, 3);
+            let got = ExportLogsServiceRequest::decode(&kept[..]).unwrap();
+            assert_eq!(got, decoded);
+            assert_eq!(bodies(&got), ["keep", "keep too"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A scope condition emptying the first resource.
+    let mut t = mixed_traces();
+    t.resource_spans[0].scope_spans.truncate(1); // checkout: http only
+    t.resource_spans[1].scope_spans.remove(0); // cart: db only
+    let f = filter(r#"trace_conditions: ['instrumentation_scope.name == "http"']"#);
+    let mut decoded = t.clone();
+    assert!(f.traces(&mut decoded));
+    match f.on_wire(Signal::Traces, &t.encode_to_vec(), &mut Vec::new()) {
+        Some(wire::Outcome::Filtered(kept, gone)) => {
+            assert_eq!(gone, 4);
+            assert_eq!(
+                ExportTraceServiceRequest::decode(&kept[..]).unwrap(),
+                decoded
+            );
+            assert_eq!(decoded.resource_spans.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Everything dropped, with an unknown top-level field: nothing is forwarded.
+    let mut bytes = input.encode_to_vec();
+    bytes.extend_from_slice(&[0x78, 0x01]); // field 15, varint 1
+    let f = filter(r#"logs: {log_record: ['true']}"#);
+    assert_eq!(
+        f.on_wire(Signal::Logs, &bytes, &mut Vec::new()),
+        Some(wire::Outcome::Filtered(Vec::new(), 5))
+    );
+}
+
+/// A request of one span whose one attribute is `kv` (raw `KeyValue` bytes).
+pub(crate) fn span_with_raw_attribute(kv: &[u8]) -> Vec<u8> {
+    use crate::pdata::wire::put_len_header;
+    use prost::Message;
+    let mut span = Span {
+        name: "s".into(),
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    put_len_header(&mut span, 9, kv.len());
+    span.extend_from_slice(kv);
+    let mut scope = Vec::new();
+    put_len_header(&mut scope, 2, span.len());
+    scope.extend_from_slice(&span);
+    let mut rs = Vec::new();
+    put_len_header(&mut rs, 2, scope.len());
+    rs.extend_from_slice(&scope);
+    let mut req = Vec::new();
+    put_len_header(&mut req, 1, rs.len());
+    req.extend_from_slice(&rs);
+    req
+}
+
+#[test]
+fn a_key_sent_twice_is_read_as_a_decoder_reads_it() {
+    use prost::Message;
+    // KeyValue{key: "x", key: "a", value: "v"}: a decoder keeps the last key, "a". Reading
+    // the first would let a sender slip a span past `attributes["a"]` (a found bug).
+    let kv = [0x0a, 1, b'x', 0x0a, 1, b'a', 0x12, 3, 0x0a, 1, b'v'];
+    let bytes = span_with_raw_attribute(&kv);
+    let decoded = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
+    assert_eq!(
+        decoded.resource_spans[0].scope_spans[0].spans[0].attributes[0].key,
+        "a"
+    );
+    let f = filter(r#"traces: {span: ['attributes["a"] == "v"']}"#);
+    assert_eq!(
+        f.on_wire(Signal::Traces, &bytes, &mut Vec::new()),
+        Some(wire::Outcome::Filtered(Vec::new(), 1))
+    );
+    // A KeyValue without a key field is the empty key.
+    let kv = [0x12, 3, 0x0a, 1, b'v'];
+    let f = filter(r#"traces: {span: ['attributes[""] == "v"']}"#);
+    assert_eq!(
+        f.on_wire(
+            Signal::Traces,
+            &span_with_raw_attribute(&kv),
+            &mut Vec::new()
+        ),
+        Some(wire::Outcome::Filtered(Vec::new(), 1))
+    );
+}

@@ -120,8 +120,15 @@ pub(super) fn filter<M: prost::Message + Default>(
             }
             any_scope |= any_item;
         }
-        keep[at] = any_scope;
-        changed |= !any_scope;
+        if !any_scope {
+            // A resource left without scopes goes, as in the decoded form (pass 2 skips it
+            // whole, so its scopes' and items' flags go too).
+            keep.truncate(at);
+            keep.push(false);
+            changed = true;
+        } else {
+            keep[at] = true;
+        }
     }
     if !changed {
         return Ok(Outcome::Unchanged);
@@ -130,6 +137,7 @@ pub(super) fn filter<M: prost::Message + Default>(
     let mut flags = keep.into_iter();
     let mut next = || flags.next().unwrap_or(false);
     let mut out = Vec::with_capacity(buf.len());
+    let mut resources = 0usize;
     let mut rs_body = Vec::new();
     let mut ss_body = Vec::new();
     for f in wire::fields(buf) {
@@ -167,6 +175,11 @@ pub(super) fn filter<M: prost::Message + Default>(
         }
         wire::put_len_header(&mut out, 1, rs_body.len());
         out.extend_from_slice(&rs_body);
+        resources += 1;
+    }
+    if resources == 0 {
+        // Nothing left (other top-level fields do not make a request worth forwarding).
+        out.clear();
     }
     Ok(Outcome::Filtered(out, dropped))
 }

@@ -986,3 +986,109 @@ trace_statements:
         assert!(e[0].1.contains(want), "{yaml}: {e:?}");
     }
 }
+
+#[test]
+fn parse_key_value_as_upstream() {
+    let t = transform(
+        r#"
+log_statements:
+  - 'merge_maps(log.attributes, ParseKeyValue(log.body), "upsert")'
+  - 'set(log.attributes["custom"], ParseKeyValue(log.attributes["c"], ":", "!"))'
+"#,
+    );
+    let run = |body: &str, c: &str| -> Vec<String> {
+        let mut r = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord {
+                        body: Some(AnyValue {
+                            value: Some(s(body)),
+                        }),
+                        attributes: vec![kv("c", s(c))],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        t.logs(&mut r);
+        show(&r.resource_logs[0].scope_logs[0].log_records[0].attributes)
+    };
+    assert_eq!(
+        run("name=ottl func=key_value", "x"),
+        ["c=x", "func=key_value", "name=ottl"]
+    );
+    // Quotes keep delimiters in and are left out; a value may hold the delimiter; leading,
+    // trailing and doubled pair delimiters are ignored; the last of a repeated key wins.
+    assert_eq!(
+        run(r#"  msg="value with spaces" 'k 2'=v2=v3  k=1  k=2 "#, "x"),
+        ["c=x", "k 2=v2=v3", "k=2", "msg=value with spaces"]
+    );
+    // A pair without the delimiter, an unclosed quote, an empty body: nothing set.
+    assert_eq!(run("a=1 b", "x"), ["c=x"]);
+    assert_eq!(run(r#"a="1 b=2"#, "x"), ["c=x"]);
+    assert_eq!(run("", "x"), ["c=x"]);
+    // Custom delimiters.
+    let got = run("", "name:ottl!func:kv");
+    assert!(
+        got.iter()
+            .any(|g| g.starts_with("custom=KvlistValue") && g.contains("ottl") && g.contains("kv")),
+        "{got:?}"
+    );
+    // Config errors, as upstream's.
+    for (st, want) in [
+        (
+            r#"set(log.attributes["x"], ParseKeyValue(log.body, ""))"#,
+            "delimiter cannot be set to an empty string",
+        ),
+        (
+            r#"set(log.attributes["x"], ParseKeyValue(log.body, "=", ""))"#,
+            "pair delimiter cannot be set to an empty string",
+        ),
+        (
+            r#"set(log.attributes["x"], ParseKeyValue(log.body, "=", "="))"#,
+            "pair delimiter \"=\" cannot be equal to delimiter \"=\"",
+        ),
+        (
+            r#"set(log.attributes["x"], ParseKeyValue(log.body, log.body))"#,
+            "the delimiter of ParseKeyValue must be a string",
+        ),
+    ] {
+        let cfg: TransformConfig =
+            serde_yaml::from_str(&format!("log_statements: ['{}']", st.replace('\'', "''")))
+                .unwrap();
+        let e = Transform::new(&cfg).unwrap_err();
+        assert!(e[0].1.contains(want), "{st}: {e:?}");
+    }
+}
+
+#[test]
+fn a_key_sent_twice_is_redacted_as_a_decoder_reads_it() {
+    // KeyValue{key: "x", key: "password", value: "hunter2"}: a decoder keeps the last key.
+    let mut kv = vec![0x0a, 1, b'x', 0x0a, 8];
+    kv.extend_from_slice(b"password");
+    kv.extend_from_slice(&[0x12, 9, 0x0a, 7]);
+    kv.extend_from_slice(b"hunter2");
+    let bytes = crate::processors::filter::tests::span_with_raw_attribute(&kv);
+    for st in [
+        r#"delete_key(span.attributes, "password")"#,
+        r#"set(span.attributes["password"], "***")"#,
+    ] {
+        let t = transform(&format!("trace_statements: ['{st}']"));
+        let out = t
+            .on_wire(
+                crate::pdata::Signal::Traces,
+                &bytes,
+                &mut wire::Scratch::default(),
+            )
+            .expect("on the wire");
+        let got = ExportTraceServiceRequest::decode(&out[..]).unwrap();
+        let attrs = show(&got.resource_spans[0].scope_spans[0].spans[0].attributes);
+        assert!(
+            !attrs.iter().any(|a| a.contains("hunter2")),
+            "{st}: {attrs:?}"
+        );
+        assert!(attrs.len() <= 1, "{st}: one password at most: {attrs:?}");
+    }
+}
