@@ -1057,3 +1057,80 @@ fn a_key_sent_twice_is_read_as_a_decoder_reads_it() {
         Some(wire::Outcome::Filtered(Vec::new(), 1))
     );
 }
+
+#[test]
+fn random_shapes_filter_alike_on_the_wire_and_decoded() {
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use prost::Message;
+    // Requests of 0-4 resources, 0-3 scopes each, 0-4 spans each, names from small sets, under
+    // conditions at every level: the wire path must keep exactly what the decoded path keeps.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let configs = [
+        r#"traces: {span: ['name == "a"']}"#,
+        r#"traces: {span: ['name != "b"']}"#,
+        r#"trace_conditions: ['instrumentation_scope.name == "s1"']"#,
+        r#"trace_conditions: ['instrumentation_scope.name == "s1"', 'span.name == "c"']"#,
+        r#"traces: {resource: ['attributes["service.name"] == "x"'], span: ['name == "a"']}"#,
+        r#"traces: {span: ['resource.attributes["service.name"] == "y" and attributes["k"] == 1']}"#,
+    ];
+    for round in 0..400 {
+        let mut req = ExportTraceServiceRequest::default();
+        for _ in 0..next(5) {
+            let mut rs = ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", s(["x", "y"][next(2) as usize]))],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            for _ in 0..next(4) {
+                let mut ss = ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: ["s1", "s2"][next(2) as usize].into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                for _ in 0..next(5) {
+                    ss.spans.push(span(
+                        ["a", "b", "c"][next(3) as usize],
+                        vec![kv("k", Value::IntValue(next(2) as i64))],
+                    ));
+                }
+                rs.scope_spans.push(ss);
+            }
+            req.resource_spans.push(rs);
+        }
+        let yaml = configs[round % configs.len()];
+        let f = filter(yaml);
+        let bytes = req.encode_to_vec();
+        let mut decoded = req.clone();
+        let changed = f.traces(&mut decoded);
+        let before = crate::pdata::wire::count_items(Signal::Traces, &bytes).unwrap();
+        let after =
+            crate::pdata::wire::count_items(Signal::Traces, &decoded.encode_to_vec()).unwrap();
+        match f.on_wire(Signal::Traces, &bytes, &mut Vec::new()) {
+            Some(wire::Outcome::Unchanged) => assert!(!changed, "round {round}: {yaml}"),
+            Some(wire::Outcome::Filtered(kept, gone)) => {
+                assert!(changed, "round {round}: {yaml}");
+                assert_eq!(gone, before - after, "round {round}: {yaml}");
+                if decoded.resource_spans.is_empty() {
+                    assert!(kept.is_empty(), "round {round}: {yaml}");
+                } else {
+                    assert_eq!(
+                        ExportTraceServiceRequest::decode(&kept[..]).unwrap(),
+                        decoded,
+                        "round {round}: {yaml}"
+                    );
+                }
+            }
+            None => panic!("round {round}: {yaml}: not on the wire"),
+        }
+    }
+}
