@@ -228,8 +228,9 @@ pub(crate) fn value(arg: &Arg, c: &Ctx<'_>) -> Option<AnyValue> {
             })),
         }),
         Arg::Sha256(a) => {
-            let v = value(a, c)?;
-            let s = as_str(&v)?;
+            let Some(s) = value(a, c).and_then(|v| as_str(&v).map(str::to_string)) else {
+                return failed();
+            };
             let digest = Sha256::digest(s.as_bytes());
             Some(string(digest.iter().map(|b| format!("{b:02x}")).collect()))
         }
@@ -241,11 +242,46 @@ pub(crate) fn value(arg: &Arg, c: &Ctx<'_>) -> Option<AnyValue> {
                 .join(delim),
         )),
         Arg::ConvertCase(a, case) => {
-            let v = value(a, c)?;
-            Some(string(convert_case(as_str(&v)?, *case)))
+            let Some(v) = value(a, c) else {
+                return failed();
+            };
+            match as_str(&v) {
+                Some(s) => Some(string(convert_case(s, *case))),
+                None => failed(),
+            }
         }
-        Arg::Call(f, args) => call_value(f, args, c),
+        Arg::Call(f, args) => {
+            let v = call_value(f, args, c);
+            // Upstream's converters return an error where these have no value (a target that
+            // is not a string, a time that does not parse, ...); Int, Double, String and Trim
+            // return nil instead.
+            let nil_is_nil = matches!(
+                f,
+                ValueFn::Int | ValueFn::Double | ValueFn::String | ValueFn::Trim
+            );
+            if v.is_none() && !nil_is_nil {
+                return failed();
+            }
+            v
+        }
     }
+}
+
+thread_local! {
+    /// Whether the statement being run met an error upstream's would return (its error_mode
+    /// decides what happens then). Cleared and read by [`take_failed`].
+    static FAILED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the statement being run as failed; its value is nil.
+fn failed<T>() -> Option<T> {
+    FAILED.with(|f| f.set(true));
+    None
+}
+
+/// Whether the statement run since the last call failed (and clears it).
+pub(crate) fn take_failed() -> bool {
+    FAILED.with(|f| f.replace(false))
 }
 
 fn any(v: any_value::Value) -> AnyValue {
@@ -339,7 +375,10 @@ fn call_value(f: &ValueFn, args: &[Arg], c: &Ctx<'_>) -> Option<AnyValue> {
         }
         ValueFn::ExtractPatterns(re) => {
             let v = first?;
-            let caps = re.captures(as_str(&v)?)?;
+            // No match: an empty map, as upstream.
+            let Some(caps) = re.captures(as_str(&v)?) else {
+                return Some(any(V::KvlistValue(KeyValueList::default())));
+            };
             Some(any(V::KvlistValue(KeyValueList {
                 values: re
                     .capture_names()
@@ -685,6 +724,8 @@ pub(crate) fn apply(st: &Statement, value: Option<AnyValue>, it: &mut Item<'_>) 
         }
         Editor::MergeMaps(f, _, strategy) => {
             let Some(any_value::Value::KvlistValue(src)) = value.and_then(|v| v.value) else {
+                // The source is not a map: an error upstream.
+                failed::<()>();
                 return;
             };
             if let Some(m) = map_mut(*f, it) {

@@ -117,6 +117,20 @@ pub struct Condition {
     expr: parser::Expr,
     source: String,
     context: ContextKind,
+    /// Its `error_mode` (0 ignore, 1 silent, 2 propagate): where a failure is counted.
+    mode: u8,
+}
+
+thread_local! {
+    /// Conditions that failed (upstream's errors: a converter given a value it cannot take)
+    /// since [`take_condition_failures`] last ran, by error_mode: ignore, silent, propagate.
+    static CONDITION_FAILURES: std::cell::Cell<[u32; 3]> = const { std::cell::Cell::new([0; 3]) };
+}
+
+/// The conditions that failed on this thread since the last call, by error_mode (ignore,
+/// silent, propagate); the counts start again from zero.
+pub fn take_condition_failures() -> [u32; 3] {
+    CONDITION_FAILURES.with(|f| f.replace([0; 3]))
 }
 
 impl Condition {
@@ -125,6 +139,7 @@ impl Condition {
             expr: parser::parse(expr, ctx)?,
             source: expr.to_string(),
             context: ctx,
+            mode: 0,
         })
     }
 
@@ -243,8 +258,30 @@ impl Condition {
         })
     }
 
+    /// The `error_mode` its failures count under: `ignore`, `silent` or `propagate`
+    /// (anything else: ignore).
+    pub fn set_error_mode(&mut self, mode: &str) {
+        self.mode = match mode.to_ascii_lowercase().as_str() {
+            "silent" => 1,
+            "propagate" => 2,
+            _ => 0,
+        };
+    }
+
+    /// A condition that fails where upstream's returns an error is false (upstream's
+    /// `ignore`), and counted by its error_mode ([`take_condition_failures`]).
     fn eval(&self, ctx: &Ctx<'_>) -> bool {
-        eval::eval(&self.expr, ctx)
+        edit::take_failed();
+        let v = eval::eval(&self.expr, ctx);
+        if edit::take_failed() {
+            CONDITION_FAILURES.with(|f| {
+                let mut n = f.get();
+                n[usize::from(self.mode.min(2))] += 1;
+                f.set(n);
+            });
+            return false;
+        }
+        v
     }
 }
 
@@ -416,7 +453,8 @@ impl Statement {
         }
     }
 
-    pub fn run_resource(&self, resource: &mut Option<Resource>) {
+    pub fn run_resource(&self, resource: &mut Option<Resource>) -> bool {
+        edit::take_failed();
         let plan = edit::plan(
             &self.st,
             &Ctx {
@@ -427,13 +465,15 @@ impl Statement {
         if let Plan::Run(v) = plan {
             edit::apply(&self.st, v, &mut Self::item(resource));
         }
+        edit::take_failed()
     }
 
     pub fn run_scope(
         &self,
         resource: &mut Option<Resource>,
         scope: &mut Option<InstrumentationScope>,
-    ) {
+    ) -> bool {
+        edit::take_failed();
         let plan = edit::plan(
             &self.st,
             &Ctx {
@@ -447,6 +487,7 @@ impl Statement {
             it.scope = Some(scope);
             edit::apply(&self.st, v, &mut it);
         }
+        edit::take_failed()
     }
 
     pub fn run_span(
@@ -454,7 +495,8 @@ impl Statement {
         resource: &mut Option<Resource>,
         scope: &mut Option<InstrumentationScope>,
         span: &mut Span,
-    ) {
+    ) -> bool {
+        edit::take_failed();
         let plan = edit::plan(
             &self.st,
             &Ctx {
@@ -470,6 +512,7 @@ impl Statement {
             it.span = Some(span);
             edit::apply(&self.st, v, &mut it);
         }
+        edit::take_failed()
     }
 
     /// The `index`-th event of `span`.
@@ -479,9 +522,10 @@ impl Statement {
         scope: &mut Option<InstrumentationScope>,
         span: &mut Span,
         index: usize,
-    ) {
+    ) -> bool {
+        edit::take_failed();
         let Some(event) = span.events.get(index) else {
-            return;
+            return false;
         };
         let plan = edit::plan(
             &self.st,
@@ -499,6 +543,7 @@ impl Statement {
             it.event = span.events.get_mut(index);
             edit::apply(&self.st, v, &mut it);
         }
+        edit::take_failed()
     }
 
     pub fn run_log(
@@ -506,7 +551,8 @@ impl Statement {
         resource: &mut Option<Resource>,
         scope: &mut Option<InstrumentationScope>,
         log: &mut LogRecord,
-    ) {
+    ) -> bool {
+        edit::take_failed();
         let plan = edit::plan(
             &self.st,
             &Ctx {
@@ -522,6 +568,7 @@ impl Statement {
             it.log = Some(log);
             edit::apply(&self.st, v, &mut it);
         }
+        edit::take_failed()
     }
 
     pub fn run_metric(
@@ -529,7 +576,8 @@ impl Statement {
         resource: &mut Option<Resource>,
         scope: &mut Option<InstrumentationScope>,
         metric: &mut Metric,
-    ) {
+    ) -> bool {
+        edit::take_failed();
         let plan = edit::plan(
             &self.st,
             &Ctx {
@@ -545,6 +593,7 @@ impl Statement {
             it.metric = Some(metric);
             edit::apply(&self.st, v, &mut it);
         }
+        edit::take_failed()
     }
 
     /// The `index`-th data point of `metric`.
@@ -554,10 +603,11 @@ impl Statement {
         scope: &mut Option<InstrumentationScope>,
         metric: &mut Metric,
         index: usize,
-    ) {
+    ) -> bool {
+        edit::take_failed();
         let plan = {
             let Some(point) = point_at(metric, index) else {
-                return;
+                return false;
             };
             edit::plan(
                 &self.st,
@@ -576,6 +626,7 @@ impl Statement {
             it.point_attrs = edit::point_attrs_mut(metric, index);
             edit::apply(&self.st, v, &mut it);
         }
+        edit::take_failed()
     }
 }
 

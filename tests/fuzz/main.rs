@@ -1000,7 +1000,8 @@ fn same_on_the_wire(kind: weir::ottl::ContextKind, text: &str, seed: u64) -> Res
         context: Some(kind.name().to_string()),
         conditions: Vec::new(),
         statements: vec![text.to_string()],
-        error_mode: None,
+        // Failures skip the statement (as the decoded run below, which ignores them).
+        error_mode: Some("ignore".into()),
     });
     let cfg = if logs {
         TransformConfig {
@@ -1049,6 +1050,8 @@ fn same_on_the_wire(kind: weir::ottl::ContextKind, text: &str, seed: u64) -> Res
         (if logs { "logs" } else { "traces" }).into(),
         serde_yaml::Value::Mapping(inner),
     );
+    // A failing condition is false (as the decoded run below counts it), not a dropped request.
+    top.insert("error_mode".into(), "ignore".into());
     let Ok(fcfg) = serde_yaml::from_value::<FilterConfig>(serde_yaml::Value::Mapping(top)) else {
         return Ok(());
     };

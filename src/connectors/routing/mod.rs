@@ -65,7 +65,9 @@ impl Connector for Router {
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     pub default_pipelines: Vec<String>,
-    /// `propagate` | `ignore` | `silent`: accepted; conditions never fail on data.
+    /// `propagate` (default) | `ignore` | `silent`: what a condition that fails does (a
+    /// converter given a value it cannot take): the request is dropped, or the resource goes
+    /// to the default pipelines and the next routes are tried, as upstream.
     pub error_mode: Option<String>,
     pub table: Vec<Route>,
 }
@@ -183,7 +185,10 @@ pub struct Router {
     pub id: Arc<str>,
     routes: Vec<(Condition, Vec<String>)>,
     default: Vec<String>,
+    propagate: bool,
     pub targets: Targets,
+    /// When a dropped request was last logged (10 s apart at most).
+    logged: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Router {
@@ -201,21 +206,51 @@ impl Router {
                 })
                 .collect(),
             default: cfg.default_pipelines.clone(),
+            propagate: cfg
+                .error_mode
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case("propagate")),
             targets: Arc::new(RwLock::new(BTreeMap::new())),
+            logged: std::sync::Mutex::new(None),
         }
     }
 
-    /// The pipelines a resource goes to: the first matching route's, else the default.
+    /// The pipelines a resource goes to: the first matching route's, else the default. A
+    /// condition that fails sends the resource to the default pipelines too and the next
+    /// routes are tried (`ignore`, `silent`); under `propagate` it is `None`: the request is
+    /// dropped, as upstream's returned error drops the payload.
     fn route(
         &self,
         resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>,
         headers: Option<&[(String, String)]>,
-    ) -> &[String] {
-        self.routes
-            .iter()
-            .find(|(c, _)| c.eval_resource_request(resource, headers))
-            .map(|(_, p)| p.as_slice())
-            .unwrap_or(&self.default)
+    ) -> Option<Vec<String>> {
+        let mut to: Vec<String> = Vec::new();
+        let add = |to: &mut Vec<String>, ps: &[String]| {
+            for p in ps {
+                if !to.contains(p) {
+                    to.push(p.clone());
+                }
+            }
+        };
+        for (c, pipelines) in &self.routes {
+            crate::ottl::take_condition_failures();
+            let hit = c.eval_resource_request(resource, headers);
+            if crate::ottl::take_condition_failures() != [0; 3] {
+                if self.propagate {
+                    return None;
+                }
+                add(&mut to, &self.default);
+                continue;
+            }
+            if hit {
+                add(&mut to, pipelines);
+                return Some(to);
+            }
+        }
+        if to.is_empty() {
+            to = self.default.clone();
+        }
+        Some(to)
     }
 
     /// Splits `batch` by route and hands each part to its pipelines (waiting for room).
@@ -232,10 +267,14 @@ impl Router {
         let signal = batch.signal;
         // route (as pipeline list) -> payload
         let mut parts: Vec<(Vec<String>, Payload)> = Vec::new();
+        let mut failed = false;
         macro_rules! split {
             ($req:expr, $field:ident, $ty:ident, $variant:ident) => {{
                 for item in std::mem::take(&mut $req.$field) {
-                    let to = self.route(item.resource.as_ref(), headers).to_vec();
+                    let Some(to) = self.route(item.resource.as_ref(), headers) else {
+                        failed = true;
+                        break;
+                    };
                     match parts.iter_mut().find(|(p, _)| *p == to) {
                         Some((_, Payload::$variant(r))) => r.$field.push(item),
                         _ => parts.push((to, Payload::$variant($ty { $field: vec![item] }))),
@@ -254,6 +293,14 @@ impl Router {
             }
             Payload::Logs(r) => split!(r, resource_logs, ExportLogsServiceRequest, Logs),
             Payload::Encoded(_) => {}
+        }
+        if failed {
+            let mut last = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+                tracing::error!(connector = %self.id, "dropping {} {}: a routing condition failed (error_mode: propagate)", batch.items, signal_noun(signal));
+                *last = Some(std::time::Instant::now());
+            }
+            return;
         }
         for (to, payload) in parts {
             let mut b = Batch {
@@ -324,5 +371,61 @@ mod tests {
         .expect("yaml");
         let errs = cfg.validate();
         assert_eq!(errs[0].0, "table[0].statement", "{errs:?}");
+    }
+}
+
+#[cfg(test)]
+mod error_mode_tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+
+    #[test]
+    fn a_failing_condition_goes_to_the_default_or_drops_as_upstream() {
+        let cfg = |mode: &str| -> RoutingConfig {
+            serde_yaml::from_str(&format!(
+                r#"
+{mode}
+default_pipelines: [traces/default]
+table:
+  - condition: 'SHA256(attributes["tenant"]) == "nothing"'
+    pipelines: [traces/a]
+  - condition: 'attributes["env"] == "prod"'
+    pipelines: [traces/prod]
+"#
+            ))
+            .unwrap()
+        };
+        let prod = Resource {
+            attributes: vec![KeyValue {
+                key: "env".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("prod".into())),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // ignore / silent: the failing route sends to the default, the next route still
+        // matches (upstream's routing connector does both).
+        for mode in ["error_mode: ignore", "error_mode: silent"] {
+            let r = Router::new("routing", &cfg(mode));
+            assert_eq!(
+                r.route(Some(&prod), None),
+                Some(vec![
+                    "traces/default".to_string(),
+                    "traces/prod".to_string()
+                ])
+            );
+            assert_eq!(
+                r.route(None, None),
+                Some(vec!["traces/default".to_string()])
+            );
+        }
+        // propagate (the default): the request is dropped.
+        for mode in ["", "error_mode: propagate"] {
+            let r = Router::new("routing", &cfg(mode));
+            assert_eq!(r.route(Some(&prod), None), None, "{mode:?}");
+        }
     }
 }

@@ -143,10 +143,15 @@ impl Filter {
         let t = &cfg.traces;
         let m = &cfg.metrics;
         let l = &cfg.logs;
+        // upstream's default error_mode: propagate.
+        let top_mode = cfg.error_mode.clone().unwrap_or_else(|| "propagate".into());
         let mut nested = |list: &[String], path: &str, ctx: ContextKind, set: &mut ConditionSet| {
             for (i, c) in list.iter().enumerate() {
                 match Condition::parse(c, ctx) {
-                    Ok(c) => set.push(c),
+                    Ok(mut c) => {
+                        c.set_error_mode(&top_mode);
+                        set.push(c)
+                    }
                     Err(e) => problems.push((format!("{path}[{i}]"), e.to_string())),
                 }
             }
@@ -243,6 +248,7 @@ impl Filter {
             &cfg.trace_conditions,
             "trace_conditions",
             TRACE_CONTEXTS,
+            &top_mode,
             &mut problems,
             &mut |ctx, c| match ctx {
                 C::Resource => f.t_resource.push(c),
@@ -255,6 +261,7 @@ impl Filter {
             &cfg.metric_conditions,
             "metric_conditions",
             METRIC_CONTEXTS,
+            &top_mode,
             &mut problems,
             &mut |ctx, c| match ctx {
                 C::Resource => f.m_resource.push(c),
@@ -267,6 +274,7 @@ impl Filter {
             &cfg.log_conditions,
             "log_conditions",
             LOG_CONTEXTS,
+            &top_mode,
             &mut problems,
             &mut |ctx, c| match ctx {
                 C::Resource => f.l_resource.push(c),
@@ -513,6 +521,7 @@ fn flat(
     list: &[ConditionEntry],
     path: &str,
     allowed: &[ContextKind],
+    mode: &str,
     problems: &mut Problems,
     add: &mut dyn FnMut(ContextKind, Condition),
 ) {
@@ -528,7 +537,11 @@ fn flat(
         return;
     }
     let names: Vec<&str> = allowed.iter().map(|c| c.name()).collect();
-    let mut one = |problems: &mut Problems, cond: &str, at: String, ctx: Option<ContextKind>| {
+    let mut one = |problems: &mut Problems,
+                   cond: &str,
+                   at: String,
+                   ctx: Option<ContextKind>,
+                   mode: &str| {
         let ctx = match ctx.or_else(|| infer_context(cond, allowed)) {
             Some(c) => c,
             None => {
@@ -544,13 +557,16 @@ fn flat(
             }
         };
         match Condition::parse(cond, ctx) {
-            Ok(c) => add(ctx, c),
+            Ok(mut c) => {
+                c.set_error_mode(mode);
+                add(ctx, c)
+            }
             Err(e) => problems.push((at, e.to_string())),
         }
     };
     for (i, e) in list.iter().enumerate() {
         match e {
-            ConditionEntry::Basic(c) => one(problems, c, format!("{path}[{i}]"), None),
+            ConditionEntry::Basic(c) => one(problems, c, format!("{path}[{i}]"), None, mode),
             ConditionEntry::Advanced(g) => {
                 if let Some(m) = &g.error_mode {
                     if let Err(e) = check_error_mode(m) {
@@ -570,8 +586,15 @@ fn flat(
                         }
                     },
                 };
+                let mode = g.error_mode.as_deref().unwrap_or(mode);
                 for (j, c) in g.conditions.iter().enumerate() {
-                    one(problems, c, format!("{path}[{i}].conditions[{j}]"), ctx);
+                    one(
+                        problems,
+                        c,
+                        format!("{path}[{i}].conditions[{j}]"),
+                        ctx,
+                        mode,
+                    );
                 }
             }
         }
@@ -586,7 +609,11 @@ pub struct FilterProcessor {
     points: Counter,
     logs: Counter,
     dropped: Counter,
+    errors: Counter,
     scratch: Vec<u8>,
+    /// When condition failures were last logged, and how many since (10 s apart at most).
+    logged: Option<std::time::Instant>,
+    unlogged: u64,
 }
 
 impl FilterProcessor {
@@ -615,8 +642,40 @@ impl FilterProcessor {
                 "Items a processor could not handle and dropped.",
                 &[("processor", id)],
             ),
+            errors: registry.counter(
+                "weir_processor_filter_condition_errors_total",
+                "Conditions that failed on an item (upstream's errors: a converter given a value it cannot take), under any error_mode; a failed condition is false.",
+                &[("filter", id)],
+            ),
             scratch: Vec::new(),
+            logged: None,
+            unlogged: 0,
         }
+    }
+
+    /// Counts and reports the conditions that failed on this batch; whether it goes on
+    /// (`false`: one failed under `propagate`, which drops the request, as upstream).
+    fn settle(&mut self, items: usize) -> bool {
+        let [ignored, silent, propagated] = crate::ottl::take_condition_failures();
+        let failed = u64::from(ignored) + u64::from(silent) + u64::from(propagated);
+        if failed > 0 {
+            self.errors.add(failed);
+        }
+        if propagated > 0 {
+            self.dropped.add(items as u64);
+            tracing::error!(filter = %self.id, "dropping {items} items: {propagated} condition evaluations failed (error_mode: propagate)");
+            return false;
+        }
+        self.unlogged += u64::from(ignored);
+        let due = self
+            .logged
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10));
+        if self.unlogged > 0 && due {
+            tracing::warn!(filter = %self.id, "{} condition evaluations failed and read as false (error_mode: ignore)", self.unlogged);
+            self.logged = Some(std::time::Instant::now());
+            self.unlogged = 0;
+        }
+        true
     }
 
     fn count(&self, signal: Signal, filtered: u64) {
@@ -636,10 +695,16 @@ impl Processor for FilterProcessor {
             out.push(batch);
             return;
         }
+        // Failures counted from here on are this batch's.
+        crate::ottl::take_condition_failures();
         // Conditions that can be evaluated on the wire: nothing decoded whole, and the bytes
         // received go on untouched when nothing matches.
         if let Payload::Encoded(b) = &batch.payload {
-            match self.filter.on_wire(batch.signal, b, &mut self.scratch) {
+            let outcome = self.filter.on_wire(batch.signal, b, &mut self.scratch);
+            if outcome.is_some() && !self.settle(batch.items) {
+                return;
+            }
+            match outcome {
                 Some(wire::Outcome::Unchanged) => {
                     out.push(batch);
                     return;
@@ -653,7 +718,10 @@ impl Processor for FilterProcessor {
                     }
                     return;
                 }
-                None => {}
+                None => {
+                    // The decoded path evaluates again from the start.
+                    crate::ottl::take_condition_failures();
+                }
             }
         }
         // The bytes as received: forwarded again when nothing is dropped, so the common case
@@ -678,6 +746,9 @@ impl Processor for FilterProcessor {
             Payload::Logs(r) => self.filter.logs(r),
             Payload::Encoded(_) => false,
         };
+        if !self.settle(before) {
+            return;
+        }
         if !changed {
             if let Some(b) = original {
                 // Nothing dropped (and the request decoded whole): the original bytes, and the

@@ -1134,3 +1134,94 @@ fn random_shapes_filter_alike_on_the_wire_and_decoded() {
         }
     }
 }
+
+#[test]
+fn error_mode_as_upstream_on_both_paths() {
+    use crate::pdata::Context;
+    use std::sync::Arc;
+    // SHA256 of a missing attribute is an error upstream. The condition that meets it is
+    // false (even under `not`), counted, and under propagate (the default) drops the request.
+    let spans = || {
+        traces(
+            "h",
+            vec![
+                span("a", vec![kv("user.email", s("x@y"))]),
+                span("b", vec![]),
+            ],
+        )
+    };
+    let cond = r#"'not (SHA256(attributes["user.email"]) == "nothing")'"#;
+    for encoded in [true, false] {
+        for (mode, forwarded, kept) in [
+            ("", false, 0),
+            ("error_mode: propagate", false, 0),
+            ("error_mode: ignore", true, 1),
+            ("error_mode: silent", true, 1),
+        ] {
+            let yaml = format!("{mode}\ntraces: {{span: [{cond}]}}");
+            let cfg: FilterConfig = serde_yaml::from_str(&yaml).unwrap();
+            let reg = Registry::default();
+            let mut stage = FilterProcessor::new("filter/x", &cfg, &reg);
+            let r = spans();
+            let batch = Batch {
+                payload: if encoded {
+                    Payload::Encoded(prost::Message::encode_to_vec(&r).into())
+                } else {
+                    Payload::Traces(r)
+                },
+                ..Batch::encoded(
+                    Signal::Traces,
+                    Default::default(),
+                    2,
+                    Arc::new(Context::default()),
+                )
+            };
+            let mut out = Vec::new();
+            stage.process(batch, &mut out);
+            let what = format!("{mode:?} encoded={encoded}");
+            let text = reg.render();
+            assert!(
+                text.contains(
+                    r#"weir_processor_filter_condition_errors_total{filter="filter/x"} 1"#
+                ),
+                "{what}: {text}"
+            );
+            if !forwarded {
+                assert!(out.is_empty(), "{what}");
+                assert!(
+                    text.contains(r#"weir_processor_dropped_items_total{processor="filter/x"} 2"#),
+                    "{what}: {text}"
+                );
+                continue;
+            }
+            // "a" matched (its hash is not "nothing") and went; "b" failed: false, kept.
+            assert_eq!(out.len(), 1, "{what}");
+            assert_eq!(out[0].items, kept, "{what}");
+            let got: ExportTraceServiceRequest = match &out[0].payload {
+                Payload::Encoded(b) => prost::Message::decode(&b[..]).unwrap(),
+                Payload::Traces(r) => r.clone(),
+                _ => panic!("{what}"),
+            };
+            assert_eq!(names(&got), ["b"], "{what}");
+        }
+    }
+    // A group's error_mode wins over the processor's.
+    let cfg: FilterConfig = serde_yaml::from_str(&format!(
+        "error_mode: propagate\ntrace_conditions:\n  - error_mode: silent\n    context: span\n    conditions: [{cond}]"
+    ))
+    .unwrap();
+    let reg = Registry::default();
+    let mut stage = FilterProcessor::new("f", &cfg, &reg);
+    let mut out = Vec::new();
+    stage.process(
+        Batch::encoded(
+            Signal::Traces,
+            prost::Message::encode_to_vec(&spans()).into(),
+            2,
+            Arc::new(Context::default()),
+        ),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].items, 1);
+}

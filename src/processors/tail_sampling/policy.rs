@@ -97,6 +97,9 @@ enum Kind {
     Ottl {
         span: ConditionSet,
         event: ConditionSet,
+        /// `error_mode: propagate`: a condition that fails ends the evaluation, not sampled
+        /// (upstream returns the error with NotSampled); otherwise it is false.
+        propagate: bool,
     },
     And(Vec<Policy>),
     Not(Box<Policy>),
@@ -381,8 +384,7 @@ impl Policy {
                         ),
                     ));
                 }
-                // error_mode only matters for runtime errors, which the engine never raises.
-                let _ = matches!(c.error_mode, ErrorMode::Propagate);
+                let propagate = matches!(c.error_mode, ErrorMode::Propagate);
                 let span = ConditionSet::parse_all(&c.span, ContextKind::Span).map_err(|e| {
                     (
                         at("ottl_condition.span"),
@@ -396,7 +398,11 @@ impl Policy {
                             format!("policy {:?}: {e}", cfg.name),
                         )
                     })?;
-                Kind::Ottl { span, event }
+                Kind::Ottl {
+                    span,
+                    event,
+                    propagate,
+                }
             }
             PolicyType::And => {
                 let c = need(&cfg.and, path, "and")?;
@@ -600,13 +606,27 @@ impl Policy {
                 let hit = any_attr(t, key, |v| matches!(v, Value::BoolValue(b) if b == value));
                 inverted(hit, *invert)
             }
-            Kind::Ottl { span, event } => yes(t.spans.iter().any(|s| {
-                span.eval_span(s.resource, s.scope, s.span)
-                    || s.span
-                        .events
-                        .iter()
-                        .any(|e| event.eval_span_event(s.resource, s.scope, s.span, e))
-            })),
+            Kind::Ottl {
+                span,
+                event,
+                propagate,
+            } => {
+                crate::ottl::take_condition_failures();
+                for s in &t.spans {
+                    let hit = span.eval_span(s.resource, s.scope, s.span)
+                        || s.span
+                            .events
+                            .iter()
+                            .any(|e| event.eval_span_event(s.resource, s.scope, s.span, e));
+                    if *propagate && crate::ottl::take_condition_failures() != [0; 3] {
+                        return NotSampled;
+                    }
+                    if hit {
+                        return Sampled;
+                    }
+                }
+                NotSampled
+            }
             Kind::And(subs) => {
                 for p in subs.iter_mut() {
                     match p.evaluate(t) {
@@ -848,6 +868,10 @@ mod tests {
             ("{name: o, type: ottl_condition, ottl_condition: {span: ['attributes[\"customer\"] == \"acme-prod\"']}}", NotSampled, Sampled),
             ("{name: o, type: ottl_condition, ottl_condition: {spanevent: ['name == \"exception\"']}}", Sampled, Sampled),
             ("{name: o, type: ottl_condition, ottl_condition: {span: ['resource.attributes[\"service.name\"] == \"cart\"']}}", NotSampled, NotSampled),
+            // SHA256 of a missing attribute fails: false under ignore (the next span may still
+            // match); under propagate the first failure ends it, not sampled (upstream).
+            ("{name: o, type: ottl_condition, ottl_condition: {error_mode: ignore, span: ['SHA256(attributes[\"customer\"]) != \"x\"']}}", NotSampled, Sampled),
+            ("{name: o, type: ottl_condition, ottl_condition: {error_mode: propagate, span: ['SHA256(attributes[\"customer\"]) != \"x\"']}}", NotSampled, NotSampled),
             ("{name: x, type: and, and: {and_sub_policy: [{name: e, type: status_code, status_code: {status_codes: [ERROR]}}, {name: l, type: latency, latency: {threshold_ms: 1000}}]}}", NotSampled, Sampled),
             ("{name: x, type: and, and: {and_sub_policy: [{name: e, type: status_code, status_code: {status_codes: [ERROR]}}, {name: l, type: latency, latency: {threshold_ms: 9000}}]}}", NotSampled, NotSampled),
             ("{name: x, type: not, not: {not_sub_policy: {name: e, type: status_code, status_code: {status_codes: [ERROR]}}}}", Sampled, NotSampled),

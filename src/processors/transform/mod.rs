@@ -89,6 +89,58 @@ struct Group {
     ctx: ContextKind,
     conditions: ConditionSet,
     statements: Vec<Statement>,
+    mode: Mode,
+}
+
+/// `error_mode`: what a statement that fails does (upstream's meanings; `propagate` is the
+/// default, as upstream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The error is logged and counted; the next statement runs.
+    Ignore,
+    /// Counted only; the next statement runs.
+    Silent,
+    /// The whole request is dropped (counted, logged).
+    #[default]
+    Propagate,
+}
+
+impl Mode {
+    fn parse(m: Option<&str>) -> Option<Mode> {
+        Some(match m?.to_ascii_lowercase().as_str() {
+            "ignore" => Mode::Ignore,
+            "silent" => Mode::Silent,
+            "propagate" => Mode::Propagate,
+            _ => return None,
+        })
+    }
+}
+
+/// What running statements on a request met.
+#[derive(Debug, Default)]
+pub struct Errors {
+    /// Failed statements under `ignore`, and the first of them.
+    pub ignored: usize,
+    pub first_ignored: Option<String>,
+    /// Failed statements under `silent`.
+    pub silent: usize,
+    /// The statement that failed under `propagate`: the request is to be dropped.
+    pub propagated: Option<String>,
+}
+
+impl Errors {
+    fn record(&mut self, mode: Mode, s: &Statement) {
+        match mode {
+            Mode::Ignore => {
+                self.ignored += 1;
+                if self.first_ignored.is_none() {
+                    self.first_ignored = Some(s.as_str().to_string());
+                }
+            }
+            Mode::Silent => self.silent += 1,
+            Mode::Propagate => self.propagated = Some(s.as_str().to_string()),
+        }
+    }
 }
 
 impl Group {
@@ -96,15 +148,33 @@ impl Group {
         self.conditions.is_empty() || f(&self.conditions)
     }
 
-    fn on_resource(&self, res: &mut Option<Resource>) {
-        if self.holds(|c| c.eval_resource(res.as_ref())) {
-            self.statements.iter().for_each(|s| s.run_resource(res));
+    /// Runs the statements in order with `run` (which says whether one failed), stopping at a
+    /// failure under `propagate`.
+    fn each(&self, errs: &mut Errors, mut run: impl FnMut(&Statement) -> bool) {
+        for s in &self.statements {
+            if errs.propagated.is_some() {
+                return;
+            }
+            if run(s) {
+                errs.record(self.mode, s);
+            }
         }
     }
 
-    fn on_scope(&self, res: &mut Option<Resource>, scope: &mut Option<InstrumentationScope>) {
+    fn on_resource(&self, res: &mut Option<Resource>, errs: &mut Errors) {
+        if self.holds(|c| c.eval_resource(res.as_ref())) {
+            self.each(errs, |s| s.run_resource(res));
+        }
+    }
+
+    fn on_scope(
+        &self,
+        res: &mut Option<Resource>,
+        scope: &mut Option<InstrumentationScope>,
+        errs: &mut Errors,
+    ) {
         if self.holds(|c| c.eval_scope(res.as_ref(), scope.as_ref())) {
-            self.statements.iter().for_each(|s| s.run_scope(res, scope));
+            self.each(errs, |s| s.run_scope(res, scope));
         }
     }
 
@@ -114,12 +184,11 @@ impl Group {
         res: &mut Option<Resource>,
         scope: &mut Option<InstrumentationScope>,
         span: &mut Span,
+        errs: &mut Errors,
     ) {
         if self.ctx == C::Span {
             if self.holds(|c| c.eval_span(res.as_ref(), scope.as_ref(), span)) {
-                self.statements
-                    .iter()
-                    .for_each(|s| s.run_span(res, scope, span));
+                self.each(errs, |s| s.run_span(res, scope, span));
             }
             return;
         }
@@ -127,9 +196,7 @@ impl Group {
             let hold = self
                 .holds(|c| c.eval_span_event(res.as_ref(), scope.as_ref(), span, &span.events[i]));
             if hold {
-                self.statements
-                    .iter()
-                    .for_each(|s| s.run_span_event(res, scope, span, i));
+                self.each(errs, |s| s.run_span_event(res, scope, span, i));
             }
         }
     }
@@ -139,33 +206,37 @@ impl Group {
         res: &mut Option<Resource>,
         scope: &mut Option<InstrumentationScope>,
         r: &mut LogRecord,
+        errs: &mut Errors,
     ) {
         if self.holds(|c| c.eval_log(res.as_ref(), scope.as_ref(), r)) {
-            self.statements
-                .iter()
-                .for_each(|s| s.run_log(res, scope, r));
+            self.each(errs, |s| s.run_log(res, scope, r));
         }
     }
 }
 
-/// A signal's groups, level by level, for the wire path (which runs them item by item).
-struct Levels<'a>(&'a [Group]);
+/// A signal's groups, level by level, for the wire path (which runs them item by item),
+/// with what the statements met.
+struct Levels<'a>(&'a [Group], std::cell::RefCell<Errors>);
 
 impl<'a> Levels<'a> {
-    fn at<'l>(&self, level: &'l [ContextKind]) -> impl Iterator<Item = &'a Group> + 'l
-    where
-        'a: 'l,
-    {
-        self.0.iter().filter(move |g| level.contains(&g.ctx))
+    fn new(groups: &'a [Group]) -> Levels<'a> {
+        Levels(groups, Default::default())
+    }
+
+    fn run(&self, level: &[ContextKind], mut f: impl FnMut(&Group, &mut Errors)) {
+        let mut errs = self.1.borrow_mut();
+        for g in self.0.iter().filter(|g| level.contains(&g.ctx)) {
+            f(g, &mut errs);
+        }
     }
 }
 
 impl wire::Run<Span> for Levels<'_> {
     fn resource(&self, res: &mut Option<Resource>) {
-        self.at(&[C::Resource]).for_each(|g| g.on_resource(res));
+        self.run(&[C::Resource], |g, e| g.on_resource(res, e));
     }
     fn scope(&self, res: &mut Option<Resource>, scope: &mut Option<InstrumentationScope>) {
-        self.at(&[C::Scope]).for_each(|g| g.on_scope(res, scope));
+        self.run(&[C::Scope], |g, e| g.on_scope(res, scope, e));
     }
     fn item(
         &self,
@@ -173,17 +244,18 @@ impl wire::Run<Span> for Levels<'_> {
         scope: &mut Option<InstrumentationScope>,
         span: &mut Span,
     ) {
-        self.at(&[C::Span, C::SpanEvent])
-            .for_each(|g| g.on_span(res, scope, span));
+        self.run(&[C::Span, C::SpanEvent], |g, e| {
+            g.on_span(res, scope, span, e)
+        });
     }
 }
 
 impl wire::Run<LogRecord> for Levels<'_> {
     fn resource(&self, res: &mut Option<Resource>) {
-        self.at(&[C::Resource]).for_each(|g| g.on_resource(res));
+        self.run(&[C::Resource], |g, e| g.on_resource(res, e));
     }
     fn scope(&self, res: &mut Option<Resource>, scope: &mut Option<InstrumentationScope>) {
-        self.at(&[C::Scope]).for_each(|g| g.on_scope(res, scope));
+        self.run(&[C::Scope], |g, e| g.on_scope(res, scope, e));
     }
     fn item(
         &self,
@@ -191,7 +263,7 @@ impl wire::Run<LogRecord> for Levels<'_> {
         scope: &mut Option<InstrumentationScope>,
         r: &mut LogRecord,
     ) {
-        self.at(&[C::Log]).for_each(|g| g.on_log(res, scope, r));
+        self.run(&[C::Log], |g, e| g.on_log(res, scope, r, e));
     }
 }
 
@@ -215,6 +287,7 @@ fn compile(
     list: &[StatementEntry],
     path: &str,
     allowed: &[ContextKind],
+    mode: Mode,
     problems: &mut Problems,
 ) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
@@ -259,6 +332,7 @@ fn compile(
                             ctx,
                             conditions: ConditionSet::default(),
                             statements: vec![st],
+                            mode,
                         }),
                     },
                     Err(e) => problems.push((at, e.to_string())),
@@ -318,6 +392,7 @@ fn compile(
                     ctx,
                     conditions,
                     statements,
+                    mode: Mode::parse(g.error_mode.as_deref()).unwrap_or(mode),
                 });
             }
         }
@@ -339,6 +414,7 @@ impl Transform {
                 "flatten_data is not supported by weir".into(),
             ));
         }
+        let mode = Mode::parse(cfg.error_mode.as_deref()).unwrap_or_default();
         let mut t = Transform {
             traces_wire: None,
             logs_wire: None,
@@ -346,18 +422,21 @@ impl Transform {
                 &cfg.trace_statements,
                 "trace_statements",
                 TRACE_CONTEXTS,
+                mode,
                 &mut problems,
             ),
             metrics: compile(
                 &cfg.metric_statements,
                 "metric_statements",
                 METRIC_CONTEXTS,
+                mode,
                 &mut problems,
             ),
             logs: compile(
                 &cfg.log_statements,
                 "log_statements",
                 LOG_CONTEXTS,
+                mode,
                 &mut problems,
             ),
         };
@@ -370,22 +449,27 @@ impl Transform {
         }
     }
 
+    /// Runs the trace statements (what they met is left out: see [`Transform::traces_checked`]).
     pub fn traces(&self, req: &mut ExportTraceServiceRequest) {
+        self.traces_checked(req, &mut Errors::default());
+    }
+
+    pub fn traces_checked(&self, req: &mut ExportTraceServiceRequest, errs: &mut Errors) {
         for g in &self.traces {
             for rs in &mut req.resource_spans {
                 let res = &mut rs.resource;
                 if g.ctx == C::Resource {
-                    g.on_resource(res);
+                    g.on_resource(res, errs);
                     continue;
                 }
                 for ss in &mut rs.scope_spans {
                     let scope = &mut ss.scope;
                     if g.ctx == C::Scope {
-                        g.on_scope(res, scope);
+                        g.on_scope(res, scope, errs);
                         continue;
                     }
                     for span in &mut ss.spans {
-                        g.on_span(res, scope, span);
+                        g.on_span(res, scope, span, errs);
                     }
                 }
             }
@@ -393,25 +477,27 @@ impl Transform {
     }
 
     pub fn metrics(&self, req: &mut ExportMetricsServiceRequest) {
+        self.metrics_checked(req, &mut Errors::default());
+    }
+
+    pub fn metrics_checked(&self, req: &mut ExportMetricsServiceRequest, errs: &mut Errors) {
         for g in &self.metrics {
             let all = g.conditions.is_empty();
             for rm in &mut req.resource_metrics {
                 let res = &mut rm.resource;
                 if g.ctx == C::Resource {
-                    g.on_resource(res);
+                    g.on_resource(res, errs);
                     continue;
                 }
                 for sm in &mut rm.scope_metrics {
                     let scope = &mut sm.scope;
                     match g.ctx {
-                        C::Scope => g.on_scope(res, scope),
+                        C::Scope => g.on_scope(res, scope, errs),
                         C::Metric => {
                             for m in &mut sm.metrics {
                                 if all || g.conditions.eval_metric(res.as_ref(), scope.as_ref(), m)
                                 {
-                                    g.statements
-                                        .iter()
-                                        .for_each(|s| s.run_metric(res, scope, m));
+                                    g.each(errs, |s| s.run_metric(res, scope, m));
                                 }
                             }
                         }
@@ -428,9 +514,7 @@ impl Transform {
                                             )
                                         });
                                     if hold {
-                                        g.statements
-                                            .iter()
-                                            .for_each(|s| s.run_datapoint(res, scope, m, i));
+                                        g.each(errs, |s| s.run_datapoint(res, scope, m, i));
                                     }
                                 }
                             }
@@ -442,46 +526,62 @@ impl Transform {
     }
 
     pub fn logs(&self, req: &mut ExportLogsServiceRequest) {
+        self.logs_checked(req, &mut Errors::default());
+    }
+
+    pub fn logs_checked(&self, req: &mut ExportLogsServiceRequest, errs: &mut Errors) {
         for g in &self.logs {
             for rl in &mut req.resource_logs {
                 let res = &mut rl.resource;
                 if g.ctx == C::Resource {
-                    g.on_resource(res);
+                    g.on_resource(res, errs);
                     continue;
                 }
                 for sl in &mut rl.scope_logs {
                     let scope = &mut sl.scope;
                     if g.ctx == C::Scope {
-                        g.on_scope(res, scope);
+                        g.on_scope(res, scope, errs);
                         continue;
                     }
                     for r in &mut sl.log_records {
-                        g.on_log(res, scope, r);
+                        g.on_log(res, scope, r, errs);
                     }
                 }
             }
         }
     }
 
-    /// Runs the statements on an encoded request without decoding it (see [`wire`]):
-    /// `None` when this signal's groups or these bytes need the decoded path.
+    /// Runs the statements on an encoded request without decoding it (see [`wire`]), with
+    /// what they met: `None` when this signal's groups or these bytes need the decoded path.
     fn on_wire(
         &self,
         signal: crate::pdata::Signal,
         bytes: &[u8],
         scratch: &mut wire::Scratch,
-    ) -> Option<Vec<u8>> {
-        match signal {
-            crate::pdata::Signal::Traces => {
-                let plan = self.traces_wire.as_ref()?;
-                wire::rewrite::<Span>(bytes, plan, &Levels(&self.traces), scratch).ok()
-            }
-            crate::pdata::Signal::Logs => {
-                let plan = self.logs_wire.as_ref()?;
-                wire::rewrite::<LogRecord>(bytes, plan, &Levels(&self.logs), scratch).ok()
-            }
-            crate::pdata::Signal::Metrics => None,
+    ) -> Option<(Vec<u8>, Errors)> {
+        let (plan, groups) = match signal {
+            crate::pdata::Signal::Traces => (self.traces_wire.as_ref()?, &self.traces),
+            crate::pdata::Signal::Logs => (self.logs_wire.as_ref()?, &self.logs),
+            crate::pdata::Signal::Metrics => return None,
+        };
+        let levels = Levels::new(groups);
+        let out = match signal {
+            crate::pdata::Signal::Traces => wire::rewrite::<Span>(bytes, plan, &levels, scratch),
+            _ => wire::rewrite::<LogRecord>(bytes, plan, &levels, scratch),
         }
+        .ok()?;
+        Some((out, levels.1.into_inner()))
+    }
+
+    /// [`Transform::on_wire`]'s bytes (tests).
+    #[cfg(test)]
+    fn on_wire_bytes(
+        &self,
+        signal: crate::pdata::Signal,
+        bytes: &[u8],
+        scratch: &mut wire::Scratch,
+    ) -> Option<Vec<u8>> {
+        self.on_wire(signal, bytes, scratch).map(|(b, _)| b)
     }
 
     fn acts_on(&self, signal: crate::pdata::Signal) -> bool {
@@ -498,7 +598,12 @@ pub struct TransformProcessor {
     id: String,
     t: Transform,
     dropped: Counter,
+    errors: Counter,
     scratch: wire::Scratch,
+    /// When errors were last logged, and how many failed since (a log line every 10 s at
+    /// most, so a statement failing on every span cannot flood the log).
+    logged: Option<std::time::Instant>,
+    unlogged: usize,
 }
 
 impl TransformProcessor {
@@ -512,8 +617,44 @@ impl TransformProcessor {
                 "Items a processor could not handle and dropped.",
                 &[("processor", id)],
             ),
+            errors: registry.counter(
+                "weir_processor_transform_statement_errors_total",
+                "Statements that failed on an item (upstream's errors: a converter given a value it cannot take, a time that does not parse, ...), under any error_mode.",
+                &[("processor", id)],
+            ),
             scratch: wire::Scratch::default(),
+            logged: None,
+            unlogged: 0,
         }
+    }
+
+    /// Counts and reports what the statements met; whether the batch goes on (`false`: a
+    /// failure under `propagate` drops it, as upstream's error drops the payload).
+    fn settle(&mut self, errs: Errors, items: usize) -> bool {
+        let failed = errs.ignored + errs.silent + usize::from(errs.propagated.is_some());
+        if failed > 0 {
+            self.errors.add(failed as u64);
+        }
+        self.unlogged += errs.ignored;
+        if let Some(st) = errs.propagated {
+            self.dropped.add(items as u64);
+            tracing::error!(processor = %self.id, "dropping {items} items: statement {st:?} failed (error_mode: propagate)");
+            return false;
+        }
+        let due = self
+            .logged
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10));
+        if self.unlogged > 0 && due {
+            tracing::warn!(
+                processor = %self.id,
+                "{} statement runs failed and were skipped (error_mode: ignore), e.g. {:?}",
+                self.unlogged,
+                errs.first_ignored.as_deref().unwrap_or("")
+            );
+            self.logged = Some(std::time::Instant::now());
+            self.unlogged = 0;
+        }
+        true
     }
 }
 
@@ -526,9 +667,11 @@ impl Processor for TransformProcessor {
         // An encoded batch is edited on the wire when its statements allow; a batch a stage
         // before decoded stays decoded (decoded once, whatever runs after).
         if let Payload::Encoded(bytes) = &batch.payload {
-            if let Some(b) = self.t.on_wire(batch.signal, bytes, &mut self.scratch) {
-                batch.payload = Payload::Encoded(b.into());
-                out.push(batch);
+            if let Some((b, errs)) = self.t.on_wire(batch.signal, bytes, &mut self.scratch) {
+                if self.settle(errs, batch.items) {
+                    batch.payload = Payload::Encoded(b.into());
+                    out.push(batch);
+                }
                 return;
             }
         }
@@ -539,12 +682,15 @@ impl Processor for TransformProcessor {
                 return;
             }
         }
+        let mut errs = Errors::default();
         match &mut batch.payload {
-            Payload::Traces(r) => self.t.traces(r),
-            Payload::Metrics(r) => self.t.metrics(r),
-            Payload::Logs(r) => self.t.logs(r),
+            Payload::Traces(r) => self.t.traces_checked(r, &mut errs),
+            Payload::Metrics(r) => self.t.metrics_checked(r, &mut errs),
+            Payload::Logs(r) => self.t.logs_checked(r, &mut errs),
             Payload::Encoded(_) => {}
         }
-        out.push(batch);
+        if self.settle(errs, batch.items) {
+            out.push(batch);
+        }
     }
 }

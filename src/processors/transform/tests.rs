@@ -567,7 +567,7 @@ fn same_on_wire(yaml: &str) -> ExportTraceServiceRequest {
     let bytes = input.encode_to_vec();
     let mut scratch = wire::Scratch::default();
     let out = t
-        .on_wire(crate::pdata::Signal::Traces, &bytes, &mut scratch)
+        .on_wire_bytes(crate::pdata::Signal::Traces, &bytes, &mut scratch)
         .unwrap_or_else(|| panic!("{yaml}: not run on the wire"));
     let mut on_wire = ExportTraceServiceRequest::decode(&out[..]).expect("decodes");
     // Attributes are a map: the wire path may write the keys it edited where the first of
@@ -682,7 +682,7 @@ trace_statements:
         let t = transform(yaml);
         let bytes = rich_traces().encode_to_vec();
         assert!(
-            t.on_wire(
+            t.on_wire_bytes(
                 crate::pdata::Signal::Traces,
                 &bytes,
                 &mut wire::Scratch::default()
@@ -694,7 +694,7 @@ trace_statements:
     // Metrics always take the decoded path.
     let t = transform(r#"metric_statements: ['set(metric.name, "x")']"#);
     assert!(t
-        .on_wire(
+        .on_wire_bytes(
             crate::pdata::Signal::Metrics,
             &[],
             &mut wire::Scratch::default()
@@ -709,7 +709,7 @@ fn bytes_that_do_not_walk_take_the_decoded_path() {
     let mut scratch = wire::Scratch::default();
     for cut in [1, 7, good.len() / 2, good.len() - 1] {
         assert!(
-            t.on_wire(crate::pdata::Signal::Traces, &good[..cut], &mut scratch)
+            t.on_wire_bytes(crate::pdata::Signal::Traces, &good[..cut], &mut scratch)
                 .is_none(),
             "cut at {cut}"
         );
@@ -723,11 +723,11 @@ fn bytes_that_do_not_walk_take_the_decoded_path() {
     crate::pdata::wire::put_len_header(&mut bad, 2, 2);
     bad.extend_from_slice(&[5 << 3, 1]);
     assert!(t
-        .on_wire(crate::pdata::Signal::Traces, &bad, &mut scratch)
+        .on_wire_bytes(crate::pdata::Signal::Traces, &bad, &mut scratch)
         .is_none());
     // The scratch is reusable after a failure.
     assert!(t
-        .on_wire(crate::pdata::Signal::Traces, &good, &mut scratch)
+        .on_wire_bytes(crate::pdata::Signal::Traces, &good, &mut scratch)
         .is_some());
 }
 
@@ -772,7 +772,7 @@ log_statements:
     let mut decoded = input.clone();
     t.logs(&mut decoded);
     let out = t
-        .on_wire(
+        .on_wire_bytes(
             crate::pdata::Signal::Logs,
             &input.encode_to_vec(),
             &mut wire::Scratch::default(),
@@ -840,7 +840,7 @@ trace_statements:
     assert!(!got.iter().any(|a| a.starts_with("bad=")), "{got:?}");
     // The same on the wire.
     let out = t
-        .on_wire(
+        .on_wire_bytes(
             crate::pdata::Signal::Logs,
             &input.encode_to_vec(),
             &mut wire::Scratch::default(),
@@ -991,6 +991,7 @@ trace_statements:
 fn parse_key_value_as_upstream() {
     let t = transform(
         r#"
+error_mode: ignore
 log_statements:
   - 'merge_maps(log.attributes, ParseKeyValue(log.body), "upsert")'
   - 'set(log.attributes["custom"], ParseKeyValue(log.attributes["c"], ":", "!"))'
@@ -1077,7 +1078,7 @@ fn a_key_sent_twice_is_redacted_as_a_decoder_reads_it() {
     ] {
         let t = transform(&format!("trace_statements: ['{st}']"));
         let out = t
-            .on_wire(
+            .on_wire_bytes(
                 crate::pdata::Signal::Traces,
                 &bytes,
                 &mut wire::Scratch::default(),
@@ -1091,4 +1092,111 @@ fn a_key_sent_twice_is_redacted_as_a_decoder_reads_it() {
         );
         assert!(attrs.len() <= 1, "{st}: one password at most: {attrs:?}");
     }
+}
+
+#[test]
+fn error_mode_as_upstream_on_both_paths() {
+    use crate::pdata::{Batch, Context, Payload, Signal};
+    use crate::pipeline::Processor;
+    use crate::telemetry::metrics::Registry;
+    use std::sync::Arc;
+    // Two spans, one with user.email. SHA256 of a missing attribute is an error upstream (its
+    // target must be a string): what happens then is the error_mode's business.
+    let req = || {
+        let mut r = one_span(span_attrs());
+        let mut other = r.resource_spans[0].scope_spans[0].spans[0].clone();
+        other.attributes.retain(|kv| kv.key != "user.email");
+        r.resource_spans[0].scope_spans[0].spans.push(other);
+        r
+    };
+    let statements = r#"
+  - 'set(span.attributes["email.hash"], SHA256(span.attributes["user.email"]))'
+  - 'set(span.attributes["after"], true)'"#;
+    for encoded in [true, false] {
+        for (mode, forwarded, errors, after) in [
+            ("", false, 1, 0),
+            ("error_mode: propagate", false, 1, 0),
+            ("error_mode: ignore", true, 1, 2),
+            ("error_mode: silent", true, 1, 2),
+        ] {
+            let yaml = format!("{mode}\ntrace_statements:{statements}");
+            let cfg: TransformConfig = serde_yaml::from_str(&yaml).unwrap();
+            let reg = Registry::default();
+            let mut stage = TransformProcessor::new("transform/x", &cfg, &reg);
+            let r = req();
+            let batch = Batch {
+                payload: if encoded {
+                    Payload::Encoded(r.encode_to_vec().into())
+                } else {
+                    Payload::Traces(r)
+                },
+                ..Batch::encoded(
+                    Signal::Traces,
+                    Default::default(),
+                    2,
+                    Arc::new(Context::default()),
+                )
+            };
+            let mut out = Vec::new();
+            stage.process(batch, &mut out);
+            let what = format!("{mode:?} encoded={encoded}");
+            assert_eq!(out.len(), usize::from(forwarded), "{what}");
+            let text = reg.render();
+            assert!(
+                text.contains(&format!(
+                    r#"weir_processor_transform_statement_errors_total{{processor="transform/x"}} {errors}"#
+                )),
+                "{what}: {text}"
+            );
+            if !forwarded {
+                assert!(
+                    text.contains(
+                        r#"weir_processor_dropped_items_total{processor="transform/x"} 2"#
+                    ),
+                    "{what}: {text}"
+                );
+                continue;
+            }
+            let got = match &out[0].payload {
+                Payload::Encoded(b) => ExportTraceServiceRequest::decode(&b[..]).unwrap(),
+                Payload::Traces(r) => r.clone(),
+                _ => panic!("{what}"),
+            };
+            let spans = &got.resource_spans[0].scope_spans[0].spans;
+            // The failing statement did nothing; the next one ran on both spans.
+            let with = |k: &str| {
+                spans
+                    .iter()
+                    .filter(|s| show(&s.attributes).iter().any(|a| a.starts_with(k)))
+                    .count()
+            };
+            assert_eq!(with("after="), after, "{what}");
+            assert_eq!(with("email.hash="), 1, "{what}");
+        }
+    }
+    // A group's own error_mode wins over the processor's.
+    let cfg: TransformConfig = serde_yaml::from_str(
+        r#"
+error_mode: propagate
+trace_statements:
+  - context: span
+    error_mode: ignore
+    statements: ['set(attributes["h"], SHA256(attributes["user.email"]))']
+"#,
+    )
+    .unwrap();
+    let reg = Registry::default();
+    let mut stage = TransformProcessor::new("t", &cfg, &reg);
+    let mut out = Vec::new();
+    let r = req();
+    stage.process(
+        Batch::encoded(
+            Signal::Traces,
+            r.encode_to_vec().into(),
+            2,
+            Arc::new(Context::default()),
+        ),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
 }
