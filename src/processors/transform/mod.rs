@@ -231,13 +231,16 @@ impl<'a> Levels<'a> {
     }
 }
 
-impl wire::Run<Span> for Levels<'_> {
+impl wire::Outer for Levels<'_> {
     fn resource(&self, res: &mut Option<Resource>) {
         self.run(&[C::Resource], |g, e| g.on_resource(res, e));
     }
     fn scope(&self, res: &mut Option<Resource>, scope: &mut Option<InstrumentationScope>) {
         self.run(&[C::Scope], |g, e| g.on_scope(res, scope, e));
     }
+}
+
+impl wire::Run<Span> for Levels<'_> {
     fn item(
         &self,
         res: &mut Option<Resource>,
@@ -251,12 +254,6 @@ impl wire::Run<Span> for Levels<'_> {
 }
 
 impl wire::Run<LogRecord> for Levels<'_> {
-    fn resource(&self, res: &mut Option<Resource>) {
-        self.run(&[C::Resource], |g, e| g.on_resource(res, e));
-    }
-    fn scope(&self, res: &mut Option<Resource>, scope: &mut Option<InstrumentationScope>) {
-        self.run(&[C::Scope], |g, e| g.on_scope(res, scope, e));
-    }
     fn item(
         &self,
         res: &mut Option<Resource>,

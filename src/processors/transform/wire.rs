@@ -113,10 +113,14 @@ impl From<prost::DecodeError> for GiveUp {
     }
 }
 
-/// The request's statements, level by level.
-pub(super) trait Run<M> {
+/// The request's resource and scope statements.
+pub(super) trait Outer {
     fn resource(&self, resource: &mut Option<Resource>);
     fn scope(&self, resource: &mut Option<Resource>, scope: &mut Option<InstrumentationScope>);
+}
+
+/// The request's statements, level by level; `M` is its item.
+pub(super) trait Run<M>: Outer {
     fn item(
         &self,
         resource: &mut Option<Resource>,
