@@ -206,6 +206,256 @@ fn split_quoted(input: &str, delim: &str) -> Option<Vec<String>> {
     Some(out)
 }
 
+/// A value as Go's `%v` writes what upstream's getter gives (string, int64, float64, bool,
+/// []byte, map, slice).
+fn go_v(v: &Option<AnyValue>) -> String {
+    use any_value::Value as V;
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        None => "<nil>".into(),
+        Some(V::StringValue(s)) => s.clone(),
+        Some(V::IntValue(i)) => i.to_string(),
+        // A profiles dictionary index: no value outside profiles.
+        Some(V::StringValueStrindex(i)) => i.to_string(),
+        Some(V::DoubleValue(d)) => go_float(*d),
+        Some(V::BoolValue(b)) => b.to_string(),
+        Some(V::BytesValue(b)) => format!(
+            "[{}]",
+            b.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Some(V::ArrayValue(a)) => format!(
+            "[{}]",
+            a.values
+                .iter()
+                .map(|x| go_v(&Some(x.clone())))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Some(V::KvlistValue(m)) => {
+            let mut kv: Vec<(String, String)> = m
+                .values
+                .iter()
+                .map(|e| (e.key.clone(), go_v(&e.value)))
+                .collect();
+            kv.sort();
+            format!(
+                "map[{}]",
+                kv.iter()
+                    .map(|(k, v)| format!("{k}:{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        }
+    }
+}
+
+/// A float as Go's `%v` (`strconv.FormatFloat(f, 'g', -1, 64)`): the shortest form, with an
+/// exponent (`1e+21`) below 1e-4 or from 1e21.
+fn go_float(d: f64) -> String {
+    if d.is_nan() {
+        return "NaN".into();
+    }
+    if d.is_infinite() {
+        return if d > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let a = d.abs();
+    if a != 0.0 && !(1e-4..1e21).contains(&a) {
+        let s = format!("{d:e}");
+        // Rust: 1e21, 1.5e-7; Go: 1e+21, 1.5e-07.
+        let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+        let (sign, digits) = match e.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', e),
+        };
+        return format!("{m}e{sign}{digits:0>2}");
+    }
+    format!("{d}")
+}
+
+/// The Go type name `%!verb(type=value)` shows for a wrong-type argument.
+fn go_type(v: &Option<AnyValue>) -> &'static str {
+    use any_value::Value as V;
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        None => "<nil>",
+        Some(V::StringValue(_)) => "string",
+        Some(V::IntValue(_)) => "int64",
+        Some(V::StringValueStrindex(_)) => "int32",
+        Some(V::DoubleValue(_)) => "float64",
+        Some(V::BoolValue(_)) => "bool",
+        Some(V::BytesValue(_)) => "[]uint8",
+        Some(V::ArrayValue(_)) => "[]interface {}",
+        Some(V::KvlistValue(_)) => "map[string]interface {}",
+    }
+}
+
+/// Go's `fmt.Sprintf` for the verbs upstream's `Format` is used with: `%v %s %d %f %F %e %g %x
+/// %X %q %t %%`, with flags (`-`, `0`, `+`, space), width and precision; a wrong type, a
+/// missing or an extra argument written as Go writes them (`%!d(string=a)`, `%!s(MISSING)`,
+/// `%!(EXTRA int64=1)`).
+fn sprintf(format: &str, args: &[Option<AnyValue>]) -> String {
+    use any_value::Value as V;
+    let mut out = String::new();
+    let mut next = 0usize;
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let (mut minus, mut zero, mut plus, mut space) = (false, false, false, false);
+        while let Some(&f) = chars.peek() {
+            match f {
+                '-' => minus = true,
+                '0' => zero = true,
+                '+' => plus = true,
+                ' ' => space = true,
+                _ => break,
+            }
+            chars.next();
+        }
+        let mut width: Option<usize> = None;
+        while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+            width = Some(
+                width
+                    .unwrap_or(0)
+                    .saturating_mul(10)
+                    .saturating_add(d as usize)
+                    .min(4096),
+            );
+            chars.next();
+        }
+        let mut prec: Option<usize> = None;
+        if chars.peek() == Some(&'.') {
+            chars.next();
+            prec = Some(0);
+            while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+                prec = Some(
+                    prec.unwrap_or(0)
+                        .saturating_mul(10)
+                        .saturating_add(d as usize)
+                        .min(4096),
+                );
+                chars.next();
+            }
+        }
+        let Some(verb) = chars.next() else {
+            out.push_str("%!(NOVERB)");
+            break;
+        };
+        if verb == '%' {
+            out.push('%');
+            continue;
+        }
+        let Some(arg) = args.get(next) else {
+            out.push_str(&format!("%!{verb}(MISSING)"));
+            continue;
+        };
+        next += 1;
+        let val = arg.as_ref().and_then(|v| v.value.as_ref());
+        let sign = |n: bool| {
+            if n {
+                "-"
+            } else if plus {
+                "+"
+            } else if space {
+                " "
+            } else {
+                ""
+            }
+        };
+        let body: Option<String> = match (verb, val) {
+            ('v', _) => Some(match val {
+                Some(V::DoubleValue(d)) if prec.is_some() => format!("{d:.*}", prec.unwrap_or(6)),
+                Some(V::IntValue(i)) if plus && *i >= 0 => format!("+{i}"),
+                _ => go_v(arg),
+            }),
+            ('s', Some(V::StringValue(s))) => Some(match prec {
+                Some(p) => s.chars().take(p).collect(),
+                None => s.clone(),
+            }),
+            ('s', Some(V::BytesValue(b))) => Some(String::from_utf8_lossy(b).into_owned()),
+            ('s', Some(V::ArrayValue(_) | V::KvlistValue(_))) => Some(go_v(arg)),
+            ('d', Some(V::IntValue(i))) => Some(format!("{}{}", sign(*i < 0), i.unsigned_abs())),
+            ('f' | 'F', Some(V::DoubleValue(d))) => Some(format!(
+                "{}{:.*}",
+                sign(d.is_sign_negative() && *d != 0.0),
+                prec.unwrap_or(6),
+                d.abs()
+            )),
+            ('e', Some(V::DoubleValue(d))) => {
+                let s = format!("{:.*e}", prec.unwrap_or(6), d.abs());
+                let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+                let (es, ed) = match e.strip_prefix('-') {
+                    Some(x) => ('-', x),
+                    None => ('+', e),
+                };
+                Some(format!("{}{m}e{es}{ed:0>2}", sign(*d < 0.0)))
+            }
+            ('g', Some(V::DoubleValue(d))) => Some(go_float(*d)),
+            ('x' | 'X', Some(V::IntValue(i))) => {
+                let h = if verb == 'x' {
+                    format!("{:x}", i.unsigned_abs())
+                } else {
+                    format!("{:X}", i.unsigned_abs())
+                };
+                Some(format!("{}{h}", sign(*i < 0)))
+            }
+            ('x' | 'X', Some(V::StringValue(s))) => Some(hex(s.as_bytes(), verb == 'X')),
+            ('x' | 'X', Some(V::BytesValue(b))) => Some(hex(b, verb == 'X')),
+            ('q', Some(V::StringValue(s))) => Some(format!("{s:?}")),
+            ('t', Some(V::BoolValue(b))) => Some(b.to_string()),
+            _ => None,
+        };
+        let Some(body) = body else {
+            if val.is_none() {
+                out.push_str(&format!("%!{verb}(<nil>)"));
+            } else {
+                out.push_str(&format!("%!{verb}({}={})", go_type(arg), go_v(arg)));
+            }
+            continue;
+        };
+        let pad = width.unwrap_or(0).saturating_sub(body.chars().count());
+        if minus {
+            out.push_str(&body);
+            out.extend(std::iter::repeat_n(' ', pad));
+        } else if zero && matches!(verb, 'd' | 'f' | 'F' | 'e' | 'x' | 'X') {
+            // Zeros go after the sign.
+            let (s, digits) = match body.chars().next() {
+                Some(c @ ('-' | '+' | ' ')) => (c.to_string(), &body[1..]),
+                _ => (String::new(), &body[..]),
+            };
+            out.push_str(&s);
+            out.extend(std::iter::repeat_n('0', pad));
+            out.push_str(digits);
+        } else {
+            out.extend(std::iter::repeat_n(' ', pad));
+            out.push_str(&body);
+        }
+    }
+    if next < args.len() {
+        let extra: Vec<String> = args[next..]
+            .iter()
+            .map(|a| format!("{}={}", go_type(a), go_v(a)))
+            .collect();
+        out.push_str(&format!("%!(EXTRA {})", extra.join(", ")));
+    }
+    out
+}
+
+fn hex(b: &[u8], upper: bool) -> String {
+    b.iter()
+        .map(|x| {
+            if upper {
+                format!("{x:02X}")
+            } else {
+                format!("{x:02x}")
+            }
+        })
+        .collect()
+}
+
 fn convert_case(s: &str, case: Case) -> String {
     match case {
         Case::Lower => s.to_lowercase(),
@@ -257,7 +507,11 @@ pub(crate) fn value(arg: &Arg, c: &Ctx<'_>) -> Option<AnyValue> {
             // return nil instead.
             let nil_is_nil = matches!(
                 f,
-                ValueFn::Int | ValueFn::Double | ValueFn::String | ValueFn::Trim
+                ValueFn::Int
+                    | ValueFn::Double
+                    | ValueFn::String
+                    | ValueFn::Trim
+                    | ValueFn::Format(_)
             );
             if v.is_none() && !nil_is_nil {
                 return failed();
@@ -425,6 +679,10 @@ fn call_value(f: &ValueFn, args: &[Arg], c: &Ctx<'_>) -> Option<AnyValue> {
                 }
             }
             Some(any(V::KvlistValue(KeyValueList { values: out })))
+        }
+        ValueFn::Format(format) => {
+            let values: Vec<Option<AnyValue>> = args.iter().map(|a| value(a, c)).collect();
+            Some(string(sprintf(format, &values)))
         }
         ValueFn::FormatTime(format) => match first?.value? {
             V::IntValue(t) => Some(string(format.format(t))),
@@ -863,7 +1121,41 @@ fn flatten_into(out: &mut Vec<KeyValue>, key: String, v: AnyValue, depth: Option
 
 #[cfg(test)]
 mod case_tests {
-    use super::{to_camel, to_snake};
+    use super::{any_value::Value as V, sprintf, to_camel, to_snake, AnyValue};
+
+    /// Go's fmt.Sprintf on the values upstream's getters give.
+    #[test]
+    fn sprintf_as_go() {
+        let v = |x: V| Some(AnyValue { value: Some(x) });
+        let s = |x: &str| v(V::StringValue(x.into()));
+        let i = |x: i64| v(V::IntValue(x));
+        let f = |x: f64| v(V::DoubleValue(x));
+        for (fmt, args, want) in [
+            ("%02d", vec![i(1)], "01"),
+            ("%s %s", vec![s("a"), s("b")], "a b"),
+            ("%s-%d", vec![s("x"), i(5)], "x-5"),
+            ("%d", vec![s("x")], "%!d(string=x)"),
+            ("%s", vec![], "%!s(MISSING)"),
+            ("%s", vec![s("a"), s("b")], "a%!(EXTRA string=b)"),
+            (
+                "%v|%v|%v",
+                vec![f(1.5), f(1e21), f(0.00001)],
+                "1.5|1e+21|1e-05",
+            ),
+            ("%.2f|%f", vec![f(1.23456), f(-2.0)], "1.23|-2.000000"),
+            ("%5s|%-5s|", vec![s("a"), s("b")], "    a|b    |"),
+            ("%x|%X", vec![s("hi"), i(255)], "6869|FF"),
+            ("%q", vec![s("a\"b")], "\"a\\\"b\""),
+            ("%v|%s", vec![None, None], "<nil>|%!s(<nil>)"),
+            ("%t|%v", vec![v(V::BoolValue(true)), i(-3)], "true|-3"),
+            ("%+d|%05d|% d", vec![i(5), i(-42), i(7)], "+5|-0042| 7"),
+            ("100%% of %s", vec![s("it")], "100% of it"),
+            ("%.1s", vec![s("abc")], "a"),
+            ("%e", vec![f(1234.5678)], "1.234568e+03"),
+        ] {
+            assert_eq!(sprintf(fmt, &args), want, "{fmt}");
+        }
+    }
 
     /// strcase's own cases (upstream's ConvertCase and To*Case use it).
     #[test]

@@ -71,6 +71,7 @@ const VALUE_CONVERTERS: &[&str] = &[
     "FormatTime",
     "TruncateTime",
     "ParseKeyValue",
+    "Format",
 ];
 
 #[derive(Debug, Clone)]
@@ -1008,6 +1009,8 @@ pub(crate) enum ValueFn {
     TruncateTime,
     /// `ParseKeyValue(target, [delimiter], [pair_delimiter])`.
     ParseKeyValue(Box<str>, Box<str>),
+    /// `Format(format, [values])`: Go's `fmt.Sprintf`; the arguments are the list's items.
+    Format(Box<str>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1432,6 +1435,7 @@ impl<'s> Parser<'s> {
                             | "Hex"
                             | "Time"
                             | "ParseKeyValue"
+                            | "Format"
                     ) =>
             {
                 let t = t.clone();
@@ -1443,6 +1447,34 @@ impl<'s> Parser<'s> {
                 }
                 if name == "ParseKeyValue" {
                     return self.parse_key_value_args(&t, args);
+                }
+                if name == "Format" {
+                    if args.len() != 2 {
+                        return Err(self.error_at(
+                            t.start,
+                            format!(
+                                "Format expects 2 arguments (format, [values]), got {}",
+                                args.len()
+                            ),
+                        ));
+                    }
+                    let mut it = args.into_iter();
+                    let format = match it.next() {
+                        Some((Arg::Op(Operand::Lit(Lit::Str(f))), _)) => f,
+                        Some((_, at)) => {
+                            return Err(self.error_at(at, "the format of Format must be a string"))
+                        }
+                        None => return Err(self.error_at(t.start, "missing argument")),
+                    };
+                    return match it.next() {
+                        Some((Arg::List(items), _)) => {
+                            Ok(Arg::Call(ValueFn::Format(format), items))
+                        }
+                        Some((_, at)) => {
+                            Err(self.error_at(at, "the values of Format must be a list ([a, b])"))
+                        }
+                        None => Err(self.error_at(t.start, "missing argument")),
+                    };
                 }
                 let arity = match name {
                     "Substring" => 3,

@@ -1200,3 +1200,42 @@ trace_statements:
     );
     assert_eq!(out.len(), 1);
 }
+
+#[test]
+fn format_as_documented() {
+    let t = transform(
+        r#"
+trace_statements:
+  - 'set(span.attributes["route"], Format("%s %v", [span.name, span.attributes["http.status_code"]]))'
+  - 'set(span.attributes["code"], Format("%03d", [span.attributes["http.status_code"]]))'
+"#,
+    );
+    let mut r = one_span(span_attrs());
+    t.traces(&mut r);
+    let got = show(&r.resource_spans[0].scope_spans[0].spans[0].attributes);
+    assert!(
+        got.contains(&"route=GET /orders 200".to_string()),
+        "{got:?}"
+    );
+    assert!(got.contains(&"code=200".to_string()), "{got:?}");
+    for (st, want) in [
+        (
+            r#"set(span.name, Format(span.name, []))"#,
+            "the format of Format must be a string",
+        ),
+        (
+            r#"set(span.name, Format("%s", span.name))"#,
+            "the values of Format must be a list",
+        ),
+        (
+            r#"set(span.name, Format("%s"))"#,
+            "Format expects 2 arguments",
+        ),
+    ] {
+        let cfg: TransformConfig =
+            serde_yaml::from_str(&format!("trace_statements: ['{}']", st.replace('\'', "''")))
+                .unwrap();
+        let e = Transform::new(&cfg).unwrap_err();
+        assert!(e[0].1.contains(want), "{st}: {e:?}");
+    }
+}
