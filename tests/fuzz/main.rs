@@ -713,9 +713,22 @@ const OTTL_SEEDS: &[&str] = &[
     r#"instrumentation_scope.name == "lib""#,
     r#"request["x-tenant"] == "a""#,
     r#"attributes["a"] < -3 or attributes["b"] >= 2.5e3"#,
+    r#"set(time, Time(attributes["ts"], "%Y-%m-%dT%H:%M:%S.%L%z"))"#,
+    r#"set(attributes["when"], FormatTime(start_time, "%a %b %e %H:%M:%S %Y")) where IsRootSpan()"#,
+    r#"merge_maps(attributes, ParseKeyValue(body, "=", " "), "upsert")"#,
+    r#"set(attributes["f"], Format("%05d|%-8s|%.3f|%x|%q|%v", [attributes["n"], name, 1.5, name, name, attributes]))"#,
+    r#"set(attributes["s"], ToSnakeCase(Format("%s%d", [name, UnixMilli(end_time)])))"#,
+    r#"set(end_time, TruncateTime(Unix(1700000000, 5), Duration("1h"))) where Seconds(end_time - start_time) > 1.5"#,
+    r#"set(attributes["d"], end_time_unix_nano - start_time_unix_nano)"#,
 ];
 
 const OTTL_BITS: &[&str] = &[
+    "%",
+    "%Y",
+    "%z",
+    ".%L",
+    "%*d",
+    "%!",
     "(",
     ")",
     "[",
