@@ -680,6 +680,33 @@ fn call_value(f: &ValueFn, args: &[Arg], c: &Ctx<'_>) -> Option<AnyValue> {
             }
             Some(any(V::KvlistValue(KeyValueList { values: out })))
         }
+        ValueFn::Sha512 => {
+            let v = first?;
+            let digest = sha2::Sha512::digest(as_str(&v)?.as_bytes());
+            Some(string(hex(&digest, false)))
+        }
+        ValueFn::Fnv => {
+            let v = first?;
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in as_str(&v)?.bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            // Go's int64(h.Sum64()).
+            Some(any(V::IntValue(h as i64)))
+        }
+        ValueFn::Murmur3 => {
+            let v = first?;
+            let h = super::hash::murmur3_32(as_str(&v)?.as_bytes());
+            Some(string(hex(&h.to_le_bytes(), false)))
+        }
+        ValueFn::Murmur3x128 => {
+            let v = first?;
+            let (h1, h2) = super::hash::murmur3_x64_128(as_str(&v)?.as_bytes());
+            let mut b = h1.to_le_bytes().to_vec();
+            b.extend_from_slice(&h2.to_le_bytes());
+            Some(string(hex(&b, false)))
+        }
         ValueFn::Format(format) => {
             let values: Vec<Option<AnyValue>> = args.iter().map(|a| value(a, c)).collect();
             Some(string(sprintf(format, &values)))

@@ -26,6 +26,7 @@
 mod ctime;
 mod edit;
 mod eval;
+mod hash;
 mod lexer;
 mod parser;
 #[cfg(test)]

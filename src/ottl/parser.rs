@@ -38,7 +38,7 @@ pub(crate) enum Operand {
 }
 
 /// The converters that make a value rather than a test.
-const VALUE_CONVERTERS: &[&str] = &[
+pub(crate) const VALUE_CONVERTERS: &[&str] = &[
     "SHA256",
     "Concat",
     "ConvertCase",
@@ -72,6 +72,10 @@ const VALUE_CONVERTERS: &[&str] = &[
     "TruncateTime",
     "ParseKeyValue",
     "Format",
+    "SHA512",
+    "FNV",
+    "Murmur3Hash",
+    "Murmur3Hash128",
 ];
 
 #[derive(Debug, Clone)]
@@ -1011,6 +1015,13 @@ pub(crate) enum ValueFn {
     ParseKeyValue(Box<str>, Box<str>),
     /// `Format(format, [values])`: Go's `fmt.Sprintf`; the arguments are the list's items.
     Format(Box<str>),
+    /// `SHA512(value)`: lower-case hex.
+    Sha512,
+    /// `FNV(value)`: FNV-1a, 64 bits, as an int.
+    Fnv,
+    /// `Murmur3Hash(value)` (32 bits) and `Murmur3Hash128(value)`: little-endian hex.
+    Murmur3,
+    Murmur3x128,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1420,7 +1431,7 @@ impl<'s> Parser<'s> {
                 Ok(Arg::Call(f, args.into_iter().map(|(a, _)| a).collect()))
             }
             Some(t)
-                if t.tok == Tok::Func
+                if (t.tok == Tok::Func || t.tok == Tok::Enum)
                     && matches!(
                         self.text(t.start, t.end),
                         "Int"
@@ -1436,6 +1447,10 @@ impl<'s> Parser<'s> {
                             | "Time"
                             | "ParseKeyValue"
                             | "Format"
+                            | "SHA512"
+                            | "FNV"
+                            | "Murmur3Hash"
+                            | "Murmur3Hash128"
                     ) =>
             {
                 let t = t.clone();
@@ -1503,6 +1518,10 @@ impl<'s> Parser<'s> {
                     "ParseJSON" => ValueFn::ParseJson,
                     "Trim" => ValueFn::Trim,
                     "Hex" => ValueFn::Hex,
+                    "SHA512" => ValueFn::Sha512,
+                    "FNV" => ValueFn::Fnv,
+                    "Murmur3Hash" => ValueFn::Murmur3,
+                    "Murmur3Hash128" => ValueFn::Murmur3x128,
                     _ => {
                         let (pat, at) = match args.pop() {
                             Some((Arg::Op(Operand::Lit(Lit::Str(p))), at)) => (p, at),

@@ -1239,3 +1239,46 @@ trace_statements:
         assert!(e[0].1.contains(want), "{st}: {e:?}");
     }
 }
+
+#[test]
+fn hash_converters_as_upstreams_tests() {
+    let t = transform(
+        r#"
+log_statements:
+  - 'set(log.attributes["m32"], Murmur3Hash(log.body))'
+  - 'set(log.attributes["m128"], Murmur3Hash128(log.body))'
+  - 'set(log.attributes["fnv"], FNV(log.attributes["w"]))'
+  - 'set(log.attributes["sha512"], SHA512(log.body))'
+  - 'set(log.attributes["e32"], Murmur3Hash(log.attributes["empty"]))'
+  - 'set(log.attributes["e128"], Murmur3Hash128(log.attributes["empty"]))'
+"#,
+    );
+    let mut r = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    body: Some(AnyValue {
+                        value: Some(s("Hello World")),
+                    }),
+                    attributes: vec![kv("w", s("hello world")), kv("empty", s(""))],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    t.logs(&mut r);
+    let got = show(&r.resource_logs[0].scope_logs[0].log_records[0].attributes);
+    // Upstream's test cases (pkg/ottl/ottlfuncs), FNV-1a and SHA-512 from their definitions.
+    for want in [
+        "m32=ce837619",
+        "m128=dbc2a0c1ab26631a27b4c09fcf1fe683",
+        "e32=00000000",
+        "e128=00000000000000000000000000000000",
+        "fnv=8618312879776256743",
+        "sha512=2c74fd17edafd80e8447b0d46741ee243b7eb74dd2149a0ab1b9246fb30382f27e853d8585719e0e67cbda0daa8f51671064615d645ae27acb15bfb1447f459b",
+    ] {
+        assert!(got.contains(&want.to_string()), "{want} in {got:?}");
+    }
+}
