@@ -25,7 +25,9 @@ pub(crate) enum Plan {
 
 pub(crate) fn plan(st: &Statement, c: &Ctx<'_>) -> Plan {
     if let Some(cond) = &st.cond {
-        if !eval::eval(cond, c) {
+        // A `where` clause that fails skips the edit (upstream returns the condition's error
+        // before the function runs); the failure stays noted for the error_mode.
+        if !eval::eval(cond, c) || FAILED.with(|f| f.get()) {
             return Plan::Skip;
         }
     }
@@ -252,7 +254,7 @@ fn go_v(v: &Option<AnyValue>) -> String {
 }
 
 /// A float as Go's `%v` (`strconv.FormatFloat(f, 'g', -1, 64)`): the shortest form, with an
-/// exponent (`1e+21`) below 1e-4 or from 1e21.
+/// exponent (`1e+06`) when the decimal exponent is below -4 or from 6.
 fn go_float(d: f64) -> String {
     if d.is_nan() {
         return "NaN".into();
@@ -261,7 +263,12 @@ fn go_float(d: f64) -> String {
         return if d > 0.0 { "+Inf" } else { "-Inf" }.into();
     }
     let a = d.abs();
-    if a != 0.0 && !(1e-4..1e21).contains(&a) {
+    // The decimal exponent of the shortest digits.
+    let exp = format!("{a:e}")
+        .split_once('e')
+        .and_then(|(_, e)| e.parse::<i32>().ok())
+        .unwrap_or(0);
+    if a != 0.0 && !(-4..6).contains(&exp) {
         let s = format!("{d:e}");
         // Rust: 1e21, 1.5e-7; Go: 1e+21, 1.5e-07.
         let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
@@ -503,15 +510,11 @@ pub(crate) fn value(arg: &Arg, c: &Ctx<'_>) -> Option<AnyValue> {
         Arg::Call(f, args) => {
             let v = call_value(f, args, c);
             // Upstream's converters return an error where these have no value (a target that
-            // is not a string, a time that does not parse, ...); Int, Double, String and Trim
-            // return nil instead.
+            // is not a string, a time that does not parse, ...); Int, Double and String return
+            // nil instead.
             let nil_is_nil = matches!(
                 f,
-                ValueFn::Int
-                    | ValueFn::Double
-                    | ValueFn::String
-                    | ValueFn::Trim
-                    | ValueFn::Format(_)
+                ValueFn::Int | ValueFn::Double | ValueFn::String | ValueFn::Format(_)
             );
             if v.is_none() && !nil_is_nil {
                 return failed();
@@ -616,7 +619,10 @@ fn call_value(f: &ValueFn, args: &[Arg], c: &Ctx<'_>) -> Option<AnyValue> {
                 usize::try_from(int_arg(2)?).ok()?,
             );
             let end = start.checked_add(len)?;
-            Some(string(s.get(start..end)?.to_string()))
+            // Upstream slices bytes; a cut inside a character keeps the string UTF-8 with
+            // U+FFFD where the broken character was.
+            let bytes = s.as_bytes().get(start..end)?;
+            Some(string(String::from_utf8_lossy(bytes).into_owned()))
         }
         ValueFn::Split => {
             let v = first?;
@@ -665,17 +671,22 @@ fn call_value(f: &ValueFn, args: &[Arg], c: &Ctx<'_>) -> Option<AnyValue> {
             let v = first?;
             let src = as_str(&v)?;
             let mut out: Vec<KeyValue> = Vec::new();
+            // Key -> its entry: the last value of a repeated key wins in linear time.
+            let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
             for p in split_quoted(src, pair)? {
                 // A pair without the delimiter fails the whole parse, as upstream.
                 let (k, v) = p.split_once(&**kv)?;
                 let (k, v) = (k.trim(), v.trim());
-                match out.iter_mut().find(|e| e.key == k) {
-                    Some(e) => e.value = Some(string(v.to_string())),
-                    None => out.push(KeyValue {
-                        key: k.to_string(),
-                        value: Some(string(v.to_string())),
-                        ..Default::default()
-                    }),
+                match at.get(k) {
+                    Some(&i) => out[i].value = Some(string(v.to_string())),
+                    None => {
+                        at.insert(k.to_string(), out.len());
+                        out.push(KeyValue {
+                            key: k.to_string(),
+                            value: Some(string(v.to_string())),
+                            ..Default::default()
+                        });
+                    }
                 }
             }
             Some(any(V::KvlistValue(KeyValueList { values: out })))
@@ -743,7 +754,10 @@ fn call_value(f: &ValueFn, args: &[Arg], c: &Ctx<'_>) -> Option<AnyValue> {
             Some(any(V::IntValue(i64::try_from(cut).ok()?)))
         }
         ValueFn::Hex => {
-            let v = first?;
+            // Nil is no bytes (upstream's byte-slice getter), not an error.
+            let Some(v) = first else {
+                return Some(string(String::new()));
+            };
             let bytes: Vec<u8> = match v.value? {
                 V::StringValue(s) => s.into_bytes(),
                 V::BytesValue(b) => b,

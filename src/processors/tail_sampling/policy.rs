@@ -619,6 +619,7 @@ impl Policy {
                             .iter()
                             .any(|e| event.eval_span_event(s.resource, s.scope, s.span, e));
                     if *propagate && crate::ottl::take_condition_failures() != [0; 3] {
+                        POLICY_FAILED.with(|f| f.set(true));
                         return NotSampled;
                     }
                     if hit {
@@ -636,10 +637,19 @@ impl Policy {
                 }
                 Sampled
             }
-            Kind::Not(p) => match p.evaluate(t) {
-                Sampled | InvertSampled => NotSampled,
-                _ => Sampled,
-            },
+            Kind::Not(p) => {
+                // A sub-policy that failed (an OTTL condition under propagate) is not sampled,
+                // and its failure is not inverted into a sample.
+                let before = POLICY_FAILED.with(|f| f.replace(false));
+                let d = p.evaluate(t);
+                let failed = POLICY_FAILED.with(|f| f.get());
+                POLICY_FAILED.with(|f| f.set(before || failed));
+                match d {
+                    _ if failed => NotSampled,
+                    Sampled | InvertSampled => NotSampled,
+                    _ => Sampled,
+                }
+            }
             Kind::Drop(subs) => {
                 for p in subs.iter_mut() {
                     match p.evaluate(t) {
@@ -752,6 +762,12 @@ pub fn decide_timed(
         has(Decision::InvertSampled) && !has(Decision::NotSampled)
     };
     (sampled, seen)
+}
+
+thread_local! {
+    /// Set when an OTTL condition policy failed under `error_mode: propagate` (upstream's
+    /// policy returns an error): a `not` around it must not turn that into a sample.
+    static POLICY_FAILED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 #[cfg(test)]
@@ -872,6 +888,7 @@ mod tests {
             // match); under propagate the first failure ends it, not sampled (upstream).
             ("{name: o, type: ottl_condition, ottl_condition: {error_mode: ignore, span: ['SHA256(attributes[\"customer\"]) != \"x\"']}}", NotSampled, Sampled),
             ("{name: o, type: ottl_condition, ottl_condition: {error_mode: propagate, span: ['SHA256(attributes[\"customer\"]) != \"x\"']}}", NotSampled, NotSampled),
+            ("{name: x, type: not, not: {not_sub_policy: {name: o, type: ottl_condition, ottl_condition: {error_mode: propagate, span: ['SHA256(attributes[\"customer\"]) != \"x\"']}}}}", NotSampled, NotSampled),
             ("{name: x, type: and, and: {and_sub_policy: [{name: e, type: status_code, status_code: {status_codes: [ERROR]}}, {name: l, type: latency, latency: {threshold_ms: 1000}}]}}", NotSampled, Sampled),
             ("{name: x, type: and, and: {and_sub_policy: [{name: e, type: status_code, status_code: {status_codes: [ERROR]}}, {name: l, type: latency, latency: {threshold_ms: 9000}}]}}", NotSampled, NotSampled),
             ("{name: x, type: not, not: {not_sub_policy: {name: e, type: status_code, status_code: {status_codes: [ERROR]}}}}", Sampled, NotSampled),

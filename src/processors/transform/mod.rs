@@ -129,23 +129,37 @@ pub struct Errors {
 }
 
 impl Errors {
-    fn record(&mut self, mode: Mode, s: &Statement) {
+    fn record(&mut self, mode: Mode, s: &str) {
         match mode {
             Mode::Ignore => {
                 self.ignored += 1;
                 if self.first_ignored.is_none() {
-                    self.first_ignored = Some(s.as_str().to_string());
+                    self.first_ignored = Some(s.to_string());
                 }
             }
             Mode::Silent => self.silent += 1,
-            Mode::Propagate => self.propagated = Some(s.as_str().to_string()),
+            Mode::Propagate => self.propagated = Some(s.to_string()),
         }
     }
 }
 
 impl Group {
-    fn holds(&self, f: impl FnOnce(&ConditionSet) -> bool) -> bool {
-        self.conditions.is_empty() || f(&self.conditions)
+    /// Whether the group's conditions (ORed) hold. One that fails is false and counts as a
+    /// failure under the group's error_mode (under `propagate` nothing runs after it).
+    fn holds(&self, errs: &mut Errors, f: impl FnOnce(&ConditionSet) -> bool) -> bool {
+        if self.conditions.is_empty() {
+            return true;
+        }
+        if errs.propagated.is_some() {
+            return false;
+        }
+        crate::ottl::take_condition_failures();
+        let hold = f(&self.conditions);
+        if crate::ottl::take_condition_failures() != [0; 3] {
+            errs.record(self.mode, "a group condition");
+            return hold && self.mode != Mode::Propagate;
+        }
+        hold
     }
 
     /// Runs the statements in order with `run` (which says whether one failed), stopping at a
@@ -156,13 +170,13 @@ impl Group {
                 return;
             }
             if run(s) {
-                errs.record(self.mode, s);
+                errs.record(self.mode, s.as_str());
             }
         }
     }
 
     fn on_resource(&self, res: &mut Option<Resource>, errs: &mut Errors) {
-        if self.holds(|c| c.eval_resource(res.as_ref())) {
+        if self.holds(errs, |c| c.eval_resource(res.as_ref())) {
             self.each(errs, |s| s.run_resource(res));
         }
     }
@@ -173,7 +187,7 @@ impl Group {
         scope: &mut Option<InstrumentationScope>,
         errs: &mut Errors,
     ) {
-        if self.holds(|c| c.eval_scope(res.as_ref(), scope.as_ref())) {
+        if self.holds(errs, |c| c.eval_scope(res.as_ref(), scope.as_ref())) {
             self.each(errs, |s| s.run_scope(res, scope));
         }
     }
@@ -187,14 +201,15 @@ impl Group {
         errs: &mut Errors,
     ) {
         if self.ctx == C::Span {
-            if self.holds(|c| c.eval_span(res.as_ref(), scope.as_ref(), span)) {
+            if self.holds(errs, |c| c.eval_span(res.as_ref(), scope.as_ref(), span)) {
                 self.each(errs, |s| s.run_span(res, scope, span));
             }
             return;
         }
         for i in 0..span.events.len() {
-            let hold = self
-                .holds(|c| c.eval_span_event(res.as_ref(), scope.as_ref(), span, &span.events[i]));
+            let hold = self.holds(errs, |c| {
+                c.eval_span_event(res.as_ref(), scope.as_ref(), span, &span.events[i])
+            });
             if hold {
                 self.each(errs, |s| s.run_span_event(res, scope, span, i));
             }
@@ -208,7 +223,7 @@ impl Group {
         r: &mut LogRecord,
         errs: &mut Errors,
     ) {
-        if self.holds(|c| c.eval_log(res.as_ref(), scope.as_ref(), r)) {
+        if self.holds(errs, |c| c.eval_log(res.as_ref(), scope.as_ref(), r)) {
             self.each(errs, |s| s.run_log(res, scope, r));
         }
     }
@@ -492,7 +507,10 @@ impl Transform {
                         C::Scope => g.on_scope(res, scope, errs),
                         C::Metric => {
                             for m in &mut sm.metrics {
-                                if all || g.conditions.eval_metric(res.as_ref(), scope.as_ref(), m)
+                                if all
+                                    || g.holds(errs, |c| {
+                                        c.eval_metric(res.as_ref(), scope.as_ref(), m)
+                                    })
                                 {
                                     g.each(errs, |s| s.run_metric(res, scope, m));
                                 }
@@ -502,13 +520,10 @@ impl Transform {
                             for m in &mut sm.metrics {
                                 for i in 0..point_count(m) {
                                     let hold = all
-                                        || point_at(m, i).is_some_and(|p| {
-                                            g.conditions.eval_datapoint(
-                                                res.as_ref(),
-                                                scope.as_ref(),
-                                                m,
-                                                p,
-                                            )
+                                        || g.holds(errs, |c| {
+                                            point_at(m, i).is_some_and(|p| {
+                                                c.eval_datapoint(res.as_ref(), scope.as_ref(), m, p)
+                                            })
                                         });
                                     if hold {
                                         g.each(errs, |s| s.run_datapoint(res, scope, m, i));

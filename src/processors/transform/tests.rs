@@ -1282,3 +1282,100 @@ log_statements:
         assert!(got.contains(&want.to_string()), "{want} in {got:?}");
     }
 }
+
+#[test]
+fn failures_in_where_clauses_and_group_conditions_follow_error_mode() {
+    use crate::pdata::{Batch, Context, Payload, Signal};
+    use crate::pipeline::Processor;
+    use crate::telemetry::metrics::Registry;
+    use std::sync::Arc;
+    // A where clause that fails skips the edit even when its nil would compare true.
+    let t = transform(
+        r#"
+error_mode: ignore
+trace_statements:
+  - 'set(span.attributes["touched"], true) where Len(span.attributes["missing"]) != 0'
+  - 'set(span.attributes["hex"], Hex(span.attributes["missing"]))'
+  - 'set(span.attributes["sub"], Substring("héllo", 0, 2))'
+"#,
+    );
+    let mut r = one_span(vec![]);
+    t.traces(&mut r);
+    let got = show(&r.resource_spans[0].scope_spans[0].spans[0].attributes);
+    assert!(!got.iter().any(|a| a.starts_with("touched")), "{got:?}");
+    // Hex of nil is "" (no bytes), not a failure; Substring cuts bytes, keeping UTF-8.
+    assert!(got.contains(&"hex=".to_string()), "{got:?}");
+    assert!(got.contains(&"sub=h\u{fffd}".to_string()), "{got:?}");
+    // A group condition that fails: false under ignore, the request dropped under propagate.
+    for (mode, forwarded) in [("ignore", true), ("propagate", false)] {
+        let cfg: TransformConfig = serde_yaml::from_str(&format!(
+            r#"
+trace_statements:
+  - context: span
+    error_mode: {mode}
+    conditions: ['SHA256(attributes["missing"]) == "x"', 'name == "GET /orders"']
+    statements: ['set(attributes["ran"], true)']
+"#
+        ))
+        .unwrap();
+        let reg = Registry::default();
+        let mut stage = TransformProcessor::new("t", &cfg, &reg);
+        let mut out = Vec::new();
+        stage.process(
+            Batch::encoded(
+                Signal::Traces,
+                one_span(vec![]).encode_to_vec().into(),
+                1,
+                Arc::new(Context::default()),
+            ),
+            &mut out,
+        );
+        assert_eq!(out.len(), usize::from(forwarded), "{mode}");
+        if let Some(b) = out.first() {
+            let Payload::Encoded(bytes) = &b.payload else {
+                panic!("encoded")
+            };
+            let got = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
+            // The other condition held.
+            assert!(
+                show(&got.resource_spans[0].scope_spans[0].spans[0].attributes)
+                    .contains(&"ran=true".to_string())
+            );
+        }
+        assert!(reg
+            .render()
+            .contains(r#"weir_processor_transform_statement_errors_total{processor="t"} 1"#));
+    }
+    // ParseKeyValue on 100,000 distinct pairs: linear, the last of a repeated key wins.
+    let body: String = (0..100_000)
+        .map(|i| format!("k{i}=v{i} "))
+        .collect::<String>()
+        + "k7=last";
+    let t = transform(r#"log_statements: ['set(log.attributes["m"], ParseKeyValue(log.body))']"#);
+    let mut r = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    body: Some(AnyValue {
+                        value: Some(s(&body)),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let started = std::time::Instant::now();
+    t.logs(&mut r);
+    let attrs = &r.resource_logs[0].scope_logs[0].log_records[0].attributes;
+    let Some(Value::KvlistValue(m)) = attrs[0].value.as_ref().and_then(|v| v.value.as_ref()) else {
+        panic!("a map")
+    };
+    assert_eq!(m.values.len(), 100_000);
+    assert_eq!(
+        m.values[7].value.as_ref().and_then(|v| v.value.clone()),
+        Some(s("last"))
+    );
+    eprintln!("100,000 pairs parsed in {:?}", started.elapsed());
+}
