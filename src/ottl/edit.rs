@@ -691,6 +691,21 @@ fn call_value(f: &ValueFn, args: &[Arg], c: &Ctx<'_>) -> Option<AnyValue> {
             }
             Some(any(V::KvlistValue(KeyValueList { values: out })))
         }
+        ValueFn::Uuid => {
+            let mut b = [0u8; 16];
+            getrandom::fill(&mut b).ok()?;
+            b[6] = (b[6] & 0x0f) | 0x40; // version 4
+            b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+            let h = hex(&b, false);
+            Some(string(format!(
+                "{}-{}-{}-{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            )))
+        }
         ValueFn::Sha512 => {
             let v = first?;
             let digest = sha2::Sha512::digest(as_str(&v)?.as_bytes());

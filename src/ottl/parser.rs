@@ -76,6 +76,7 @@ pub(crate) const VALUE_CONVERTERS: &[&str] = &[
     "FNV",
     "Murmur3Hash",
     "Murmur3Hash128",
+    "UUID",
 ];
 
 #[derive(Debug, Clone)]
@@ -1022,6 +1023,8 @@ pub(crate) enum ValueFn {
     /// `Murmur3Hash(value)` (32 bits) and `Murmur3Hash128(value)`: little-endian hex.
     Murmur3,
     Murmur3x128,
+    /// `UUID()`: a random (version 4) UUID.
+    Uuid,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1451,6 +1454,7 @@ impl<'s> Parser<'s> {
                             | "FNV"
                             | "Murmur3Hash"
                             | "Murmur3Hash128"
+                            | "UUID"
                     ) =>
             {
                 let t = t.clone();
@@ -1492,6 +1496,7 @@ impl<'s> Parser<'s> {
                     };
                 }
                 let arity = match name {
+                    "UUID" => 0,
                     "Substring" => 3,
                     "Split" | "ExtractPatterns" => 2,
                     // Trim's cutset is optional (default " ").
@@ -1522,6 +1527,7 @@ impl<'s> Parser<'s> {
                     "FNV" => ValueFn::Fnv,
                     "Murmur3Hash" => ValueFn::Murmur3,
                     "Murmur3Hash128" => ValueFn::Murmur3x128,
+                    "UUID" => ValueFn::Uuid,
                     _ => {
                         let (pat, at) = match args.pop() {
                             Some((Arg::Op(Operand::Lit(Lit::Str(p))), at)) => (p, at),

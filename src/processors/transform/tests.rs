@@ -1381,3 +1381,45 @@ trace_statements:
     );
     eprintln!("100,000 pairs parsed in {:?}", started.elapsed());
 }
+
+#[test]
+fn uuid_is_a_random_version_4_uuid() {
+    let t = transform(
+        r#"trace_statements: ['set(span.attributes["id"], UUID())', 'set(span.attributes["id2"], UUID())']"#,
+    );
+    let mut r = one_span(vec![]);
+    t.traces(&mut r);
+    let attrs = &r.resource_spans[0].scope_spans[0].spans[0].attributes;
+    let get = |k: &str| match attrs
+        .iter()
+        .find(|kv| kv.key == k)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.clone())
+    {
+        Some(Value::StringValue(s)) => s,
+        other => panic!("{k}: {other:?}"),
+    };
+    let (a, b) = (get("id"), get("id2"));
+    assert_ne!(a, b);
+    for u in [&a, &b] {
+        let parts: Vec<&str> = u.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12],
+            "{u}"
+        );
+        assert!(u
+            .chars()
+            .all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(parts[2].starts_with('4'), "{u}");
+        assert!(
+            matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'),
+            "{u}"
+        );
+    }
+    assert!(refused(
+        "trace_statements",
+        r#"set(span.attributes["x"], UUID(span.name))"#
+    )
+    .contains("UUID expects 0 arguments, got 1"));
+}
