@@ -182,6 +182,22 @@ pub struct DecodeError {
 }
 
 impl Batch {
+    /// A traces batch of `req`, encoded or decoded, with a default context (tests of stages
+    /// that take either form).
+    #[cfg(test)]
+    pub(crate) fn traces_for_test(req: ExportTraceServiceRequest, encoded: bool) -> Batch {
+        let items = count_spans(&req);
+        let payload = if encoded {
+            Payload::Encoded(req.encode_to_vec().into())
+        } else {
+            Payload::Traces(req)
+        };
+        Batch {
+            payload,
+            ..Batch::encoded(Signal::Traces, Bytes::new(), items, Arc::default())
+        }
+    }
+
     /// A batch of encoded OTLP bytes whose items were already counted.
     pub fn encoded(signal: Signal, bytes: Bytes, items: usize, context: Arc<Context>) -> Batch {
         Batch {

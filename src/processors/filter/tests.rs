@@ -1163,19 +1163,7 @@ fn error_mode_as_upstream_on_both_paths() {
             let reg = Registry::default();
             let mut stage = FilterProcessor::new("filter/x", &cfg, &reg);
             let r = spans();
-            let batch = Batch {
-                payload: if encoded {
-                    Payload::Encoded(prost::Message::encode_to_vec(&r).into())
-                } else {
-                    Payload::Traces(r)
-                },
-                ..Batch::encoded(
-                    Signal::Traces,
-                    Default::default(),
-                    2,
-                    Arc::new(Context::default()),
-                )
-            };
+            let batch = Batch::traces_for_test(r, encoded);
             let mut out = Vec::new();
             stage.process(batch, &mut out);
             let what = format!("{mode:?} encoded={encoded}");
